@@ -1,0 +1,241 @@
+"""The configuration model: what the Apache config says about managed domains.
+
+`directives` builds these objects from the parsed Apache configuration;
+everything downstream (planning, the ACME driver, generated config, status)
+reads them and never looks at Apache syntax again. All values here are
+*effective* values: an MD carries its own setting, else the global one, else
+mod_md's default.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .durations import Timeslice
+
+DEFAULT_CA = "https://acme-v02.api.letsencrypt.org/directory"
+KNOWN_CAS = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-test": "https://acme-staging-v02.api.letsencrypt.org/directory",
+    "buypass": "https://api.buypass.com/acme/directory",
+    "buypass-test": "https://api.test4.buypass.no/acme/directory",
+}
+KNOWN_CA_NAMES = "LetsEncrypt LetsEncrypt-Test Buypass Buypass-Test"
+
+# md_state_t
+STATE_UNKNOWN, STATE_INCOMPLETE, STATE_COMPLETE, STATE_EXPIRED, STATE_ERROR = 0, 1, 2, 3, 4
+# md_renew_mode_t
+RENEW_MANUAL, RENEW_AUTO, RENEW_ALWAYS = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a directive stands: used in every message a user sees."""
+
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A configuration error or warning, printed as `file:line: message`."""
+
+    message: str
+    location: Location | None = None
+    md: str | None = None
+
+    def __str__(self) -> str:
+        where = str(self.location) if self.location else (f"MD {self.md}" if self.md else "")
+        return f"{where}: {self.message}" if where else self.message
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One MDPrivateKeys entry. `kind` is "Default", "RSA" or "EC"."""
+
+    kind: str
+    bits: int = 0
+    curve: str = ""
+
+    @property
+    def name(self) -> str:
+        """mod_md's key-type name: "rsa", or the curve as configured."""
+        return self.curve if self.kind == "EC" else "rsa"
+
+    @property
+    def rsa_bits(self) -> int:
+        return self.bits or 2048
+
+    def file_name(self, base: str) -> str:
+        """`privkey` -> privkey.pem / privkey.secp256r1.pem (lowercased, as mod_md)."""
+        if self.name.lower() == "rsa":
+            return f"{base}.pem"
+        return f"{base}.{self.name}.pem".lower()
+
+    def to_json(self) -> dict[str, Any]:
+        if self.kind == "Default":
+            return {"type": "Default"}
+        if self.kind == "RSA":
+            return {"type": "RSA", "bits": self.rsa_bits}
+        return {"type": "EC", "curve": self.curve}
+
+
+DEFAULT_KEYSPEC = KeySpec("Default")
+
+
+@dataclass
+class VHost:
+    """A <VirtualHost> (or the base server when `is_base`)."""
+
+    location: Location
+    addresses: list[str] = field(default_factory=list)  # as written: "*:443", "[::1]:443"
+    server_name: str | None = None
+    aliases: list[str] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)  # ports of the addresses ("*" -> Listen ports)
+    ssl: bool = False  # SSLEngine on
+    server_admin: str | None = None
+    protocols: list[str] = field(default_factory=list)
+    cert_files: list[str] = field(default_factory=list)  # SSLCertificateFile (absolute)
+    key_files: list[str] = field(default_factory=list)  # SSLCertificateKeyFile (absolute)
+    includes: list[str] = field(default_factory=list)  # absolute paths Include'd inside
+    md_contact: str | None = None  # MDContactEmail inside the vhost
+    stapling: bool | None = None  # MDStapling inside the vhost (non-MD certs)
+    is_base: bool = False
+
+    @property
+    def names(self) -> list[str]:
+        return ([self.server_name] if self.server_name else []) + self.aliases
+
+    @property
+    def label(self) -> str:
+        return f"{self.server_name or '(no ServerName)'}:{','.join(map(str, self.ports))}"
+
+
+@dataclass
+class ManagedDomain:
+    """One MD with effective settings (MD section > global > default)."""
+
+    name: str
+    domains: list[str]
+    location: Location
+    transitive: bool = True  # MDMembers auto
+    ca_urls: list[str] = field(default_factory=lambda: [DEFAULT_CA])
+    ca_urls_configured: bool = False
+    ca_proto: str = "ACME"
+    ca_agreement: str | None = None
+    contacts: list[str] = field(default_factory=list)  # "mailto:..."
+    eab_kid: str | None = None
+    eab_hmac: str | None = None
+    pkey_specs: list[KeySpec] = field(default_factory=list)  # empty: not configured (RSA 2048)
+    renew_mode: int = RENEW_AUTO
+    renew_window: Timeslice = field(default_factory=lambda: Timeslice(percent=33))
+    warn_window: Timeslice = field(default_factory=lambda: Timeslice(percent=10))
+    require_https: str | None = None  # "temporary" | "permanent"
+    must_staple: bool = False
+    stapling: bool = False
+    challenges: list[str] | None = None  # MDCAChallenges, None = automatic
+    dns01_cmd: str | None = None  # effective (MD or global)
+    dns01_cmd_md: str | None = None  # set inside the MD section (for md.json "cmd-dns-01")
+    proxy_url: str | None = None
+    ca_certs: str | None = None  # MDCACertificateFile
+    proxy_ca_certs: str | None = None
+    profile: str | None = None
+    profile_mandatory: bool = False
+    ari_renewals: bool = True
+    cert_files: list[str] = field(default_factory=list)  # MDCertificateFile (absolute)
+    key_files: list[str] = field(default_factory=list)
+    vhosts: list[VHost] = field(default_factory=list)  # vhosts matched to this MD
+
+    @property
+    def keyspecs(self) -> list[KeySpec]:
+        """The specs certificates are made for (RSA 2048 when none configured)."""
+        return self.pkey_specs or [DEFAULT_KEYSPEC]
+
+    @property
+    def is_static(self) -> bool:
+        return bool(self.cert_files)
+
+    @property
+    def ssl_vhosts(self) -> list[VHost]:
+        return [v for v in self.vhosts if v.ssl]
+
+    def covers(self, name: str) -> bool:
+        """True when `name` is one of the MD's names, wildcards included."""
+        return domain_matches(self.domains, name)
+
+
+@dataclass
+class GlobalSettings:
+    """Module-wide (SRV) settings."""
+
+    store_dir: str = ""  # absolute
+    port_map: dict[int, int | None] = field(default_factory=lambda: {80: 80, 443: 443})
+    check_interval: float = 12 * 3600.0
+    initial_delay: float = 0.0
+    retry_delay: float = 30.0
+    retry_failover: int = 13
+    activation_delay: float = 0.0
+    message_cmd: str | None = None
+    notify_cmd: str | None = None
+    dns01_version: int = 1
+    match_names: str = "all"
+    base_server: bool = False
+    server_status: bool = True
+    certificate_status: bool = True
+    certificate_check: tuple[str, str] = ("crt.sh", "https://crt.sh?q=")
+    stapling_keep_response: float = 7 * 86400.0
+    stapling_renew_window: Timeslice = field(default_factory=lambda: Timeslice(percent=33))
+    store_locks: float | None = None  # None = off, else wait seconds
+    staple_others: bool = True
+    # apache-md's own additions (documented in the README)
+    activation_interval: float = 0.0  # MDActivationInterval: min seconds between reloads
+    activation_window: tuple[int, int] | None = None  # MDActivationWindow: minutes of day [from, to)
+
+
+@dataclass
+class Config:
+    """Everything apache-md needs from one Apache configuration."""
+
+    main_file: str
+    server_root: str
+    settings: GlobalSettings
+    mds: list[ManagedDomain] = field(default_factory=list)
+    vhosts: list[VHost] = field(default_factory=list)
+    listen_ports: list[int] = field(default_factory=list)
+    modules: set[str] = field(default_factory=set)  # loaded module ids, e.g. "ssl_module"
+    server_admin: str | None = None
+    user: str | None = None  # Apache's User (children / WSGI default)
+    group: str | None = None
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+    def md_by_name(self, name: str) -> ManagedDomain | None:
+        for md in self.mds:
+            if md.name == name:
+                return md
+        return None
+
+    def md_for_domain(self, name: str) -> ManagedDomain | None:
+        """The MD covering a DNS name: exact names first, then wildcards."""
+        name = name.lower().rstrip(".")
+        for md in self.mds:
+            if md.name == name or name in md.domains:
+                return md
+        for md in self.mds:
+            if md.covers(name):
+                return md
+        return None
+
+
+def domain_matches(patterns: list[str], name: str) -> bool:
+    """`name` equals a pattern or is covered by a `*.x` pattern (one label)."""
+    name = name.lower().rstrip(".")
+    for p in patterns:
+        if p == name:
+            return True
+        if p.startswith("*.") and "." in name and name.split(".", 1)[1] == p[2:]:
+            return True
+    return False
