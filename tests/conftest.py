@@ -1,0 +1,102 @@
+"""Shared pytest fixtures: one Pebble per session, a fresh Apache per test.
+
+Everything product-specific (running `apache-md`) belongs in the tests or in a
+later conftest layer; this file only knows about the harness.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+# `tests.harness` must be importable however pytest was started (tests/ has
+# no __init__.py, so pytest itself only puts tests/ on sys.path).
+_REPO = Path(__file__).resolve().parent.parent
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from tests.harness import Apache, Pebble  # noqa: E402
+from tests.harness._util import make_tmp_dir  # noqa: E402
+
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
+# Ports: the mod_md test suite's defaults, overridable for parallel checkouts.
+HTTP_PORT = int(os.environ.get("E2E_HTTP_PORT", "5002"))
+HTTPS_PORT = int(os.environ.get("E2E_HTTPS_PORT", "5001"))
+E2E_TOOLS = ("/usr/sbin/apache2", "/usr/bin/pebble", "/usr/bin/pebble-challtestsrv",
+             "/usr/bin/openssl", "/usr/bin/curl")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: end-to-end tests with real Apache and Pebble")
+    # Turn SIGTERM (CI timeout, `kill`) into an interrupt so fixture teardown
+    # and the harness's atexit hooks stop Apache and Pebble.
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        def _term(signum, frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+        signal.signal(signal.SIGTERM, _term)
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = [t for t in E2E_TOOLS if not os.path.exists(t)]
+    for item in items:
+        if E2E_DIR in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+            # Outside CI a machine without the tools skips e2e; in CI it must fail.
+            if missing and not os.environ.get("CI"):
+                item.add_marker(pytest.mark.skip(reason=f"missing {', '.join(missing)} "
+                                                 "(run `make deps`)"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # Remember each phase's outcome so fixtures can keep logs of failed tests.
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
+def _failed(request) -> bool:
+    return any(getattr(request.node, f"rep_{w}", None) is not None
+               and getattr(request.node, f"rep_{w}").failed for w in ("setup", "call"))
+
+
+@pytest.fixture(scope="session")
+def pebble():
+    """The session's Pebble + challtestsrv (started on first use). Tests that
+    change its config use pebble.restart(...) and should restore it."""
+    p = Pebble(http_port=HTTP_PORT, https_port=HTTPS_PORT)
+    p.start()
+    yield p
+    p.stop()
+    shutil.rmtree(p.work_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def apache(request):
+    """A fresh, not yet started Apache in its own ServerRoot: write_conf() then
+    start(). Stopped at teardown; its root is kept (and named) if the test failed."""
+    a = Apache(http_port=HTTP_PORT, https_port=HTTPS_PORT)
+    yield a
+    a.stop()
+    if _failed(request):
+        sys.stderr.write(f"\n[harness] Apache root kept: {a.root} "
+                         f"(error log {a.error_log_path})\n")
+    else:
+        shutil.rmtree(a.root, ignore_errors=True)
+
+
+@pytest.fixture
+def store_dir(request):
+    """A fresh empty directory under /tmp, mode 0755 (pytest's tmp_path is
+    0700, which Apache's www-data children cannot enter)."""
+    d = make_tmp_dir("md-store-")
+    yield d
+    if _failed(request):
+        sys.stderr.write(f"\n[harness] store kept: {d}\n")
+    else:
+        shutil.rmtree(d, ignore_errors=True)

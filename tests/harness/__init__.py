@@ -1,0 +1,8 @@
+"""Reusable end-to-end harness: a private Apache, Pebble + challtestsrv, and
+real-tool clients (openssl, curl). Product-independent on purpose."""
+
+from .apache import Apache
+from .pebble import Pebble, default_eab
+from . import client, pki
+
+__all__ = ["Apache", "Pebble", "default_eab", "client", "pki"]
