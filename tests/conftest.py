@@ -24,9 +24,14 @@ from tests.harness import Apache, Pebble  # noqa: E402
 from tests.harness._util import make_tmp_dir  # noqa: E402
 
 E2E_DIR = Path(__file__).resolve().parent / "e2e"
-# Ports: the mod_md test suite's defaults, overridable for parallel checkouts.
-HTTP_PORT = int(os.environ.get("E2E_HTTP_PORT", "5002"))
-HTTPS_PORT = int(os.environ.get("E2E_HTTPS_PORT", "5001"))
+# Ports: the mod_md test suite's defaults. E2E_PORT_OFFSET shifts all of them,
+# so two checkouts on one machine can run their e2e tests at the same time.
+_OFF = int(os.environ.get("E2E_PORT_OFFSET", "0"))
+PORTS = {name: port + _OFF for name, port in {
+    "http_port": 5002, "https_port": 5001, "acme_port": 14000, "mgmt_port": 15000,
+    "dns_port": 8053, "challtestsrv_port": 8055}.items()}
+HTTP_PORT = PORTS["http_port"]
+HTTPS_PORT = PORTS["https_port"]
 E2E_TOOLS = ("/usr/sbin/apache2", "/usr/bin/pebble", "/usr/bin/pebble-challtestsrv",
              "/usr/bin/openssl", "/usr/bin/curl")
 
@@ -69,7 +74,7 @@ def _failed(request) -> bool:
 def pebble():
     """The session's Pebble + challtestsrv (started on first use). Tests that
     change its config use pebble.restart(...) and should restore it."""
-    p = Pebble(http_port=HTTP_PORT, https_port=HTTPS_PORT)
+    p = Pebble(**PORTS)
     p.start()
     yield p
     p.stop()

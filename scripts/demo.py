@@ -1,0 +1,2 @@
+"""Placeholder: the real demo is written elsewhere."""
+print("demo: not yet")
