@@ -1,0 +1,187 @@
+"""A thin layer over the `acme` library: one CA connection, fast polling, errors as values.
+
+The library's own polling sleeps a whole second between requests; issuing
+for many MDs in parallel is dominated by that, so we poll with a short,
+growing interval that honours Retry-After.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable
+
+import josepy as jose
+import requests
+from acme import client as acme_client
+from acme import errors as acme_errors
+from acme import messages
+
+from . import __version__
+
+USER_AGENT = f"apache-md/{__version__}"
+POLL_FIRST, POLL_MAX = 0.05, 1.0
+
+
+@dataclass
+class CAProblem(Exception):
+    """A failed exchange with the CA, in mod_md's terms (job.json `last`)."""
+
+    status: int  # APR-like status: 0 ok, 111 refused, 70007 timeout, 20014 general
+    description: str
+    problem: str | None = None  # ACME problem type URN or mod_md problem name
+    detail: str | None = None
+    subproblems: list | None = None
+    retry_after: float | None = None
+
+    def __str__(self) -> str:
+        return self.detail or self.description
+
+
+def problem_from_exception(e: BaseException, ca_url: str = "") -> CAProblem:
+    if isinstance(e, CAProblem):
+        return e
+    if isinstance(e, messages.Error):
+        subs = None
+        if getattr(e, "subproblems", None):
+            subs = [s.to_partial_json() if hasattr(s, "to_partial_json") else s
+                    for s in e.subproblems]
+        return CAProblem(20014, "CA problem", e.typ, e.detail or e.title, subs)
+    if isinstance(e, requests.exceptions.ConnectionError):
+        text = str(e)
+        desc = "Connection refused" if "refused" in text.lower() else "Connection failed"
+        return CAProblem(111, desc, None,
+                         f"Unsuccessful in contacting ACME server at {ca_url}: {desc}")
+    if isinstance(e, requests.exceptions.Timeout):
+        return CAProblem(70007, "Timeout", None, f"Timeout talking to ACME server at {ca_url}")
+    if isinstance(e, acme_errors.TimeoutError):
+        return CAProblem(70007, "Timeout", None, "The CA did not complete in time")
+    if isinstance(e, acme_errors.ClientError) and "Unexpected response" in str(e):
+        return CAProblem(20014, "Bad response", None, f"Unexpected response from {ca_url}: {e}")
+    return CAProblem(20014, type(e).__name__, None, str(e) or type(e).__name__)
+
+
+def retry_after_seconds(response: requests.Response | None) -> float | None:
+    if response is None:
+        return None
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+class CAConnection:
+    """One directory, one account key, one HTTP session."""
+
+    def __init__(self, url: str, *, ca_certs: str | None = None, proxy: str | None = None,
+                 proxy_ca_certs: str | None = None, timeout: float = 30,
+                 stop: threading.Event | None = None):
+        self.url = url
+        self.stop = stop or threading.Event()
+        self.net = acme_client.ClientNetwork(None, user_agent=USER_AGENT, timeout=int(timeout))
+        session = self.net.session
+        if ca_certs:
+            session.verify = ca_certs
+        if proxy:
+            session.proxies = {"http": proxy, "https": proxy}
+            # requests trusts one bundle for both; a proxy CA is added to it when given
+            if proxy_ca_certs and not ca_certs:
+                session.verify = proxy_ca_certs
+        self._directory: messages.Directory | None = None
+        self.client: acme_client.ClientV2 | None = None
+
+    @property
+    def directory(self) -> messages.Directory:
+        if self._directory is None:
+            try:
+                self._directory = acme_client.ClientV2.get_directory(self.url, self.net)
+            except Exception as e:  # noqa: BLE001 - mapped to a CAProblem
+                raise problem_from_exception(e, self.url) from None
+            self.client = acme_client.ClientV2(self._directory, self.net)
+        return self._directory
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        meta = self.directory.meta
+        return meta.to_partial_json() if meta is not None else {}
+
+    def call(self, fn: Callable, *args, **kwargs):
+        """Run one protocol step; every failure becomes a CAProblem."""
+        try:
+            return fn(*args, **kwargs)
+        except CAProblem:
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise problem_from_exception(e, self.url) from None
+
+    def use_account(self, key: jose.JWK, regr: messages.RegistrationResource | None) -> None:
+        self.directory  # noqa: B018
+        self.net.key = key
+        self.net.alg = jose.RS256 if isinstance(key, jose.JWKRSA) else jose.ES256
+        self.net.account = regr
+
+    def sleep(self, seconds: float) -> None:
+        if self.stop.wait(seconds):
+            raise CAProblem(20014, "Stopped", None, "apache-md is shutting down")
+
+    def poll(self, fetch: Callable[[], tuple[Any, requests.Response | None]],
+             done: Callable[[Any], bool], deadline: float) -> Any:
+        """Call `fetch` until `done(result)`, quickly at first, honouring Retry-After."""
+        delay = POLL_FIRST
+        while True:
+            result, response = self.call(fetch)
+            if done(result):
+                return result
+            if time.monotonic() >= deadline:
+                raise CAProblem(70007, "Timeout", None, "The CA did not complete in time")
+            wait = retry_after_seconds(response)
+            wait = delay if wait is None else min(max(wait, delay), 30.0)
+            self.sleep(min(wait, max(0.0, deadline - time.monotonic())))
+            delay = min(POLL_MAX, delay * 2)
+
+    # -- orders -------------------------------------------------------------------
+    def new_order(self, identifiers: list[messages.Identifier], profile: str | None = None,
+                  replaces: str | None = None) -> messages.OrderResource:
+        """newOrder with optional profile and ARI `replaces` (the library lacks the latter)."""
+        client = self.client
+        body: dict[str, Any] = {"identifiers": [i.to_partial_json() for i in identifiers]}
+        if profile:
+            body["profile"] = profile
+        if replaces:
+            body["replaces"] = replaces
+
+        def post():
+            resp = client._post(self.directory["newOrder"], _RawJSON(body))  # noqa: SLF001
+            order = messages.Order.from_json(resp.json())
+            authzs = [client._authzr_from_response(client._post_as_get(u), uri=u)  # noqa: SLF001
+                      for u in order.authorizations]
+            return messages.OrderResource(body=order, uri=resp.headers.get("Location"),
+                                          authorizations=authzs)
+        return self.call(post)
+
+    def post_as_get(self, url: str) -> requests.Response:
+        return self.call(self.client._post_as_get, url)  # noqa: SLF001
+
+
+class _RawJSON(jose.JSONDeSerializable):
+    """A request body the library has no message class for (e.g. newOrder with `replaces`)."""
+
+    def __init__(self, obj: dict[str, Any]):
+        self.obj = obj
+
+    def to_partial_json(self) -> dict[str, Any]:
+        return self.obj
+
+    @classmethod
+    def from_json(cls, jobj: Any) -> "_RawJSON":
+        return cls(jobj)

@@ -1,0 +1,226 @@
+"""Activation: staged sets become live, and the Apache includes follow.
+
+mod_md does this in post_config at a restart; apache-md does it on demand
+(`apache-md activate`, or the worker after a renewal) and then reloads
+Apache. A staged set is verified before it replaces anything; a set that
+fails verification is discarded and the renewal starts over, while Apache
+keeps serving the previous certificate.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from . import apachegen, credentials, crypto
+from .drive import load_job, save_job
+from .job import now_utc
+from .mdjson import md_to_json
+from .model import Config, ManagedDomain
+from .notify import Messenger
+from .store import APACHE, CHALLENGES, DOMAINS, STAGING, TMP, Store, StoreError, atomic_write
+
+log = logging.getLogger(__name__)
+FALLBACK_MIN_LEFT = timedelta(days=2)
+
+
+@dataclass
+class Report:
+    activated: list[str] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)  # md -> why not yet
+    failed: dict[str, str] = field(default_factory=dict)
+    includes_changed: bool = False
+
+    @property
+    def reload_needed(self) -> bool:
+        return bool(self.activated) or self.includes_changed
+
+
+def verify_staged(store: Store, md: ManagedDomain) -> list[tuple[bytes, bytes]]:
+    """(plain key PEM, chain PEM) per key spec; raises StoreError naming the problem."""
+    out = []
+    for spec in md.keyspecs:
+        key_pem = store.read_bytes(STAGING, md.name, spec.file_name("privkey"))
+        cert_pem = store.read_bytes(STAGING, md.name, spec.file_name("pubcert"))
+        if not key_pem or not cert_pem:
+            raise StoreError(f"staged set of {md.name} lacks the {spec.name} key or certificate")
+        try:
+            key = crypto.key_from_pem(key_pem, store.key)
+            chain = crypto.load_chain(cert_pem)
+        except (ValueError, TypeError, crypto.CryptoError) as e:
+            raise StoreError(f"staged {spec.name} set of {md.name} is unreadable: {e}") from None
+        if not chain or not crypto.key_matches_cert(key, chain[0]):
+            raise StoreError(f"staged {spec.name} certificate of {md.name} does not match its key")
+        if len(chain) < 2:
+            raise StoreError(f"staged {spec.name} chain of {md.name} has no intermediate")
+        missing = [d for d in md.domains if not crypto.covers(crypto.cert_names(chain[0]), d)]
+        if missing:
+            raise StoreError(f"staged {spec.name} certificate of {md.name} does not cover "
+                             f"{', '.join(missing)}")
+        out.append((crypto.key_to_pem(key), cert_pem))
+    return out
+
+
+def activate_md(store: Store, md: ManagedDomain, messenger: Messenger,
+                now: datetime | None = None) -> str | None:
+    """Move a complete staged set into domains/; returns why not, or None when done."""
+    now = now or now_utc()
+    if not store.exists(STAGING, md.name, "job.json"):
+        return "nothing staged"
+    job = load_job(store, md.name)
+    if not job.finished or not credentials.staged_complete(store, md):
+        return "renewal not finished"
+    if job.valid_from and job.valid_from > now:
+        return f"activation delayed until {job.valid_from:%Y-%m-%d %H:%M:%S} UTC"
+    sets = verify_staged(store, md)
+    try:
+        staged_md = store.read_json(STAGING, md.name, "md.json") or {}
+    except StoreError:
+        staged_md = {}
+    ca_url = (staged_md.get("ca") or {}).get("url")
+    store.purge(TMP, md.name)
+    for spec, (key_pem, cert_pem) in zip(md.keyspecs, sets):
+        store.write_bytes(TMP, md.name, spec.file_name("privkey"), key_pem, mode=0o600)
+        store.write_bytes(TMP, md.name, spec.file_name("pubcert"), cert_pem)
+    account = _account_for(store, ca_url)
+    store.write_json(TMP, md.name, "md.json", md_to_json(md, ca_url=ca_url, account=account,
+                                                          state=2))
+    messenger.send(job, "installed", md.name)  # mod_md: exit code ignored
+    store.write_json(TMP, md.name, "job.json", job.to_json())
+    store.replace_domain(md.name)
+    store.purge(STAGING, md.name)
+    store.purge(CHALLENGES, md.name)
+    log.info("%s: activated new certificates", md.name)
+    return None
+
+
+def _account_for(store: Store, ca_url: str | None) -> str | None:
+    """The account id used at `ca_url` (for md.json's ca.account)."""
+    if not ca_url:
+        return None
+    for acct in store.names("accounts"):
+        try:
+            doc = store.read_json("accounts", acct, "account.json") or {}
+        except StoreError:
+            continue
+        if doc.get("ca-url") == ca_url and doc.get("status") == "valid":
+            return acct
+    return None
+
+
+def ensure_fallback(store: Store, md: ManagedDomain, spec) -> tuple[str, str]:
+    """The self-signed stand-in for a key type without a certificate yet."""
+    cert_f = store.path(DOMAINS, md.name, "fallback-" + spec.file_name("pubcert"))
+    key_f = store.path(DOMAINS, md.name, "fallback-" + spec.file_name("privkey"))
+    ok = False
+    if cert_f.exists() and key_f.exists():
+        try:
+            info = crypto.cert_info(crypto.load_chain(cert_f.read_bytes())[0])
+            ok = (info.not_after - now_utc() > FALLBACK_MIN_LEFT
+                  and all(crypto.covers(list(info.names), d) for d in md.domains))
+        except (OSError, crypto.CryptoError, IndexError):
+            ok = False
+    if not ok:
+        key = crypto.generate_key(spec)
+        store.write_bytes(DOMAINS, md.name, key_f.name, crypto.key_to_pem(key), mode=0o600)
+        store.write_bytes(DOMAINS, md.name, cert_f.name, crypto.self_signed(key, md.domains))
+    return str(cert_f), str(key_f)
+
+
+def cert_pairs(store: Store, md: ManagedDomain) -> tuple[list[tuple[str, str]], bool]:
+    """What the MD's include points mod_ssl at, and whether that is the fallback."""
+    if md.is_static:
+        return list(zip(md.cert_files, md.key_files)), False
+    pairs = []
+    for spec in md.keyspecs:
+        cert = store.path(DOMAINS, md.name, spec.file_name("pubcert"))
+        key = store.path(DOMAINS, md.name, spec.file_name("privkey"))
+        if cert.exists() and key.exists():
+            pairs.append((str(cert), str(key)))
+    if pairs:
+        return pairs, False
+    return [ensure_fallback(store, md, spec) for spec in md.keyspecs], True
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    data = text.encode()
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    atomic_write(path, data, 0o644)
+    return True
+
+
+def write_includes(store: Store, config: Config) -> bool:
+    """Every MD's include and the global file; True when any file changed."""
+    changed = False
+    apache_dir = store.dir(APACHE)
+    apache_dir.mkdir(parents=True, exist_ok=True)
+    for md in config.mds:
+        pairs, fallback = cert_pairs(store, md)
+        changed |= write_if_changed(apache_dir / f"{md.name}.conf",
+                                    apachegen.md_include(md, pairs, fallback))
+    changed |= write_if_changed(apache_dir / "global.conf", apachegen.global_conf(config))
+    # Includes of MDs removed from the config stay: a vhost may still include them.
+    return changed
+
+
+def sync_md_json(store: Store, md: ManagedDomain) -> None:
+    """Keep domains/<md>/md.json in step with the config (mod_md's store sync)."""
+    try:
+        current = store.read_json(DOMAINS, md.name, "md.json") or {}
+    except StoreError:
+        current = {}
+    ca = current.get("ca") or {}
+    wanted = md_to_json(md, ca_url=ca.get("url"), account=ca.get("account"),
+                        state=current.get("state", 0) if isinstance(current.get("state"), int)
+                        else 0)
+    if wanted != current:
+        store.write_json(DOMAINS, md.name, "md.json", wanted)
+
+
+def activate(store: Store, config: Config, messenger: Messenger,
+             now: datetime | None = None) -> Report:
+    """Activate every MD with a complete staged set, then write the Apache includes."""
+    report = Report()
+    for md in config.mds:
+        if md.is_static:
+            continue
+        try:
+            why = activate_md(store, md, messenger, now)
+        except StoreError as e:
+            report.failed[md.name] = str(e)
+            _discard_staged(store, md, str(e))
+            continue
+        except OSError as e:
+            report.failed[md.name] = f"{e.filename or md.name}: {e.strerror}"
+            continue
+        if why is None:
+            report.activated.append(md.name)
+        elif why != "nothing staged":
+            report.waiting[md.name] = why
+        sync_md_json(store, md)
+    report.includes_changed = write_includes(store, config)
+    return report
+
+
+def _discard_staged(store: Store, md: ManagedDomain, why: str) -> None:
+    """A set that fails verification is useless: drop it and make the job retry."""
+    log.error("%s: staged certificates rejected: %s", md.name, why)
+    job = load_job(store, md.name)
+    for spec in md.keyspecs:
+        store.remove(STAGING, md.name, spec.file_name("privkey"))
+        store.remove(STAGING, md.name, spec.file_name("pubcert"))
+    job.fail(20014, "activation failed", None, f"staged certificates rejected: {why}")
+    save_job(store, job)
+
+
+def restore_archive(store: Store, md_name: str, archived: str) -> None:
+    """Undo an activation (used when Apache refuses the new configuration)."""
+    dst = store.dir(DOMAINS, md_name)
+    shutil.rmtree(dst, ignore_errors=True)
+    Path(archived).rename(dst)

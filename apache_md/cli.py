@@ -1,0 +1,300 @@
+"""`apache-md`: check, status, renew, activate, worker, apache-conf."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from . import __version__, activation, apachegen, credentials, status
+from .drive import Driver
+from .job import now_utc
+from .jsonfmt import dumps
+from .model import Config
+from .notify import Messenger
+from .plan import plan
+from .store import Store, StoreError
+
+DEFAULT_CONF = "/etc/apache2/apache2.conf"
+
+
+def _setup_logging(verbose: bool) -> None:
+    # Under systemd the journal adds time stamps itself.
+    fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") \
+        else "%(asctime)s %(levelname)s %(message)s"
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt,
+                        stream=sys.stderr)
+    for noisy in ("urllib3", "acme", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _loader(args):
+    from .directives import load_config
+
+    def load() -> Config:
+        return load_config(args.config, server_root=args.server_root, defines=args.define)
+    return load
+
+
+def _load(args) -> Config | None:
+    """The config, or None after printing its errors (exit 1)."""
+    config = _loader(args)()
+    for p in config.warnings:
+        print(f"warning: {p}", file=sys.stderr)
+    if config.errors:
+        for p in config.errors:
+            print(p, file=sys.stderr)
+        return None
+    return config
+
+
+def _store(config: Config) -> Store | None:
+    store = Store(config.settings.store_dir)
+    try:
+        store.init()
+    except StoreError as e:
+        print(f"apache-md: {e}", file=sys.stderr)
+        return None
+    return store
+
+
+# -- check ---------------------------------------------------------------------------
+def cmd_check(args) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    store_dir = config.settings.store_dir
+    missing = 0
+    print(f"{len(config.mds)} managed domain(s), store {store_dir}")
+    store = Store(store_dir)
+    now = now_utc()
+    for md in config.mds:
+        print(f"\n{md.name}: {' '.join(md.domains)}")
+        print(f"  CA: {' '.join(md.ca_urls)}   renew: {'manual always auto'.split()[md.renew_mode] if md.renew_mode in (0, 1, 2) else md.renew_mode}"
+              f"   keys: {' '.join(s.name for s in md.keyspecs)}")
+        if not md.vhosts:
+            print("  no VirtualHost uses it (not renewed unless MDRenewMode always)")
+        for vh in md.vhosts:
+            kind = "SSL " if vh.ssl else ""
+            print(f"  {kind}vhost {vh.label} at {vh.location}")
+            if vh.ssl and not md.is_static:
+                inc = apachegen.include_path(store_dir, md.name)
+                if inc not in vh.includes:
+                    missing += 1
+                    print(f"{vh.location}: SSL VirtualHost {vh.label} of MD {md.name} lacks "
+                          f"its certificate include; add inside it:\n    "
+                          f"{apachegen.include_line(store_dir, md.name)}")
+        if store.base.exists():
+            try:
+                infos = credentials.active(store, md)
+            except StoreError as e:
+                print(f"  store: {e}")
+                continue
+            for name, info in infos.items():
+                if info:
+                    print(f"  certificate {name}: valid until {info.not_after:%Y-%m-%d %H:%M} UTC"
+                          + (" (EXPIRED)" if info.not_after < now else ""))
+                else:
+                    print(f"  certificate {name}: missing")
+    return 1 if missing else 0
+
+
+# -- status ---------------------------------------------------------------------------
+def _fmt_time(text: str | None) -> str:
+    from .jsonfmt import parse_http_date
+    dt = parse_http_date(text)
+    return dt.strftime("%Y-%m-%d %H:%M") if dt else "-"
+
+
+def _activity(obj: dict) -> str:
+    r = obj.get("renewal")
+    if not r:
+        return ""
+    if r.get("finished"):
+        return "staged, waiting for activation"
+    last = r.get("last") or {}
+    if r.get("errors"):
+        text = f"{r['errors']} error(s): {last.get('problem') or ''} {last.get('detail') or ''}"
+        if r.get("next-run"):
+            text += f"; retry {_fmt_time(r['next-run'])}"
+        return text.strip()
+    return last.get("activity") or "renewing"
+
+
+def cmd_status(args) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    store = _store(config)
+    if store is None:
+        return 1
+    mds = sorted(config.mds, key=lambda m: m.name)
+    if args.name:
+        md = config.md_by_name(args.name) or config.md_for_domain(args.name)
+        if md is None:
+            print(f"apache-md: no managed domain named or covering '{args.name}'", file=sys.stderr)
+            return 1
+        obj = status.md_status(store, md, with_log=True)
+        if args.json:
+            print(dumps(obj))
+        else:
+            _print_table([obj])
+            for e in obj.get("renewal", {}).get("log", {}).get("entries", [])[:20]:
+                print(f"  {e.get('when')}  {e.get('type')}  {e.get('status', '')} "
+                      f"{e.get('detail', '')}".rstrip())
+        return 0
+    snap = status.snapshot(store, config)
+    if args.json:
+        print(dumps(snap["list"]))
+    else:
+        _print_table(snap["list"].get("managed-domains", []))
+    return 0
+
+
+_STATE = {0: "unknown", 1: "incomplete", 2: "good", 3: "expired", 4: "error"}
+
+
+def _print_table(objs: list[dict]) -> None:
+    rows = [("NAME", "DOMAINS", "STATUS", "KEYS", "VALID UNTIL", "RENEW AT", "ACTIVITY")]
+    for o in objs:
+        cert = o.get("cert", {})
+        keys = ",".join(k for k in cert if k != "valid") or "-"
+        state = _STATE.get(o.get("state"), "?")
+        if o.get("state") == 1 and o.get("state-descr"):
+            state = f"incomplete: {o['state-descr']}"
+        rows.append((o["name"], " ".join(o.get("domains", [])), state, keys,
+                     _fmt_time(cert.get("valid", {}).get("until")), _fmt_time(o.get("renew-at")),
+                     _activity(o)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+
+
+# -- renew ----------------------------------------------------------------------------
+def cmd_renew(args) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    store = _store(config)
+    if store is None:
+        return 1
+    unknown = [n for n in args.names if not config.md_by_name(n)]
+    if unknown:
+        print(f"apache-md: unknown managed domain(s): {', '.join(unknown)}", file=sys.stderr)
+        return 1
+    settings = config.settings
+    driver = Driver(store, settings, Messenger(settings.message_cmd, settings.notify_cmd,
+                                               str(store.base)),
+                    progress=lambda md, text: print(f"{md}: {text}", flush=True))
+    decisions = plan(store, config, now_utc(), force=args.force, names=args.names or None)
+    todo = [d.md for d in decisions if d.drive or (args.names and not d.staged_waiting
+                                                   and d.md.name in args.names)]
+    for d in decisions:
+        if d.md not in todo:
+            print(f"{d.md.name}: {d.reason}")
+    status.write_snapshot(store, config)  # the challenge handler must know the MDs
+    failed = 0
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
+        for r in pool.map(driver.run, todo):
+            print(f"{r.md}: {r.outcome}: {r.detail}", flush=True)
+            failed += r.outcome in ("failed", "vetoed", "busy")
+    status.write_snapshot(store, config)
+    if todo and not failed:
+        print("New certificates are staged; run 'apache-md activate' to put them live.")
+    return 1 if failed else 0
+
+
+# -- activate -------------------------------------------------------------------------
+def cmd_activate(args) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    store = _store(config)
+    if store is None:
+        return 1
+    report = activation.activate(store, config, Messenger(config.settings.message_cmd, None,
+                                                          str(store.base)))
+    for name in report.activated:
+        print(f"{name}: activated")
+    for name, why in report.waiting.items():
+        print(f"{name}: not activated: {why}")
+    for name, why in report.failed.items():
+        print(f"{name}: activation failed: {why}", file=sys.stderr)
+    status.write_snapshot(store, config)
+    if args.reload and report.reload_needed:
+        from .worker import Worker
+        import shlex
+        w = Worker(lambda: config, shlex.split(args.reload))
+        if not w.reload_apache():
+            return 1
+    return 1 if report.failed else 0
+
+
+# -- worker -----------------------------------------------------------------------------
+def cmd_worker(args) -> int:
+    from .worker import run_worker
+    return run_worker(_loader(args), args.reload_command, once=args.once,
+                      max_parallel=args.parallel)
+
+
+# -- apache-conf --------------------------------------------------------------------------
+def cmd_apache_conf(args) -> int:
+    config = _load(args)
+    if config is None:
+        return 1
+    print(apachegen.handler_snippet(config, user=args.user), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="apache-md",
+                                description="Managed TLS certificates for Apache httpd (ACME).")
+    p.add_argument("--version", action="version", version=f"apache-md {__version__}")
+    p.add_argument("-f", dest="config", default=DEFAULT_CONF, metavar="APACHE_CONF",
+                   help=f"main Apache configuration file (default {DEFAULT_CONF})")
+    p.add_argument("-d", dest="server_root", default=None, metavar="SERVER_ROOT",
+                   help="ServerRoot (default: as the configuration says)")
+    p.add_argument("-D", dest="define", action="append", default=[], metavar="NAME",
+                   help="define a parameter for <IfDefine>, like apache2 -D")
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="validate the configuration and list managed domains")
+    s = sub.add_parser("status", help="show the managed domains and their certificates")
+    s.add_argument("--json", action="store_true", help="md-status JSON")
+    s.add_argument("name", nargs="?")
+    r = sub.add_parser("renew", help="renew now, in the foreground")
+    r.add_argument("--force", action="store_true", help="renew even if not due")
+    r.add_argument("names", nargs="*", metavar="NAME")
+    a = sub.add_parser("activate", help="put staged certificates live, write Apache includes")
+    a.add_argument("--reload", metavar="CMD", help="then reload Apache with CMD")
+    w = sub.add_parser("worker", help="run the renewal worker in the foreground")
+    w.add_argument("--reload-command", metavar="CMD",
+                   help="how to reload Apache after activation (default: the Debian way)")
+    w.add_argument("--once", action="store_true", help="one check cycle, then exit")
+    w.add_argument("--parallel", type=int, default=8, help="MDs driven at once (default 8)")
+    c = sub.add_parser("apache-conf", help="print the Apache snippet that mounts the handlers")
+    c.add_argument("--user", help="user of the WSGI daemon (default: Apache's User)")
+    return p
+
+
+COMMANDS = {"check": cmd_check, "status": cmd_status, "renew": cmd_renew,
+            "activate": cmd_activate, "worker": cmd_worker, "apache-conf": cmd_apache_conf}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        return 130
+    except StoreError as e:
+        print(f"apache-md: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"apache-md: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        return 1
+
+
+

@@ -1,0 +1,84 @@
+"""Credential sets: the pubcert/privkey pairs of an MD, active or staged.
+
+Parsing a certificate costs far more than a stat(), so parsed results are
+cached per (path, mtime, size): a check cycle over a thousand unchanged
+certificates parses nothing.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from cryptography import x509
+
+from . import crypto
+from .crypto import CertInfo
+from .model import KeySpec, ManagedDomain
+from .store import DOMAINS, STAGING, Store
+
+_cache: dict[str, tuple[tuple[float, int], list[x509.Certificate], CertInfo]] = {}
+_cache_lock = threading.Lock()
+
+
+def _load(path: Path) -> tuple[list[x509.Certificate], CertInfo] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    stamp = (st.st_mtime, st.st_size)
+    key = str(path)
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit and hit[0] == stamp:
+        return hit[1], hit[2]
+    try:
+        chain = crypto.load_chain(path.read_bytes())
+    except (OSError, crypto.CryptoError):
+        return None
+    if not chain:
+        return None
+    info = crypto.cert_info(chain[0])
+    with _cache_lock:
+        _cache[key] = (stamp, chain, info)
+    return chain, info
+
+
+def chain(store: Store, group: str, md_name: str, spec: KeySpec) -> list[x509.Certificate] | None:
+    hit = _load(store.path(group, md_name, spec.file_name("pubcert")))
+    return hit[0] if hit else None
+
+
+def info(store: Store, group: str, md_name: str, spec: KeySpec) -> CertInfo | None:
+    hit = _load(store.path(group, md_name, spec.file_name("pubcert")))
+    return hit[1] if hit else None
+
+
+def infos(store: Store, group: str, md: ManagedDomain) -> dict[str, CertInfo | None]:
+    """Per key-type name, the parsed leaf (None when missing or unreadable)."""
+    return {s.name: info(store, group, md.name, s) for s in md.keyspecs}
+
+
+def active(store: Store, md: ManagedDomain) -> dict[str, CertInfo | None]:
+    if md.is_static:
+        return static_infos(md)
+    return infos(store, DOMAINS, md)
+
+
+def staged(store: Store, md: ManagedDomain) -> dict[str, CertInfo | None]:
+    return infos(store, STAGING, md)
+
+
+def static_infos(md: ManagedDomain) -> dict[str, CertInfo | None]:
+    """MDCertificateFile MDs: keyed by index ("0", "1", ...) as mod_md's status does."""
+    out: dict[str, CertInfo | None] = {}
+    for i, f in enumerate(md.cert_files):
+        hit = _load(Path(f))
+        out[str(i)] = hit[1] if hit else None
+    return out
+
+
+def staged_complete(store: Store, md: ManagedDomain) -> bool:
+    return all(store.exists(STAGING, md.name, s.file_name("privkey"))
+               and store.exists(STAGING, md.name, s.file_name("pubcert"))
+               for s in md.keyspecs)

@@ -1,0 +1,208 @@
+"""Keys, CSRs and certificates: everything apache-md does with `cryptography`.
+
+Pure functions over bytes and objects; the store decides where the bytes go.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
+
+from .model import KeySpec
+
+# mod_md's curve aliases; anything else is tried as an OpenSSL/NIST name.
+_CURVES = {
+    "p-256": ec.SECP256R1, "secp256r1": ec.SECP256R1, "prime256v1": ec.SECP256R1,
+    "p-384": ec.SECP384R1, "secp384r1": ec.SECP384R1,
+    "p-521": ec.SECP521R1, "secp521r1": ec.SECP521R1,
+    "p-192": ec.SECP192R1, "secp192r1": ec.SECP192R1, "prime192v1": ec.SECP192R1,
+    "p-224": ec.SECP224R1, "secp224r1": ec.SECP224R1,
+}
+# TLS Feature extension value 5 = status_request (OCSP Must-Staple, RFC 7633)
+_MUST_STAPLE = x509.TLSFeature([x509.TLSFeatureType.status_request])
+FALLBACK_CN = "Apache Managed Domain Fallback"
+
+
+class CryptoError(Exception):
+    pass
+
+
+def generate_key(spec: KeySpec):
+    if spec.kind == "EC":
+        curve = _CURVES.get(spec.curve.lower())
+        if curve is None:
+            raise CryptoError(f"ec curve unknown: {spec.curve}")
+        return ec.generate_private_key(curve())
+    return generate_key_rsa(spec.rsa_bits)
+
+
+def generate_key_rsa(bits: int):
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def key_to_pem(key, passphrase: bytes | None = None) -> bytes:
+    enc = (serialization.BestAvailableEncryption(passphrase) if passphrase
+           else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+
+
+def key_from_pem(data: bytes, passphrase: bytes | None = None):
+    # Encrypted and plain keys both occur in a mod_md store (staging vs domains).
+    pw = passphrase if b"ENCRYPTED" in data else None
+    return serialization.load_pem_private_key(data, password=pw)
+
+
+def _is_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
+
+def san_entries(names: list[str]) -> list[x509.GeneralName]:
+    return [x509.IPAddress(ipaddress.ip_address(n)) if _is_ip(n) else x509.DNSName(n)
+            for n in names]
+
+
+def make_csr(key, names: list[str], must_staple: bool = False) -> bytes:
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
+    # CN only when it fits (64 chars) and is a DNS name; the SANs are what counts.
+    first = names[0]
+    if len(first) <= 64 and not _is_ip(first):
+        builder = builder.subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, first)]))
+    builder = builder.add_extension(x509.SubjectAlternativeName(san_entries(names)), critical=False)
+    if must_staple:
+        builder = builder.add_extension(_MUST_STAPLE, critical=False)
+    csr = builder.sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def self_signed(key, names: list[str], days: int = 14, cn: str = FALLBACK_CN) -> bytes:
+    """A fallback certificate (mod_md: CN 'Apache Managed Domain Fallback', 14 days)."""
+    now = datetime.now(timezone.utc)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    cert = (x509.CertificateBuilder()
+            .subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(san_entries(names)), critical=False)
+            .add_extension(x509.KeyUsage(True, False, isinstance(key, rsa.RSAPrivateKey), False,
+                                         False, False, False, False, False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def load_chain(data: bytes) -> list[x509.Certificate]:
+    try:
+        return x509.load_pem_x509_certificates(data)
+    except ValueError as e:
+        raise CryptoError(f"not a PEM certificate chain: {e}") from None
+
+
+def chain_to_pem(chain: list[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
+
+
+def key_matches_cert(key, cert: x509.Certificate) -> bool:
+    fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
+
+
+def cert_names(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return []
+    names = [n.lower() for n in san.get_values_for_type(x509.DNSName)]
+    names += [str(ip) for ip in san.get_values_for_type(x509.IPAddress)]
+    return names
+
+
+def covers(cert_sans: list[str], name: str) -> bool:
+    """Does a certificate with these SANs cover `name` (wildcards per RFC 6125)?"""
+    name = name.lower()
+    if name in cert_sans:
+        return True
+    if "." in name and not name.startswith("*."):
+        return f"*.{name.split('.', 1)[1]}" in cert_sans
+    return False
+
+
+def has_must_staple(cert: x509.Certificate) -> bool:
+    try:
+        cert.extensions.get_extension_for_class(x509.TLSFeature)
+        return True
+    except x509.ExtensionNotFound:
+        return False
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def issuer_oneline(name: x509.Name) -> str:
+    """OpenSSL's one-line form, as mod_md shows it: /C=US/O=Let's Encrypt/CN=R11."""
+    parts = []
+    for rdn in name.rdns:
+        for attr in rdn:
+            parts.append(f"{attr.rfc4514_attribute_name}={attr.value}")
+    return "".join(f"/{p}" for p in parts)
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    """What status, scheduling and OCSP need from one certificate, parsed once."""
+
+    not_before: datetime
+    not_after: datetime
+    serial: str  # uppercase hex, no leading zero bytes (BN_bn2hex)
+    sha256: str  # lowercase hex of DER
+    issuer_name: str
+    issuer_uri: str | None
+    ocsp_url: str | None
+    ari_cert_id: str | None
+    names: tuple[str, ...]
+    must_staple: bool
+
+
+def cert_info(cert: x509.Certificate) -> CertInfo:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    n = cert.serial_number
+    serial = format(n, "X")
+    if len(serial) % 2:
+        serial = "0" + serial
+    issuer_uri = ocsp_url = None
+    try:
+        aia = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_INFORMATION_ACCESS).value
+        for d in aia:
+            uri = d.access_location.value
+            if d.access_method == x509.AuthorityInformationAccessOID.CA_ISSUERS and not issuer_uri:
+                issuer_uri = uri
+            elif d.access_method == x509.AuthorityInformationAccessOID.OCSP and not ocsp_url:
+                ocsp_url = uri
+    except x509.ExtensionNotFound:
+        pass
+    ari = None
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+        if aki.key_identifier:
+            # mod_md uses the unsigned serial bytes (BN_bn2bin), see formats §1.4
+            ari = f"{_b64url(aki.key_identifier)}.{_b64url(n.to_bytes((n.bit_length() + 7) // 8 or 1, 'big'))}"
+    except x509.ExtensionNotFound:
+        pass
+    return CertInfo(
+        not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+        serial=serial, sha256=hashlib.sha256(der).hexdigest(),
+        issuer_name=issuer_oneline(cert.issuer), issuer_uri=issuer_uri, ocsp_url=ocsp_url,
+        ari_cert_id=ari, names=tuple(cert_names(cert)), must_staple=has_must_staple(cert))

@@ -1,0 +1,251 @@
+"""The maintenance loop: read the config, drive what is due, activate, reload.
+
+Runs in the foreground (systemd Type=notify, or a terminal). SIGHUP re-reads
+the Apache configuration, SIGTERM stops after the running steps. A config
+that fails to load is reported and the last good one stays in force, so a
+typo in an Apache file never stops renewals of the certificates already known.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Callable
+
+import sdnotify
+
+from . import activation, status
+from .drive import Driver, load_job, save_job
+from .job import now_utc
+from .model import Config
+from .notify import Messenger
+from .plan import plan
+from .schedule import next_check
+from .store import STAGING, Store, StoreError
+
+log = logging.getLogger(__name__)
+SNAPSHOT_EVERY = 0.5  # seconds between status snapshots while drives run
+
+
+def default_reload_command() -> list[str] | None:
+    """Debian's way to reload Apache, or None when we may not (not root)."""
+    if os.geteuid() != 0:
+        return None
+    if os.path.isdir("/run/systemd/system"):
+        return ["systemctl", "reload", "apache2"]
+    return ["apache2ctl", "graceful"]
+
+
+class Worker:
+    def __init__(self, load_config: Callable[[], Config], reload_command: list[str] | None,
+                 max_parallel: int = 8, once: bool = False):
+        self.load_config = load_config
+        self.reload_command = reload_command
+        self.max_parallel = max_parallel
+        self.once = once
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.reread = threading.Event()
+        self.notifier = sdnotify.SystemdNotifier()
+        self.config: Config | None = None
+        self.store: Store | None = None
+        self.rnd = random.Random()
+        usec = os.environ.get("WATCHDOG_USEC")
+        self.watchdog = int(usec) / 2e6 if usec and usec.isdigit() else None
+        self._last_ping = 0.0
+        self._dirty = threading.Event()
+
+    # -- systemd -----------------------------------------------------------------------
+    def sd(self, *lines: str) -> None:
+        self.notifier.notify("\n".join(lines))
+
+    def ping(self) -> None:
+        if self.watchdog and time.monotonic() - self._last_ping >= self.watchdog:
+            self.sd("WATCHDOG=1")
+            self._last_ping = time.monotonic()
+
+    # -- signals ---------------------------------------------------------------------------
+    def install_signals(self) -> None:
+        def on_term(signum, frame):
+            log.info("received %s, stopping", signal.Signals(signum).name)
+            self.stop.set()
+            self.wake.set()
+
+        def on_hup(signum, frame):
+            log.info("received SIGHUP, re-reading the configuration")
+            self.reread.set()
+            self.wake.set()
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    # -- configuration -----------------------------------------------------------------------
+    def refresh_config(self) -> bool:
+        """Load the config; keep the previous one when the new one has errors."""
+        try:
+            config = self.load_config()
+        except Exception as e:  # noqa: BLE001 - never die on a config problem
+            log.error("cannot read the Apache configuration: %s", e)
+            return self.config is not None
+        if config.errors:
+            for p in config.errors:
+                log.error("%s", p)
+            if self.config is not None:
+                log.error("configuration has errors; keeping the previous configuration")
+            self.sd("STATUS=configuration has errors, see the log")
+            return self.config is not None
+        for p in config.warnings:
+            log.warning("%s", p)
+        store = Store(config.settings.store_dir)
+        try:
+            store.init()
+        except StoreError as e:
+            log.error("%s", e)
+            return self.config is not None
+        self.config, self.store = config, store
+        log.info("configuration: %d managed domain(s), store %s", len(config.mds), store.base)
+        return True
+
+    # -- the loop ------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.install_signals()
+        while not self.refresh_config():
+            self.sd("READY=1", "STATUS=waiting for a valid configuration")
+            if self.once:
+                return 1
+            self.wake.wait(60)
+            self.wake.clear()
+            if self.stop.is_set():
+                return 1
+        delay = self.config.settings.initial_delay
+        self.activate_and_reload()
+        self.sd("READY=1", f"STATUS=managing {len(self.config.mds)} domain(s)")
+        if delay > 0 and not self.once:
+            self._sleep_until(time.monotonic() + delay)
+        while not self.stop.is_set():
+            if self.reread.is_set():
+                self.reread.clear()
+                self.refresh_config()
+                self.activate_and_reload()
+            next_wake = self.cycle()
+            if self.once:
+                break
+            self._sleep_until(time.monotonic() + max(0.05, next_wake))
+        self.sd("STOPPING=1")
+        log.info("stopped")
+        return 0
+
+    def _sleep_until(self, deadline: float) -> None:
+        while not self.stop.is_set() and not self.reread.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            step = min(left, self.watchdog or left)
+            self.wake.wait(step)
+            self.wake.clear()
+            self.ping()
+
+    def cycle(self) -> float:
+        """One check over all MDs; returns seconds until the next one is needed."""
+        config, store = self.config, self.store
+        settings = config.settings
+        now = now_utc()
+        messenger = Messenger(settings.message_cmd, settings.notify_cmd, str(store.base))
+        driver = Driver(store, settings, messenger, self.stop, rnd=self.rnd)
+        decisions = plan(store, config, now)
+        due = [d.md for d in decisions if d.drive]
+        for d in decisions:
+            if d.staged_waiting:
+                driver.notify_pending(d.md)
+            if d.warn and not d.drive:
+                self._expiring(store, messenger, d.md.name)
+        if due:
+            self.sd(f"STATUS=renewing {len(due)} domain(s)")
+            log.info("renewing: %s", ", ".join(m.name for m in due))
+            self._drive_all(driver, due)
+        self.activate_and_reload()
+        self.write_snapshot()
+        wake = now_utc() + timedelta(seconds=next_check(settings.check_interval, self.rnd))
+        for d in plan(store, config, now_utc()):
+            for t in (d.next_run, d.renew_at):
+                if t and t < wake:
+                    wake = t
+        self.sd(f"STATUS=managing {len(config.mds)} domain(s), next check "
+                f"{wake:%Y-%m-%d %H:%M:%S} UTC")
+        return max(0.0, (wake - now_utc()).total_seconds())
+
+    def _expiring(self, store: Store, messenger: Messenger, md_name: str) -> None:
+        job = load_job(store, md_name)
+        if not job.finished and not messenger.rate_limited(job, "expiring"):
+            messenger.send(job, "expiring", md_name)
+            save_job(store, job)
+
+    def _drive_all(self, driver: Driver, mds) -> None:
+        results = []
+        with ThreadPoolExecutor(max_workers=min(self.max_parallel, len(mds)),
+                                thread_name_prefix="drive") as pool:
+            futures = [pool.submit(driver.run, md) for md in mds]
+            while not all(f.done() for f in futures):
+                time.sleep(SNAPSHOT_EVERY)
+                self.ping()
+                self.write_snapshot()
+            results = [f.result() for f in futures]
+        for r in results:
+            level = logging.INFO if r.outcome in ("renewed", "busy") else logging.WARNING
+            log.log(level, "%s: %s %s", r.md, r.outcome, r.detail)
+
+    # -- activation ------------------------------------------------------------------------
+    def activate_and_reload(self) -> None:
+        config, store = self.config, self.store
+        if self.reload_command is None and os.geteuid() != 0:
+            # Not allowed to reload Apache: leave a request for the root-side unit.
+            staged = [m.name for m in config.mds if store.exists(STAGING, m.name, "job.json")]
+            if staged:
+                store.write_bytes("status", "snapshot", "activation-requested",
+                                  ("\n".join(staged) + "\n").encode())
+            self.write_snapshot()
+            return
+        messenger = Messenger(config.settings.message_cmd, None, str(store.base))
+        report = activation.activate(store, config, messenger)
+        for name, why in report.failed.items():
+            log.error("%s: activation failed: %s", name, why)
+        if report.activated:
+            log.info("activated: %s", ", ".join(report.activated))
+        if report.reload_needed and self.reload_command:
+            self.reload_apache()
+        self.write_snapshot()
+
+    def reload_apache(self) -> bool:
+        cmd = self.reload_command
+        log.info("reloading Apache: %s", shlex.join(cmd))
+        try:
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log.error("reload command failed: %s", e)
+            return False
+        if proc.returncode != 0:
+            log.error("reload command exited with %d: %s", proc.returncode,
+                      proc.stderr.decode("utf-8", "replace").strip())
+            return False
+        return True
+
+    def write_snapshot(self) -> None:
+        try:
+            status.write_snapshot(self.store, self.config)
+        except (StoreError, OSError) as e:
+            log.error("cannot write the status snapshot: %s", e)
+
+
+def run_worker(load_config: Callable[[], Config], reload_command: str | None,
+               once: bool = False, max_parallel: int = 8) -> int:
+    cmd = shlex.split(reload_command) if reload_command else default_reload_command()
+    return Worker(load_config, cmd, max_parallel=max_parallel, once=once).run()
+
