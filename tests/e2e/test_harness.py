@@ -140,3 +140,37 @@ def test_acme_http01_issuance(pebble, apache):
     assert status and status["Status"] == "Valid"
     # Pebble fetched the token from our Apache on the http port.
     assert "/.well-known/acme-challenge/" in apache.access_log()
+
+
+PING_WSGI = """import json, os, sys
+def application(environ, start_response):
+    import acme  # importable only if python-home points at our venv
+    body = json.dumps({"uid": os.getuid(), "prefix": sys.prefix,
+                       "version": list(sys.version_info[:2])}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+"""
+
+
+def test_mod_wsgi_daemon_uses_test_venv(apache):
+    """mod_wsgi embeds Debian's python3; a daemon with python-home=<our venv>
+    runs as www-data in the private root and imports the venv's packages."""
+    import sys
+
+    wsgi_dir = apache.write_file("wsgi/ping.wsgi", PING_WSGI).parent
+    apache.write_conf("wsgi", f"""
+WSGIDaemonProcess harness processes=1 threads=2 python-home={sys.prefix}
+WSGIScriptAlias /wsgi-ping {wsgi_dir}/ping.wsgi process-group=harness application-group=%{{GLOBAL}}
+<Directory {wsgi_dir}>
+    Require all granted
+</Directory>
+""")
+    apache.start()
+    r = client.curl(f"http://localhost:{apache.http_port}/wsgi-ping")
+    assert r.status == 200, apache.error_log()[-3000:]
+    info = r.json()
+    assert info["prefix"] == sys.prefix
+    assert info["version"] == list(sys.version_info[:2])
+    if apache.user:
+        import pwd
+        assert info["uid"] == pwd.getpwnam(apache.user).pw_uid

@@ -28,6 +28,8 @@ def tail(path, lines: int = 40) -> str:
 def with_logs(message: str, *logs) -> str:
     parts = [message]
     for log in logs:
+        if not os.path.exists(log) or os.path.getsize(log) == 0:
+            continue  # nothing logged there (yet)
         parts.append(f"--- last lines of {log} ---\n{tail(log)}")
     return "\n".join(parts)
 

@@ -2,7 +2,8 @@
 
 The main config uses literal paths only (no ${APACHE_*} variables), so any
 caller, e.g. a product's reload command, can run `apache_cmd('-k', 'graceful')`
-without Debian's envvars.
+without Debian's envvars. By default the master runs as our child
+(`-k start -D FOREGROUND`), so it cannot outlive the test process.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import time
 from pathlib import Path
 
 from ._util import (HarnessError, check_ports_free, forget_at_exit, make_tmp_dir,
-                    pid_alive, port_open, stop_at_exit, wait_for, with_logs)
+                    pid_alive, port_open, spawn, stop_at_exit, terminate, wait_for,
+                    with_logs)
 
 APACHE_BIN = "/usr/sbin/apache2"
 MODULE_DIR = Path("/usr/lib/apache2/modules")
@@ -34,7 +36,7 @@ class Apache:
                  modules=DEFAULT_MODULES, extra_modules=(),
                  log_level: str = "info ssl:warn wsgi:info",
                  server_name: str = "localhost", user: str | None = None,
-                 binary: str = APACHE_BIN):
+                 binary: str = APACHE_BIN, foreground: bool = True):
         self._root = Path(root) if root else make_tmp_dir("apache-")
         self._root.mkdir(parents=True, exist_ok=True)
         os.chmod(self._root, 0o755)  # www-data children must traverse it
@@ -44,6 +46,10 @@ class Apache:
         self.log_level = log_level
         self.server_name = server_name
         self.binary = binary
+        # foreground: the master runs as our child (-D FOREGROUND) and dies
+        # with us; False: classic daemon (`-k start` returns after detaching).
+        self.foreground = foreground
+        self._proc = None
         # Apache refuses to run children as root; www-data is what Debian uses.
         self.user = user if user is not None else ("www-data" if os.geteuid() == 0 else None)
         for sub in ("conf.d", "logs", "run", "htdocs"):
@@ -83,6 +89,11 @@ class Apache:
     @property
     def error_log_path(self) -> Path:
         return self._root / "logs" / "error.log"
+
+    @property
+    def stderr_log_path(self) -> Path:
+        """The master's stdout/stderr in foreground mode (start-up errors)."""
+        return self._root / "logs" / "stderr.log"
 
     @property
     def access_log_path(self) -> Path:
@@ -155,19 +166,24 @@ class Apache:
             name += ".conf"
         (self.conf_dir / name).unlink(missing_ok=True)
 
-    def write_doc(self, relpath: str, content: str | bytes) -> Path:
-        """A static file under DocumentRoot (directories 0755, file 0644)."""
-        path = self.docroot / relpath.lstrip("/")
+    def write_file(self, relpath: str, content: str | bytes, mode: int = 0o644) -> Path:
+        """A file under the ServerRoot; new directories get 0755 so the
+        www-data children can reach it."""
+        path = (self._root / relpath.lstrip("/")).resolve()
+        if self._root.resolve() not in path.parents:
+            raise ValueError(f"{relpath!r} is outside {self._root}")
+        missing = [d for d in path.parents if not d.exists()]
         path.parent.mkdir(parents=True, exist_ok=True)
-        d = path.parent
-        while d != self.docroot and self.docroot in d.parents:
+        for d in missing:
             os.chmod(d, 0o755)
-            d = d.parent
-        if isinstance(content, str):
-            content = content.encode()
-        path.write_bytes(content)
-        os.chmod(path, 0o644)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+        os.chmod(path, mode)
         return path
+
+    def write_doc(self, relpath: str, content: str | bytes) -> Path:
+        """A static file under DocumentRoot, e.g. an http-01 answer at
+        '.well-known/acme-challenge/<token>'."""
+        return self.write_file(f"htdocs/{relpath.lstrip('/')}", content)
 
     # ---- commands ----------------------------------------------------------
 
@@ -230,6 +246,8 @@ class Apache:
     @property
     def pid(self) -> int | None:
         """The master's pid, if it is running."""
+        if self._proc is not None:
+            return self._proc.pid if self._proc.poll() is None else None
         try:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
@@ -247,31 +265,44 @@ class Apache:
             ("http", self._http_port, False), ("https", self._https_port, False)])
         gen = self._generations()
         stop_at_exit(self)
-        p = self._run("-k", "start")
-        if p.returncode != 0:
-            raise HarnessError(with_logs(
-                f"apache2 -k start failed (rc={p.returncode}):\n{p.stdout}{p.stderr}",
-                self.error_log_path))
-        self._await_generation(gen, timeout, "start")
-        wait_for(lambda: port_open(self._http_port) and port_open(self._https_port),
-                 timeout, f"Apache ports {self._http_port}/{self._https_port}",
-                 logs=[self.error_log_path], alive=lambda: self.running)
+        if self.foreground:
+            # The master stays our child: it gets SIGTERM if this process dies,
+            # even by SIGKILL, so no Apache outlives a crashed test run.
+            self._proc = spawn(self.apache_cmd("-k", "start", "-D", "FOREGROUND"),
+                               self.stderr_log_path, env=self.env())
+            alive = lambda: self._proc.poll() is None  # noqa: E731
+        else:
+            p = self._run("-k", "start")
+            if p.returncode != 0:
+                raise HarnessError(with_logs(
+                    f"apache2 -k start failed (rc={p.returncode}):\n{p.stdout}{p.stderr}",
+                    self.error_log_path))
+            alive = None
+        try:
+            self._await_generation(gen, timeout, "start", alive)
+            wait_for(lambda: port_open(self._http_port) and port_open(self._https_port),
+                     timeout, f"Apache ports {self._http_port}/{self._https_port}",
+                     logs=[self.error_log_path], alive=lambda: self.running)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
-    def _await_generation(self, before: int, timeout: float, what: str) -> None:
+    def _await_generation(self, before: int, timeout: float, what: str, alive=None) -> None:
         """Wait until the master logs a new 'resuming normal operations'; fail
-        fast with the log tail if the master died (e.g. bad certificate)."""
+        fast with the logs if the master died (bad certificate, syntax error)."""
         def new_generation():
             pid = self.pid
             if pid:
                 self._pid = pid
             return self._generations() > before and pid is not None
 
-        def alive():
-            # Before the pid file exists (during start) there is nothing to check.
-            return self._pid is None or pid_alive(self._pid)
+        if alive is None:
+            # Daemon mode: before the pid file exists there is nothing to check.
+            def alive():
+                return self._pid is None or pid_alive(self._pid)
         wait_for(new_generation, timeout, f"Apache {what} (new generation)",
-                 logs=[self.error_log_path], alive=alive)
+                 logs=[self.stderr_log_path, self.error_log_path], alive=alive)
 
     def graceful(self, timeout: float = 30.0) -> "Apache":
         """Graceful restart; returns when the new generation serves."""
@@ -294,7 +325,7 @@ class Apache:
             raise HarnessError(with_logs(
                 f"apache2 -k {how} failed (rc={p.returncode}):\n{p.stdout}{p.stderr}",
                 self.error_log_path))
-        self._await_generation(gen, timeout, how)
+        self._await_generation(gen, timeout, how, alive=lambda: self.running)
         wait_for(lambda: port_open(self._http_port) and port_open(self._https_port),
                  timeout, f"Apache ports after {how}", logs=[self.error_log_path],
                  alive=lambda: self.running)
@@ -309,22 +340,34 @@ class Apache:
                 self._run("-k", "stop", timeout=timeout)
             except subprocess.TimeoutExpired:
                 pass
-            deadline = time.monotonic() + timeout
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if pid_alive(pid):
-                # The daemonized master leads its own session/process group.
+            if not self._wait_gone(pid, timeout):
+                # The master leads its own process group (setsid / new session).
                 for kill in (lambda: os.killpg(pid, signal.SIGKILL),
                              lambda: os.kill(pid, signal.SIGKILL)):
                     try:
                         kill()
                     except (ProcessLookupError, PermissionError):
                         pass
-                deadline = time.monotonic() + 5
-                while pid_alive(pid) and time.monotonic() < deadline:
-                    time.sleep(0.1)
+                self._wait_gone(pid, 5)
+        if self._proc is not None:
+            terminate(self._proc)  # also reaps it
+            self._proc = None
         self._pid = None
         forget_at_exit(self)
+
+    def _wait_gone(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is not None and self._proc.pid == pid:
+                try:
+                    self._proc.wait(0.1)
+                    return True
+                except subprocess.TimeoutExpired:
+                    continue
+            if not pid_alive(pid):
+                return True
+            time.sleep(0.1)
+        return not pid_alive(pid)
 
     def cleanup(self) -> None:
         """Stop and remove the ServerRoot."""
