@@ -6,6 +6,7 @@ driven in parallel do not register one account each.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -119,7 +120,7 @@ def register(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
     doc: dict[str, Any] = {
         "status": "valid", "url": regr.uri, "ca-url": conn.url,
         "contact": list(md.contacts),
-        "registration": regr.body.to_partial_json(),
+        "registration": json.loads(regr.body.json_dumps()),
     }
     if md.ca_agreement:
         doc["agreement"] = tos or md.ca_agreement

@@ -49,6 +49,10 @@ def problem_from_exception(e: BaseException, ca_url: str = "") -> CAProblem:
             subs = [s.to_partial_json() if hasattr(s, "to_partial_json") else s
                     for s in e.subproblems]
         return CAProblem(20014, "CA problem", e.typ, e.detail or e.title, subs)
+    if isinstance(e, requests.exceptions.SSLError):
+        return CAProblem(20014, "TLS error", None,
+                         f"TLS connection to ACME server at {ca_url} failed: {e} "
+                         "(see MDCACertificateFile)")
     if isinstance(e, requests.exceptions.ConnectionError):
         text = str(e)
         desc = "Connection refused" if "refused" in text.lower() else "Connection failed"
@@ -90,13 +94,14 @@ class CAConnection:
         self.stop = stop or threading.Event()
         self.net = acme_client.ClientNetwork(None, user_agent=USER_AGENT, timeout=int(timeout))
         session = self.net.session
+        # The library passes verify= on every request, so set it there, not on the session.
         if ca_certs:
-            session.verify = ca_certs
+            self.net.verify_ssl = ca_certs
         if proxy:
             session.proxies = {"http": proxy, "https": proxy}
-            # requests trusts one bundle for both; a proxy CA is added to it when given
+            # requests trusts one bundle for both; a proxy CA is used when no CA bundle is set
             if proxy_ca_certs and not ca_certs:
-                session.verify = proxy_ca_certs
+                self.net.verify_ssl = proxy_ca_certs
         self._directory: messages.Directory | None = None
         self.client: acme_client.ClientV2 | None = None
 

@@ -41,10 +41,6 @@ def explain_no_types(md: ManagedDomain, settings: GlobalSettings) -> str:
             "on public port 80 (see MDPortMap), and dns-01 needs 'MDChallengeDns01'.")
 
 
-def key_authorization(token: str, jwk: jose.JWK) -> str:
-    return f"{token}.{jose.b64.b64encode(jwk.thumbprint()).decode()}"
-
-
 def dns01_value(key_authz: str) -> str:
     return jose.b64.b64encode(hashlib.sha256(key_authz.encode()).digest()).decode()
 

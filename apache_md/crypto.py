@@ -73,11 +73,11 @@ def san_entries(names: list[str]) -> list[x509.GeneralName]:
 
 
 def make_csr(key, names: list[str], must_staple: bool = False) -> bytes:
-    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([]))
     # CN only when it fits (64 chars) and is a DNS name; the SANs are what counts.
     first = names[0]
-    if len(first) <= 64 and not _is_ip(first):
-        builder = builder.subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, first)]))
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, first)] \
+        if len(first) <= 64 and not _is_ip(first) else []
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(subject))
     builder = builder.add_extension(x509.SubjectAlternativeName(san_entries(names)), critical=False)
     if must_staple:
         builder = builder.add_extension(_MUST_STAPLE, critical=False)

@@ -19,7 +19,7 @@ from acme import messages
 
 from . import accounts, credentials, crypto
 from .acmeclient import CAConnection, CAProblem
-from .challenges import (Setup, explain_no_types, key_authorization, preferred_types,
+from .challenges import (Setup, explain_no_types, preferred_types,
                          setup_dns01, setup_http01, teardown)
 from .job import Job, now_utc
 from .locks import Busy, md_lock
@@ -206,7 +206,7 @@ class Driver:
                 challb = offered.get(typ)
                 if challb is None:
                     continue
-                key_authz = key_authorization(challb.chall.token, jwk)
+                key_authz = challb.chall.key_authorization(jwk)
                 try:
                     if typ == "http-01":
                         setup = setup_http01(self.store, domain, key_authz)
