@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 import josepy as jose
 
-from tests.harness import client, pki
+from tests.harness import client, default_eab, pki
 from tests.harness._util import HarnessError
 
 
@@ -39,6 +39,16 @@ def test_pebble_directory_over_verified_tls(pebble):
     # The bundle holds the harness CA and pebble's issuing root.
     assert len(client.parse_pem_chain(pebble.ca_bundle.read_text())) == 2
     assert pebble.root_pem and pebble.intermediate_pem and pebble.intermediate_key_pem
+
+
+def test_pebble_eab_config_and_restore(pebble):
+    old_root = pebble.root_pem
+    with pebble.configured(eab=default_eab()):
+        assert pebble.directory()["meta"]["externalAccountRequired"] is True
+        assert pebble.root_pem != old_root  # new root per start, bundle redone
+        assert pebble.root_pem in pebble.ca_bundle.read_text()
+    assert pebble.directory()["meta"]["externalAccountRequired"] is False
+    assert pebble.eab is None and pebble.eab_required is False
 
 
 def test_challtestsrv_txt(pebble):

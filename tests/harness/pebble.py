@@ -7,6 +7,7 @@ listeners are switched off because they would take Apache's ports.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -251,6 +252,18 @@ class Pebble:
         if "eab" in changes and "eab_required" not in changes:
             self.eab_required = bool(self.eab)
         return self.start(timeout)
+
+    @contextlib.contextmanager
+    def configured(self, **changes):
+        """Run with other settings, then restore them, e.g.
+        `with pebble.configured(eab=default_eab()): ...` (two restarts)."""
+        keys = set(changes) | {"eab_required"}
+        old = {k: getattr(self, k) for k in keys}
+        self.restart(**changes)
+        try:
+            yield self
+        finally:
+            self.restart(**old)
 
     def __enter__(self):
         return self.start()
