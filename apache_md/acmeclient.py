@@ -23,6 +23,7 @@ from . import __version__
 
 USER_AGENT = f"apache-md/{__version__}"
 POLL_FIRST, POLL_MAX = 0.05, 1.0
+BAD_NONCE_RETRIES = 5
 
 
 @dataclass
@@ -121,13 +122,22 @@ class CAConnection:
         return meta.to_partial_json() if meta is not None else {}
 
     def call(self, fn: Callable, *args, **kwargs):
-        """Run one protocol step; every failure becomes a CAProblem."""
-        try:
-            return fn(*args, **kwargs)
-        except CAProblem:
-            raise
-        except Exception as e:  # noqa: BLE001
-            raise problem_from_exception(e, self.url) from None
+        """Run one protocol step; every failure becomes a CAProblem.
+
+        The library retries a badNonce once; CAs may reject nonces at random
+        (Pebble: 5%), so a step is retried a few more times before it fails.
+        """
+        for attempt in range(BAD_NONCE_RETRIES):
+            try:
+                return fn(*args, **kwargs)
+            except CAProblem:
+                raise
+            except messages.Error as e:
+                if e.code == "badNonce" and attempt + 1 < BAD_NONCE_RETRIES:
+                    continue
+                raise problem_from_exception(e, self.url) from None
+            except Exception as e:  # noqa: BLE001
+                raise problem_from_exception(e, self.url) from None
 
     def use_account(self, key: jose.JWK, regr: messages.RegistrationResource | None) -> None:
         self.directory  # noqa: B018

@@ -151,6 +151,23 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def ari_cert_id(cert: x509.Certificate, mod_md_quirk: bool = False) -> str | None:
+    """RFC 9773 certificate identifier: base64url(AKI).base64url(serial DER content).
+
+    mod_md drops the 0x00 sign byte of serials with the top bit set (its
+    md-status `ari-cert-id` keeps that quirk); requests to a CA must not.
+    """
+    try:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    except x509.ExtensionNotFound:
+        return None
+    if not aki.key_identifier:
+        return None
+    n = cert.serial_number
+    size = (n.bit_length() + 7) // 8 if mod_md_quirk else n.bit_length() // 8 + 1
+    return f"{_b64url(aki.key_identifier)}.{_b64url(n.to_bytes(max(size, 1), 'big'))}"
+
+
 def issuer_oneline(name: x509.Name) -> str:
     """OpenSSL's one-line form, as mod_md shows it: /C=US/O=Let's Encrypt/CN=R11."""
     parts = []
@@ -193,16 +210,8 @@ def cert_info(cert: x509.Certificate) -> CertInfo:
                 ocsp_url = uri
     except x509.ExtensionNotFound:
         pass
-    ari = None
-    try:
-        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
-        if aki.key_identifier:
-            # mod_md uses the unsigned serial bytes (BN_bn2bin), see formats §1.4
-            ari = f"{_b64url(aki.key_identifier)}.{_b64url(n.to_bytes((n.bit_length() + 7) // 8 or 1, 'big'))}"
-    except x509.ExtensionNotFound:
-        pass
     return CertInfo(
         not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
         serial=serial, sha256=hashlib.sha256(der).hexdigest(),
         issuer_name=issuer_oneline(cert.issuer), issuer_uri=issuer_uri, ocsp_url=ocsp_url,
-        ari_cert_id=ari, names=tuple(cert_names(cert)), must_staple=has_must_staple(cert))
+        ari_cert_id=ari_cert_id(cert, mod_md_quirk=True), names=tuple(cert_names(cert)), must_staple=has_must_staple(cert))

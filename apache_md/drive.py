@@ -170,14 +170,8 @@ class Driver:
         return None
 
     def _replaces(self, md: ManagedDomain, spec) -> str | None:
-        from acme.client import _renewal_info_path_component  # RFC 9773 encoding
         ch = credentials.chain(self.store, "domains", md.name, spec)
-        if not ch:
-            return None
-        try:
-            return _renewal_info_path_component(ch[0])
-        except Exception:  # noqa: BLE001 - no AKI: nothing to replace
-            return None
+        return crypto.ari_cert_id(ch[0]) if ch else None
 
     def _new_order(self, conn: CAConnection, md: ManagedDomain, profile, replaces):
         try:
