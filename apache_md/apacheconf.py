@@ -86,6 +86,8 @@ class ParseResult:
     files: list[str] = field(default_factory=list)  # every config file read, in order
     env: dict[str, str] = field(default_factory=dict)
     md_module_loaded: Location | None = None  # where the real mod_md is loaded
+    # Include of a file that does not exist (yet): (path, the error reported for it)
+    missing_includes: list[tuple[str, Problem]] = field(default_factory=list)
 
     @property
     def problems(self) -> list[Problem]:
@@ -297,6 +299,7 @@ class _Reader:
         self.module_files: dict[str, str] = {}
         self.files: list[str] = []
         self.reading: list[str] = []  # include stack, for the recursion guard
+        self.missing_includes: list[tuple[str, Problem]] = []
         self.md_loaded: Location | None = None
 
     # --- helpers
@@ -505,6 +508,7 @@ class _Reader:
                 self.read_file(pattern, out, loc)
             elif not optional:
                 self.error(f"Could not open configuration file {pattern}: No such file or directory", loc)
+                self.missing_includes.append((pattern, self.errors[-1]))
             return
         matches = sorted(glob.glob(pattern))
         if not matches:
@@ -548,7 +552,7 @@ def parse(main_file: str, server_root: str | None = None, defines: Iterable[str]
     return ParseResult(directives=top, server_root=r.server_root, defines=r.defines,
                        errors=r.errors, warnings=r.warnings, modules=r.modules,
                        module_files=r.module_files, files=r.files, env=env,
-                       md_module_loaded=r.md_loaded)
+                       md_module_loaded=r.md_loaded, missing_includes=r.missing_includes)
 
 
 def parse_text(text: str, path: str = "<text>", server_root: str = "/",
@@ -560,4 +564,4 @@ def parse_text(text: str, path: str = "<text>", server_root: str = "/",
     return ParseResult(directives=top, server_root=r.server_root, defines=r.defines,
                        errors=r.errors, warnings=r.warnings, modules=r.modules,
                        module_files=r.module_files, files=r.files, env=r.env,
-                       md_module_loaded=r.md_loaded)
+                       md_module_loaded=r.md_loaded, missing_includes=r.missing_includes)

@@ -935,11 +935,16 @@ def build_config(parsed: apacheconf.ParseResult, main_file: str) -> Config:
                      protocols=list(c.base_protocols), cert_files=list(c.base_cert_files),
                      key_files=list(c.base_key_files), is_base=True)
         vhosts.insert(0, base)
+    # Includes of apache-md's own generated files may not exist before the first
+    # `apache-md activate`; that is expected, not an error.
+    generated = os.path.join(c.settings.store_dir, "apache") + os.sep
+    ours = {id(p) for path, p in parsed.missing_includes if path.startswith(generated)}
     config = Config(
         main_file=main_file, server_root=parsed.server_root, settings=c.settings,
         mds=[effective_md(d, c) for d in c.mds], vhosts=vhosts, listen_ports=list(listen),
         modules=set(parsed.modules), server_admin=c.server_admin, user=c.user, group=c.group,
-        errors=list(parsed.errors) + c.errors, warnings=list(parsed.warnings) + c.warnings,
+        errors=[p for p in parsed.errors if id(p) not in ours] + c.errors,
+        warnings=list(parsed.warnings) + c.warnings,
     )
     link(config, config.errors, config.warnings)
     return config
