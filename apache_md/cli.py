@@ -70,7 +70,8 @@ def cmd_check(args) -> int:
     now = now_utc()
     for md in config.mds:
         print(f"\n{md.name}: {' '.join(md.domains)}")
-        print(f"  CA: {' '.join(md.ca_urls)}   renew: {'manual always auto'.split()[md.renew_mode] if md.renew_mode in (0, 1, 2) else md.renew_mode}"
+        mode = {0: "manual", 1: "auto", 2: "always"}.get(md.renew_mode, md.renew_mode)
+        print(f"  CA: {' '.join(md.ca_urls)}   renew: {mode}"
               f"   keys: {' '.join(s.name for s in md.keyspecs)}")
         if not md.vhosts:
             print("  no VirtualHost uses it (not renewed unless MDRenewMode always)")
