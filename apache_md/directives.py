@@ -21,7 +21,7 @@ from .apacheconf import Directive
 from .durations import Timeslice, parse_duration
 from .model import (
     DEFAULT_CA, KNOWN_CA_NAMES, KNOWN_CAS, RENEW_ALWAYS, RENEW_AUTO, RENEW_MANUAL, Config,
-    GlobalSettings, KeySpec, Location, ManagedDomain, Problem, VHost, domain_matches,
+    GlobalSettings, KeySpec, Location, ManagedDomain, Problem, VHost,
 )
 
 MD_SECTION = "<MDomainSet"  # the name mod_md uses in its messages, also for <MDomain>

@@ -665,3 +665,26 @@ def test_debian_default_config_loads():
 def test_invalid_helper_is_an_exception():
     with pytest.raises(Invalid):
         parse_pkeys([])
+
+
+def test_mdomain_inside_vhost_is_global(tmp_path):
+    cfg = load(tmp_path, """\
+        <VirtualHost *:443>
+          ServerName a.example
+          SSLEngine on
+          MDomain a.example
+          <MDomain b.example>
+            MDRenewMode always
+          </MDomain>
+        </VirtualHost>
+    """)
+    assert cfg.errors == []
+    a, b = cfg.mds
+    assert a.vhosts == cfg.vhosts and b.renew_mode == model.RENEW_ALWAYS
+    assert [w for w in warnings(cfg) if "b.example" in w] == [
+        "AH10045: No VirtualHost matches Managed Domain b.example"]
+
+
+def test_member_mode_in_section_beats_tokens(tmp_path):
+    cfg = load(tmp_path, "<MDomain a.example manual>\n  MDMembers auto\n</MDomain>\n")
+    assert cfg.errors == [] and cfg.mds[0].transitive is True
