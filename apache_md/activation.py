@@ -9,7 +9,6 @@ keeps serving the previous certificate.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,8 +16,9 @@ from pathlib import Path
 from . import apachegen, credentials, crypto
 from .drive import load_job, save_job
 from .job import now_utc
+from .jsonfmt import http_date, parse_http_date
 from .mdjson import md_to_json
-from .model import Config, ManagedDomain
+from .model import Config, GlobalSettings, ManagedDomain
 from .notify import Messenger
 from .store import APACHE, CHALLENGES, DOMAINS, STAGING, TMP, Store, StoreError, atomic_write
 
@@ -32,6 +32,7 @@ class Report:
     waiting: dict[str, str] = field(default_factory=dict)  # md -> why not yet
     failed: dict[str, str] = field(default_factory=dict)
     includes_changed: bool = False
+    archived: dict[str, str] = field(default_factory=dict)  # md -> previous set, for rollback
 
     @property
     def reload_needed(self) -> bool:
@@ -63,10 +64,8 @@ def verify_staged(store: Store, md: ManagedDomain) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def activate_md(store: Store, md: ManagedDomain, messenger: Messenger,
-                now: datetime | None = None) -> str | None:
-    """Move a complete staged set into domains/; returns why not, or None when done."""
-    now = now or now_utc()
+def ready(store: Store, md: ManagedDomain, now: datetime) -> str | None:
+    """None when a complete staged set may be activated now, else why not."""
     if not store.exists(STAGING, md.name, "job.json"):
         return "nothing staged"
     job = load_job(store, md.name)
@@ -74,6 +73,30 @@ def activate_md(store: Store, md: ManagedDomain, messenger: Messenger,
         return "renewal not finished"
     if job.valid_from and job.valid_from > now:
         return f"activation delayed until {job.valid_from:%Y-%m-%d %H:%M:%S} UTC"
+    return None
+
+
+def gate(settings: GlobalSettings, last_reload: datetime | None, now: datetime) -> str | None:
+    """MDActivationInterval / MDActivationWindow: why a reload must wait, or None."""
+    if settings.activation_interval and last_reload:
+        earliest = last_reload + timedelta(seconds=settings.activation_interval)
+        if now < earliest:
+            return f"next activation after {earliest:%Y-%m-%d %H:%M:%S} UTC (MDActivationInterval)"
+    if settings.activation_window:
+        start, end = settings.activation_window
+        local = now.astimezone()
+        minute = local.hour * 60 + local.minute
+        inside = start <= minute < end if start < end else (minute >= start or minute < end)
+        if not inside:
+            return (f"outside the activation window {start // 60:02d}:{start % 60:02d}-"
+                    f"{end // 60:02d}:{end % 60:02d} (MDActivationWindow, local time)")
+    return None
+
+
+def activate_md(store: Store, md: ManagedDomain, messenger: Messenger,
+                now: datetime | None = None) -> str | None:
+    """Move a complete staged set into domains/; returns the archived previous set."""
+    job = load_job(store, md.name)
     sets = verify_staged(store, md)
     try:
         staged_md = store.read_json(STAGING, md.name, "md.json") or {}
@@ -89,11 +112,12 @@ def activate_md(store: Store, md: ManagedDomain, messenger: Messenger,
                                                           state=2))
     messenger.send(job, "installed", md.name)  # mod_md: exit code ignored
     store.write_json(TMP, md.name, "job.json", job.to_json())
-    store.replace_domain(md.name)
+    store.adopt(store.dir(TMP, md.name), recursive=True)
+    archived = store.replace_domain(md.name)
     store.purge(STAGING, md.name)
     store.purge(CHALLENGES, md.name)
     log.info("%s: activated new certificates", md.name)
-    return None
+    return archived
 
 
 def _account_for(store: Store, ca_url: str | None) -> str | None:
@@ -184,14 +208,36 @@ def sync_md_json(store: Store, md: ManagedDomain) -> None:
 
 
 def activate(store: Store, config: Config, messenger: Messenger,
-             now: datetime | None = None) -> Report:
-    """Activate every MD with a complete staged set, then write the Apache includes."""
+             now: datetime | None = None, force: bool = False,
+             precheck=None) -> Report:
+    """Activate every MD with a complete staged set, then write the Apache includes.
+
+    `force` ignores MDActivationInterval/-Window (an administrator's explicit
+    command); `precheck()` returns an error text when Apache's configuration is
+    broken already, in which case nothing is activated (a reload would fail).
+    """
+    now = now or now_utc()
     report = Report()
+    state = load_state(store)
+    held = None if force else gate(config.settings, state.get("last-reload"), now)
+    candidates = []
     for md in config.mds:
         if md.is_static:
             continue
+        why = ready(store, md, now)
+        if why is None and held:
+            why = held
+        if why is None:
+            candidates.append(md)
+        elif why != "nothing staged":
+            report.waiting[md.name] = why
+    broken = precheck() if candidates and precheck else None
+    for md in candidates:
+        if broken:
+            report.waiting[md.name] = f"Apache configuration test failed: {broken}"
+            continue
         try:
-            why = activate_md(store, md, messenger, now)
+            archived = activate_md(store, md, messenger, now)
         except StoreError as e:
             report.failed[md.name] = str(e)
             _discard_staged(store, md, str(e))
@@ -199,13 +245,59 @@ def activate(store: Store, config: Config, messenger: Messenger,
         except OSError as e:
             report.failed[md.name] = f"{e.filename or md.name}: {e.strerror}"
             continue
-        if why is None:
-            report.activated.append(md.name)
-        elif why != "nothing staged":
-            report.waiting[md.name] = why
+        report.activated.append(md.name)
+        if archived:
+            report.archived[md.name] = archived
+    for md in config.mds:
         sync_md_json(store, md)
     report.includes_changed = write_includes(store, config)
+    save_state(store, waiting=report.waiting)
     return report
+
+
+def rollback(store: Store, config: Config, report: Report, why: str) -> None:
+    """Apache refused the new set: put the previous one back, keep the new one archived."""
+    for name in report.activated:
+        archived = report.archived.get(name)
+        if archived:
+            rejected = store.replace_domain_back(name, archived)
+            log.error("%s: activation rolled back (%s); rejected set kept in %s",
+                      name, why, rejected)
+        job = load_job(store, name)
+        job.fail(20014, "activation failed", "apache-md:activation-failed",
+                 f"Apache refused the new certificates and the previous ones were restored: {why}")
+        save_job(store, job)
+    write_includes(store, config)
+    save_state(store, error=why)
+
+
+# -- activation state: when Apache was last reloaded, what waits and why ----------------
+STATE_FILE = ("status", "activation", "activation.json")
+
+
+def load_state(store: Store) -> dict:
+    try:
+        doc = store.read_json(*STATE_FILE) or {}
+    except StoreError:
+        doc = {}
+    return {"last-reload": parse_http_date(doc.get("last-reload")),
+            "waiting": doc.get("waiting") or {}, "error": doc.get("error")}
+
+
+def save_state(store: Store, *, reloaded: datetime | None = None,
+               waiting: dict | None = None, error: str | None = None) -> None:
+    doc = load_state(store)
+    if reloaded:
+        doc["last-reload"] = reloaded
+        doc["error"] = None
+    if waiting is not None:
+        doc["waiting"] = waiting
+    if error is not None:
+        doc["error"] = error
+    out = {"last-reload": http_date(doc["last-reload"]), "waiting": doc["waiting"]}
+    if doc.get("error"):
+        out["error"] = doc["error"]
+    store.write_json(*STATE_FILE, out)
 
 
 def _discard_staged(store: Store, md: ManagedDomain, why: str) -> None:
@@ -219,8 +311,3 @@ def _discard_staged(store: Store, md: ManagedDomain, why: str) -> None:
     save_job(store, job)
 
 
-def restore_archive(store: Store, md_name: str, archived: str) -> None:
-    """Undo an activation (used when Apache refuses the new configuration)."""
-    dst = store.dir(DOMAINS, md_name)
-    shutil.rmtree(dst, ignore_errors=True)
-    Path(archived).rename(dst)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import logging
 import os
 import sys
@@ -46,6 +47,26 @@ def _load(args) -> Config | None:
             print(p, file=sys.stderr)
         return None
     return config
+
+
+def _drop_privileges(store_dir: str) -> None:
+    """The network-facing commands run as the store's owner, never as root.
+
+    When root runs `renew` or `worker` on a store owned by a service user
+    (apache-md on Debian), it becomes that user first, as mod_md runs ACME in
+    an unprivileged child."""
+    if os.geteuid() != 0:
+        return
+    try:
+        st = os.stat(store_dir)
+    except OSError:
+        return
+    if st.st_uid == 0:
+        return
+    os.setgroups([])
+    os.setgid(st.st_gid)
+    os.setuid(st.st_uid)
+    logging.getLogger(__name__).info("running as uid %d (owner of %s)", st.st_uid, store_dir)
 
 
 def _store(config: Config) -> Store | None:
@@ -179,6 +200,7 @@ def cmd_renew(args) -> int:
     store = _store(config)
     if store is None:
         return 1
+    _drop_privileges(config.settings.store_dir)
     unknown = [n for n in args.names if not config.md_by_name(n)]
     if unknown:
         print(f"apache-md: unknown managed domain(s): {', '.join(unknown)}", file=sys.stderr)
@@ -214,8 +236,9 @@ def cmd_activate(args) -> int:
     store = _store(config)
     if store is None:
         return 1
-    report = activation.activate(store, config, Messenger(config.settings.message_cmd, None,
-                                                          str(store.base)))
+    from .worker import activate_and_reload
+    reload_cmd = shlex.split(args.reload) if args.reload else None
+    report = activate_and_reload(store, config, reload_cmd, force=not args.respect_window)
     for name in report.activated:
         print(f"{name}: activated")
     for name, why in report.waiting.items():
@@ -223,18 +246,20 @@ def cmd_activate(args) -> int:
     for name, why in report.failed.items():
         print(f"{name}: activation failed: {why}", file=sys.stderr)
     status.write_snapshot(store, config)
-    if args.reload and report.reload_needed:
-        from .worker import Worker
-        import shlex
-        w = Worker(lambda: config, shlex.split(args.reload))
-        if not w.reload_apache():
-            return 1
+    state = activation.load_state(store)
+    if reload_cmd and report.activated and state.get("error"):
+        print(f"apache-md: reload failed, previous certificates restored: {state['error']}",
+              file=sys.stderr)
+        return 1
     return 1 if report.failed else 0
 
 
 # -- worker -----------------------------------------------------------------------------
 def cmd_worker(args) -> int:
     from .worker import run_worker
+    config = _loader(args)()
+    if not config.errors:
+        _drop_privileges(config.settings.store_dir)
     return run_worker(_loader(args), args.reload_command, once=args.once,
                       max_parallel=args.parallel)
 
@@ -269,6 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("names", nargs="*", metavar="NAME")
     a = sub.add_parser("activate", help="put staged certificates live, write Apache includes")
     a.add_argument("--reload", metavar="CMD", help="then reload Apache with CMD")
+    a.add_argument("--respect-window", action="store_true",
+                   help="honour MDActivationInterval/MDActivationWindow (the systemd unit does)")
     w = sub.add_parser("worker", help="run the renewal worker in the foreground")
     w.add_argument("--reload-command", metavar="CMD",
                    help="how to reload Apache after activation (default: the Debian way)")

@@ -167,6 +167,9 @@ class Store:
             os.chmod(d, dmode)
         p = d / safe_name(file)
         atomic_write(p, data, fmode if mode is None else mode)
+        if os.geteuid() == 0:
+            self.adopt(d)
+            self.adopt(p)
         return p
 
     def write_json(self, group: str, name: str, file: str, obj: Any,
@@ -187,6 +190,25 @@ class Store:
             return sorted(p.name for p in self.dir(group).iterdir() if p.is_dir())
         except FileNotFoundError:
             return []
+
+    # -- ownership ------------------------------------------------------------------
+    def adopt(self, path: Path, recursive: bool = False) -> None:
+        """Give what root wrote to the store's owner, so the unprivileged worker
+        can read and replace it later (activation runs as root)."""
+        if os.geteuid() != 0:
+            return
+        try:
+            st = os.stat(self.base)
+        except OSError:
+            return
+        if st.st_uid == 0:
+            return
+        paths = [path] + (list(path.rglob("*")) if recursive and path.is_dir() else [])
+        for p in paths:
+            try:
+                os.lchown(p, st.st_uid, st.st_gid)
+            except OSError:
+                pass
 
     # -- activation move (§3.10 step 5) ----------------------------------------
     def replace_domain(self, name: str) -> str | None:
@@ -216,3 +238,18 @@ class Store:
                 raise StoreError(f"{src}: staged set vanished during activation") from None
             raise
         return archived
+
+    def replace_domain_back(self, name: str, archived: str) -> str:
+        """Undo replace_domain: the archived set returns; the rejected one is archived."""
+        dst = self.dir(DOMAINS, name)
+        arch_root = self.dir(ARCHIVE)
+        for n in range(1, 1000):
+            cand = arch_root / f"{name}.rejected.{n}"
+            try:
+                cand.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            os.rename(dst, cand)
+            os.rename(archived, dst)
+            return str(cand)
+        raise StoreError(f"{arch_root}: no free archive slot for {name}")

@@ -12,7 +12,6 @@ import os
 import random
 import shlex
 import signal
-import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,8 @@ from typing import Callable
 
 import sdnotify
 
-from . import activation, status
+from . import activation, apachectl, status
+from .apachectl import default_reload_command
 from .drive import Driver, load_job, save_job
 from .job import now_utc
 from .model import Config
@@ -32,15 +32,10 @@ from .store import STAGING, Store, StoreError
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVERY = 0.5  # seconds between status snapshots while drives run
-
-
-def default_reload_command() -> list[str] | None:
-    """Debian's way to reload Apache, or None when we may not (not root)."""
-    if os.geteuid() != 0:
-        return None
-    if os.path.isdir("/run/systemd/system"):
-        return ["systemctl", "reload", "apache2"]
-    return ["apache2ctl", "graceful"]
+# Longest sleep between cycles: staged sets from `apache-md renew` or another
+# node get activated within this time, and a cycle over unchanged certificates
+# costs only stat() calls.
+MAX_SLEEP = 60.0
 
 
 class Worker:
@@ -137,7 +132,7 @@ class Worker:
             next_wake = self.cycle()
             if self.once:
                 break
-            self._sleep_until(time.monotonic() + max(0.05, next_wake))
+            self._sleep_until(time.monotonic() + min(MAX_SLEEP, max(0.05, next_wake)))
         self.sd("STOPPING=1")
         log.info("stopped")
         return 0
@@ -206,42 +201,47 @@ class Worker:
         config, store = self.config, self.store
         if self.reload_command is None and os.geteuid() != 0:
             # Not allowed to reload Apache: leave a request for the root-side unit.
-            staged = [m.name for m in config.mds if store.exists(STAGING, m.name, "job.json")]
+            staged = [m.name for m in config.mds
+                      if activation.ready(store, m, now_utc()) is None]
             if staged:
-                store.write_bytes("status", "snapshot", "activation-requested",
+                store.write_bytes("status", "activation", "activation-requested",
                                   ("\n".join(staged) + "\n").encode())
             self.write_snapshot()
             return
-        messenger = Messenger(config.settings.message_cmd, None, str(store.base))
-        report = activation.activate(store, config, messenger)
-        for name, why in report.failed.items():
-            log.error("%s: activation failed: %s", name, why)
-        if report.activated:
-            log.info("activated: %s", ", ".join(report.activated))
-        if report.reload_needed and self.reload_command:
-            self.reload_apache()
+        activate_and_reload(store, config, self.reload_command)
         self.write_snapshot()
-
-    def reload_apache(self) -> bool:
-        cmd = self.reload_command
-        log.info("reloading Apache: %s", shlex.join(cmd))
-        try:
-            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=120, check=False)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            log.error("reload command failed: %s", e)
-            return False
-        if proc.returncode != 0:
-            log.error("reload command exited with %d: %s", proc.returncode,
-                      proc.stderr.decode("utf-8", "replace").strip())
-            return False
-        return True
 
     def write_snapshot(self) -> None:
         try:
             status.write_snapshot(self.store, self.config)
         except (StoreError, OSError) as e:
             log.error("cannot write the status snapshot: %s", e)
+
+
+def activate_and_reload(store: Store, config: Config, reload_command: list[str] | None,
+                        force: bool = False) -> activation.Report:
+    """Activate what is ready, test Apache's config, reload; roll back on refusal."""
+    messenger = Messenger(config.settings.message_cmd, None, str(store.base))
+    report = activation.activate(store, config, messenger, force=force,
+                                 precheck=lambda: apachectl.configtest(config))
+    for name, why in report.failed.items():
+        log.error("%s: activation failed: %s", name, why)
+    for name, why in report.waiting.items():
+        log.info("%s: staged certificates wait: %s", name, why)
+    if report.activated:
+        log.info("activated: %s", ", ".join(report.activated))
+    if not (report.reload_needed and reload_command):
+        return report
+    error = apachectl.configtest(config) if report.activated else None
+    if error is None:
+        error = apachectl.reload(reload_command)
+    if error:
+        log.error("Apache refused the new configuration: %s", error)
+        if report.activated:
+            activation.rollback(store, config, report, error)
+    else:
+        activation.save_state(store, reloaded=now_utc())
+    return report
 
 
 def run_worker(load_config: Callable[[], Config], reload_command: str | None,
