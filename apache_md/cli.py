@@ -210,8 +210,7 @@ def cmd_renew(args) -> int:
                                                str(store.base)),
                     progress=lambda md, text: print(f"{md}: {text}", flush=True))
     decisions = plan(store, config, now_utc(), force=args.force, names=args.names or None)
-    todo = [d.md for d in decisions if d.drive or (args.names and not d.staged_waiting
-                                                   and d.md.name in args.names)]
+    todo = [d.md for d in decisions if d.drive]
     for d in decisions:
         if d.md not in todo:
             print(f"{d.md.name}: {d.reason}")
