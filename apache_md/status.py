@@ -10,6 +10,7 @@ from typing import Any
 
 from . import MOD_MD_COMPAT_VERSION, credentials
 from .crypto import CertInfo
+from .activation import load_state as load_activation_state
 from .drive import load_job
 from .job import Job, now_utc
 from .jsonfmt import http_date, period, put
@@ -69,7 +70,7 @@ def job_seems_valid(store: Store, md: ManagedDomain, job: Job) -> bool:
 
 
 def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
-              with_log: bool = True) -> dict[str, Any]:
+              with_log: bool = True, activation_state: dict | None = None) -> dict[str, Any]:
     now = now or now_utc()
     active = credentials.active(store, md)
     reason = missing_reason(md, active) if not md.is_static else (
@@ -99,8 +100,12 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
         renewal["cert"] = certs_json(credentials.staged(store, md)) \
             if credentials.staged_complete(store, md) else {}
         obj["renewal"] = renewal
-        # apache-md extras: which CA is in use and when the next attempt comes
+        # apache-md extras: which CA is in use, and why a staged set is not live yet
         obj["ca"]["url"] = md.ca_urls[job.ca_index % len(md.ca_urls)] if md.ca_urls else None
+        if job.finished:
+            waiting = (activation_state or {}).get("waiting", {}).get(md.name)
+            obj["activation"] = {"state": "staged, waiting for activation",
+                                 "reason": waiting or "activation pending"}
     return obj
 
 
@@ -122,7 +127,9 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
     """Everything the WSGI handlers serve, computed once."""
     now = now or now_utc()
     mds = sorted(config.mds, key=lambda m: m.name)
-    full = {md.name: md_status(store, md, now, with_log=True) for md in mds}
+    state = load_activation_state(store)
+    full = {md.name: md_status(store, md, now, with_log=True, activation_state=state)
+            for md in mds}
     listed = []
     for md in mds:
         obj = dict(full[md.name])
