@@ -69,6 +69,15 @@ def _drop_privileges(store_dir: str) -> None:
     logging.getLogger(__name__).info("running as uid %d (owner of %s)", st.st_uid, store_dir)
 
 
+def _config_and_store(args) -> tuple[Config, Store] | None:
+    """The loaded config and its initialised store, or None after printing why."""
+    config = _load(args)
+    if config is None:
+        return None
+    store = _store(config)
+    return (config, store) if store is not None else None
+
+
 def _store(config: Config) -> Store | None:
     store = Store(config.settings.store_dir)
     try:
@@ -144,12 +153,10 @@ def _activity(obj: dict) -> str:
 
 
 def cmd_status(args) -> int:
-    config = _load(args)
-    if config is None:
+    loaded = _config_and_store(args)
+    if loaded is None:
         return 1
-    store = _store(config)
-    if store is None:
-        return 1
+    config, store = loaded
     mds = sorted(config.mds, key=lambda m: m.name)
     if args.name:
         md = config.md_by_name(args.name) or config.md_for_domain(args.name)
@@ -194,12 +201,10 @@ def _print_table(objs: list[dict]) -> None:
 
 # -- renew ----------------------------------------------------------------------------
 def cmd_renew(args) -> int:
-    config = _load(args)
-    if config is None:
+    loaded = _config_and_store(args)
+    if loaded is None:
         return 1
-    store = _store(config)
-    if store is None:
-        return 1
+    config, store = loaded
     _drop_privileges(config.settings.store_dir)
     unknown = [n for n in args.names if not config.md_by_name(n)]
     if unknown:
@@ -229,12 +234,10 @@ def cmd_renew(args) -> int:
 
 # -- activate -------------------------------------------------------------------------
 def cmd_activate(args) -> int:
-    config = _load(args)
-    if config is None:
+    loaded = _config_and_store(args)
+    if loaded is None:
         return 1
-    store = _store(config)
-    if store is None:
-        return 1
+    config, store = loaded
     from .worker import activate_and_reload
     reload_cmd = shlex.split(args.reload) if args.reload else None
     report = activate_and_reload(store, config, reload_cmd, force=not args.respect_window)

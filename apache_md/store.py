@@ -211,24 +211,27 @@ class Store:
                 pass
 
     # -- activation move (§3.10 step 5) ----------------------------------------
+    def _archive_slot(self, stem: str) -> Path:
+        """A fresh empty `archive/<stem>.<n>` (n from 1): rename(2) may replace it."""
+        arch_root = self.dir(ARCHIVE)
+        arch_root.mkdir(mode=0o700, exist_ok=True)
+        for n in range(1, 1000):
+            cand = arch_root / f"{stem}.{n}"
+            try:
+                cand.mkdir(mode=0o700)
+                return cand
+            except FileExistsError:
+                continue
+        raise StoreError(f"{arch_root}: no free archive slot for {stem}")
+
     def replace_domain(self, name: str) -> str | None:
         """Move tmp/<name> to domains/<name>, archiving the old set; returns the archive."""
         src, dst = self.dir(TMP, name), self.dir(DOMAINS, name)
         archived = None
         if dst.exists():
-            arch_root = self.dir(ARCHIVE)
-            arch_root.mkdir(mode=0o700, exist_ok=True)
-            for n in range(1, 1000):
-                cand = arch_root / f"{name}.{n}"
-                try:
-                    cand.mkdir(mode=0o700)
-                except FileExistsError:
-                    continue
-                os.rename(dst, cand)  # rename onto the empty directory we just made
-                archived = str(cand)
-                break
-            else:
-                raise StoreError(f"{arch_root}: no free archive slot for {name}")
+            slot = self._archive_slot(name)
+            os.rename(dst, slot)
+            archived = str(slot)
         try:
             os.rename(src, dst)
         except OSError as e:
@@ -241,15 +244,7 @@ class Store:
 
     def replace_domain_back(self, name: str, archived: str) -> str:
         """Undo replace_domain: the archived set returns; the rejected one is archived."""
-        dst = self.dir(DOMAINS, name)
-        arch_root = self.dir(ARCHIVE)
-        for n in range(1, 1000):
-            cand = arch_root / f"{name}.rejected.{n}"
-            try:
-                cand.mkdir(mode=0o700)
-            except FileExistsError:
-                continue
-            os.rename(dst, cand)
-            os.rename(archived, dst)
-            return str(cand)
-        raise StoreError(f"{arch_root}: no free archive slot for {name}")
+        slot = self._archive_slot(f"{name}.rejected")
+        os.rename(self.dir(DOMAINS, name), slot)
+        os.rename(archived, self.dir(DOMAINS, name))
+        return str(slot)
