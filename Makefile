@@ -55,3 +55,34 @@ demo: deps venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info
+
+# Debian package: apache-md_<version>_all.deb in $(DEB_DIR), built from a copy
+# of the tracked (and new, not ignored) files, checked by lintian (errors fail).
+DEB_DIR ?= build/deb
+DEB_BUILD_PKGS := build-essential debhelper dh-python pybuild-plugin-pyproject python3-all \
+                  python3-setuptools python3-acme python3-cryptography python3-filelock \
+                  python3-josepy python3-openssl python3-requests python3-sdnotify python3-pytest \
+                  lintian fakeroot
+.PHONY: deb deb-deps
+deb-deps:
+	@missing=""; \
+	for p in $(DEB_BUILD_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "missing Debian packages:$$missing; run 'sudo make deb-deps'" >&2; exit 1; \
+	fi; \
+	echo "installing:$$missing"; \
+	apt-get update -q && apt-get install -y -q --no-install-recommends $$missing
+
+deb: deb-deps
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/src && echo '*' > $(DEB_DIR)/.gitignore
+	git ls-files -z --cached --others --exclude-standard \
+	  | xargs -0 sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done' sh \
+	  | tar --null -T - -cf - | tar -xf - -C $(DEB_DIR)/src
+	# Debian's python3, not one earlier on PATH (pyenv and the like)
+	cd $(DEB_DIR)/src && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
+	lintian --fail-on error $(DEB_DIR)/*.changes
+	@ls -1 $(DEB_DIR)/*.deb
