@@ -19,7 +19,7 @@ from acme import client as acme_client
 from acme import errors as acme_errors
 from acme import messages
 
-from . import __version__
+from . import __version__, compat
 
 USER_AGENT = f"apache-md/{__version__}"
 POLL_FIRST, POLL_MAX = 0.05, 1.0
@@ -44,6 +44,7 @@ class CAProblem(Exception):
 def problem_from_exception(e: BaseException, ca_url: str = "") -> CAProblem:
     if isinstance(e, CAProblem):
         return e
+    e = compat.network_cause(e)
     if isinstance(e, messages.Error):
         subs = None
         if getattr(e, "subproblems", None):

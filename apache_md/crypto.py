@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
+from . import compat
 from .model import KeySpec
 
 # mod_md's curve aliases; anything else is tried as an OpenSSL/NIST name.
@@ -105,7 +106,7 @@ def self_signed(key, names: list[str], days: int = 14, cn: str = FALLBACK_CN) ->
 
 def load_chain(data: bytes) -> list[x509.Certificate]:
     try:
-        return x509.load_pem_x509_certificates(data)
+        return compat.load_pem_x509_certificates(data)
     except ValueError as e:
         raise CryptoError(f"not a PEM certificate chain: {e}") from None
 
@@ -211,7 +212,7 @@ def cert_info(cert: x509.Certificate) -> CertInfo:
     except x509.ExtensionNotFound:
         pass
     return CertInfo(
-        not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+        not_before=compat.not_valid_before(cert), not_after=compat.not_valid_after(cert),
         serial=serial, sha256=hashlib.sha256(der).hexdigest(),
         issuer_name=issuer_oneline(cert.issuer), issuer_uri=issuer_uri, ocsp_url=ocsp_url,
         ari_cert_id=ari_cert_id(cert, mod_md_quirk=True), names=tuple(cert_names(cert)), must_staple=has_must_staple(cert))

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from acme import messages
 
-from . import accounts, credentials, crypto
+from . import accounts, compat, credentials, crypto
 from .acmeclient import CAConnection, CAProblem
 from .challenges import (Setup, explain_no_types, preferred_types,
                          setup_dns01, setup_http01, teardown)
@@ -239,13 +239,13 @@ class Driver:
         order = order.update(csr_pem=csr_pem)
         deadline = time.monotonic() + ORDER_TIMEOUT
         try:
-            conn.call(conn.client.begin_finalization, order)
+            conn.call(compat.begin_finalization, conn.client, order)
         except CAProblem as p:
             if not (p.problem or "").endswith("orderNotReady"):
                 raise
             conn.poll(lambda: _order_state(conn, order.uri),
                       lambda b: b.status != messages.STATUS_PENDING, deadline)
-            conn.call(conn.client.begin_finalization, order)
+            conn.call(compat.begin_finalization, conn.client, order)
         body = conn.poll(lambda: _order_state(conn, order.uri),
                          lambda b: b.status in (messages.STATUS_VALID, messages.STATUS_INVALID),
                          deadline)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
+
+from . import compat
 
 from .store import LOCKS, Store, safe_name
 
@@ -19,7 +21,7 @@ def store_lock(store: Store, name: str, timeout: float = -1) -> Iterator[None]:
     """Hold `locks/<name>.lock`; timeout -1 waits, 0 fails at once with Busy."""
     d = store.dir(LOCKS)
     d.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(d / f"{safe_name(name)}.lock"), mode=0o644)
+    lock = compat.file_lock(str(d / f"{safe_name(name)}.lock"), mode=0o644)
     try:
         lock.acquire(timeout=timeout)
     except Timeout:

@@ -221,6 +221,8 @@ class Worker:
 def activate_and_reload(store: Store, config: Config, reload_command: list[str] | None,
                         force: bool = False) -> activation.Report:
     """Activate what is ready, test Apache's config, reload; roll back on refusal."""
+    # Consume the worker's request first: one written while we run triggers us again.
+    store.remove("status", "activation", "activation-requested")
     messenger = Messenger(config.settings.message_cmd, None, str(store.base))
     report = activation.activate(store, config, messenger, force=force,
                                  precheck=lambda: apachectl.configtest(config))
