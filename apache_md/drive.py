@@ -156,6 +156,10 @@ class Driver:
             if not chain or not crypto.key_matches_cert(key, chain[0]):
                 raise CAProblem(20014, "Bad certificate", None,
                                 "the CA returned a certificate that does not match the key")
+            if md.must_staple and not crypto.has_must_staple(chain[0]):
+                # Let's Encrypt dropped Must-Staple in 2025; say so instead of looking broken.
+                self._progress(job, md, None, f"MDMustStaple is on, but the CA issued the "
+                                              f"{spec.name} certificate without the extension")
             self.store.write_bytes(STAGING, md.name, spec.file_name("privkey"),
                                    crypto.key_to_pem(key, self.store.key), mode=0o600)
             self.store.write_bytes(STAGING, md.name, spec.file_name("pubcert"),

@@ -136,3 +136,191 @@ MDomain e2.test
     assert p.returncode == 1
     assert "10-md.conf:" in p.stderr and "accessible by others" in p.stderr \
         and str(eab_file) in p.stderr
+
+
+# -- 2. Key types -----------------------------------------------------------------------------
+
+def test_several_key_types_served_side_by_side(env):
+    env.write_config("""
+<MDomain k1.test>
+    MDPrivateKeys P-384 RSA 4096
+</MDomain>
+<MDomain k2.test>
+    MDPrivateKeys rsa3072 secp256r1
+</MDomain>
+""", env.ssl_vhost("k1.test") + env.ssl_vhost("k2.test"))
+    env.start()
+    renew_and_activate(env)
+    mds = {m["name"]: m for m in env.status()["managed-domains"]}
+    assert set(mds["k1.test"]["cert"]) == {"P-384", "rsa", "valid"}
+    assert set(mds["k2.test"]["cert"]) == {"secp256r1", "rsa", "valid"}
+    # mod_md's file names: RSA plain, EC by curve, lowercased
+    files = sorted(os.listdir(env.store / "domains" / "k1.test"))
+    assert {"privkey.pem", "pubcert.pem", "privkey.p-384.pem", "pubcert.p-384.pem"} <= set(files)
+    for f in ("privkey.pem", "privkey.p-384.pem"):
+        assert stat.S_IMODE(os.stat(env.store / "domains" / "k1.test" / f).st_mode) == 0o600
+    include = (env.store / "apache" / "k1.test.conf").read_text()
+    assert include.count("SSLCertificateFile") == 2 and "pubcert.p-384.pem" in include
+
+    root = env.pebble.root_pem_path.read_text()
+    for name, key, sig, kt in [("k1.test", "P-384", "ec", "secp384r1"),
+                               ("k1.test", "rsa", "rsa", "rsa4096"),
+                               ("k2.test", "secp256r1", "ec", "secp256r1"),
+                               ("k2.test", "rsa", "rsa", "rsa3072")]:
+        chain = env.await_served(name, mds[name]["cert"][key]["serial"], sigalgs=sig)
+        assert key_type(chain[0]) == kt, (name, sig)
+        assert verify_chain(chain, root, hostname=name)
+
+
+# -- 3. dns-01 and wildcards ---------------------------------------------------------------------
+
+def hook_cmd(env: MDEnv, log: Path) -> str:
+    return f"{sys.executable} {HOOK} --url {env.pebble.challtestsrv_url} --log {log}"
+
+
+def test_wildcards_through_dns01(env, tmp_path):
+    glog, mdlog = tmp_path / "global.log", tmp_path / "md.log"
+    env.write_config(f"""
+MDChallengeDns01 {hook_cmd(env, glog)}
+MDChallengeDns01Version 2
+MDomain wild.test *.wild.test
+<MDomain *.star.test>
+    MDChallengeDns01 {hook_cmd(env, mdlog)}
+</MDomain>
+<MDomain fail.test *.fail.test>
+    MDChallengeDns01 /bin/false
+</MDomain>
+<MDomain nodns.test *.nodns.test>
+    MDCAChallenges http-01
+</MDomain>
+""", env.ssl_vhost("wild.test", aliases=["*.wild.test"])
+        + env.ssl_vhost("x.star.test", aliases=["*.star.test"], md="*.star.test")
+        + env.ssl_vhost("fail.test", aliases=["*.fail.test"])
+        + env.ssl_vhost("nodns.test", aliases=["*.nodns.test"]))
+    env.start()
+    out = env.cli("renew").stdout
+    assert "Traceback" not in out
+    # Mixed MD: the plain name by http-01 (listed first, port 80 reachable), the wildcard
+    # by dns-01 with the global command; version 2 teardown gets the value too.
+    log = [e for e in job(env, "wild.test")["log"]["entries"] if e["type"].startswith("message-challenge")]
+    assert {e["type"] for e in log} == {"message-challenge-setup:http-01:wild.test",
+                                        "message-challenge-setup:dns-01:wild.test"}
+    calls = glog.read_text().split("\n")
+    setup = [c for c in calls if c.startswith("setup wild.test ")]
+    assert len(setup) == 1
+    value = setup[0].split()[2]
+    assert f"teardown wild.test {value}" in calls
+    assert not [c for c in calls if "star.test" in c]
+    # Wildcard-only MD: its own command.
+    assert mdlog.read_text().startswith("setup star.test ")
+    assert env.pebble.query("_acme-challenge.wild.test") == []  # torn down
+    assert env.pebble.query("_acme-challenge.star.test") == []
+    # A failing command: challenge-setup-failure. No dns-01 at all: said clearly.
+    assert last(env, "fail.test")["problem"] == "challenge-setup-failure"
+    assert "MDChallengeDns01 setup fail.test exited with 1" in last(env, "fail.test")["detail"]
+    assert last(env, "nodns.test")["problem"] == "challenge-mismatch"
+    assert "*.nodns.test can only be validated with the dns-01 challenge" \
+        in last(env, "nodns.test")["detail"]
+
+    env.cli_ok("activate", "--reload", env.reload_command())
+    mds = {m["name"]: m for m in env.status()["managed-domains"]}
+    root = env.pebble.root_pem_path.read_text()
+    for host, md in [("wild.test", "wild.test"), ("a.wild.test", "wild.test"),
+                     ("b.star.test", "*.star.test"), ("x.star.test", "*.star.test")]:
+        chain = env.await_served(host, mds[md]["cert"]["rsa"]["serial"])
+        assert verify_chain(chain, root, hostname=host), host
+    assert sorted(dns_names(chain[0])) == ["*.star.test"]
+
+
+# -- 4. Challenge selection and the http-01 preflight ------------------------------------------
+
+def test_challenge_selection_and_preflight(env):
+    http = env.apache.http_port
+    mds = """
+<MDomain alpn.test>
+    MDCAChallenges tls-alpn-01
+</MDomain>
+MDomain denied.test
+MDomain rewritten.test
+"""
+    vhosts = (env.ssl_vhost("alpn.test") + env.ssl_vhost("denied.test")
+              + env.ssl_vhost("rewritten.test") + f"""
+<VirtualHost 127.0.0.1:{http}>
+    ServerName denied.test
+    <Location /.well-known/acme-challenge/>
+        Require all denied
+    </Location>
+</VirtualHost>
+<VirtualHost 127.0.0.1:{http}>
+    ServerName rewritten.test
+    RewriteEngine on
+    RewriteRule ^/\\.well-known/acme-challenge/ /index.html [L]
+</VirtualHost>
+""")
+    env.write_config(mds, vhosts)
+    p = env.cli("check")
+    assert "10-md.conf:" in p.stderr and "tls-alpn-01 is never used by apache-md" in p.stderr
+    env.start()
+    env.cli("renew")
+    alpn = last(env, "alpn.test")
+    assert alpn["problem"] == "challenge-mismatch"
+    assert "tls-alpn-01 is not available with apache-md" in alpn["detail"]
+    # Our own answer is fetched before the CA is asked: local, precise errors.
+    denied = last(env, "denied.test")
+    assert denied["problem"] == "challenge-setup-failure"
+    assert "checked locally before asking the CA" in denied["detail"]
+    assert f"http://denied.test/.well-known/acme-challenge/" in denied["detail"]
+    assert f"(local port {http}): access denied (403)" in denied["detail"]
+    rewritten = last(env, "rewritten.test")["detail"]
+    assert "is not answered by apache-md" in rewritten and "RewriteRule" in rewritten
+    assert not os.listdir(env.store / "challenges")  # torn down
+
+    # Public port 80 mapped to a port Apache does not listen on: no http-01, and why.
+    env.write_config("MDomain other.test\n", env.ssl_vhost("other.test"),
+                     extra_globals=f"MDPortMap http:{http + 90}")
+    env.cli_ok("activate")  # its include exists, so `apache2 -k stop` can parse the config
+    env.cli("renew", "other.test")
+    detail = last(env, "other.test")["detail"]
+    assert last(env, "other.test")["problem"] == "challenge-mismatch"
+    assert f"public port 80 arrives at local port {http + 90} (MDPortMap), but Apache does " \
+           f"not listen there (Listen ports: {http}, {env.apache.https_port})" in detail
+
+
+# -- 5. IP address certificates (RFC 8738), 6. must-staple -------------------------------------
+
+def test_ip_address_certificate_and_must_staple(env):
+    https = env.apache.https_port
+    env.write_config("""
+MDomain 127.0.0.1
+<MDomain staple.test>
+    MDMustStaple on
+</MDomain>
+""",  # The IP's vhost comes first: without SNI, Apache uses the first one for the address.
+                     env.ssl_vhost("127.0.0.1") + env.ssl_vhost("staple.test"))
+    env.start()
+    out = env.cli("renew").stdout
+    assert "Traceback" not in out
+    staple_log = [e.get("detail", "") for e in job(env, "staple.test")["log"]["entries"]]
+    env.cli_ok("activate", "--reload", env.reload_command())
+    mds = {m["name"]: m for m in env.status()["managed-domains"]}
+    assert mds["127.0.0.1"]["state"] == 2, out
+    chain = env.await_served("127.0.0.1", mds["127.0.0.1"]["cert"]["rsa"]["serial"])
+    leaf = chain[0]
+    san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert san.get_values_for_type(x509.DNSName) == []
+    # A client that sends no SNI (an IP literal) and verifies the IP SAN.
+    r = s_client("127.0.0.1", https, extra=["-noservername"])
+    assert r.chain and r.chain[0].serial_number == leaf.serial_number
+    assert curl(f"https://127.0.0.1:{https}/", cacert=env.pebble.root_pem_path).status == 200
+
+    # The CSR carries the TLS Feature extension (tests/unit/test_crypto.py); Pebble 2.4
+    # accepts it but does not copy it into the certificate, newer Pebbles and real CAs do.
+    assert mds["staple.test"]["must-staple"] is True
+    staple = env.await_served("staple.test", mds["staple.test"]["cert"]["rsa"]["serial"])[0]
+    features = [e.value for e in staple.extensions if isinstance(e.value, x509.TLSFeature)]
+    if features:
+        assert list(features[0]) == [x509.TLSFeatureType.status_request]
+    else:  # and the job says so
+        assert any("issued the rsa certificate without the extension" in d for d in staple_log)
+    assert not [e for e in leaf.extensions if isinstance(e.value, x509.TLSFeature)]
