@@ -324,3 +324,55 @@ MDomain 127.0.0.1
     else:  # and the job says so
         assert any("issued the rsa certificate without the extension" in d for d in staple_log)
     assert not [e for e in leaf.extensions if isinstance(e.value, x509.TLSFeature)]
+
+
+# -- 6. Network options: proxies ----------------------------------------------------------------
+
+def test_forward_proxies_carry_all_acme_traffic(env, pebble, tmp_path):
+    from tests.e2e.mdenv import free_port
+    ca = pki.make_ca(tmp_path / "proxy-pki", name="proxy CA")
+    leaf = pki.make_leaf(ca, tmp_path / "proxy-pki", names=("127.0.0.1", "localhost"), stem="proxy")
+    only_via_proxy = {pebble.PROXY_ONLY_NAME: "127.0.0.1"}
+    plain = ForwardProxy(PROXY_PORTS[0], resolve=only_via_proxy)
+    tls = ForwardProxy(PROXY_PORTS[1], resolve=only_via_proxy,
+                       tls_cert=str(leaf.cert), tls_key=str(leaf.key))
+    dead = f"http://127.0.0.1:{free_port()}"
+    # The CA's host name resolves nowhere but in the proxies: every byte of ACME goes
+    # through one of them, or the renewal fails.
+    env.write_config(f"""
+MDCertificateAuthority {pebble.proxy_only_directory_url}
+MDHttpProxy {plain.url}
+MDomain proxied.test
+<MDomain tls-proxied.test>
+    MDHttpProxy {tls.url}
+    MDHttpProxyCACertificateFile {ca.cert}
+</MDomain>
+<MDomain untrusted.test>
+    MDHttpProxy {tls.url}
+</MDomain>
+<MDomain dead.test>
+    MDHttpProxy {dead}
+</MDomain>
+""", "".join(env.ssl_vhost(n) for n in ["proxied.test", "tls-proxied.test", "untrusted.test",
+                                           "dead.test"]))
+    env.start()
+    with plain, tls:
+        out = renew_and_activate(env)
+    assert "Traceback" not in out and "internal error" not in out, out
+    mds = {m["name"]: m for m in env.status()["managed-domains"]}
+    assert mds["proxied.test"]["state"] == mds["tls-proxied.test"]["state"] == 2, out
+    target = f"{pebble.PROXY_ONLY_NAME}:{pebble.acme_port}"
+    assert plain.connects and set(plain.connects) == {target}
+    assert tls.connects and set(tls.connects) == {target}
+    assert not plain.refused and not tls.refused
+    # An https proxy whose CA is not configured: a TLS error that names the directive.
+    untrusted = last(env, "untrusted.test")
+    assert "through the proxy https://127.0.0.1" in untrusted["detail"]
+    assert "MDHttpProxyCACertificateFile" in untrusted["detail"]
+    # A dead proxy: refused, as mod_md says it.
+    dead_last = last(env, "dead.test")
+    assert dead_last["status-description"] == "Connection refused"
+    assert f"through the proxy {dead}" in dead_last["detail"]
+    for name in ("proxied.test", "tls-proxied.test"):
+        chain = env.await_served(name, mds[name]["cert"]["rsa"]["serial"])
+        assert verify_chain(chain, pebble.root_pem_path.read_text(), hostname=name)
