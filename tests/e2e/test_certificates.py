@@ -376,3 +376,35 @@ MDomain proxied.test
     for name in ("proxied.test", "tls-proxied.test"):
         chain = env.await_served(name, mds[name]["cert"]["rsa"]["serial"])
         assert verify_chain(chain, pebble.root_pem_path.read_text(), hostname=name)
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+def test_ipv6_address_certificate(env):
+    http, https = env.apache.http_port, env.apache.https_port
+    env.apache.write_conf("05-ipv6", f"Listen [::1]:{http}\nListen [::1]:{https}\n")
+    env.write_config("MDomain [::1]\n", f"""
+<VirtualHost [::1]:{https}>
+    # httpd refuses `ServerName [::1]` (brackets are a wildcard pattern to it)
+    ServerAlias ::1
+    SSLEngine on
+    Include {env.store}/apache/::1.conf
+</VirtualHost>
+""")
+    env.start()
+    out = renew_and_activate(env)
+    mds = {m["name"]: m for m in env.status()["managed-domains"]}
+    assert mds["::1"]["domains"] == ["::1"] and mds["::1"]["state"] == 2, out
+    r = s_client("[::1]", https, extra=["-noservername"])
+    san = r.chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["::1"]
+    assert format(r.chain[0].serial_number, "X") == mds["::1"]["cert"]["rsa"]["serial"].lstrip("0")
