@@ -96,14 +96,14 @@ def check_names(md: ManagedDomain, types: list[str], settings: GlobalSettings) -
         how = ("it is not among MDCAChallenges" if md.challenges is not None
                else "configure MDChallengeDns01 with a command that sets DNS TXT records")
         raise CAProblem(22, "Invalid argument", MISMATCH,
-                        f"{md.name}: the wildcard name(s) {', '.join(wild)} can only be "
+                        f"the wildcard name(s) {', '.join(wild)} can only be "
                         f"validated with the dns-01 challenge; {how}")
     ips = [d for d in md.domains if is_ip(d)]
     if ips and "http-01" not in types:
         why = (_http01_unreachable(settings) if not settings.can_http
                else "http-01 is not among MDCAChallenges")
         raise CAProblem(22, "Invalid argument", MISMATCH,
-                        f"{md.name}: the IP address(es) {', '.join(ips)} can only be "
+                        f"the IP address(es) {', '.join(ips)} can only be "
                         f"validated with the http-01 challenge (RFC 8738); {why}")
 
 
