@@ -19,7 +19,7 @@ from cryptography import x509
 from tests.conftest import PROXY_PORTS
 from tests.e2e.mdenv import MDEnv
 from tests.harness import ForwardProxy, default_eab, pki
-from tests.harness.client import curl, dns_names, key_type, s_client, s_client_cert, verify_chain
+from tests.harness.client import curl, dns_names, key_type, s_client, verify_chain
 
 HOOK = Path(__file__).resolve().parent.parent / "harness" / "dns01_hook.py"
 
@@ -260,6 +260,8 @@ MDomain rewritten.test
     env.write_config(mds, vhosts)
     p = env.cli("check")
     assert "10-md.conf:" in p.stderr and "tls-alpn-01 is never used by apache-md" in p.stderr
+    assert "alpn.test: alpn.test\n" in p.stdout and "  challenges: none usable\n" in p.stdout
+    assert "MD alpn.test: None of the ACME challenge methods" in p.stderr
     env.start()
     env.cli("renew")
     alpn = last(env, "alpn.test")
@@ -269,7 +271,7 @@ MDomain rewritten.test
     denied = last(env, "denied.test")
     assert denied["problem"] == "challenge-setup-failure"
     assert "checked locally before asking the CA" in denied["detail"]
-    assert f"http://denied.test/.well-known/acme-challenge/" in denied["detail"]
+    assert "http://denied.test/.well-known/acme-challenge/" in denied["detail"]
     assert f"(local port {http}): access denied (403)" in denied["detail"]
     rewritten = last(env, "rewritten.test")["detail"]
     assert "is not answered by apache-md" in rewritten and "RewriteRule" in rewritten
