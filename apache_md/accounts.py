@@ -6,7 +6,7 @@ driven in parallel do not register one account each.
 """
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -22,6 +22,7 @@ from .model import ManagedDomain
 from .store import ACCOUNTS, Store, StoreError
 
 ACCOUNT_KEY_BITS = 3072  # mod_md's MD_ACME_ACCT_PKEY_BITS
+SECRET_MODE = 0o600  # files that hold an EAB hmac
 
 
 @dataclass
@@ -120,15 +121,35 @@ def register(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
     doc: dict[str, Any] = {
         "status": "valid", "url": regr.uri, "ca-url": conn.url,
         "contact": list(md.contacts),
-        "registration": json.loads(regr.body.json_dumps()),
+        "registration": _registration_json(regr.body),
     }
     if md.ca_agreement:
         doc["agreement"] = tos or md.ca_agreement
     if md.eab_kid and md.eab_kid != "none":
         doc["eab"] = {"kid": md.eab_kid, "hmac": md.eab_hmac}
     store.write_bytes(ACCOUNTS, acct_id, "account.pem", crypto.key_to_pem(key, store.key))
-    store.write_json(ACCOUNTS, acct_id, "account.json", doc)
+    # mod_md leaves account.json 0644 with the hmac in clear; only the worker reads it.
+    store.write_json(ACCOUNTS, acct_id, "account.json", doc,
+                     mode=SECRET_MODE if "eab" in doc else None)
     return Account(acct_id, regr.uri, key, regr)
+
+
+def _plain(obj: Any) -> Any:
+    """josepy objects (frozendicts, nested fields) as plain JSON values."""
+    if hasattr(obj, "to_partial_json"):
+        return _plain(obj.to_partial_json())
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _registration_json(body: messages.Registration) -> dict[str, Any]:
+    """The account object as registered; the EAB JWS stays out of the store."""
+    doc = _plain(body)
+    doc.pop("externalAccountBinding", None)
+    return doc
 
 
 def _free_id(store: Store, ca_url: str) -> str:

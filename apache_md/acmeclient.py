@@ -6,6 +6,7 @@ growing interval that honours Retry-After.
 """
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import requests
 from acme import client as acme_client
 from acme import errors as acme_errors
 from acme import messages
+from requests.adapters import HTTPAdapter
 
 from . import __version__, compat
 
@@ -41,10 +43,18 @@ class CAProblem(Exception):
         return self.detail or self.description
 
 
-def problem_from_exception(e: BaseException, ca_url: str = "") -> CAProblem:
+def problem_from_exception(e: BaseException, ca_url: str = "",
+                           proxy: str | None = None) -> CAProblem:
     if isinstance(e, CAProblem):
         return e
     e = compat.network_cause(e)
+    if isinstance(e, requests.exceptions.ProxyError):
+        text = str(e)
+        desc = "Connection refused" if "refused" in text.lower() else "Proxy failed"
+        hint = " (see MDHttpProxyCACertificateFile)" if "ssl" in text.lower() else ""
+        return CAProblem(111, desc, None,
+                         f"Unsuccessful in contacting ACME server at {ca_url} through the "
+                         f"proxy {proxy}{hint}: {desc}: {_reason(e)}")
     if isinstance(e, messages.Error):
         subs = None
         if getattr(e, "subproblems", None):
@@ -58,8 +68,9 @@ def problem_from_exception(e: BaseException, ca_url: str = "") -> CAProblem:
     if isinstance(e, requests.exceptions.ConnectionError):
         text = str(e)
         desc = "Connection refused" if "refused" in text.lower() else "Connection failed"
+        through = f" through the proxy {proxy}" if proxy else ""
         return CAProblem(111, desc, None,
-                         f"Unsuccessful in contacting ACME server at {ca_url}: {desc}")
+                         f"Unsuccessful in contacting ACME server at {ca_url}{through}: {desc}")
     if isinstance(e, requests.exceptions.Timeout):
         return CAProblem(70007, "Timeout", None, f"Timeout talking to ACME server at {ca_url}")
     if isinstance(e, acme_errors.TimeoutError):
@@ -67,6 +78,42 @@ def problem_from_exception(e: BaseException, ca_url: str = "") -> CAProblem:
     if isinstance(e, acme_errors.ClientError) and "Unexpected response" in str(e):
         return CAProblem(20014, "Bad response", None, f"Unexpected response from {ca_url}: {e}")
     return CAProblem(20014, type(e).__name__, None, str(e) or type(e).__name__)
+
+
+def _reason(e: BaseException) -> str:
+    """The innermost cause of a requests/urllib3 error, without the pool noise."""
+    while True:
+        nxt = getattr(e, "reason", None) or (e.args[0] if e.args and
+                                              isinstance(e.args[0], BaseException) else None)
+        if not isinstance(nxt, BaseException) or nxt is e:
+            return str(e)
+        e = nxt
+
+
+class _ProxyTLSAdapter(HTTPAdapter):
+    """Trust for the TLS connection to an https:// proxy, apart from the CA's.
+
+    requests verifies the proxy with the CA bundle (`verify`) unless urllib3's
+    ProxyManager gets its own `proxy_ssl_context`; MDHttpProxyCACertificateFile
+    goes there, so trusting the proxy never widens trust in the CA connection.
+    """
+
+    def __init__(self, context: ssl.SSLContext):
+        self._proxy_context = context
+        super().__init__()
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        proxy_kwargs.setdefault("proxy_ssl_context", self._proxy_context)
+        return super().proxy_manager_for(proxy, **proxy_kwargs)
+
+
+def proxy_context(cafile: str | None) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=cafile or None)
+    except (OSError, ssl.SSLError) as e:
+        raise CAProblem(22, "Invalid argument", None,
+                        f"MDHttpProxyCACertificateFile {cafile}: cannot load it "
+                        f"({getattr(e, 'strerror', None) or e})") from None
 
 
 def retry_after_seconds(response: requests.Response | None) -> float | None:
@@ -99,11 +146,14 @@ class CAConnection:
         # The library passes verify= on every request, so set it there, not on the session.
         if ca_certs:
             self.net.verify_ssl = ca_certs
+        self.proxy = proxy
         if proxy:
             session.proxies = {"http": proxy, "https": proxy}
-            # requests trusts one bundle for both; a proxy CA is used when no CA bundle is set
-            if proxy_ca_certs and not ca_certs:
-                self.net.verify_ssl = proxy_ca_certs
+            session.trust_env = False  # MDHttpProxy wins over http(s)_proxy/no_proxy
+            if proxy.lower().startswith("https:"):
+                adapter = _ProxyTLSAdapter(proxy_context(proxy_ca_certs))
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
         self._directory: messages.Directory | None = None
         self.client: acme_client.ClientV2 | None = None
 
@@ -113,7 +163,7 @@ class CAConnection:
             try:
                 self._directory = acme_client.ClientV2.get_directory(self.url, self.net)
             except Exception as e:  # noqa: BLE001 - mapped to a CAProblem
-                raise problem_from_exception(e, self.url) from None
+                raise problem_from_exception(e, self.url, self.proxy) from None
             self.client = acme_client.ClientV2(self._directory, self.net)
         return self._directory
 
@@ -136,9 +186,9 @@ class CAConnection:
             except messages.Error as e:
                 if e.code == "badNonce" and attempt + 1 < BAD_NONCE_RETRIES:
                     continue
-                raise problem_from_exception(e, self.url) from None
+                raise problem_from_exception(e, self.url, self.proxy) from None
             except Exception as e:  # noqa: BLE001
-                raise problem_from_exception(e, self.url) from None
+                raise problem_from_exception(e, self.url, self.proxy) from None
 
     def use_account(self, key: jose.JWK, regr: messages.RegistrationResource | None) -> None:
         self.directory  # noqa: B018

@@ -107,7 +107,7 @@ def activate_md(store: Store, md: ManagedDomain, messenger: Messenger,
     for spec, (key_pem, cert_pem) in zip(md.keyspecs, sets):
         store.write_bytes(TMP, md.name, spec.file_name("privkey"), key_pem, mode=0o600)
         store.write_bytes(TMP, md.name, spec.file_name("pubcert"), cert_pem)
-    account = _account_for(store, ca_url)
+    account = (staged_md.get("ca") or {}).get("account") or _account_for(store, ca_url)
     store.write_json(TMP, md.name, "md.json", md_to_json(md, ca_url=ca_url, account=account,
                                                           state=2))
     messenger.send(job, "installed", md.name)  # mod_md: exit code ignored

@@ -518,6 +518,8 @@ class _Reader:
                     self.error(f"Could not open config directory {head}: No such file or directory", loc)
                 else:
                     self.error(f"No matches for the wildcard '{tail}' in '{head}', failing", loc)
+                # e.g. a wildcard MD's generated include, `<store>/apache/*.example.org.conf`
+                self.missing_includes.append((pattern, self.errors[-1]))
             return
         for path in matches:
             if os.path.isdir(path):

@@ -103,6 +103,8 @@ def cmd_check(args) -> int:
         mode = {0: "manual", 1: "auto", 2: "always"}.get(md.renew_mode, md.renew_mode)
         print(f"  CA: {' '.join(md.ca_urls)}   renew: {mode}"
               f"   keys: {' '.join(s.name for s in md.keyspecs)}")
+        if not md.is_static:
+            _check_challenges(config, md)
         if not md.vhosts:
             print("  no VirtualHost uses it (not renewed unless MDRenewMode always)")
         for vh in md.vhosts:
@@ -128,6 +130,18 @@ def cmd_check(args) -> int:
                 else:
                     print(f"  certificate {name}: missing")
     return 1 if missing else 0
+
+
+def _check_challenges(config: Config, md) -> None:
+    """The challenge types a renewal would use; a warning when some name cannot work."""
+    from .acmeclient import CAProblem
+    from .challenges import check_names, preferred_types
+    types = preferred_types(md, config.settings)
+    print(f"  challenges: {' '.join(types) or 'none usable'}")
+    try:
+        check_names(md, types, config.settings)
+    except CAProblem as p:
+        print(f"warning: {md.location}: MD {md.name}: {p.detail}", file=sys.stderr)
 
 
 # -- status ---------------------------------------------------------------------------

@@ -35,12 +35,23 @@ class CryptoError(Exception):
     pass
 
 
+def curve(name: str):
+    """The curve class for a MDPrivateKeys name (mod_md's aliases, then OpenSSL names)."""
+    c = _CURVES.get(name.lower())
+    if c is None:
+        by_lower = {k.lower(): v for k, v in getattr(ec, "_CURVE_TYPES", {}).items()}
+        c = by_lower.get(name.lower())
+        if isinstance(c, ec.EllipticCurve):  # older cryptography keeps instances there
+            c = type(c)
+    return c
+
+
 def generate_key(spec: KeySpec):
     if spec.kind == "EC":
-        curve = _CURVES.get(spec.curve.lower())
-        if curve is None:
+        c = curve(spec.curve)
+        if c is None:
             raise CryptoError(f"ec curve unknown: {spec.curve}")
-        return ec.generate_private_key(curve())
+        return ec.generate_private_key(c())
     return generate_key_rsa(spec.rsa_bits)
 
 

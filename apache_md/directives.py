@@ -12,11 +12,12 @@ import ipaddress
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from . import apacheconf
+from . import apacheconf, crypto
 from .apacheconf import Directive
 from .durations import Timeslice, parse_duration
 from .model import (
@@ -58,16 +59,27 @@ def parse_transitive(value: str) -> bool | None:
     return True if v == "auto" else False if v == "manual" else None
 
 
+def normalize_name(name: str) -> str:
+    """A DNS name lowercased; an IP address (IPv6 also in brackets) in its canonical form,
+    so `[::1]`, `::0001` and `::1` are one name (RFC 8738 identifiers, SAN matching)."""
+    n = name.lower()
+    bare = n[1:-1] if n.startswith("[") and n.endswith("]") else n
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        return n
+
+
 def parse_names(args: list[str]) -> tuple[list[str], bool | None]:
-    """MD names (lowercased, deduplicated, in order) and an auto/manual token."""
+    """MD names (normalized, deduplicated, in order) and an auto/manual token."""
     names: list[str] = []
     transitive = None
     for a in args:
         t = parse_transitive(a)
         if t is not None:
             transitive = t
-        elif a.lower() not in names:
-            names.append(a.lower())
+        elif normalize_name(a) not in names:
+            names.append(normalize_name(a))
     return names, transitive
 
 
@@ -326,7 +338,12 @@ def parse_activation_window(value: str) -> tuple[int, int]:
 
 
 def parse_eab(args: list[str], server_root: str) -> tuple[str, str | None]:
-    """(kid, hmac) from `kid hmac`, `none` or a JSON file relative to ServerRoot."""
+    """(kid, hmac) from `kid hmac`, `none` or a JSON file relative to ServerRoot.
+
+    The file holds a secret: like an SSH key it is refused when others may read
+    it (mod_md reads it as root and does not check; apache-md's `check` and
+    worker read it as the worker's user, so group access is fine).
+    """
     if len(args) == 2:
         return args[0], args[1]
     arg = args[0]
@@ -335,11 +352,27 @@ def parse_eab(args: list[str], server_root: str) -> tuple[str, str | None]:
     if not arg or "\0" in arg:
         raise Invalid(f"MDExternalAccountBinding: Invalid file path {arg}")
     path = os.path.normpath(os.path.join(server_root, arg))
-    if not os.path.isfile(path):
+    try:
+        st = os.stat(path)
+    except PermissionError:
+        raise Invalid(f"MDExternalAccountBinding: cannot access {path} (permission denied); "
+                      "the user running apache-md needs read access to it, e.g. through "
+                      "its group") from None
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISREG(st.st_mode):
         raise Invalid(f"MDExternalAccountBinding: file not found: {path}")
+    if st.st_mode & 0o007:
+        raise Invalid(f"MDExternalAccountBinding: {path} holds a secret (the EAB hmac) but is "
+                      f"accessible by others (mode {stat.S_IMODE(st.st_mode):04o}); make it "
+                      f"private, e.g. chmod o-rwx {path}")
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
+    except PermissionError:
+        raise Invalid(f"MDExternalAccountBinding: cannot read {path} (permission denied); "
+                      "the user running apache-md needs read access to it, e.g. through "
+                      "its group") from None
     except (OSError, ValueError):
         raise Invalid(f"MDExternalAccountBinding: error reading JSON file {path}") from None
     values = []
@@ -349,6 +382,21 @@ def parse_eab(args: list[str], server_root: str) -> tuple[str, str | None]:
             raise Invalid(f"MDExternalAccountBinding: JSON does not contain '{key}' element in file {path}")
         values.append(v)
     return values[0], values[1]
+
+
+def challenge_type_warnings(types: list[str]) -> list[str]:
+    """MDCAChallenges values apache-md will not use (mod_md accepts any string here)."""
+    out = []
+    for t in types:
+        if t == "tls-alpn-01":
+            out.append("MDCAChallenges: tls-alpn-01 is never used by apache-md: answering it "
+                       "needs a hook into mod_ssl's TLS handshake, which only a C module "
+                       "(mod_md) has. Use http-01 (port 80 reachable) and/or dns-01 "
+                       "(MDChallengeDns01).")
+        elif t not in ("http-01", "dns-01"):
+            out.append(f"MDCAChallenges: unknown challenge type '{t}' is ignored; "
+                       "known types are http-01 and dns-01")
+    return out
 
 
 def parse_proxy(value: str) -> str:
@@ -550,11 +598,11 @@ class _Collected:
 
 
 def server_name_host(value: str) -> str:
-    """ServerName `[scheme://]host[:port]` -> lowercased host."""
+    """ServerName `[scheme://]host[:port]` -> lowercased host (IPv6 without brackets)."""
     v = value.split("://", 1)[1] if "://" in value else value
     if v.startswith("["):
-        return v[: v.find("]") + 1].lower() if "]" in v else v.lower()
-    return v.rsplit(":", 1)[0].lower() if v.count(":") == 1 else v.lower()
+        return normalize_name(v[: v.find("]") + 1] if "]" in v else v)
+    return normalize_name(v.rsplit(":", 1)[0] if v.count(":") == 1 else v)
 
 
 def address_port(addr: str) -> int | None:
@@ -660,8 +708,8 @@ class _Walker:
                 self.c.server_name, self.c.server_name_loc = server_name_host(args[0]), d.location
         elif ln == "serveralias" and vh:
             for a in args:
-                if a.lower() not in vh.aliases:
-                    vh.aliases.append(a.lower())
+                if normalize_name(a) not in vh.aliases:
+                    vh.aliases.append(normalize_name(a))
         elif ln == "serveradmin" and args:
             if vh:
                 vh.server_admin = args[0]
@@ -717,6 +765,15 @@ class _Walker:
         except Invalid as e:
             self.error(str(e), d.location)
             return
+        if spec.key == "challenges":
+            for msg in challenge_type_warnings(value):
+                self.warn(msg, d.location)
+        elif spec.key == "pkeys":
+            for ks in value:
+                if ks.kind == "EC" and crypto.curve(ks.curve) is None:
+                    # mod_md accepts it here and fails each renewal with this text
+                    self.warn(f"MDPrivateKeys: ec curve unknown: {ks.curve} (renewals will "
+                              "fail); use e.g. P-256, P-384 or secp521r1", d.location)
         self.store(spec, value, d, scope)
 
     def members(self, spec: Spec, d: Directive, scope: _Scope) -> None:
@@ -737,8 +794,8 @@ class _Walker:
             t = parse_transitive(a)
             if t is not None:
                 scope.props["transitive"] = t
-            elif a.lower() not in scope.md.names:
-                scope.md.names.append(a.lower())
+            elif normalize_name(a) not in scope.md.names:
+                scope.md.names.append(normalize_name(a))
 
     def store(self, spec: Spec, value: Any, d: Directive, scope: _Scope) -> None:
         if spec.name == "MDomain":
@@ -946,6 +1003,10 @@ def build_config(parsed: apacheconf.ParseResult, main_file: str) -> Config:
         errors=[p for p in parsed.errors if id(p) not in ours] + c.errors,
         warnings=list(parsed.warnings) + c.warnings,
     )
+    # mod_md's can_http: public port 80 is mapped to a local port Apache listens on.
+    local_80 = c.settings.port_map.get(80)
+    c.settings.can_http = local_80 is not None and (not listen or local_80 in listen)
+    c.settings.listen_ports = list(listen)
     link(config, config.errors, config.warnings)
     return config
 

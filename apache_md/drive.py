@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 
 from acme import messages
 
-from . import accounts, compat, credentials, crypto
+from . import accounts, compat, credentials, crypto, preflight
 from .acmeclient import CAConnection, CAProblem
-from .challenges import (Setup, explain_no_types, preferred_types,
+from .challenges import (Setup, authz_types, check_names, preferred_types,
                          setup_dns01, setup_http01, teardown)
 from .job import Job, now_utc
 from .locks import Busy, md_lock
@@ -98,7 +98,8 @@ class Driver:
         ca_url = md.ca_urls[job.ca_index % n] if n else ""
         job.start_run()
         self._progress(job, md, None, f"Contacting ACME server for {md.name} at {ca_url}")
-        self.store.write_json(STAGING, md.name, "md.json", md_to_json(md, ca_url=ca_url))
+        self.store.write_json(STAGING, md.name, "md.json", md_to_json(md, ca_url=ca_url),
+                              mode=accounts.SECRET_MODE if md.eab_hmac else None)
         setups: list[Setup] = []
         try:
             self._obtain(md, job, ca_url, setups)
@@ -119,18 +120,16 @@ class Driver:
     # -- the protocol ------------------------------------------------------------------
     def _obtain(self, md: ManagedDomain, job: Job, ca_url: str, setups: list[Setup]) -> None:
         types = preferred_types(md, self.settings)
-        if not types:
-            raise CAProblem(22, "Invalid argument", "challenge-mismatch",
-                            explain_no_types(md, self.settings))
-        if any(d.startswith("*.") for d in md.domains) and "dns-01" not in types:
-            raise CAProblem(22, "Invalid argument", "challenge-mismatch",
-                            f"{md.name}: wildcard names need the dns-01 challenge; configure "
-                            "MDChallengeDns01 with a command that sets DNS TXT records")
+        check_names(md, types, self.settings)
         conn = CAConnection(ca_url, ca_certs=md.ca_certs, proxy=md.proxy_url,
                             proxy_ca_certs=md.proxy_ca_certs, stop=self.stop)
         meta = conn.meta
         profile = self._profile(md, meta)
         account = accounts.obtain(self.store, conn, md)
+        # The account of this run (one per CA + EAB pair), for md.json's ca.account.
+        self.store.write_json(STAGING, md.name, "md.json",
+                              md_to_json(md, ca_url=conn.url, account=account.id),
+                              mode=accounts.SECRET_MODE if md.eab_hmac else None)
         self._progress(job, md, None, f"Using account {account.id}")
         ari = bool(md.ari_renewals and "renewalInfo" in conn.directory.to_partial_json())
         for spec in md.keyspecs:
@@ -143,7 +142,11 @@ class Driver:
                 "challenge-setups": [s.to_json() for s in setups],
                 "finalize": order.body.finalize})
             self._authorize(conn, md, job, order, types, setups)
-            key = crypto.generate_key(spec)
+            try:
+                key = crypto.generate_key(spec)
+            except crypto.CryptoError as e:
+                raise CAProblem(22, "Invalid argument", None,
+                                f"MDPrivateKeys of {md.name}: {e}") from None
             csr = crypto.make_csr(key, md.domains, md.must_staple)
             self._progress(job, md, "Submitting", f"Submitting {spec.name} CSR to CA")
             pem = self._finalize(conn, order, csr)
@@ -153,6 +156,10 @@ class Driver:
             if not chain or not crypto.key_matches_cert(key, chain[0]):
                 raise CAProblem(20014, "Bad certificate", None,
                                 "the CA returned a certificate that does not match the key")
+            if md.must_staple and not crypto.has_must_staple(chain[0]):
+                # Let's Encrypt dropped Must-Staple in 2025; say so instead of looking broken.
+                self._progress(job, md, None, f"MDMustStaple is on, but the CA issued the "
+                                              f"{spec.name} certificate without the extension")
             self.store.write_bytes(STAGING, md.name, spec.file_name("privkey"),
                                    crypto.key_to_pem(key, self.store.key), mode=0o600)
             self.store.write_bytes(STAGING, md.name, spec.file_name("pubcert"),
@@ -192,7 +199,7 @@ class Driver:
                 continue
             domain = body.identifier.value
             wildcard = bool(getattr(body, "wildcard", False))
-            candidates = ["dns-01"] if wildcard else types
+            candidates = authz_types(types, domain, wildcard)
             offered = {c.chall.typ: c for c in body.challenges}
             chosen = None
             last_err: CAProblem | None = None
@@ -204,12 +211,14 @@ class Driver:
                 try:
                     if typ == "http-01":
                         setup = setup_http01(self.store, domain, key_authz)
+                        setups.append(setup)
+                        self._preflight(job, md, domain, challb.chall.encode("token"), key_authz)
                     else:
                         setup = setup_dns01(md, domain, key_authz, str(self.store.base))
+                        setups.append(setup)
                 except CAProblem as p:
                     last_err = p
                     continue
-                setups.append(setup)
                 if not self.messenger.send(job, f"challenge-setup:{typ}:{domain}", md.name):
                     raise CAProblem(20014, "challenge setup vetoed", "challenge-setup-failure",
                                     f"MDMessageCmd failed for challenge-setup:{typ}:{domain}")
@@ -234,6 +243,18 @@ class Driver:
                              deadline)
             if done.body.status != messages.STATUS_VALID:
                 raise _authz_problem(done)
+
+    def _preflight(self, job: Job, md: ManagedDomain, domain: str, token: str,
+                   key_authz: str) -> None:
+        """Our own http-01 answer, fetched as the CA will; a wrong one fails here."""
+        r = preflight.check_http01(domain, token, key_authz, self.settings.port_map)
+        if r.ok is False:
+            raise CAProblem(20014, "http-01 answer not served", "challenge-setup-failure",
+                            f"the http-01 answer for {domain} is not served correctly "
+                            f"(checked locally before asking the CA): {r.detail}")
+        if r.ok is None:
+            log.info("%s: http-01 preflight for %s skipped: %s", md.name, domain, r.detail)
+            job.add_log("progress", detail=f"http-01 preflight skipped: {r.detail}")
 
     def _finalize(self, conn: CAConnection, order, csr_pem: bytes) -> str:
         order = order.update(csr_pem=csr_pem)

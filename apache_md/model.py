@@ -190,6 +190,10 @@ class GlobalSettings:
     stapling_renew_window: Timeslice = field(default_factory=lambda: Timeslice(percent=33))
     store_locks: float | None = None  # None = off, else wait seconds
     staple_others: bool = True
+    # From Listen + MDPortMap (mod_md's can_http): http-01 is possible. With no Listen
+    # known (a config snippet) only the port map decides.
+    can_http: bool = True
+    listen_ports: list[int] = field(default_factory=list)
     # apache-md's own additions (documented in the README)
     activation_interval: float = 0.0  # MDActivationInterval: min seconds between reloads
     activation_window: tuple[int, int] | None = None  # MDActivationWindow: minutes of day [from, to)

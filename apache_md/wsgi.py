@@ -16,6 +16,7 @@ CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 CERT_STATUS_PATH = "/.httpd/certificate-status"
 STATUS_PREFIX = "/md-status"
 JSON = [("Content-Type", "application/json")]
+MARK_HEADER = "X-Apache-MD"  # = preflight.MARK_HEADER (this file must not import the package)
 
 
 class Snapshot:
@@ -104,28 +105,33 @@ def _not_found(start_response) -> Iterable[bytes]:
 
 
 def challenge(environ: dict, start_response, path: str, snap: Snapshot) -> Iterable[bytes]:
+    # The mark lets apache-md's preflight tell its own answers from a proxy's or another handler's.
+    mark = [("Content-Type", "text/plain"), (MARK_HEADER, "challenge")]
+
+    def not_found():
+        return _respond(start_response, "404 Not Found", b"Not Found\n", mark)
     token = path[len(CHALLENGE_PREFIX):]
     if not token or "/" in token or token.startswith(".") or "\\" in token:
-        return _not_found(start_response)
+        return not_found()
     host = _host(environ).lower().rstrip(".")
     md = snap.md_for_host(host)
     if md is None or not snap.data.get("http01", {}).get(md, True):
-        return _not_found(start_response)
+        return not_found()
     if not host or "/" in host or host.startswith("."):
-        return _not_found(start_response)
+        return not_found()
     try:
         with open(os.path.join(snap.store, "challenges", host, "acme-http-01.txt"), "rb") as f:
             body = f.read(8192)
     except FileNotFoundError:
-        return _not_found(start_response)
+        return not_found()
     except OSError:
-        return _respond(start_response, "500 Internal Server Error", b"challenge unreadable\n")
+        return _respond(start_response, "500 Internal Server Error", b"challenge unreadable\n", mark)
     # The file holds "<token>.<thumbprint>": answer only for the token it was made for.
     if not body.startswith(token.encode() + b"."):
-        return _not_found(start_response)
+        return not_found()
     if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
-        return _respond(start_response, "501 Not Implemented", b"")
-    return _respond(start_response, "200 OK", body, [("Content-Type", "text/plain")])
+        return _respond(start_response, "501 Not Implemented", b"", mark)
+    return _respond(start_response, "200 OK", body, mark)
 
 
 def md_status(environ: dict, start_response, path: str, snap: Snapshot) -> Iterable[bytes]:

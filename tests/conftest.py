@@ -30,6 +30,8 @@ _OFF = int(os.environ.get("E2E_PORT_OFFSET", "0"))
 PORTS = {name: port + _OFF for name, port in {
     "http_port": 5002, "https_port": 5001, "acme_port": 14000, "mgmt_port": 15000,
     "dns_port": 8053, "challtestsrv_port": 8055}.items()}
+# Forward proxies of the network tests (mod_md's suite uses 5003 for its proxy).
+PROXY_PORTS = (5003 + _OFF, 5004 + _OFF)
 HTTP_PORT = PORTS["http_port"]
 HTTPS_PORT = PORTS["https_port"]
 E2E_TOOLS = ("/usr/sbin/apache2", "/usr/bin/pebble", "/usr/bin/pebble-challtestsrv",

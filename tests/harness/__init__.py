@@ -3,6 +3,7 @@ real-tool clients (openssl, curl). Product-independent on purpose."""
 
 from .apache import Apache
 from .pebble import Pebble, default_eab
+from .proxy import ForwardProxy
 from . import client, pki
 
-__all__ = ["Apache", "Pebble", "default_eab", "client", "pki"]
+__all__ = ["Apache", "Pebble", "ForwardProxy", "default_eab", "client", "pki"]

@@ -81,6 +81,10 @@ def dns_query(name: str, qtype: str = "TXT", port: int = 8053,
 
 
 class Pebble:
+    # Also in pebble's TLS certificate, but no resolver knows it (.invalid, RFC 6761):
+    # a client reaches `proxy_only_directory_url` only through a proxy that maps it.
+    PROXY_ONLY_NAME = "pebble.invalid"
+
     def __init__(self, work_dir: str | os.PathLike | None = None, *,
                  acme_port: int = 14000, mgmt_port: int = 15000,
                  dns_port: int = 8053, challtestsrv_port: int = 8055,
@@ -114,7 +118,8 @@ class Pebble:
         self.root_pem_path = self.work_dir / "pebble-root.pem"
         self.intermediate_pem_path = self.work_dir / "pebble-intermediate.pem"
         self.intermediate_key_path = self.work_dir / "pebble-intermediate.key.pem"
-        self.tls_ca, self.tls_leaf = pki.localhost_pki(self.work_dir / "tls")
+        self.tls_ca, self.tls_leaf = pki.localhost_pki(self.work_dir / "tls",
+                                                       extra_names=(self.PROXY_ONLY_NAME,))
         self._pebble = None
         self._challtestsrv = None
         self.root_pem: str | None = None
@@ -126,6 +131,10 @@ class Pebble:
     @property
     def directory_url(self) -> str:
         return f"https://localhost:{self.acme_port}/dir"
+
+    @property
+    def proxy_only_directory_url(self) -> str:
+        return f"https://{self.PROXY_ONLY_NAME}:{self.acme_port}/dir"
 
     @property
     def mgmt_url(self) -> str:

@@ -147,8 +147,8 @@ def self_signed(directory: str | os.PathLike, names, stem: str | None = None,
     return files
 
 
-def localhost_pki(directory: str | os.PathLike) -> tuple[CertFiles, CertFiles]:
-    """(ca, leaf) for a TLS listener on localhost / 127.0.0.1 / ::1."""
+def localhost_pki(directory: str | os.PathLike, extra_names=()) -> tuple[CertFiles, CertFiles]:
+    """(ca, leaf) for a TLS listener on localhost / 127.0.0.1 / ::1 (+ extra_names)."""
     ca = make_ca(directory)
-    leaf = make_leaf(ca, directory)
+    leaf = make_leaf(ca, directory, names=("localhost", "127.0.0.1", "::1", *extra_names))
     return ca, leaf

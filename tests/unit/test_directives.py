@@ -170,6 +170,8 @@ def test_eab_forms_and_file_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     (tmp_path / "nokid.json").write_text(json.dumps({"hmac": "x"}))
     (tmp_path / "nohmac.json").write_text(json.dumps({"kid": "k", "hmac": ""}))
+    for f in ("eab.json", "bad.json", "nokid.json", "nohmac.json"):
+        os.chmod(tmp_path / f, 0o640)  # group may read (the worker's group), others not
     cfg = load(tmp_path, """\
         MDExternalAccountBinding kid-0 aG1hYw
         MDomain a.example
@@ -688,3 +690,69 @@ def test_mdomain_inside_vhost_is_global(tmp_path):
 def test_member_mode_in_section_beats_tokens(tmp_path):
     cfg = load(tmp_path, "<MDomain a.example manual>\n  MDMembers auto\n</MDomain>\n")
     assert cfg.errors == [] and cfg.mds[0].transitive is True
+
+
+def test_eab_file_readable_by_others_is_refused(tmp_path):
+    f = tmp_path / "eab.json"
+    f.write_text(json.dumps({"kid": "kid-1", "hmac": "c2VjcmV0"}))
+    for mode in (0o644, 0o604, 0o601):
+        os.chmod(f, mode)
+        p = only_error(tmp_path, "<MDomain a.example>\n  MDExternalAccountBinding eab.json\n"
+                                 "</MDomain>\n")
+        assert p.location.line == 2
+        assert p.message == (f"MDExternalAccountBinding: {f} holds a secret (the EAB hmac) but "
+                             f"is accessible by others (mode {mode:04o}); make it private, "
+                             f"e.g. chmod o-rwx {f}")
+    os.chmod(f, 0o600)
+    assert load(tmp_path, "MDExternalAccountBinding eab.json\n").errors == []
+    (tmp_path / "dir.json").mkdir()
+    assert only_error(tmp_path, "MDExternalAccountBinding dir.json\n").message == \
+        f"MDExternalAccountBinding: file not found: {tmp_path}/dir.json"
+
+
+def test_ip_names_are_normalized(tmp_path):
+    cfg = load(tmp_path, """\
+        Listen 443
+        MDomain 127.0.0.1 [::1] 0:0::2
+        <VirtualHost *:443>
+          ServerName [::1]:443
+          ServerAlias 127.0.0.1 [0::2]
+          SSLEngine on
+        </VirtualHost>
+    """)
+    assert cfg.errors == []
+    md, = cfg.mds
+    assert md.domains == ["127.0.0.1", "::1", "::2"]
+    assert cfg.vhosts[0].names == ["::1", "127.0.0.1", "::2"]
+    assert md.vhosts == [cfg.vhosts[0]]
+
+
+def test_challenge_and_curve_warnings(tmp_path):
+    cfg = load(tmp_path, """\
+        <MDomain a.example>
+          MDCAChallenges tls-alpn-01 http-01 magic-01
+          MDPrivateKeys secp256r1 X25519 brainpoolP256r1
+        </MDomain>
+    """)
+    assert cfg.errors == []
+    w = [(p.location.line, p.message) for p in cfg.warnings if p.location]
+    assert (2, "MDCAChallenges: tls-alpn-01 is never used by apache-md: answering it needs a "
+               "hook into mod_ssl's TLS handshake, which only a C module (mod_md) has. Use "
+               "http-01 (port 80 reachable) and/or dns-01 (MDChallengeDns01).") in w
+    assert (2, "MDCAChallenges: unknown challenge type 'magic-01' is ignored; known types are "
+               "http-01 and dns-01") in w
+    assert (3, "MDPrivateKeys: ec curve unknown: X25519 (renewals will fail); use e.g. P-256, "
+               "P-384 or secp521r1") in w
+    assert not [m for _, m in w if "secp256r1" in m or "brainpool" in m]
+
+
+@pytest.mark.parametrize("text,can_http", [
+    ("Listen 80\nListen 443\n", True),
+    ("Listen 8080\nMDPortMap http:8080\n", True),
+    ("Listen 80\nMDPortMap 80:8080\n", False),  # mapped to a port nobody listens on
+    ("Listen 80\nMDPortMap http:-\n", False),
+    ("", True),  # no Listen known (a snippet): only the port map decides
+])
+def test_can_http_from_listen_and_port_map(tmp_path, text, can_http):
+    cfg = load(tmp_path, text)
+    assert cfg.errors == [] and cfg.settings.can_http is can_http
