@@ -38,6 +38,7 @@ class CAProblem(Exception):
     detail: str | None = None
     subproblems: list | None = None
     retry_after: float | None = None
+    ca_url: str | None = None  # set when a request to this CA failed (per-CA metrics)
 
     def __str__(self) -> str:
         return self.detail or self.description
@@ -163,7 +164,7 @@ class CAConnection:
             try:
                 self._directory = acme_client.ClientV2.get_directory(self.url, self.net)
             except Exception as e:  # noqa: BLE001 - mapped to a CAProblem
-                raise problem_from_exception(e, self.url, self.proxy) from None
+                raise self._request_failed(e) from None
             self.client = acme_client.ClientV2(self._directory, self.net)
         return self._directory
 
@@ -186,9 +187,14 @@ class CAConnection:
             except messages.Error as e:
                 if e.code == "badNonce" and attempt + 1 < BAD_NONCE_RETRIES:
                     continue
-                raise problem_from_exception(e, self.url, self.proxy) from None
+                raise self._request_failed(e) from None
             except Exception as e:  # noqa: BLE001
-                raise problem_from_exception(e, self.url, self.proxy) from None
+                raise self._request_failed(e) from None
+
+    def _request_failed(self, e: BaseException) -> CAProblem:
+        p = problem_from_exception(e, self.url, self.proxy)
+        p.ca_url = self.url
+        return p
 
     def use_account(self, key: jose.JWK, regr: messages.RegistrationResource | None) -> None:
         self.directory  # noqa: B018

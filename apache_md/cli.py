@@ -7,10 +7,10 @@ import logging
 import os
 import sys
 
-from . import __version__, activation, apachegen, credentials, status
+from . import __version__, activation, apachegen, credentials, status, statuspage
 from .drive import Driver
 from .job import now_utc
-from .jsonfmt import dumps
+from .jsonfmt import parse_http_date
 from .model import Config
 from .notify import Messenger
 from .plan import plan
@@ -145,72 +145,85 @@ def _check_challenges(config: Config, md) -> None:
 
 
 # -- status ---------------------------------------------------------------------------
-def _fmt_time(text: str | None) -> str:
-    from .jsonfmt import parse_http_date
-    dt = parse_http_date(text)
-    return dt.strftime("%Y-%m-%d %H:%M") if dt else "-"
-
-
-def _activity(obj: dict) -> str:
-    r = obj.get("renewal")
-    if not r:
-        return ""
-    if r.get("finished"):
-        return "staged, waiting for activation"
-    last = r.get("last") or {}
-    if r.get("errors"):
-        text = f"{r['errors']} error(s): {last.get('problem') or ''} {last.get('detail') or ''}"
-        if r.get("next-run"):
-            text += f"; retry {_fmt_time(r['next-run'])}"
-        return text.strip()
-    return last.get("activity") or "renewing"
-
-
 def cmd_status(args) -> int:
     loaded = _config_and_store(args)
     if loaded is None:
         return 1
     config, store = loaded
-    mds = sorted(config.mds, key=lambda m: m.name)
+    snap = status.snapshot(store, config)
+    now = now_utc()
     if args.name:
         md = config.md_by_name(args.name) or config.md_for_domain(args.name)
         if md is None:
             print(f"apache-md: no managed domain named or covering '{args.name}'", file=sys.stderr)
             return 1
-        obj = status.md_status(store, md, with_log=True)
         if args.json:
-            print(dumps(obj))
-        else:
-            _print_table([obj])
-            for e in obj.get("renewal", {}).get("log", {}).get("entries", [])[:20]:
-                print(f"  {e.get('when')}  {e.get('type')}  {e.get('status', '')} "
-                      f"{e.get('detail', '')}".rstrip())
+            print(snap["bodies"][f"md:{md.name}"])
+            return 0
+        obj = snap["mds"][md.name]
+        _print_table([obj], now)
+        _print_details(obj, now)
         return 0
-    snap = status.snapshot(store, config)
     if args.json:
-        print(dumps(snap["list"]))
-    else:
-        _print_table(snap["list"].get("managed-domains", []))
+        print(snap["bodies"]["list"])
+        return 0
+    _print_table(snap["list"].get("managed-domains", []), now)
+    worker = status.read_worker_info(store)
+    if not worker:
+        print("\nNo apache-md worker is running: certificates are not renewed automatically.")
     return 0
 
 
-_STATE = {0: "unknown", 1: "incomplete", 2: "good", 3: "expired", 4: "error"}
+def _fmt_time(text: str | None) -> str:
+    dt = parse_http_date(text)
+    return dt.strftime("%Y-%m-%d %H:%M") if dt else "-"
 
 
-def _print_table(objs: list[dict]) -> None:
-    rows = [("NAME", "DOMAINS", "STATUS", "KEYS", "VALID UNTIL", "RENEW AT", "ACTIVITY")]
+def _print_table(objs: list[dict], now) -> None:
+    rows = [("NAME", "STATUS", "KEYS", "VALID UNTIL", "RENEW AT", "ACTIVITY")]
     for o in objs:
         cert = o.get("cert", {})
         keys = ",".join(k for k in cert if k != "valid") or "-"
-        state = _STATE.get(o.get("state"), "?")
-        if o.get("state") == 1 and o.get("state-descr"):
-            state = f"incomplete: {o['state-descr']}"
-        rows.append((o["name"], " ".join(o.get("domains", [])), state, keys,
-                     _fmt_time(cert.get("valid", {}).get("until")), _fmt_time(o.get("renew-at")),
-                     _activity(o)))
+        _, word = statuspage.status_label(o, now)
+        rows.append((o["name"], word, keys, _fmt_time(cert.get("valid", {}).get("until")),
+                     _fmt_time(o.get("renew-at")), statuspage.activity(o, now)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    for o in objs:
+        err = statuspage.last_error(o)
+        if err:
+            print(f"{o['name']}: last error: {err}")
+
+
+def _print_details(obj: dict, now) -> None:
+    print()
+    ca = obj.get("ca") or {}
+    facts = [("names", " ".join(obj.get("domains", []))),
+             ("state", obj.get("state-descr") or statuspage.status_label(obj, now)[1]),
+             ("activation", (obj.get("activation") or {}).get("detail")),
+             ("CA", ca.get("url")), ("account", ca.get("account")),
+             ("next check", _fmt_time(obj.get("next-check"))),
+             ("last renewal", _fmt_time(obj.get("last-renewal")))]
+    for key_type, c in (obj.get("cert") or {}).items():
+        if key_type != "valid":
+            facts.append((f"cert {key_type}", f"serial {c.get('serial')}, valid "
+                          f"{_fmt_time(c['valid']['from'])} .. {_fmt_time(c['valid']['until'])}"))
+    renewal = obj.get("renewal") or {}
+    for key_type, c in (renewal.get("cert") or {}).items():
+        if key_type != "valid":
+            facts.append((f"staged {key_type}", f"serial {c.get('serial')}, valid "
+                          f"{_fmt_time(c['valid']['from'])} .. {_fmt_time(c['valid']['until'])}"))
+    width = max(len(k) for k, _ in facts)
+    for k, v in facts:
+        if v:
+            print(f"{k.ljust(width)}  {v}")
+    entries = (renewal.get("log") or {}).get("entries") or []
+    if entries:
+        print("\nrenewal log (newest first):")
+    for e in entries[:20]:
+        print(f"  {e.get('when')}  {e.get('type')}  {e.get('status', '')} "
+              f"{e.get('detail', '')}".rstrip())
 
 
 # -- renew ----------------------------------------------------------------------------
@@ -236,11 +249,12 @@ def cmd_renew(args) -> int:
     status.write_snapshot(store, config)  # the challenge handler must know the MDs
     failed = 0
     from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
+    # progress shows on /md-status while we drive
+    with status.refreshing(store, config), \
+            ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
         for r in pool.map(driver.run, todo):
             print(f"{r.md}: {r.outcome}: {r.detail}", flush=True)
             failed += r.outcome in ("failed", "vetoed", "busy")
-    status.write_snapshot(store, config)
     if todo and not failed:
         print("New certificates are staged; run 'apache-md activate' to put them live.")
     return 1 if failed else 0
@@ -285,7 +299,7 @@ def cmd_apache_conf(args) -> int:
     config = _load(args)
     if config is None:
         return 1
-    print(apachegen.handler_snippet(config, user=args.user), end="")
+    print(apachegen.handler_snippet(config, user=args.user, daemon=args.daemon), end="")
     return 0
 
 
@@ -318,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--once", action="store_true", help="one check cycle, then exit")
     w.add_argument("--parallel", type=int, default=8, help="MDs driven at once (default 8)")
     c = sub.add_parser("apache-conf", help="print the Apache snippet that mounts the handlers")
+    c.add_argument("--daemon", action="store_true",
+                   help="run the handlers in a mod_wsgi daemon process instead of embedded "
+                        "in Apache's children (for WSGIRestrictEmbedded On)")
     c.add_argument("--user", help="user of the WSGI daemon (default: Apache's User)")
     return p
 

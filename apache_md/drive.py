@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from acme import messages
 
-from . import accounts, compat, credentials, crypto, preflight
+from . import accounts, castats, compat, credentials, crypto, preflight
 from .acmeclient import CAConnection, CAProblem
 from .challenges import (Setup, authz_types, check_names, preferred_types,
                          setup_dns01, setup_http01, teardown)
@@ -104,18 +104,18 @@ class Driver:
         try:
             self._obtain(md, job, ca_url, setups)
         except CAProblem as p:
-            return self._failed(md, job, p)
+            return self._failed(md, job, p, ca_url)
         except StoreError as e:
-            return self._failed(md, job, CAProblem(20014, "store error", None, str(e)))
+            return self._failed(md, job, CAProblem(20014, "store error", None, str(e)), ca_url)
         except Exception as e:  # noqa: BLE001 - a bug must not kill the worker
             log.exception("%s: unexpected error during renewal", md.name)
             return self._failed(md, job, CAProblem(20014, type(e).__name__, None,
-                                                   f"internal error: {e}"))
+                                                   f"internal error: {e}"), ca_url)
         finally:
             for s in setups:
                 teardown(self.store, s, md, self.settings.dns01_version, str(self.store.base))
             self.store.remove(STAGING, md.name, "order.json")
-        return self._succeeded(md, job)
+        return self._succeeded(md, job, ca_url)
 
     # -- the protocol ------------------------------------------------------------------
     def _obtain(self, md: ManagedDomain, job: Job, ca_url: str, setups: list[Setup]) -> None:
@@ -277,7 +277,8 @@ class Driver:
         return conn.post_as_get(body.certificate).text
 
     # -- outcome ---------------------------------------------------------------------------
-    def _succeeded(self, md: ManagedDomain, job: Job) -> RunResult:
+    def _succeeded(self, md: ManagedDomain, job: Job, ca_url: str = "") -> RunResult:
+        castats.record(self.store, ca_url, renewed=True)
         staged = credentials.staged(self.store, md)
         valid_from = max(i.not_before for i in staged.values() if i)
         active = credentials.active(self.store, md)
@@ -311,7 +312,10 @@ class Driver:
         save_job(self.store, job)
         return True
 
-    def _failed(self, md: ManagedDomain, job: Job, p: CAProblem) -> RunResult:
+    def _failed(self, md: ManagedDomain, job: Job, p: CAProblem, ca_url: str = "") -> RunResult:
+        if p.description != "Stopped":  # a shutdown is no failure
+            castats.record(self.store, ca_url, request_failed=p.ca_url is not None,
+                           renewed=False, problem=p.problem or p.description)
         job.fail(p.status, p.description, p.problem, p.detail, subproblems=p.subproblems)
         delay = backoff_delay(job.errors, self.settings.retry_delay, p.problem, self.rnd)
         if p.retry_after:

@@ -1,24 +1,40 @@
 """md-status and certificate-status JSON (reference/mod_md-formats.md §1, §2).
 
 Built by whoever changes the store (worker, activation, `renew`) and written as
-one snapshot file, so the WSGI handlers answer without parsing a certificate.
+one snapshot file with every response body already rendered (JSON, the HTML
+page, the metrics), so the WSGI handlers answer without parsing a certificate
+or serializing anything.
+
+apache-md adds keys after mod_md's own (scrapers ignore what they do not know):
+`activation` (is the certificate live, staged, or still missing, and why),
+`next-check` (when apache-md next looks at the MD), `last-renewal` (when a
+renewal last succeeded) and, inside `renewal`, `ca-url` (the CA that renewal
+uses, which differs from `ca.url` after a failover).
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterator
 
-from . import MOD_MD_COMPAT_VERSION, credentials
-from .crypto import CertInfo
+from . import MOD_MD_COMPAT_VERSION, castats, credentials, metrics, statuspage
 from .activation import load_state as load_activation_state
+from .crypto import CertInfo
 from .drive import load_job
 from .job import Job, now_utc
-from .jsonfmt import http_date, period, put
+from .jsonfmt import dumps, http_date, parse_http_date, period, put
 from .mdjson import md_to_json
 from .model import (RENEW_ALWAYS, RENEW_MANUAL, STATE_COMPLETE, STATE_INCOMPLETE, Config,
                     ManagedDomain)
 from .schedule import missing_reason, renew_at
-from .store import DOMAINS, STAGING, Store, StoreError
+from .store import DOMAINS, STAGING, STATUS, Store, StoreError
+
+SNAPSHOT = (STATUS, "snapshot", "status.json")
+WORKER = (STATUS, "worker", "worker.json")
+# written by a worker that may not reload Apache; `apache-md activate` (root) consumes it
+ACTIVATION_REQUEST = (STATUS, "activation", "activation-requested")
 
 
 def is_watched(md: ManagedDomain) -> bool:
@@ -69,8 +85,104 @@ def job_seems_valid(store: Store, md: ManagedDomain, job: Job) -> bool:
     return True
 
 
+# -- the worker's heartbeat ----------------------------------------------------------------
+def write_worker_info(store: Store, next_cycle: datetime | None) -> None:
+    """Written by the worker each cycle: status tells whether renewals run at all."""
+    obj: dict[str, Any] = {"pid": os.getpid()}
+    put(obj, "next-cycle", http_date(next_cycle))
+    store.write_json(*WORKER, obj)
+
+
+def clear_worker_info(store: Store) -> None:
+    store.remove(*WORKER)
+
+
+def read_worker_info(store: Store) -> dict[str, Any] | None:
+    """The running worker's info, None when no worker runs."""
+    try:
+        info = store.read_json(*WORKER)
+    except StoreError:
+        return None
+    pid = info.get("pid") if info else None
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by another user
+    return info
+
+
+def _activation_requested(store: Store) -> set[str]:
+    data = store.read_bytes(*ACTIVATION_REQUEST)
+    return set(data.decode("utf-8", "replace").split()) if data else set()
+
+
+# -- one MD --------------------------------------------------------------------------------
+def activation(md: ManagedDomain, complete: bool, job: Job | None, staged: bool,
+               now: datetime, worker: dict | None, requested: bool,
+               waiting: str | None = None) -> dict[str, str]:
+    """Where the MD's certificate stands between the CA and Apache, for people.
+
+    `waiting` is what the last activation said about this MD (activation.load_state).
+    """
+    if staged and job is not None:
+        if job.valid_from and job.valid_from > now:
+            why = (f"activation delayed until {http_date(job.valid_from)} "
+                   "(MDActivationDelay, or the new certificate's notBefore)")
+        elif waiting:
+            why = waiting
+        elif requested:
+            why = ("waiting for `apache-md activate` as root: this worker may not "
+                   "reload Apache")
+        elif worker:
+            why = "the worker activates it and reloads Apache at its next check"
+        else:
+            why = ("no worker is running: run `apache-md activate --reload CMD` "
+                   "(as root), or start the worker")
+        return {"state": "staged", "detail": f"staged, waiting for activation: {why}"}
+    if md.is_static:
+        return {"state": "active", "detail": "certificate files from MDCertificateFile"}
+    if complete:
+        return {"state": "active", "detail": "Apache serves the certificate from the CA"}
+    return {"state": "pending",
+            "detail": "no certificate from the CA yet: Apache serves a self-signed "
+                      "fallback certificate and answers 503"}
+
+
+def _next_check(md: ManagedDomain, job: Job | None, at: datetime, now: datetime,
+                worker: dict | None) -> datetime | None:
+    """When the worker next does something for this MD (None: no worker runs)."""
+    if not worker:
+        return None
+    cycle = parse_http_date(worker.get("next-cycle")) or now
+    own = None
+    if will_renew(md):
+        if job is not None and job.next_run and job.next_run > now:
+            own = job.next_run  # backoff, activation delay, ARI
+        elif at > now:
+            own = at
+    return max(cycle, own) if own else cycle
+
+
+def _last_renewal(store: Store, md: ManagedDomain, job: Job | None) -> datetime | None:
+    if job is not None and job.finished:
+        when = job.last_log_time("finished")
+        if when:
+            return when
+    try:
+        active_job = store.read_json(DOMAINS, md.name, "job.json")
+    except StoreError:
+        return None
+    return Job.from_json(md.name, active_job).last_log_time("finished") if active_job else None
+
+
 def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
-              with_log: bool = True, activation_state: dict | None = None) -> dict[str, Any]:
+              with_log: bool = True, worker: dict | None = None,
+              requested: set[str] | None = None,
+              activation_state: dict | None = None) -> dict[str, Any]:
     now = now or now_utc()
     active = credentials.active(store, md)
     reason = missing_reason(md, active) if not md.is_static else (
@@ -80,32 +192,38 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
     except StoreError:
         stored = {}
     ca = stored.get("ca") if isinstance(stored.get("ca"), dict) else {}
-    obj = md_to_json(md, ca_url=ca.get("url"), account=ca.get("account"),
+    job = None
+    if store.exists(STAGING, md.name, "job.json"):
+        job = load_job(store, md.name)
+        if not job_seems_valid(store, md, job):
+            job = None
+    job_ca = md.ca_urls[job.ca_index % len(md.ca_urls)] if job is not None and md.ca_urls \
+        else None
+    # ca.url: the CA that issued the live certificate; before there is one, the CA in use.
+    ca_url = ca.get("url") if any(active.values()) else None
+    obj = md_to_json(md, ca_url=ca_url or job_ca or ca.get("url"), account=ca.get("account"),
                      state=STATE_INCOMPLETE if reason else STATE_COMPLETE,
                      state_descr=reason, public=True)
     obj["cert"] = certs_json(active)
     at = renew_at(md, active, now) if not md.is_static or all(active.values()) else now
     put(obj, "renew-at", http_date(at))
     obj["watched"] = is_watched(md)
-    job = None
-    if store.exists(STAGING, md.name, "job.json"):
-        job = load_job(store, md.name)
-        if not job_seems_valid(store, md, job):
-            job = None
     if job is not None or at <= now:
         obj["renew"] = True
+    staged = False
     if job is not None:
         renewal = job.to_json(with_log=with_log)
         renewal.pop("ca-index", None)
-        renewal["cert"] = certs_json(credentials.staged(store, md)) \
-            if credentials.staged_complete(store, md) else {}
+        staged = job.finished and credentials.staged_complete(store, md)
+        renewal["cert"] = certs_json(credentials.staged(store, md))
+        put(renewal, "ca-url", job_ca)
         obj["renewal"] = renewal
-        # apache-md extras: which CA is in use, and why a staged set is not live yet
-        obj["ca"]["url"] = md.ca_urls[job.ca_index % len(md.ca_urls)] if md.ca_urls else None
-        if job.finished:
-            waiting = (activation_state or {}).get("waiting", {}).get(md.name)
-            obj["activation"] = {"state": "staged, waiting for activation",
-                                 "reason": waiting or "activation pending"}
+    # apache-md extras
+    waiting = ((activation_state or {}).get("waiting") or {}).get(md.name)
+    obj["activation"] = activation(md, reason is None, job, staged, now, worker,
+                                   md.name in (requested or ()), waiting)
+    put(obj, "next-check", http_date(_next_check(md, job, at, now, worker)))
+    put(obj, "last-renewal", http_date(_last_renewal(store, md, job)))
     return obj
 
 
@@ -123,26 +241,58 @@ def cert_status(md_obj: dict[str, Any], spec_names: list[str]) -> dict[str, Any]
     return out
 
 
-def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[str, Any]:
-    """Everything the WSGI handlers serve, computed once."""
-    now = now or now_utc()
-    mds = sorted(config.mds, key=lambda m: m.name)
-    state = load_activation_state(store)
-    full = {md.name: md_status(store, md, now, with_log=True, activation_state=state)
-            for md in mds}
+def _cert_status_keys(md: ManagedDomain) -> list[str]:
+    # mod_md names one key per key spec; static-file MDs' certificates are keyed
+    # "0", "1", ... in md-status, so we add those too (mod_md leaves the spec keys {}).
+    names = [s.name for s in md.keyspecs]
+    if md.is_static:
+        names += [str(i) for i in range(len(md.cert_files))]
+    return names
+
+
+def list_json(mds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The full list: sorted by name, without job logs (mod_md status_get_json)."""
     listed = []
-    for md in mds:
-        obj = dict(full[md.name])
+    for obj in sorted(mds, key=lambda o: o["name"]):
+        obj = dict(obj)
         if "renewal" in obj:
             obj["renewal"] = {k: v for k, v in obj["renewal"].items() if k != "log"}
         listed.append(obj)
     top: dict[str, Any] = {"version": MOD_MD_COMPAT_VERSION}
     if listed:
         top["managed-domains"] = listed
+    return top
+
+
+# -- the snapshot -----------------------------------------------------------------------------
+def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[str, Any]:
+    """Everything the WSGI handlers serve, rendered once."""
+    now = now or now_utc()
+    worker = read_worker_info(store)
+    requested = _activation_requested(store)
+    act_state = load_activation_state(store)
+    mds = sorted(config.mds, key=lambda m: m.name)
+    full = {md.name: md_status(store, md, now, with_log=True, worker=worker,
+                               requested=requested, activation_state=act_state)
+            for md in mds}
+    top = list_json(list(full.values()))
     domains: dict[str, str] = {}
     for md in mds:
         for d in md.domains:
             domains.setdefault(d, md.name)
+    settings = config.settings
+    page = statuspage.PageContext(generated=now, worker=worker,
+                                  check=settings.certificate_check,
+                                  last_reload=act_state.get("last-reload"),
+                                  activation_error=act_state.get("error"))
+    bodies = {"list": dumps(top),
+              "html": statuspage.render_list(list(full.values()), page),
+              "metrics": metrics.render(list(full.values()), castats.load(store), worker, now)}
+    for md in mds:
+        obj = full[md.name]
+        bodies[f"md:{md.name}"] = dumps(obj)
+        bodies[f"html:{md.name}"] = statuspage.render_md(obj, page)
+        bodies[f"cs:{md.name}"] = dumps(cert_status(obj, _cert_status_keys(md)))
     return {
         "generated": http_date(now),
         "list": top,
@@ -150,13 +300,37 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
         "domains": domains,
         # http-01 answers only for MDs that may use it (mod_md declines otherwise)
         "http01": {md.name: md.challenges is None or "http-01" in md.challenges for md in mds},
-        "cert-status": {md.name: cert_status(full[md.name],
-                                             list((credentials.static_infos(md) if md.is_static
-                                                   else {s.name: 0 for s in md.keyspecs}).keys()))
-                        for md in mds},
-        "certificate-status": config.settings.certificate_status,
+        "certificate-status": settings.certificate_status,
+        "bodies": bodies,
     }
 
 
-def write_snapshot(store: Store, config: Config) -> None:
-    store.write_json("status", "snapshot", "status.json", snapshot(store, config))
+def write_snapshot(store: Store, config: Config) -> dict[str, Any]:
+    snap = snapshot(store, config)
+    # The handlers need only what they serve; the objects stay for `status`.
+    served = {k: v for k, v in snap.items() if k not in ("list", "mds")}
+    store.write_json(*SNAPSHOT, served)
+    return snap
+
+
+@contextlib.contextmanager
+def refreshing(store: Store, config: Config, every: float = 0.5) -> Iterator[None]:
+    """Rewrite the snapshot every `every` seconds while the block runs (and after it),
+    so progress in job.json shows on /md-status within a second."""
+    done = threading.Event()
+
+    def loop() -> None:
+        while not done.wait(every):
+            try:
+                write_snapshot(store, config)
+            except (StoreError, OSError):
+                pass  # the final write below reports
+
+    t = threading.Thread(target=loop, name="snapshot", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join()
+        write_snapshot(store, config)

@@ -55,7 +55,7 @@ class Worker:
         usec = os.environ.get("WATCHDOG_USEC")
         self.watchdog = int(usec) / 2e6 if usec and usec.isdigit() else None
         self._last_ping = 0.0
-        self._dirty = threading.Event()
+        self.next_cycle = None  # datetime of the next planned check
 
     # -- systemd -----------------------------------------------------------------------
     def sd(self, *lines: str) -> None:
@@ -134,6 +134,10 @@ class Worker:
                 break
             self._sleep_until(time.monotonic() + min(MAX_SLEEP, max(0.05, next_wake)))
         self.sd("STOPPING=1")
+        self.stop.set()
+        if self.store is not None:
+            status.clear_worker_info(self.store)
+            self.write_snapshot()  # says: no worker runs
         log.info("stopped")
         return 0
 
@@ -165,13 +169,15 @@ class Worker:
             self.sd(f"STATUS=renewing {len(due)} domain(s)")
             log.info("renewing: %s", ", ".join(m.name for m in due))
             self._drive_all(driver, due)
-        self.activate_and_reload()
-        self.write_snapshot()
+        self.activate_and_reload(snapshot=False)
         wake = now_utc() + timedelta(seconds=next_check(settings.check_interval, self.rnd))
         for d in plan(store, config, now_utc()):
             for t in (d.next_run, d.renew_at):
                 if t and t < wake:
                     wake = t
+        # the loop sleeps MAX_SLEEP at most
+        self.next_cycle = min(wake, now_utc() + timedelta(seconds=MAX_SLEEP))
+        self.write_snapshot()
         self.sd(f"STATUS=managing {len(config.mds)} domain(s), next check "
                 f"{wake:%Y-%m-%d %H:%M:%S} UTC")
         return max(0.0, (wake - now_utc()).total_seconds())
@@ -197,7 +203,7 @@ class Worker:
             log.log(level, "%s: %s %s", r.md, r.outcome, r.detail)
 
     # -- activation ------------------------------------------------------------------------
-    def activate_and_reload(self) -> None:
+    def activate_and_reload(self, snapshot: bool = True) -> None:
         config, store = self.config, self.store
         if self.reload_command is None and os.geteuid() != 0:
             # Not allowed to reload Apache: leave a request for the root-side unit.
@@ -206,13 +212,17 @@ class Worker:
             if staged:
                 store.write_bytes("status", "activation", "activation-requested",
                                   ("\n".join(staged) + "\n").encode())
-            self.write_snapshot()
+            if snapshot:
+                self.write_snapshot()
             return
         activate_and_reload(store, config, self.reload_command)
-        self.write_snapshot()
+        if snapshot:
+            self.write_snapshot()
 
     def write_snapshot(self) -> None:
         try:
+            if not self.stop.is_set():
+                status.write_worker_info(self.store, self.next_cycle)
             status.write_snapshot(self.store, self.config)
         except (StoreError, OSError) as e:
             log.error("cannot write the status snapshot: %s", e)

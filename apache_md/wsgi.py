@@ -2,8 +2,15 @@
 
 Thin and read-only: they answer from the challenge files and the status
 snapshot that the worker writes, never talk to a CA and never write the
-store. The snapshot is re-read only when its mtime changes, so a request
-costs a stat() and a dict lookup.
+store. The snapshot holds every body ready-made and is re-read only when
+the file changes, so a request costs a stat() and a dict lookup.
+
+Loaded by mod_wsgi by file path, possibly in Apache's own children with the
+system Python: standard library only, no import of the apache_md package.
+
+/md-status answers mod_md's JSON, or by content negotiation (or
+`?format=json|html|metrics`) the HTML page or Prometheus metrics;
+/md-status/metrics is the metrics.
 """
 from __future__ import annotations
 
@@ -15,8 +22,42 @@ from typing import Any, Callable, Iterable
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 CERT_STATUS_PATH = "/.httpd/certificate-status"
 STATUS_PREFIX = "/md-status"
-JSON = [("Content-Type", "application/json")]
+JSON = "application/json"
 MARK_HEADER = "X-Apache-MD"  # = preflight.MARK_HEADER (this file must not import the package)
+TYPES = {"json": JSON, "html": "text/html; charset=utf-8",
+         "metrics": "text/plain; version=0.0.4; charset=utf-8"}
+# What a client may ask for, per body format; the first format wins a tie, so
+# `*/*` (curl, requests, mod_md scrapers) keeps getting mod_md's JSON.
+OFFERS = (("json", ("application/json",)),
+          ("html", ("text/html", "application/xhtml+xml")),
+          ("metrics", ("application/openmetrics-text", "text/plain")))
+
+
+class View:
+    """One loaded snapshot; never changed after creation, so threads share it safely."""
+
+    def __init__(self, store: str, data: dict[str, Any]):
+        self.store = store
+        self.data = data
+        bodies = data.get("bodies")
+        self.bodies: dict[str, bytes] = {k: v.encode("utf-8") for k, v in bodies.items()} \
+            if isinstance(bodies, dict) else {}
+
+    def body(self, key: str) -> bytes | None:
+        return self.bodies.get(key)
+
+    def has_md(self, name: str) -> bool:
+        return f"md:{name}" in self.bodies
+
+    def md_for_host(self, host: str) -> str | None:
+        host = host.lower().rstrip(".")
+        domains = self.data.get("domains", {})
+        name = domains.get(host)
+        if name is None and "." in host:
+            name = domains.get("*." + host.split(".", 1)[1])
+        if name is None and self.has_md(host):
+            name = host
+        return name
 
 
 class Snapshot:
@@ -25,57 +66,38 @@ class Snapshot:
     def __init__(self, store: str):
         self.store = store
         self.path = os.path.join(store, "status", "snapshot", "status.json")
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._lock = threading.Lock()
-        self.data: dict[str, Any] = {}
-        self.rendered: dict[str, bytes] = {}
+        self.view = View(store, {})
 
-    def current(self) -> "Snapshot":
+    def current(self) -> View:
         try:
             st = os.stat(self.path)
-            stamp = (st.st_mtime_ns, st.st_size)
+            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         except OSError:
             stamp = None
         if stamp != self._stamp:
             with self._lock:
                 if stamp != self._stamp:
-                    self._load(stamp)
-        return self
+                    self.view = View(self.store, self._read(stamp))
+                    self._stamp = stamp
+        return self.view
 
-    def _load(self, stamp) -> None:
-        data: dict[str, Any] = {}
-        if stamp is not None:
-            try:
-                with open(self.path, "rb") as f:
-                    data = json.loads(f.read())
-            except (OSError, ValueError):
-                data = {}
-        self.data = data
-        self.rendered = {}
-        self._stamp = stamp
-
-    def render(self, key: str, obj: Any) -> bytes:
-        body = self.rendered.get(key)
-        if body is None:
-            body = json.dumps(obj, indent=2).encode()
-            self.rendered[key] = body
-        return body
-
-    def md_for_host(self, host: str) -> str | None:
-        host = host.lower().rstrip(".")
-        domains = self.data.get("domains", {})
-        name = domains.get(host)
-        if name is None and "." in host:
-            name = domains.get("*." + host.split(".", 1)[1])
-        if name is None and host in self.data.get("mds", {}):
-            name = host
-        return name
+    def _read(self, stamp) -> dict[str, Any]:
+        if stamp is None:
+            return {}
+        try:
+            with open(self.path, "rb") as f:
+                data = json.loads(f.read())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
 
 
 _snapshots: dict[str, Snapshot] = {}
 
 
-def _snapshot(environ: dict) -> Snapshot | None:
+def _snapshot(environ: dict) -> View | None:
     store = environ.get("APACHE_MD_STORE") or os.environ.get("APACHE_MD_STORE")
     if not store:
         return None
@@ -83,6 +105,63 @@ def _snapshot(environ: dict) -> Snapshot | None:
     if snap is None:
         snap = _snapshots.setdefault(store, Snapshot(store))
     return snap.current()
+
+
+def _quality(mtype: str, ranges: list[tuple[str, float]]) -> float:
+    """q of the most specific Accept range matching `mtype` (0 when none does)."""
+    major = mtype.split("/", 1)[0] + "/*"
+    best, rank = 0.0, -1
+    for rng, q in ranges:
+        r = 2 if rng == mtype else 1 if rng == major else 0 if rng == "*/*" else -1
+        if r > rank:
+            best, rank = q, r
+    return best if rank >= 0 else 0.0
+
+
+def negotiate(accept: str) -> str:
+    """"json", "html" or "metrics" for an Accept header (RFC 9110 q-values)."""
+    ranges: list[tuple[str, float]] = []
+    for part in accept.split(","):
+        fields = part.split(";")
+        rng = fields[0].strip().lower()
+        if not rng:
+            continue
+        q = 1.0
+        for param in fields[1:]:
+            k, _, v = param.partition("=")
+            if k.strip().lower() == "q":
+                try:
+                    q = float(v)
+                except ValueError:
+                    q = 0.0
+        ranges.append((rng, q))
+    if not ranges:
+        return "json"
+    best, best_q = "json", 0.0
+    for fmt, mtypes in OFFERS:
+        q = max(_quality(m, ranges) for m in mtypes)
+        if q > best_q:
+            best, best_q = fmt, q
+    return best
+
+
+_negotiated: dict[str, str] = {}
+
+
+def _format(environ: dict) -> str:
+    query = environ.get("QUERY_STRING", "")
+    if query:
+        for pair in query.split("&"):
+            k, _, v = pair.partition("=")
+            if k == "format" and v in TYPES:
+                return v
+    accept = environ.get("HTTP_ACCEPT", "")
+    fmt = _negotiated.get(accept)
+    if fmt is None:
+        fmt = negotiate(accept)
+        if len(_negotiated) < 256:  # a handful of distinct clients in practice
+            _negotiated[accept] = fmt
+    return fmt
 
 
 def _host(environ: dict) -> str:
@@ -104,7 +183,7 @@ def _not_found(start_response) -> Iterable[bytes]:
     return _respond(start_response, "404 Not Found", b"Not Found\n")
 
 
-def challenge(environ: dict, start_response, path: str, snap: Snapshot) -> Iterable[bytes]:
+def challenge(environ: dict, start_response, path: str, snap: View) -> Iterable[bytes]:
     # The mark lets apache-md's preflight tell its own answers from a proxy's or another handler's.
     mark = [("Content-Type", "text/plain"), (MARK_HEADER, "challenge")]
 
@@ -134,20 +213,28 @@ def challenge(environ: dict, start_response, path: str, snap: Snapshot) -> Itera
     return _respond(start_response, "200 OK", body, mark)
 
 
-def md_status(environ: dict, start_response, path: str, snap: Snapshot) -> Iterable[bytes]:
+def md_status(environ: dict, start_response, path: str, snap: View) -> Iterable[bytes]:
+    if not snap.bodies:
+        return _respond(start_response, "503 Service Unavailable",
+                        b"apache-md: no status snapshot yet; it is written by "
+                        b"`apache-md worker`, `apache-md activate` and `apache-md renew`\n")
+    fmt = _format(environ)
     rest = path[len(STATUS_PREFIX):].strip("/")
     name = rest.rsplit("/", 1)[-1] if rest else ""
-    if name:
-        md = name if name in snap.data.get("mds", {}) else snap.md_for_host(name)
+    if name == "metrics" and not snap.has_md(name):
+        fmt = "metrics"
+    key = {"json": "list", "html": "html", "metrics": "metrics"}[fmt]
+    if name and fmt != "metrics":
+        md = name if snap.has_md(name) else snap.md_for_host(name)
         if md is not None:
-            return _respond(start_response, "200 OK",
-                            snap.render(f"md:{md}", snap.data["mds"][md]), JSON)
+            key = f"md:{md}" if fmt == "json" else f"html:{md}"
     # mod_md answers an unknown name with the full list, not a 404
-    return _respond(start_response, "200 OK",
-                    snap.render("list", snap.data.get("list", {"version": ""})), JSON)
+    body = snap.body(key) or b""
+    return _respond(start_response, "200 OK", body,
+                    [("Content-Type", TYPES[fmt]), ("Vary", "Accept")])
 
 
-def certificate_status(environ: dict, start_response, snap: Snapshot) -> Iterable[bytes]:
+def certificate_status(environ: dict, start_response, snap: View) -> Iterable[bytes]:
     if not snap.data.get("certificate-status", True):
         return _not_found(start_response)
     md = snap.md_for_host(_host(environ))
@@ -155,8 +242,8 @@ def certificate_status(environ: dict, start_response, snap: Snapshot) -> Iterabl
         return _not_found(start_response)
     if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
         return _respond(start_response, "501 Not Implemented", b"")
-    return _respond(start_response, "200 OK",
-                    snap.render(f"cs:{md}", snap.data["cert-status"].get(md, {})), JSON)
+    return _respond(start_response, "200 OK", snap.body(f"cs:{md}") or b"{}",
+                    [("Content-Type", JSON)])
 
 
 def application(environ: dict, start_response) -> Iterable[bytes]:
