@@ -4,12 +4,13 @@
 SYS_PYTHON := /usr/bin/python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
-APT_PKGS   := apache2 libapache2-mod-wsgi-py3 pebble python3-venv openssl curl
+# chromium: the status page's screenshot test renders /md-status in it.
+APT_PKGS   := apache2 libapache2-mod-wsgi-py3 pebble python3-venv openssl curl chromium
 STAMP      := $(VENV)/.installed
 
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: deps venv test demo clean
+.PHONY: deps venv test demo bench-status clean
 
 # Install the Debian packages only when one is missing, and only as root.
 # policy-rc.d keeps apt from starting a system apache2 (on port 80) that
@@ -52,6 +53,10 @@ test: deps venv
 
 demo: deps venv
 	$(PY) scripts/demo.py
+
+# md-status requests/s of apache-md against Debian's mod_md (installs wrk if missing).
+bench-status: deps venv
+	$(PY) bench/md_status.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -125,8 +125,10 @@ def handler_snippet(config: Config, *, python_home: str | None = None,
     WSGIScriptAlias /.httpd/certificate-status {WSGI_SCRIPT}
     <LocationMatch "^/(\\.well-known/acme-challenge/|md-status|\\.httpd/certificate-status)">
         {group_line}
-        # An interpreter of its own, apart from any other WSGI application.
-        WSGIApplicationGroup apache-md
+        # The main interpreter: mod_wsgi's sub-interpreters hang Apache's children at
+        # exit (stop and graceful restart). wsgi.py keeps to itself: one module, no
+        # global state outside it.
+        WSGIApplicationGroup %{{GLOBAL}}
         SetEnv APACHE_MD_STORE {store}
     </LocationMatch>
     <Location /.well-known/acme-challenge/>

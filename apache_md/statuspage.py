@@ -156,7 +156,8 @@ h1{font-size:1.5em;margin:0 0 .2em}h2{font-size:1.15em;margin:1.4em 0 .4em}
 table{border-collapse:collapse;width:100%;background:#fff;box-shadow:0 1px 2px #0002}
 th,td{text-align:left;padding:.45em .6em;border-bottom:1px solid #e3e6ea;vertical-align:top}
 th{background:#2f3b48;color:#fff;font-weight:600}
-td.names{max-width:18em;word-break:break-all}
+td.names{max-width:18em;overflow-wrap:anywhere}
+td.validity{min-width:17em}
 .badge{display:inline-block;padding:.1em .55em;border-radius:.8em;color:#fff;font-weight:600}
 .ok .badge{background:#2e9e4f}.busy .badge{background:#2f6fb3}.wait .badge{background:#8a939c}
 .bad .badge{background:#c9302c}
@@ -168,7 +169,8 @@ overflow:hidden}
 .bar.none{background:repeating-linear-gradient(45deg,#dde1e5,#dde1e5 6px,#c8cdd2 6px,
 #c8cdd2 12px)}
 .bar.none span{position:absolute;left:.5em;font-size:11px;line-height:14px;color:#333}
-.dates{display:flex;justify-content:space-between;font-size:11px;color:#555;min-width:14em}
+.dates{display:flex;justify-content:space-between;font-size:11px;color:#555;min-width:14em;
+white-space:nowrap;gap:.5em}
 .err{color:#a12622}
 .summary span{margin-right:1.2em}
 .legend i{display:inline-block;width:.9em;height:.9em;margin:0 .3em 0 1em;vertical-align:-.1em}
@@ -226,7 +228,7 @@ def render_list(mds: list[dict[str, Any]], ctx: PageContext) -> str:
             f'<td class="names">{_e(" ".join(md.get("domains", [])))}</td>'
             f'<td>{_e(", ".join(keys) or "-")}</td>'
             f'<td><span class="badge">{_e(word)}</span></td>'
-            f"<td>{validity_bar(md, now)}</td>"
+            f'<td class="validity">{validity_bar(md, now)}</td>'
             f"<td>{_e(activity(md, now))}"
             + (f'<div class="err">{_e(err)}</div>' if err else "") + "</td></tr>\n")
     summary = "".join(f"<span>{n} {_e(w)}</span>" for w, n in sorted(counts.items()))
