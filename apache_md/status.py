@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import MOD_MD_COMPAT_VERSION, castats, credentials, metrics, statuspage
 from .activation import load_state as load_activation_state
@@ -265,6 +266,21 @@ def list_json(mds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- the snapshot -----------------------------------------------------------------------------
+# Rendered bodies of the last snapshot, by (kind, name): (inputs, text). While a
+# drive runs the snapshot is rebuilt twice a second, and most MDs have not
+# changed; comparing their objects is far cheaper than encoding them again.
+_rendered: dict[tuple[str, str], tuple[Any, str]] = {}
+
+
+def _render(kind: str, name: str, inputs: Any, render: Callable[[], str]) -> str:
+    hit = _rendered.get((kind, name))
+    if hit is not None and hit[0] == inputs:
+        return hit[1]
+    text = render()
+    _rendered[(kind, name)] = (inputs, text)
+    return text
+
+
 def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[str, Any]:
     """Everything the WSGI handlers serve, rendered once."""
     now = now or now_utc()
@@ -285,14 +301,20 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
                                   check=settings.certificate_check,
                                   last_reload=act_state.get("last-reload"),
                                   activation_error=act_state.get("error"))
-    bodies = {"list": dumps(top),
-              "html": statuspage.render_list(list(full.values()), page),
+    # the page shows times to the minute: re-render it when the minute changes
+    page_key = (now.replace(second=0, microsecond=0), worker, settings.certificate_check,
+                page.last_reload, page.activation_error)
+    bodies = {"list": _render("list", "", top, lambda: dumps(top)),
+              "html": _render("html", "", (list(full.values()), page_key),
+                              lambda: statuspage.render_list(list(full.values()), page)),
               "metrics": metrics.render(list(full.values()), castats.load(store), worker, now)}
     for md in mds:
         obj = full[md.name]
-        bodies[f"md:{md.name}"] = dumps(obj)
-        bodies[f"html:{md.name}"] = statuspage.render_md(obj, page)
-        bodies[f"cs:{md.name}"] = dumps(cert_status(obj, _cert_status_keys(md)))
+        cs = cert_status(obj, _cert_status_keys(md))
+        bodies[f"md:{md.name}"] = _render("md", md.name, obj, lambda: dumps(obj))
+        bodies[f"html:{md.name}"] = _render("html", md.name, (obj, page_key),
+                                            lambda: statuspage.render_md(obj, page))
+        bodies[f"cs:{md.name}"] = _render("cs", md.name, cs, lambda: dumps(cs))
     return {
         "generated": http_date(now),
         "list": top,
@@ -320,11 +342,14 @@ def refreshing(store: Store, config: Config, every: float = 0.5) -> Iterator[Non
     done = threading.Event()
 
     def loop() -> None:
-        while not done.wait(every):
+        cost = 0.0
+        while not done.wait(max(every, 2 * cost)):  # a third of the time at most
+            start = time.monotonic()
             try:
                 write_snapshot(store, config)
             except (StoreError, OSError):
                 pass  # the final write below reports
+            cost = time.monotonic() - start
 
     t = threading.Thread(target=loop, name="snapshot", daemon=True)
     t.start()

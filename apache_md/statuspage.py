@@ -37,19 +37,22 @@ def _date(dt: datetime | None) -> str:
     return dt.strftime("%Y-%m-%d %H:%M UTC") if dt else "-"
 
 
-def _span(delta: timedelta) -> str:
+def _span(delta: timedelta) -> str | None:
     secs = abs(delta.total_seconds())
     for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
         if secs >= size:
             n = int(secs // size)
             return f"{n} {unit}{'s' if n != 1 else ''}"
-    return f"{int(secs)} second{'s' if int(secs) != 1 else ''}"
+    return None  # the page is exact to the minute
 
 
 def relative(dt: datetime | None, now: datetime) -> str:
     if dt is None:
         return "-"
-    return f"in {_span(dt - now)}" if dt >= now else f"{_span(now - dt)} ago"
+    span = _span(dt - now)
+    if span is None:
+        return "within a minute" if dt >= now else "just now"
+    return f"in {span}" if dt >= now else f"{span} ago"
 
 
 def status_label(md: dict[str, Any], now: datetime) -> tuple[str, str]:

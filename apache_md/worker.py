@@ -55,6 +55,7 @@ class Worker:
         usec = os.environ.get("WATCHDOG_USEC")
         self.watchdog = int(usec) / 2e6 if usec and usec.isdigit() else None
         self._last_ping = 0.0
+        self._snapshot_cost = 0.0  # seconds the last snapshot took
         self.next_cycle = None  # datetime of the next planned check
 
     # -- systemd -----------------------------------------------------------------------
@@ -194,7 +195,8 @@ class Worker:
                                 thread_name_prefix="drive") as pool:
             futures = [pool.submit(driver.run, md) for md in mds]
             while not all(f.done() for f in futures):
-                time.sleep(SNAPSHOT_EVERY)
+                # at most a third of the time on snapshots, however many MDs there are
+                time.sleep(max(SNAPSHOT_EVERY, 2 * self._snapshot_cost))
                 self.ping()
                 self.write_snapshot()
             results = [f.result() for f in futures]
@@ -220,12 +222,14 @@ class Worker:
             self.write_snapshot()
 
     def write_snapshot(self) -> None:
+        start = time.monotonic()
         try:
             if not self.stop.is_set():
                 status.write_worker_info(self.store, self.next_cycle)
             status.write_snapshot(self.store, self.config)
         except (StoreError, OSError) as e:
             log.error("cannot write the status snapshot: %s", e)
+        self._snapshot_cost = time.monotonic() - start
 
 
 def activate_and_reload(store: Store, config: Config, reload_command: list[str] | None,

@@ -17,6 +17,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -108,6 +109,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mds", type=int, default=50, help="managed domains (default 50)")
     ap.add_argument("--seconds", type=int, default=5, help="duration of each wrk run")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds (median)")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--keep", action="store_true", help="keep the server roots")
@@ -161,16 +163,23 @@ def main() -> int:
             if "cert" not in curl(urls[label]["one"]).json():
                 raise SystemExit(f"{label}: /md-status/{one} is not an MD object")
 
-        rates: dict[str, dict[str, float]] = {}
-        for label in urls:
-            rates[label] = {}
-            for kind, url in urls[label].items():
-                say(f"wrk {label} {kind}: {url}")
-                rates[label][kind] = wrk_rate(wrk, url, args.seconds, args.connections,
-                                              args.threads)
+        # Rounds alternate the servers (and which goes first), and the median counts:
+        # other load on the machine then hits both alike.
+        runs: dict[str, dict[str, list[float]]] = {lb: {"list": [], "one": []} for lb in urls}
+        for rnd in range(args.rounds):
+            order = list(urls) if rnd % 2 == 0 else list(reversed(list(urls)))
+            for kind in ("list", "one"):
+                for label in order:
+                    rate = wrk_rate(wrk, urls[label][kind], args.seconds, args.connections,
+                                    args.threads)
+                    runs[label][kind].append(rate)
+                    say(f"round {rnd + 1}: {label:9} {kind:4} {rate:8.0f}/s")
+        rates = {lb: {k: statistics.median(v) for k, v in kinds.items()}
+                 for lb, kinds in runs.items()}
         print()
         print(f"md-status with {len(names)} MDs, wrk -t{args.threads} -c{args.connections} "
-              f"-d{args.seconds}s, {os.cpu_count()} CPUs")
+              f"-d{args.seconds}s, median of {args.rounds} rounds, {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.1f}")
         print(f"{'':12}{'apache-md':>12}{'mod_md':>12}{'ratio':>9}{'target':>9}")
         ok = True
         for kind, label in (("list", "full list"), ("one", "one domain")):
