@@ -67,6 +67,7 @@ DEB_DIR ?= build/deb
 DEB_BUILD_PKGS := build-essential debhelper dh-python pybuild-plugin-pyproject python3-all \
                   python3-setuptools python3-acme python3-cryptography python3-filelock \
                   python3-josepy python3-openssl python3-requests python3-sdnotify python3-pytest \
+                  python3-prometheus-client \
                   lintian fakeroot
 .PHONY: deb deb-deps
 deb-deps:
