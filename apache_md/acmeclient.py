@@ -244,6 +244,26 @@ class CAConnection:
     def post_as_get(self, url: str) -> requests.Response:
         return self.call(self.client._post_as_get, url)  # noqa: SLF001
 
+    # -- ARI (RFC 9773) -----------------------------------------------------------
+    @property
+    def has_renewal_info(self) -> bool:
+        return bool(self.directory.to_partial_json().get("renewalInfo"))
+
+    def renewal_info(self, cert_id: str) -> tuple[dict[str, Any], float | None] | None:
+        """The CA's renewalInfo for a certificate and its Retry-After (seconds);
+        None when the CA does not offer ARI. An unauthenticated GET."""
+        base = self.directory.to_partial_json().get("renewalInfo")
+        if not base:
+            return None
+        resp = self.call(self.net.get, f"{base.rstrip('/')}/{cert_id}",
+                         content_type="application/json")
+        try:
+            body = resp.json()
+        except ValueError:
+            raise CAProblem(20014, "Bad response", None,
+                            f"renewalInfo from {self.url} is not JSON") from None
+        return (body if isinstance(body, dict) else {}), retry_after_seconds(resp)
+
 
 class _RawJSON(jose.JSONDeSerializable):
     """A request body the library has no message class for (e.g. newOrder with `replaces`)."""

@@ -18,7 +18,7 @@ from .drive import load_job, save_job
 from .job import now_utc
 from .jsonfmt import http_date, parse_http_date
 from .mdjson import md_to_json
-from .model import Config, GlobalSettings, ManagedDomain
+from .model import RENEW_ALWAYS, Config, GlobalSettings, ManagedDomain
 from .notify import Messenger
 from .store import APACHE, CHALLENGES, DOMAINS, STAGING, TMP, Store, StoreError, atomic_write
 
@@ -155,7 +155,7 @@ def ensure_fallback(store: Store, md: ManagedDomain, spec) -> tuple[str, str]:
 
 def cert_pairs(store: Store, md: ManagedDomain) -> tuple[list[tuple[str, str]], bool]:
     """What the MD's include points mod_ssl at, and whether that is the fallback."""
-    if md.is_static:
+    if not credentials.uses_managed(store, md):
         return list(zip(md.cert_files, md.key_files)), False
     pairs = []
     for spec in md.keyspecs:
@@ -222,8 +222,8 @@ def activate(store: Store, config: Config, messenger: Messenger,
     held = None if force else gate(config.settings, state.get("last-reload"), now)
     candidates = []
     for md in config.mds:
-        if md.is_static:
-            continue
+        if md.is_static and md.renew_mode != RENEW_ALWAYS:
+            continue  # static files only; with `always` the renewed set takes over
         why = ready(store, md, now)
         if why is None and held:
             why = held

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 
-from . import __version__, activation, apachegen, credentials, status, statuspage
+from . import __version__, activation, apachegen, ari, credentials, status, statuspage
 from .drive import Driver
 from .job import now_utc
 from .jsonfmt import parse_http_date
@@ -241,10 +241,12 @@ def cmd_renew(args) -> int:
     driver = Driver(store, settings, Messenger(settings.message_cmd, settings.notify_cmd,
                                                str(store.base)),
                     progress=lambda md, text: print(f"{md}: {text}", flush=True))
+    if not args.force:
+        ari.refresh_all(store, config, now_utc(), names=args.names or None)
     decisions = plan(store, config, now_utc(), force=args.force, names=args.names or None)
-    todo = [d.md for d in decisions if d.drive]
+    todo = [d for d in decisions if d.drive]
     for d in decisions:
-        if d.md not in todo:
+        if d not in todo:
             print(f"{d.md.name}: {d.reason}")
     status.write_snapshot(store, config)  # the challenge handler must know the MDs
     failed = 0
@@ -252,7 +254,7 @@ def cmd_renew(args) -> int:
     # progress shows on /md-status while we drive
     with status.refreshing(store, config), \
             ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
-        for r in pool.map(driver.run, todo):
+        for r in pool.map(lambda d: driver.run(d.md, d.reason), todo):
             print(f"{r.md}: {r.outcome}: {r.detail}", flush=True)
             failed += r.outcome in ("failed", "vetoed", "busy")
     if todo and not failed:

@@ -14,8 +14,8 @@ from cryptography import x509
 
 from . import crypto
 from .crypto import CertInfo
-from .model import KeySpec, ManagedDomain
-from .store import DOMAINS, STAGING, Store
+from .model import RENEW_ALWAYS, KeySpec, ManagedDomain
+from .store import DOMAINS, STAGING, Store, StoreError
 
 _cache: dict[str, tuple[tuple[float, int], list[x509.Certificate], CertInfo]] = {}
 _cache_lock = threading.Lock()
@@ -60,9 +60,38 @@ def infos(store: Store, group: str, md: ManagedDomain) -> dict[str, CertInfo | N
 
 
 def active(store: Store, md: ManagedDomain) -> dict[str, CertInfo | None]:
-    if md.is_static:
+    if not uses_managed(store, md):
         return static_infos(md)
     return infos(store, DOMAINS, md)
+
+
+def managed_complete(store: Store, group: str, md: ManagedDomain) -> bool:
+    return all(store.exists(group, md.name, s.file_name("privkey"))
+               and store.exists(group, md.name, s.file_name("pubcert"))
+               for s in md.keyspecs)
+
+
+def uses_managed(store: Store, md: ManagedDomain) -> bool:
+    """Whether the MD is served (and judged) by certificates in domains/.
+
+    Static MDs (MDCertificateFile) use their files; with `MDRenewMode always`
+    they are renewed, and the managed set takes over once it is complete, so
+    a migration from static files ends instead of renewing forever (mod_md #163).
+    """
+    if not md.is_static:
+        return True
+    return md.renew_mode == RENEW_ALWAYS and managed_complete(store, DOMAINS, md)
+
+
+def issuer_url(store: Store, md: ManagedDomain) -> str | None:
+    """The CA the active certificates came from (domains/<md>/md.json ca.url)."""
+    try:
+        doc = store.read_json(DOMAINS, md.name, "md.json") or {}
+    except StoreError:
+        return None
+    ca = doc.get("ca")
+    url = ca.get("url") if isinstance(ca, dict) else None
+    return url if isinstance(url, str) and url else None
 
 
 def staged(store: Store, md: ManagedDomain) -> dict[str, CertInfo | None]:
@@ -79,6 +108,4 @@ def static_infos(md: ManagedDomain) -> dict[str, CertInfo | None]:
 
 
 def staged_complete(store: Store, md: ManagedDomain) -> bool:
-    return all(store.exists(STAGING, md.name, s.file_name("privkey"))
-               and store.exists(STAGING, md.name, s.file_name("pubcert"))
-               for s in md.keyspecs)
+    return managed_complete(store, STAGING, md)

@@ -203,6 +203,25 @@ class CertInfo:
     ari_cert_id: str | None
     names: tuple[str, ...]
     must_staple: bool
+    key_type: str = ""  # "rsa2048", "secp256r1", ...: what the key really is ("" unknown)
+    ari_id: str | None = None  # RFC 9773 identifier, for requests to the CA
+
+
+def key_type(public_key) -> str:
+    """"rsa<bits>" or the curve's OpenSSL name; "" for anything else."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return f"rsa{public_key.key_size}"
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return public_key.curve.name
+    return ""
+
+
+def spec_key_type(spec: KeySpec) -> str:
+    """What a certificate's key must be to serve `spec` (same form as key_type)."""
+    if spec.kind == "EC":
+        curve = _CURVES.get(spec.curve.lower())
+        return curve.name if curve else spec.curve.lower()
+    return f"rsa{spec.rsa_bits}"
 
 
 def cert_info(cert: x509.Certificate) -> CertInfo:
@@ -226,4 +245,6 @@ def cert_info(cert: x509.Certificate) -> CertInfo:
         not_before=compat.not_valid_before(cert), not_after=compat.not_valid_after(cert),
         serial=serial, sha256=hashlib.sha256(der).hexdigest(),
         issuer_name=issuer_oneline(cert.issuer), issuer_uri=issuer_uri, ocsp_url=ocsp_url,
-        ari_cert_id=ari_cert_id(cert, mod_md_quirk=True), names=tuple(cert_names(cert)), must_staple=has_must_staple(cert))
+        ari_cert_id=ari_cert_id(cert, mod_md_quirk=True), names=tuple(cert_names(cert)),
+        must_staple=has_must_staple(cert), key_type=key_type(cert.public_key()),
+        ari_id=ari_cert_id(cert))

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from acme import messages
 
@@ -26,7 +26,7 @@ from .locks import Busy, md_lock
 from .mdjson import md_to_json
 from .model import GlobalSettings, ManagedDomain
 from .notify import Messenger
-from .schedule import backoff_delay
+from .schedule import backoff_delay, missing_reason, ready_at
 from .store import STAGING, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -79,24 +79,36 @@ class Driver:
         self.rnd = rnd or random.Random()
 
     # -- entry point ---------------------------------------------------------------
-    def run(self, md: ManagedDomain) -> RunResult:
+    def run(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
+        """One renewal run; `reason` (why it is due) goes into the job log."""
         try:
             with md_lock(self.store, md.name, timeout=0):
-                return self._run_locked(md)
+                return self._run_locked(md, reason)
         except Busy:
             return RunResult(md.name, "busy", "another apache-md process is driving this MD")
 
-    def _run_locked(self, md: ManagedDomain) -> RunResult:
+    def _run_locked(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
+        fresh = not self.store.exists(STAGING, md.name, "job.json")
         job = load_job(self.store, md.name)
-        if not self.messenger.send(job, "renewing", md.name):
+        issuer = credentials.issuer_url(self.store, md)
+        n = len(md.ca_urls)
+        if fresh and issuer in md.ca_urls:
+            # A new renewal starts at the CA that issued the current certificate,
+            # so a failover sticks (mod_md keeps its effective CA the same way).
+            job.ca_index = md.ca_urls.index(issuer)
+        # `renewing` may veto. mod_md raises it only when a certificate is being
+        # replaced: a first issuance goes straight to challenge-setup (test_901_003).
+        if any(credentials.active(self.store, md).values()) \
+                and not self.messenger.send(job, "renewing", md.name):
             save_job(self.store, job)
             return RunResult(md.name, "vetoed", "MDMessageCmd vetoed the renewal", job)
-        n = len(md.ca_urls)
         if n > 1 and job.errors >= self.settings.retry_failover:
             job.ca_index = (job.ca_index + 1) % n  # failover: round robin over ca.urls
             self._purge_staged_set(md)
         ca_url = md.ca_urls[job.ca_index % n] if n else ""
         job.start_run()
+        if reason:
+            job.progress(None, reason)
         self._progress(job, md, None, f"Contacting ACME server for {md.name} at {ca_url}")
         self.store.write_json(STAGING, md.name, "md.json", md_to_json(md, ca_url=ca_url),
                               mode=accounts.SECRET_MODE if md.eab_hmac else None)
@@ -131,7 +143,10 @@ class Driver:
                               md_to_json(md, ca_url=conn.url, account=account.id),
                               mode=accounts.SECRET_MODE if md.eab_hmac else None)
         self._progress(job, md, None, f"Using account {account.id}")
-        ari = bool(md.ari_renewals and "renewalInfo" in conn.directory.to_partial_json())
+        # `replaces` only where it can mean something: ARI on, offered by this CA,
+        # and the current certificate issued by this very CA.
+        ari = bool(md.ari_renewals and conn.has_renewal_info
+                   and credentials.issuer_url(self.store, md) == ca_url)
         for spec in md.keyspecs:
             self._check_stop()
             replaces = self._replaces(md, spec) if ari else None
@@ -280,12 +295,10 @@ class Driver:
     def _succeeded(self, md: ManagedDomain, job: Job, ca_url: str = "") -> RunResult:
         castats.record(self.store, ca_url, renewed=True)
         staged = credentials.staged(self.store, md)
-        valid_from = max(i.not_before for i in staged.values() if i)
         active = credentials.active(self.store, md)
-        delay = self.settings.activation_delay
-        if delay > 0 and all(active.values()):
-            left = min(i.not_after for i in active.values() if i) - now_utc()
-            valid_from += min(timedelta(seconds=delay), max(left, timedelta(0)))
+        complete = credentials.uses_managed(self.store, md) and missing_reason(md, active) is None
+        valid_from = ready_at(max(i.not_before for i in staged.values() if i), active, complete,
+                              self.settings.activation_delay, now_utc())
         job.succeed(valid_from, "The certificate for the managed domain has been renewed "
                                 f"successfully and can be used (valid since "
                                 f"{valid_from.strftime('%a, %d %b %Y %H:%M:%S GMT')}).")
@@ -308,6 +321,8 @@ class Driver:
         job = load_job(self.store, md.name)
         if not job.finished or job.notified_renewed:
             return False
+        if job.next_run and job.next_run > now_utc():
+            return False  # not valid yet, or backing off after a failed notification
         self._notify_renewed(md, job)
         save_job(self.store, job)
         return True

@@ -20,7 +20,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
-from . import MOD_MD_COMPAT_VERSION, castats, credentials, metrics, statuspage
+from . import MOD_MD_COMPAT_VERSION, castats, credentials, metrics, statuspage, watch
 from .activation import load_state as load_activation_state
 from .crypto import CertInfo
 from .drive import load_job
@@ -186,7 +186,9 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
               activation_state: dict | None = None) -> dict[str, Any]:
     now = now or now_utc()
     active = credentials.active(store, md)
-    reason = missing_reason(md, active) if not md.is_static else (
+    managed = credentials.uses_managed(store, md)
+    issuer = credentials.issuer_url(store, md) if managed else None
+    reason = missing_reason(md, active) if managed else (
         None if all(active.values()) else "certificate files are missing")
     try:
         stored = store.read_json(DOMAINS, md.name, "md.json") or {}
@@ -206,7 +208,7 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
                      state=STATE_INCOMPLETE if reason else STATE_COMPLETE,
                      state_descr=reason, public=True)
     obj["cert"] = certs_json(active)
-    at = renew_at(md, active, now) if not md.is_static or all(active.values()) else now
+    at = renew_at(md, active, now, issuer) if managed or all(active.values()) else now
     put(obj, "renew-at", http_date(at))
     obj["watched"] = is_watched(md)
     if job is not None or at <= now:
@@ -225,7 +227,21 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
                                    md.name in (requested or ()), waiting)
     put(obj, "next-check", http_date(_next_check(md, job, at, now, worker)))
     put(obj, "last-renewal", http_date(_last_renewal(store, md, job)))
+    ari = _ari_json(store, md) if managed and md.ari_renewals else None
+    if ari:
+        obj["ari"] = ari  # what the CA's renewalInfo said
     return obj
+
+
+def _ari_json(store: Store, md: ManagedDomain) -> dict[str, Any]:
+    """Per key type, the ARI entry of the active certificate."""
+    entries = watch.load_ari(store, md.name)
+    out = {}
+    for spec in md.keyspecs:
+        info = credentials.info(store, DOMAINS, md.name, spec)
+        if info and info.ari_id in entries:
+            out[spec.name] = entries[info.ari_id]
+    return out
 
 
 def cert_status(md_obj: dict[str, Any], spec_names: list[str]) -> dict[str, Any]:

@@ -19,8 +19,9 @@ from . import jsonfmt
 
 ACCOUNTS, CHALLENGES, DOMAINS, STAGING = "accounts", "challenges", "domains", "staging"
 ARCHIVE, TMP, OCSP = "archive", "tmp", "ocsp"
-# apache-md's own additions: generated Apache config, lock files, status snapshot
-APACHE, LOCKS, STATUS = "apache", "locks", "status"
+# apache-md's own additions: generated Apache config, lock files, status snapshot,
+# and per-MD monitoring state kept between renewal runs (ARI answers, messages)
+APACHE, LOCKS, STATUS, WATCH = "apache", "locks", "status", "watch"
 
 # (dir mode, file mode) per group, as mod_md's md_store_fs.h; ours are world
 # readable where the unprivileged WSGI daemon must read them.
@@ -28,7 +29,7 @@ GROUP_MODES = {
     ACCOUNTS: (0o755, 0o644), CHALLENGES: (0o755, 0o644), STAGING: (0o755, 0o644),
     OCSP: (0o755, 0o644), DOMAINS: (0o700, 0o600), TMP: (0o700, 0o600),
     ARCHIVE: (0o700, 0o600), APACHE: (0o755, 0o644), LOCKS: (0o755, 0o644),
-    STATUS: (0o755, 0o644),
+    STATUS: (0o755, 0o644), WATCH: (0o755, 0o644),
 }
 KEY_MODE = 0o600
 STORE_FILE = "md_store.json"

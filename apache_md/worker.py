@@ -20,11 +20,11 @@ from typing import Callable
 
 import sdnotify
 
-from . import activation, apachectl, status
+from . import activation, apachectl, ari, status, watch
 from .apachectl import default_reload_command
-from .drive import Driver, load_job, save_job
+from .drive import Driver, load_job
 from .job import now_utc
-from .model import Config
+from .model import Config, ManagedDomain
 from .notify import Messenger
 from .plan import plan
 from .schedule import next_check
@@ -153,29 +153,37 @@ class Worker:
             self.ping()
 
     def cycle(self) -> float:
-        """One check over all MDs; returns seconds until the next one is needed."""
+        """One check over all MDs; returns seconds until the next one is needed.
+
+        mod_md's order: ask ARI, renew what is due, send `renewed` for staged
+        sets whose time has come, activate, then warn (`expiring`) about
+        whatever is still inside its warn window without a finished renewal.
+        """
         config, store = self.config, self.store
         settings = config.settings
-        now = now_utc()
         messenger = Messenger(settings.message_cmd, settings.notify_cmd, str(store.base))
         driver = Driver(store, settings, messenger, self.stop, rnd=self.rnd)
-        decisions = plan(store, config, now)
-        due = [d.md for d in decisions if d.drive]
+        ari.refresh_all(store, config, now_utc(), self.stop, self.rnd)
+        decisions = plan(store, config, now_utc())
+        due = [d for d in decisions if d.drive]
         for d in decisions:
             if d.staged_waiting:
                 driver.notify_pending(d.md)
-            if d.warn and not d.drive:
-                self._expiring(store, messenger, d.md.name)
-        if due:
+        if due and not self.stop.is_set():
             self.sd(f"STATUS=renewing {len(due)} domain(s)")
-            log.info("renewing: %s", ", ".join(m.name for m in due))
+            log.info("renewing: %s", ", ".join(f"{d.md.name} ({d.reason})" for d in due))
             self._drive_all(driver, due)
         self.activate_and_reload(snapshot=False)
-        wake = now_utc() + timedelta(seconds=next_check(settings.check_interval, self.rnd))
-        for d in plan(store, config, now_utc()):
-            for t in (d.next_run, d.renew_at):
-                if t and t < wake:
-                    wake = t
+        now = now_utc()
+        after = plan(store, config, now)
+        for d in after:
+            if d.warn:
+                self._expiring(store, messenger, d.md)
+        wake = now + timedelta(seconds=next_check(settings.check_interval, self.rnd))
+        for d in after:
+            t = d.wake
+            if t and now < t < wake:  # a time already past was handled (or is waiting)
+                wake = t
         # the loop sleeps MAX_SLEEP at most
         self.next_cycle = min(wake, now_utc() + timedelta(seconds=MAX_SLEEP))
         self.write_snapshot()
@@ -183,17 +191,26 @@ class Worker:
                 f"{wake:%Y-%m-%d %H:%M:%S} UTC")
         return max(0.0, (wake - now_utc()).total_seconds())
 
-    def _expiring(self, store: Store, messenger: Messenger, md_name: str) -> None:
-        job = load_job(store, md_name)
-        if not job.finished and not messenger.rate_limited(job, "expiring"):
-            messenger.send(job, "expiring", md_name)
-            save_job(store, job)
+    def _expiring(self, store: Store, messenger: Messenger, md: ManagedDomain) -> None:
+        """`expiring` at most daily, unless a renewed set is already staged.
 
-    def _drive_all(self, driver: Driver, mds) -> None:
+        Its rate limit lives in watch/<md>/job.json: the staging job vanishes
+        at activation and must not exist for MDs that are not renewed.
+        """
+        if store.exists(STAGING, md.name, "job.json") and load_job(store, md.name).finished:
+            return
+        job = watch.load_job(store, md.name)
+        if messenger.rate_limited(job, "expiring"):
+            return
+        if not messenger.send(job, "expiring", md.name):
+            log.warning("%s: %s", md.name, job.last.get("detail"))
+        watch.save_job(store, job)
+
+    def _drive_all(self, driver: Driver, decisions) -> None:
         results = []
-        with ThreadPoolExecutor(max_workers=min(self.max_parallel, len(mds)),
+        with ThreadPoolExecutor(max_workers=min(self.max_parallel, len(decisions)),
                                 thread_name_prefix="drive") as pool:
-            futures = [pool.submit(driver.run, md) for md in mds]
+            futures = [pool.submit(driver.run, d.md, d.reason) for d in decisions]
             while not all(f.done() for f in futures):
                 # at most a third of the time on snapshots, however many MDs there are
                 time.sleep(max(SNAPSHOT_EVERY, 2 * self._snapshot_cost))

@@ -1,0 +1,116 @@
+"""ACME Renewal Information (RFC 9773): ask the issuing CA when to renew.
+
+Polled from the check loop for MDs that ARI may move earlier: renewal on,
+`MDRenewViaARI on`, a complete certificate set not yet inside its renew
+window. Each certificate's answer is kept in `watch/<md>/ari.json` with the
+time drawn inside the suggested window and the next poll (Retry-After), so a
+restart neither re-polls early nor draws a new time. The renew window stays
+the safety net: plan.py renews by window whatever ARI says.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from datetime import datetime
+
+from . import credentials, watch
+from .acmeclient import CAConnection, CAProblem
+from .model import Config, ManagedDomain
+from .schedule import ari_failed, ari_poll_due, ari_update, renewal_due
+from .status import will_renew
+from .store import STAGING, Store
+
+log = logging.getLogger(__name__)
+
+
+def applies(store: Store, md: ManagedDomain, now: datetime) -> bool:
+    """Would an ARI answer change anything for this MD now?"""
+    if not md.ari_renewals or not will_renew(md) or not credentials.uses_managed(store, md):
+        return False
+    active = credentials.active(store, md)
+    if renewal_due(md, active, now, credentials.issuer_url(store, md)):
+        return False  # renewing anyway
+    return not store.exists(STAGING, md.name, "job.json")  # a renewal is already under way
+
+
+def ca_for(store: Store, md: ManagedDomain) -> str | None:
+    """ARI is asked at the CA that issued the certificate (mod_md: the first CA)."""
+    return credentials.issuer_url(store, md) or (md.ca_urls[0] if md.ca_urls else None)
+
+
+class Poller:
+    """One pass over the MDs; directories are fetched once per CA and pass."""
+
+    def __init__(self, store: Store, stop: threading.Event | None = None,
+                 rnd: random.Random | None = None):
+        self.store = store
+        self.stop = stop or threading.Event()
+        self.rnd = rnd or random.Random()
+        self._conns: dict[tuple, CAConnection] = {}
+
+    def _conn(self, md: ManagedDomain, url: str) -> CAConnection:
+        key = (url, md.ca_certs, md.proxy_url, md.proxy_ca_certs)
+        if key not in self._conns:
+            self._conns[key] = CAConnection(url, ca_certs=md.ca_certs, proxy=md.proxy_url,
+                                            proxy_ca_certs=md.proxy_ca_certs, timeout=15,
+                                            stop=self.stop)
+        return self._conns[key]
+
+    def refresh(self, md: ManagedDomain, now: datetime) -> bool:
+        """Poll the certificates whose next poll is due; True when the state changed."""
+        if not applies(self.store, md, now):
+            return False
+        url = ca_for(self.store, md)
+        if not url:
+            return False
+        old = watch.load_ari(self.store, md.name)
+        new: dict = {}
+        changed = False
+        for spec in md.keyspecs:
+            info = credentials.info(self.store, "domains", md.name, spec)
+            if info is None or not info.ari_id:
+                continue
+            entry = old.get(info.ari_id)
+            if info.not_after <= now or not ari_poll_due(entry, now):
+                # RFC 9773 §4.3: never ask about an expired certificate
+                if entry is not None:
+                    new[info.ari_id] = entry
+                continue
+            new[info.ari_id] = self._poll(md, url, info.ari_id, entry, now)
+            changed = True
+        if changed or set(new) != set(old):
+            watch.save_ari(self.store, md.name, new)
+            return True
+        return False
+
+    def _poll(self, md: ManagedDomain, url: str, cert_id: str, entry, now: datetime) -> dict:
+        try:
+            got = self._conn(md, url).renewal_info(cert_id)
+        except CAProblem as p:
+            log.warning("%s: ARI request to %s failed: %s", md.name, url, p)
+            return ari_failed(entry, str(p), now)
+        if got is None:
+            return ari_failed(entry, "", now, unsupported=True)
+        info, retry_after = got
+        new = ari_update(entry, info, retry_after, now, self.rnd)
+        if new.get("selected") != (entry or {}).get("selected"):
+            log.info("%s: CA suggests renewal between %s and %s; chose %s", md.name,
+                     new.get("window", {}).get("from"), new.get("window", {}).get("until"),
+                     new.get("selected"))
+        return new
+
+
+def refresh_all(store: Store, config: Config, now: datetime,
+                stop: threading.Event | None = None, rnd: random.Random | None = None,
+                names: list[str] | None = None) -> None:
+    poller = Poller(store, stop, rnd)
+    for md in config.mds:
+        if names and md.name not in names:
+            continue
+        if poller.stop.is_set():
+            return
+        try:
+            poller.refresh(md, now)
+        except Exception:  # noqa: BLE001 - ARI is advisory; the window still renews
+            log.exception("%s: ARI check failed", md.name)
