@@ -40,7 +40,9 @@ def decide(store: Store, md: ManagedDomain, now: datetime, force: bool = False) 
     job = load_job(store, md.name) if store.exists(STAGING, md.name, "job.json") else None
     if job and job.finished and credentials.staged_complete(store, md):
         # A complete set waits for activation (or for its `renewed` message): never re-order it.
-        return Decision(md, False, "staged, waiting for activation", job.next_run,
+        # A past next-run is not a wake-up: activation may be up to another process.
+        wait = job.next_run if job.next_run and job.next_run > now else None
+        return Decision(md, False, "staged, waiting for activation", wait,
                         warn=warn, staged_waiting=True)
     issuer = credentials.issuer_url(store, md) if credentials.uses_managed(store, md) else None
     reason = "forced" if force else renewal_due(md, active, now, issuer)
@@ -48,7 +50,7 @@ def decide(store: Store, md: ManagedDomain, now: datetime, force: bool = False) 
     if reason is None and md.ari_renewals:
         entries = ari_entries(store, md, active)
         ari_at, explanation = ari_renew_at(entries)
-        ari_poll = ari_next_poll(entries)
+        ari_poll = ari_next_poll(entries) if job is None else None  # as ari.applies
         if ari_at is not None and ari_at <= now:
             reason = ari_reason(explanation)
     if reason is None:

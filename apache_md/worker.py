@@ -14,7 +14,7 @@ import shlex
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import timedelta
 from typing import Callable
 
@@ -169,10 +169,12 @@ class Worker:
         for d in decisions:
             if d.staged_waiting:
                 driver.notify_pending(d.md)
+        held_back: set[str] = set()  # vetoed or busy: next check, not at once
         if due and not self.stop.is_set():
             self.sd(f"STATUS=renewing {len(due)} domain(s)")
             log.info("renewing: %s", ", ".join(f"{d.md.name} ({d.reason})" for d in due))
-            self._drive_all(driver, due)
+            held_back = {r.md for r in self._drive_all(driver, due)
+                         if r.outcome in ("vetoed", "busy")}
         self.activate_and_reload(snapshot=False)
         now = now_utc()
         after = plan(store, config, now)
@@ -181,9 +183,10 @@ class Worker:
                 self._expiring(store, messenger, d.md)
         wake = now + timedelta(seconds=next_check(settings.check_interval, self.rnd))
         for d in after:
-            t = d.wake
-            if t and now < t < wake:  # a time already past was handled (or is waiting)
-                wake = t
+            # due again already (a retry whose backoff ran out during this cycle)
+            t = now if d.drive and d.md.name not in held_back else d.wake
+            if t and t < wake:
+                wake = max(t, now)
         # the loop sleeps MAX_SLEEP at most
         self.next_cycle = min(wake, now_utc() + timedelta(seconds=MAX_SLEEP))
         self.write_snapshot()
@@ -206,20 +209,20 @@ class Worker:
             log.warning("%s: %s", md.name, job.last.get("detail"))
         watch.save_job(store, job)
 
-    def _drive_all(self, driver: Driver, decisions) -> None:
+    def _drive_all(self, driver: Driver, decisions) -> list:
         results = []
         with ThreadPoolExecutor(max_workers=min(self.max_parallel, len(decisions)),
                                 thread_name_prefix="drive") as pool:
             futures = [pool.submit(driver.run, d.md, d.reason) for d in decisions]
-            while not all(f.done() for f in futures):
-                # at most a third of the time on snapshots, however many MDs there are
-                time.sleep(max(SNAPSHOT_EVERY, 2 * self._snapshot_cost))
+            # at most a third of the time on snapshots, however many MDs there are
+            while wait(futures, timeout=max(SNAPSHOT_EVERY, 2 * self._snapshot_cost)).not_done:
                 self.ping()
                 self.write_snapshot()
             results = [f.result() for f in futures]
         for r in results:
             level = logging.INFO if r.outcome in ("renewed", "busy") else logging.WARNING
             log.log(level, "%s: %s %s", r.md, r.outcome, r.detail)
+        return results
 
     # -- activation ------------------------------------------------------------------------
     def activate_and_reload(self, snapshot: bool = True) -> None:

@@ -1,9 +1,10 @@
 """Reusable end-to-end harness: a private Apache, Pebble + challtestsrv, and
 real-tool clients (openssl, curl). Product-independent on purpose."""
 
+from .acmefront import AcmeFront
 from .apache import Apache
 from .pebble import Pebble, default_eab
 from .proxy import ForwardProxy
 from . import client, pki
 
-__all__ = ["Apache", "Pebble", "ForwardProxy", "default_eab", "client", "pki"]
+__all__ = ["AcmeFront", "Apache", "Pebble", "ForwardProxy", "default_eab", "client", "pki"]
