@@ -68,6 +68,20 @@ def ari_entries(store: Store, md: ManagedDomain, active) -> list[dict]:
     return [state[i.ari_id] for i in active.values() if i and i.ari_id in state]
 
 
+def next_wake(decisions: list[Decision], now: datetime, check_at: datetime,
+              held_back: set[str] | frozenset = frozenset()) -> datetime:
+    """When the worker looks again: the next regular check (MDCheckInterval,
+    jittered) or earlier when an MD asks for it. An MD that is due again
+    already (its backoff ran out during the cycle) means now, unless it was
+    vetoed or busy this cycle: those wait for the next check, as in mod_md."""
+    wake = check_at
+    for d in decisions:
+        t = now if d.drive and d.md.name not in held_back else d.wake
+        if t and t < wake:
+            wake = max(t, now)
+    return wake
+
+
 def plan(store: Store, config: Config, now: datetime, force: bool = False,
          names: list[str] | None = None) -> list[Decision]:
     mds = [m for m in config.mds if not names or m.name in names]

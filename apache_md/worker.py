@@ -26,7 +26,7 @@ from .drive import Driver, load_job
 from .job import now_utc
 from .model import Config, ManagedDomain
 from .notify import Messenger
-from .plan import plan
+from .plan import next_wake, plan
 from .schedule import next_check
 from .store import STAGING, Store, StoreError
 
@@ -181,12 +181,9 @@ class Worker:
         for d in after:
             if d.warn:
                 self._expiring(store, messenger, d.md)
-        wake = now + timedelta(seconds=next_check(settings.check_interval, self.rnd))
-        for d in after:
-            # due again already (a retry whose backoff ran out during this cycle)
-            t = now if d.drive and d.md.name not in held_back else d.wake
-            if t and t < wake:
-                wake = max(t, now)
+        wake = next_wake(after, now,
+                         now + timedelta(seconds=next_check(settings.check_interval, self.rnd)),
+                         held_back)
         # the loop sleeps MAX_SLEEP at most
         self.next_cycle = min(wake, now_utc() + timedelta(seconds=MAX_SLEEP))
         self.write_snapshot()

@@ -6,9 +6,9 @@ at the front. On top of that it
 - adds `renewalInfo` and (optionally) `meta.profiles` to the directory;
 - answers GET <front>/renewal-info/<cert-id> with whatever the test set
   (`set_window`), with a Retry-After header, and records the ids asked for;
-- records the `profile` and `replaces` fields of every newOrder (the JWS
-  payload is base64url JSON) and can refuse orders that carry `replaces`,
-  as a CA does with 409 alreadyReplaced.
+- records every newOrder payload the CA accepted or the front refused (the
+  JWS payload is base64url JSON; `profile`, `replaces`), and can refuse
+  orders that carry `replaces`, as a CA does with 409 alreadyReplaced.
 Pebble ignores the JSON fields it does not know, so the orders still work.
 """
 from __future__ import annotations
@@ -121,14 +121,19 @@ class AcmeFront:
                     return self._send(200, json.dumps(info).encode(),
                                       [("Content-Type", "application/json"),
                                        ("Retry-After", str(front.retry_after))])
-                if self.command == "POST" and body:
-                    refused = front._inspect_post(path, body)
-                    if refused:
-                        _, _, hdrs = self._upstream("HEAD", "/nonce-plz", None)
-                        nonce = [(k, v) for k, v in hdrs if k.lower() == "replay-nonce"]
-                        return self._send(409, json.dumps(refused).encode(),
-                                          [("Content-Type", "application/problem+json")] + nonce)
+                order = front._new_order(body) if self.command == "POST" and body else None
+                if order is not None and front.refuse_replaces and order.get("replaces"):
+                    front._record(order)
+                    _, _, hdrs = self._upstream("HEAD", "/nonce-plz", None)
+                    nonce = [(k, v) for k, v in hdrs if k.lower() == "replay-nonce"]
+                    problem = {"type": "urn:ietf:params:acme:error:alreadyReplaced",
+                               "detail": "the certificate has already been replaced",
+                               "status": 409}
+                    return self._send(409, json.dumps(problem).encode(),
+                                      [("Content-Type", "application/problem+json")] + nonce)
                 status, data, headers = self._upstream(self.command, path, body)
+                if order is not None and status == 201:  # not the badNonce rejects
+                    front._record(order)
                 if self.command == "GET" and path == "/dir" and status == 200:
                     data = front._directory(data)
                 self._send(status, data, headers)
@@ -156,8 +161,9 @@ class AcmeFront:
             d.setdefault("meta", {})["profiles"] = dict(self.profiles)
         return json.dumps(d).encode()
 
-    def _inspect_post(self, path: str, body: bytes) -> dict | None:
-        """Record newOrder payloads; the problem document when the order is refused."""
+    @staticmethod
+    def _new_order(body: bytes) -> dict | None:
+        """The payload of a newOrder JWS, None for any other request."""
         try:
             jws = json.loads(body)
             header = json.loads(_b64decode(jws["protected"]))
@@ -166,9 +172,8 @@ class AcmeFront:
             return None
         if not header.get("url", "").endswith("/order-plz") or not isinstance(payload, dict):
             return None
+        return payload
+
+    def _record(self, order: dict) -> None:
         with self._lock:
-            self.orders.append(payload)
-        if self.refuse_replaces and payload.get("replaces"):
-            return {"type": "urn:ietf:params:acme:error:alreadyReplaced",
-                    "detail": "the certificate has already been replaced", "status": 409}
-        return None
+            self.orders.append(order)

@@ -95,19 +95,23 @@ def make_ca(directory: str | os.PathLike, name: str = "apache-md test CA",
 
 
 def make_leaf(ca: CertFiles, directory: str | os.PathLike, names=("localhost", "127.0.0.1", "::1"),
-              stem: str = "localhost", key_kind: str = "rsa", days: int = 365) -> CertFiles:
-    """A server certificate for `names` (first one is the CN) signed by `ca`."""
+              stem: str = "localhost", key_kind: str = "rsa", days: int = 365,
+              not_before: _dt.datetime | None = None,
+              not_after: _dt.datetime | None = None) -> CertFiles:
+    """A server certificate for `names` (first one is the CN) signed by `ca`,
+    valid `days` from an hour ago, or [not_before, not_after] when given."""
     d = Path(directory)
     key = new_key(key_kind)
-    now = _now()
+    nb = not_before or _now() - _dt.timedelta(hours=1)
+    na = not_after or nb + _dt.timedelta(days=days, hours=1)
     ca_key = ca.private_key
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
             .issuer_name(ca.certificate.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _dt.timedelta(hours=1))
-            .not_valid_after(now + _dt.timedelta(days=days))
+            .not_valid_before(nb)
+            .not_valid_after(na)
             .add_extension(_san(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
