@@ -26,7 +26,7 @@ from .locks import Busy, md_lock
 from .mdjson import md_to_json
 from .model import GlobalSettings, ManagedDomain
 from .notify import Messenger
-from .schedule import backoff_delay, missing_reason, ready_at
+from .schedule import backoff_delay, missing_reason, next_check, ready_at
 from .store import STAGING, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,9 @@ class Driver:
         # replaced: a first issuance goes straight to challenge-setup (test_901_003).
         if any(credentials.active(self.store, md).values()) \
                 and not self.messenger.send(job, "renewing", md.name):
+            # asked again at the next check (MDCheckInterval), not at every wake-up
+            job.next_run = now_utc() + timedelta(
+                seconds=next_check(self.settings.check_interval, self.rnd))
             save_job(self.store, job)
             return RunResult(md.name, "vetoed", "MDMessageCmd vetoed the renewal", job)
         if n > 1 and job.errors >= self.settings.retry_failover:

@@ -115,10 +115,18 @@ def test_certificate_in_renew_window_is_replaced_with_messages_in_order(env, mes
     worker_once(env)
     assert lines()[len(first):] == ["msg renewing one.test"]
     assert serial_of(env, "one.test") == serial1
-    job = read_json(env.store / "staging" / "one.test" / "job.json")
+    job_file = env.store / "staging" / "one.test" / "job.json"
+    job = read_json(job_file)
     assert job["last"]["problem"] == "urn:org:apache:httpd:log:AH10109:"
-    assert "starting" not in log_types(job)
+    assert "starting" not in log_types(job) and job["errors"] == 0
+    # asked again at the next check (MDCheckInterval 12h +-50%), not before
+    wait = (parsedate_to_datetime(job["next-run"]) - datetime.now(timezone.utc)).total_seconds()
+    assert 6 * 3600 - 60 < wait <= 18 * 3600
+    worker_once(env)
+    assert lines()[len(first):] == ["msg renewing one.test"]
     veto.unlink()
+    job["next-run"] = format_datetime(datetime.now(timezone.utc), usegmt=True)  # time passes
+    job_file.write_text(json.dumps(job))
 
     worker_once(env)
     serial2 = serial_of(env, "one.test")
