@@ -6,6 +6,7 @@ growing interval that honours Retry-After.
 """
 from __future__ import annotations
 
+import copy
 import ssl
 import threading
 import time
@@ -156,22 +157,34 @@ class CAConnection:
                 session.mount("http://", adapter)
                 session.mount("https://", adapter)
         self._directory: messages.Directory | None = None
+        self._raw_directory: dict[str, Any] = {}
         self.client: acme_client.ClientV2 | None = None
 
     @property
     def directory(self) -> messages.Directory:
         if self._directory is None:
             try:
-                self._directory = acme_client.ClientV2.get_directory(self.url, self.net)
+                # as ClientV2.get_directory, keeping the JSON: older `acme`
+                # (Debian 12: 2.1) drops what it has no field for (meta.profiles)
+                raw = self.net.get(self.url).json()
+                # a copy: acme 2.1 replaces raw["meta"] in place with its Meta object
+                self._directory = messages.Directory.from_json(copy.deepcopy(raw))
             except Exception as e:  # noqa: BLE001 - mapped to a CAProblem
                 raise self._request_failed(e) from None
+            self._raw_directory = raw
             self.client = acme_client.ClientV2(self._directory, self.net)
         return self._directory
 
     @property
+    def raw_directory(self) -> dict[str, Any]:
+        """The directory object exactly as the CA sent it."""
+        self.directory  # noqa: B018
+        return self._raw_directory
+
+    @property
     def meta(self) -> dict[str, Any]:
-        meta = self.directory.meta
-        return meta.to_partial_json() if meta is not None else {}
+        meta = self.raw_directory.get("meta")
+        return meta if isinstance(meta, dict) else {}
 
     def call(self, fn: Callable, *args, **kwargs):
         """Run one protocol step; every failure becomes a CAProblem.
@@ -247,13 +260,13 @@ class CAConnection:
     # -- ARI (RFC 9773) -----------------------------------------------------------
     @property
     def has_renewal_info(self) -> bool:
-        return bool(self.directory.to_partial_json().get("renewalInfo"))
+        return bool(self.raw_directory.get("renewalInfo"))
 
     def renewal_info(self, cert_id: str) -> tuple[dict[str, Any], float | None] | None:
         """The CA's renewalInfo for a certificate and its Retry-After (seconds);
         None when the CA does not offer ARI. An unauthenticated GET."""
-        base = self.directory.to_partial_json().get("renewalInfo")
-        if not base:
+        base = self.raw_directory.get("renewalInfo")
+        if not isinstance(base, str) or not base:
             return None
         resp = self.call(self.net.get, f"{base.rstrip('/')}/{cert_id}",
                          content_type="application/json")
