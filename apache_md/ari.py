@@ -48,14 +48,23 @@ class Poller:
         self.stop = stop or threading.Event()
         self.rnd = rnd or random.Random()
         self._conns: dict[tuple, CAConnection] = {}
+        self._down: dict[tuple, CAProblem] = {}  # directories that failed in this pass
 
-    def _conn(self, md: ManagedDomain, url: str) -> CAConnection:
+    def _renewal_info(self, md: ManagedDomain, url: str, cert_id: str):
         key = (url, md.ca_certs, md.proxy_url, md.proxy_ca_certs)
+        if key in self._down:  # one unreachable CA costs one timeout per pass, not per MD
+            raise self._down[key]
         if key not in self._conns:
             self._conns[key] = CAConnection(url, ca_certs=md.ca_certs, proxy=md.proxy_url,
                                             proxy_ca_certs=md.proxy_ca_certs, timeout=15,
                                             stop=self.stop)
-        return self._conns[key]
+        conn = self._conns[key]
+        try:
+            conn.directory  # noqa: B018
+        except CAProblem as p:
+            self._down[key] = p
+            raise
+        return conn.renewal_info(cert_id)
 
     def refresh(self, md: ManagedDomain, now: datetime) -> bool:
         """Poll the certificates whose next poll is due; True when the state changed."""
@@ -86,7 +95,7 @@ class Poller:
 
     def _poll(self, md: ManagedDomain, url: str, cert_id: str, entry, now: datetime) -> dict:
         try:
-            got = self._conn(md, url).renewal_info(cert_id)
+            got = self._renewal_info(md, url, cert_id)
         except CAProblem as p:
             log.warning("%s: ARI request to %s failed: %s", md.name, url, p)
             return ari_failed(entry, str(p), now)

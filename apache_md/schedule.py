@@ -84,10 +84,18 @@ def missing_reason(md: ManagedDomain, certs: dict[str, CertInfo | None]) -> str 
             return f"certificate({spec.name}) does not cover all domains ({', '.join(uncovered)})"
         if info.must_staple != md.must_staple:
             return f"certificate({spec.name}) must-staple does not match the configuration"
-        if info.key_type and info.key_type != spec_key_type(spec):
+        if info.key_type and not _key_fits(info.key_type, spec):
             return (f"certificate({spec.name}) has a {info.key_type} key, "
                     f"configured is {spec_key_type(spec)}")
     return None
+
+
+def _key_fits(key_type: str, spec) -> bool:
+    # "Default" (or no MDPrivateKeys) asks for no size: any RSA key will do, so
+    # a store taken over from mod_md is not re-issued for a size nobody chose.
+    if spec.kind == "Default":
+        return key_type.startswith("rsa")
+    return key_type == spec_key_type(spec)
 
 
 def _norm_url(url: str) -> str:

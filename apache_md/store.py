@@ -96,6 +96,7 @@ class Store:
                 if not d.exists():
                     d.mkdir(mode=dmode)
                     os.chmod(d, dmode)
+                    self.adopt(d)  # a group added by an upgrade, made by root
             self.key  # noqa: B018 - creates md_store.json on first use
         except OSError as e:
             raise StoreError(f"cannot set up the store at {self.base}: {e.strerror}") from None

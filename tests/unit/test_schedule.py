@@ -130,6 +130,9 @@ def test_key_type_change_including_rsa_size_is_incomplete():
     assert missing_reason(ec, {"P-256": cert(key="secp256r1")}) is None
     assert "secp384r1" in missing_reason(ec, {"P-256": cert(key="secp384r1")})
     assert missing_reason(m, {"rsa": cert(key="")}) is None  # unknown: not judged
+    # no MDPrivateKeys (or "Default"): any RSA size, but not EC
+    assert missing_reason(md(), {"rsa": cert(key="rsa4096")}) is None
+    assert "secp256r1" in missing_reason(md(), {"rsa": cert(key="secp256r1")})
 
 
 def test_ca_no_longer_configured_makes_it_due():
