@@ -112,13 +112,16 @@ class Poller:
 
 def refresh_all(store: Store, config: Config, now: datetime,
                 stop: threading.Event | None = None, rnd: random.Random | None = None,
-                names: list[str] | None = None) -> None:
+                names: list[str] | None = None, tick=None) -> None:
+    """Poll what is due for every MD; `tick()` runs between MDs (systemd watchdog)."""
     poller = Poller(store, stop, rnd)
     for md in config.mds:
         if names and md.name not in names:
             continue
         if poller.stop.is_set():
             return
+        if tick:
+            tick()
         try:
             poller.refresh(md, now)
         except Exception:  # noqa: BLE001 - ARI is advisory; the window still renews

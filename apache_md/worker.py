@@ -163,7 +163,7 @@ class Worker:
         settings = config.settings
         messenger = Messenger(settings.message_cmd, settings.notify_cmd, str(store.base))
         driver = Driver(store, settings, messenger, self.stop, rnd=self.rnd)
-        ari.refresh_all(store, config, now_utc(), self.stop, self.rnd)
+        ari.refresh_all(store, config, now_utc(), self.stop, self.rnd, tick=self.ping)
         decisions = plan(store, config, now_utc())
         due = [d for d in decisions if d.drive]
         for d in decisions:

@@ -358,3 +358,29 @@ def test_static_certificate_in_warn_window_warns_once_and_is_not_renewed(env, me
     assert not (env.store / "staging" / "one.test").exists()
     assert format(files.certificate.serial_number, "X") in \
         format(served_leaf(env, "one.test").serial_number, "X")
+
+
+def test_activation_delay_holds_back_the_renewed_set_and_its_message(env, messages):
+    conf, lines = messages
+    vhost = env.ssl_vhost("one.test")
+    env.write_config("MDomain one.test\n", vhost, conf)
+    env.start()
+    serial1 = first_issuance(env)  # no current certificate: no delay
+    before = len(lines())
+    env.write_config("MDomain one.test\nMDRenewWindow 1900d\n", vhost,
+                     conf + "MDActivationDelay 1d\n")
+    worker_once(env)
+    job = read_json(env.store / "staging" / "one.test" / "job.json")
+    assert job["finished"] is True and job["notified-renewed"] is False
+    staged = env.status("one.test")["renewal"]["cert"]["rsa"]
+    wait = parsedate_to_datetime(job["valid-from"]) \
+        - parsedate_to_datetime(staged["valid"]["from"])
+    assert wait == timedelta(days=1)
+    assert parsedate_to_datetime(job["next-run"]) == parsedate_to_datetime(job["valid-from"])
+    new = lines()[before:]
+    assert new[0] == "msg renewing one.test" and "msg renewed one.test" not in new
+    # the next check neither orders again nor activates nor sends `renewed`
+    worker_once(env)
+    assert lines()[before:] == new
+    assert serial_of(env, "one.test") == serial1
+    env.await_served("one.test", serial1)
