@@ -16,6 +16,7 @@ from datetime import datetime
 
 from . import credentials, watch
 from .acmeclient import CAConnection, CAProblem
+from .drive import load_job
 from .model import Config, ManagedDomain
 from .schedule import ari_failed, ari_poll_due, ari_update, renewal_due
 from .status import will_renew
@@ -31,7 +32,8 @@ def applies(store: Store, md: ManagedDomain, now: datetime) -> bool:
     active = credentials.active(store, md)
     if renewal_due(md, active, now, credentials.issuer_url(store, md)):
         return False  # renewing anyway
-    return not store.exists(STAGING, md.name, "job.json")  # a renewal is already under way
+    # a renewed set waiting for activation makes the answer moot
+    return not (store.exists(STAGING, md.name, "job.json") and load_job(store, md.name).finished)
 
 
 def ca_for(store: Store, md: ManagedDomain) -> str | None:

@@ -50,7 +50,7 @@ def decide(store: Store, md: ManagedDomain, now: datetime, force: bool = False) 
     if reason is None and md.ari_renewals:
         entries = ari_entries(store, md, active)
         ari_at, explanation = ari_renew_at(entries)
-        ari_poll = ari_next_poll(entries) if job is None else None  # as ari.applies
+        ari_poll = ari_next_poll(entries)
         if ari_at is not None and ari_at <= now:
             reason = ari_reason(explanation)
     if reason is None:
