@@ -82,7 +82,10 @@ def missing_reason(md: ManagedDomain, certs: dict[str, CertInfo | None]) -> str 
         uncovered = [d for d in md.domains if not covers(list(info.names), d)]
         if uncovered:
             return f"certificate({spec.name}) does not cover all domains ({', '.join(uncovered)})"
-        if info.must_staple != md.must_staple:
+        # Only a certificate that demands stapling when the config no longer wants it is
+        # wrong. The other way round, the CA may leave the extension out on purpose (Let's
+        # Encrypt since 2025, Pebble): renewing would loop forever, so the run logs it instead.
+        if info.must_staple and not md.must_staple:
             return f"certificate({spec.name}) must-staple does not match the configuration"
         if info.key_type and not _key_fits(info.key_type, spec):
             return (f"certificate({spec.name}) has a {info.key_type} key, "
