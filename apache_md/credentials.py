@@ -98,6 +98,12 @@ def staged(store: Store, md: ManagedDomain) -> dict[str, CertInfo | None]:
     return infos(store, STAGING, md)
 
 
+def file_chain(path: str | Path) -> list[x509.Certificate] | None:
+    """The chain in any PEM file (e.g. a vhost's SSLCertificateFile), cached like the store's."""
+    hit = _load(Path(path))
+    return hit[0] if hit else None
+
+
 def static_infos(md: ManagedDomain) -> dict[str, CertInfo | None]:
     """MDCertificateFile MDs: keyed by index ("0", "1", ...) as mod_md's status does."""
     out: dict[str, CertInfo | None] = {}

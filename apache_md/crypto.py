@@ -205,6 +205,7 @@ class CertInfo:
     must_staple: bool
     key_type: str = ""  # "rsa2048", "secp256r1", ...: what the key really is ("" unknown)
     ari_id: str | None = None  # RFC 9773 identifier, for requests to the CA
+    sha1: str = ""  # lowercase hex SHA-1 of DER: mod_md's OCSP id (ocsp-<sha1>.json)
 
 
 def key_type(public_key) -> str:
@@ -247,4 +248,4 @@ def cert_info(cert: x509.Certificate) -> CertInfo:
         issuer_name=issuer_oneline(cert.issuer), issuer_uri=issuer_uri, ocsp_url=ocsp_url,
         ari_cert_id=ari_cert_id(cert, mod_md_quirk=True), names=tuple(cert_names(cert)),
         must_staple=has_must_staple(cert), key_type=key_type(cert.public_key()),
-        ari_id=ari_cert_id(cert))
+        ari_id=ari_cert_id(cert), sha1=hashlib.sha1(der).hexdigest())

@@ -584,6 +584,7 @@ class _Collected:
     mds: list[_MDDraft] = field(default_factory=list)
     vhosts: list[VHost] = field(default_factory=list)
     listen_ports: list[int] = field(default_factory=list)
+    listens: list[str] = field(default_factory=list)
     server_name: str | None = None
     server_name_loc: Location | None = None
     server_admin: str | None = None
@@ -701,6 +702,7 @@ class _Walker:
             p = address_port(args[0])
             if p is not None and p not in self.c.listen_ports:
                 self.c.listen_ports.append(p)
+            self.c.listens.append(args[0])
         elif ln == "servername" and args:
             if vh:
                 vh.server_name = server_name_host(args[0])
@@ -981,6 +983,9 @@ def build_config(parsed: apacheconf.ParseResult, main_file: str) -> Config:
     w = _Walker(parsed.server_root)
     c = w.c
     w.walk(parsed.directives, _Scope("server", c.global_props))
+    c.settings.stapling = bool(c.global_props.get("stapling", False))
+    c.settings.proxy_url = c.module_env.get("proxy_url") or None
+    c.settings.proxy_ca_certs = c.module_env.get("proxy_ca_certs") or None
     listen = c.listen_ports
     for vh in c.vhosts:
         if id(vh) in w.any_port:
@@ -999,6 +1004,7 @@ def build_config(parsed: apacheconf.ParseResult, main_file: str) -> Config:
     config = Config(
         main_file=main_file, server_root=parsed.server_root, settings=c.settings,
         mds=[effective_md(d, c) for d in c.mds], vhosts=vhosts, listen_ports=list(listen),
+        listens=list(c.listens),
         modules=set(parsed.modules), server_admin=c.server_admin, user=c.user, group=c.group,
         errors=[p for p in parsed.errors if id(p) not in ours] + c.errors,
         warnings=list(parsed.warnings) + c.warnings,

@@ -114,7 +114,7 @@ class Job:
 
     def fail(self, status: int, description: str | None, problem: str | None,
              detail: str | None, activity: str | None = None,
-             subproblems: list | None = None) -> None:
+             subproblems: list | None = None, log_type: str = "renewal-error") -> None:
         self.finished = False
         self.errors += 1
         last: dict[str, Any] = {"status": status}
@@ -124,4 +124,4 @@ class Job:
         put(last, "activity", activity or self.last.get("activity"))
         put(last, "subproblems", subproblems)
         self.last = last
-        self.add_log("renewal-error", status=problem, detail=detail or description)
+        self.add_log(log_type, status=problem, detail=detail or description)

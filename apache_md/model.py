@@ -194,6 +194,9 @@ class GlobalSettings:
     # known (a config snippet) only the port map decides.
     can_http: bool = True
     listen_ports: list[int] = field(default_factory=list)
+    stapling: bool = False  # MDStapling at server level (certificates of no MD: MDStapleOthers)
+    proxy_url: str | None = None  # MDHttpProxy outside any MD (OCSP of other certificates)
+    proxy_ca_certs: str | None = None
     # apache-md's own additions (documented in the README)
     activation_interval: float = 0.0  # MDActivationInterval: min seconds between reloads
     activation_window: tuple[int, int] | None = None  # MDActivationWindow: minutes of day [from, to)
@@ -209,6 +212,7 @@ class Config:
     mds: list[ManagedDomain] = field(default_factory=list)
     vhosts: list[VHost] = field(default_factory=list)
     listen_ports: list[int] = field(default_factory=list)
+    listens: list[str] = field(default_factory=list)  # Listen addresses as written: "80", "[::]:443"
     modules: set[str] = field(default_factory=set)  # loaded module ids, e.g. "ssl_module"
     server_admin: str | None = None
     user: str | None = None  # Apache's User (children / WSGI default)

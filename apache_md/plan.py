@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import credentials, watch
+from . import credentials, stapling, watch
 from .drive import load_job
 from .model import Config, ManagedDomain
 from .schedule import (ari_next_poll, ari_reason, ari_renew_at, renew_at, renewal_due,
@@ -46,6 +46,9 @@ def decide(store: Store, md: ManagedDomain, now: datetime, force: bool = False) 
                         warn=warn, staged_waiting=True)
     issuer = credentials.issuer_url(store, md) if credentials.uses_managed(store, md) else None
     reason = "forced" if force else renewal_due(md, active, now, issuer)
+    revoked = stapling.revoked(store, md, active) if reason is None else []
+    if revoked:  # mod_md renews a revoked certificate at its next check; we do it now
+        reason = f"certificate revoked ({', '.join(revoked)}, OCSP)"
     ari_at = ari_poll = None
     if reason is None and md.ari_renewals:
         entries = ari_entries(store, md, active)

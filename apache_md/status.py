@@ -20,7 +20,7 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
-from . import MOD_MD_COMPAT_VERSION, castats, credentials, metrics, statuspage, watch
+from . import MOD_MD_COMPAT_VERSION, castats, credentials, metrics, stapling, statuspage, watch
 from .activation import load_state as load_activation_state
 from .crypto import CertInfo
 from .drive import load_job
@@ -28,7 +28,7 @@ from .job import Job, now_utc
 from .jsonfmt import dumps, http_date, parse_http_date, period, put
 from .mdjson import md_to_json
 from .model import (RENEW_ALWAYS, RENEW_MANUAL, STATE_COMPLETE, STATE_INCOMPLETE, Config,
-                    ManagedDomain)
+                    GlobalSettings, ManagedDomain)
 from .schedule import missing_reason, renew_at
 from .store import DOMAINS, STAGING, STATUS, Store, StoreError
 
@@ -183,7 +183,8 @@ def _last_renewal(store: Store, md: ManagedDomain, job: Job | None) -> datetime 
 def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
               with_log: bool = True, worker: dict | None = None,
               requested: set[str] | None = None,
-              activation_state: dict | None = None) -> dict[str, Any]:
+              activation_state: dict | None = None,
+              settings: GlobalSettings | None = None) -> dict[str, Any]:
     now = now or now_utc()
     active = credentials.active(store, md)
     managed = credentials.uses_managed(store, md)
@@ -208,6 +209,7 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
                      state=STATE_INCOMPLETE if reason else STATE_COMPLETE,
                      state_descr=reason, public=True)
     obj["cert"] = certs_json(active)
+    stapling.add_status(obj["cert"], store, md, active, settings, with_log)
     at = renew_at(md, active, now, issuer) if managed or all(active.values()) else now
     put(obj, "renew-at", http_date(at))
     obj["watched"] = is_watched(md)
@@ -267,14 +269,24 @@ def _cert_status_keys(md: ManagedDomain) -> list[str]:
     return names
 
 
+def _without_logs(obj: dict[str, Any]) -> dict[str, Any]:
+    """The list form drops job logs: `renewal.log` and `cert.<key>.ocsp.renewal.log`."""
+    obj = dict(obj)
+    if "renewal" in obj:
+        obj["renewal"] = {k: v for k, v in obj["renewal"].items() if k != "log"}
+    cert = dict(obj.get("cert", {}))
+    for key, c in cert.items():
+        if isinstance(c, dict) and "renewal" in c.get("ocsp", {}):
+            o = dict(c["ocsp"])
+            o["renewal"] = {k: v for k, v in o["renewal"].items() if k != "log"}
+            cert[key] = {**c, "ocsp": o}
+    obj["cert"] = cert
+    return obj
+
+
 def list_json(mds: list[dict[str, Any]]) -> dict[str, Any]:
     """The full list: sorted by name, without job logs (mod_md status_get_json)."""
-    listed = []
-    for obj in sorted(mds, key=lambda o: o["name"]):
-        obj = dict(obj)
-        if "renewal" in obj:
-            obj["renewal"] = {k: v for k, v in obj["renewal"].items() if k != "log"}
-        listed.append(obj)
+    listed = [_without_logs(obj) for obj in sorted(mds, key=lambda o: o["name"])]
     top: dict[str, Any] = {"version": MOD_MD_COMPAT_VERSION}
     if listed:
         top["managed-domains"] = listed
@@ -305,9 +317,11 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
     act_state = load_activation_state(store)
     mds = sorted(config.mds, key=lambda m: m.name)
     full = {md.name: md_status(store, md, now, with_log=True, worker=worker,
-                               requested=requested, activation_state=act_state)
+                               requested=requested, activation_state=act_state,
+                               settings=config.settings)
             for md in mds}
     top = list_json(list(full.values()))
+    staples = stapling.targets(store, config)
     domains: dict[str, str] = {}
     for md in mds:
         for d in md.domains:
@@ -340,6 +354,9 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
         "http01": {md.name: md.challenges is None or "http-01" in md.challenges for md in mds},
         "certificate-status": settings.certificate_status,
         "bodies": bodies,
+        # OCSP: what the relay answers mod_ssl with, and one row per stapled certificate
+        "ocsp-relay": stapling.relay_index(staples),
+        "staplings": stapling.rows(store, staples, settings),
     }
 
 

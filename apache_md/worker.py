@@ -28,6 +28,7 @@ from .model import Config, ManagedDomain
 from .notify import Messenger
 from .plan import next_wake, plan
 from .schedule import next_check
+from .stapling import Stapler
 from .store import STAGING, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Worker:
         self._last_ping = 0.0
         self._snapshot_cost = 0.0  # seconds the last snapshot took
         self.next_cycle = None  # datetime of the next planned check
+        self.stapler = Stapler(rnd=self.rnd)
 
     # -- systemd -----------------------------------------------------------------------
     def sd(self, *lines: str) -> None:
@@ -176,6 +178,8 @@ class Worker:
             held_back = {r.md for r in self._drive_all(driver, due)
                          if r.outcome in ("vetoed", "busy")}
         self.activate_and_reload(snapshot=False)
+        # OCSP after activation, so new certificates get their response in this cycle.
+        ocsp_wake = self.stapler.run_safely(store, config, messenger)
         now = now_utc()
         after = plan(store, config, now)
         for d in after:
@@ -184,6 +188,7 @@ class Worker:
         wake = next_wake(after, now,
                          now + timedelta(seconds=next_check(settings.check_interval, self.rnd)),
                          held_back)
+        wake = min(wake, ocsp_wake or wake)
         # the loop sleeps MAX_SLEEP at most
         self.next_cycle = min(wake, now_utc() + timedelta(seconds=MAX_SLEEP))
         self.write_snapshot()

@@ -11,17 +11,26 @@ system Python: standard library only, no import of the apache_md package.
 /md-status answers mod_md's JSON, or by content negotiation (or
 `?format=json|html|metrics`) the HTML page or Prometheus metrics;
 /md-status/metrics is the metrics.
+
+The OCSP relay (docs/ocsp.md) answers mod_ssl's stapling requests
+(SSLStaplingForceURL) with the response the worker stored for that
+certificate; it reads the few DER fields it needs itself.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import threading
+import time
+from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable
 
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 CERT_STATUS_PATH = "/.httpd/certificate-status"
 STATUS_PREFIX = "/md-status"
+RELAY_PATH = "/.httpd/ocsp-relay"
 JSON = "application/json"
 MARK_HEADER = "X-Apache-MD"  # = preflight.MARK_HEADER (this file must not import the package)
 TYPES = {"json": JSON, "html": "text/html; charset=utf-8",
@@ -31,6 +40,13 @@ TYPES = {"json": JSON, "html": "text/html; charset=utf-8",
 OFFERS = (("json", ("application/json",)),
           ("html", ("text/html", "application/xhtml+xml")),
           ("metrics", ("application/openmetrics-text", "text/plain")))
+OCSP_RESPONSE = [("Content-Type", "application/ocsp-response")]
+# OCSPResponse with only a responseStatus (RFC 6960 4.2.1): no body to staple.
+OCSP_MALFORMED = bytes.fromhex("30030a0101")
+OCSP_TRY_LATER = bytes.fromhex("30030a0103")
+OCSP_UNAUTHORIZED = bytes.fromhex("30030a0106")
+MAX_OCSP_REQUEST = 16384
+_RELAY_FILE = re.compile(r"^[^/\\]+/ocsp-[0-9a-f]{40}\.json$")
 
 
 class View:
@@ -246,6 +262,72 @@ def certificate_status(environ: dict, start_response, snap: View) -> Iterable[by
                     [("Content-Type", JSON)])
 
 
+def _der(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, content start, content end) of the DER element at `pos`."""
+    tag, n = data[pos], data[pos + 1]
+    pos += 2
+    if n & 0x80:
+        size = n & 0x7F
+        if not 0 < size <= 4:
+            raise ValueError("unsupported DER length")
+        n = int.from_bytes(data[pos:pos + size], "big")
+        pos += size
+    if pos + n > len(data):
+        raise ValueError("truncated DER")
+    return tag, pos, pos + n
+
+
+def relay_key(request: bytes) -> str:
+    """"<issuerKeyHash hex>:<serial hex>" of the first CertID in a DER OCSPRequest."""
+    _, start, _ = _der(request, 0)  # OCSPRequest
+    _, start, end = _der(request, start)  # TBSRequest
+    tag, s, e = _der(request, start)
+    while tag != 0x30:  # skip [0] version, [1] requestorName up to the requestList
+        tag, s, e = _der(request, e)
+    _, s, _ = _der(request, s)  # the first Request
+    _, s, _ = _der(request, s)  # its CertID
+    _, _, e = _der(request, s)  # hashAlgorithm
+    _, _, e = _der(request, e)  # issuerNameHash
+    tag, s, e = _der(request, e)  # issuerKeyHash
+    if tag != 0x04:
+        raise ValueError("no issuerKeyHash")
+    key_hash = request[s:e]
+    tag, s, e = _der(request, e)  # serialNumber
+    if tag != 0x02:
+        raise ValueError("no serialNumber")
+    serial = int.from_bytes(request[s:e], "big", signed=True)
+    return f"{key_hash.hex()}:{serial:x}"
+
+
+def ocsp_relay(environ: dict, start_response, snap: View) -> Iterable[bytes]:
+    """mod_ssl POSTs its OCSP request here; answer with the stored response."""
+    if environ.get("REQUEST_METHOD") != "POST":
+        return _respond(start_response, "405 Method Not Allowed", b"", [("Allow", "POST")])
+    try:
+        size = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        size = 0
+    body = environ["wsgi.input"].read(min(max(size, 0), MAX_OCSP_REQUEST))
+    try:
+        key = relay_key(body)
+    except (ValueError, IndexError):
+        return _respond(start_response, "200 OK", OCSP_MALFORMED, OCSP_RESPONSE)
+    name = snap.data.get("ocsp-relay", {}).get(key)
+    if not name or not _RELAY_FILE.match(name):
+        return _respond(start_response, "200 OK", OCSP_UNAUTHORIZED, OCSP_RESPONSE)
+    try:
+        with open(os.path.join(snap.store, "ocsp", name), "rb") as f:
+            stored = json.loads(f.read())
+        text = stored.get("response") or ""
+        der = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        if parsedate_to_datetime(stored["valid"]["until"]).timestamp() <= time.time():
+            der = b""  # expired while the responder was away: staple nothing
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        der = b""
+    # Nothing current stored: mod_ssl staples nothing and asks again later.
+    return _respond(start_response, "200 OK", der or OCSP_TRY_LATER, OCSP_RESPONSE)
+
+
 def application(environ: dict, start_response) -> Iterable[bytes]:
     path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
     snap = _snapshot(environ)
@@ -256,6 +338,8 @@ def application(environ: dict, start_response) -> Iterable[bytes]:
         return challenge(environ, start_response, path, snap)
     if path == CERT_STATUS_PATH:
         return certificate_status(environ, start_response, snap)
+    if path == RELAY_PATH:
+        return ocsp_relay(environ, start_response, snap)
     if path == STATUS_PREFIX or path.startswith(STATUS_PREFIX + "/"):
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
             return _respond(start_response, "501 Not Implemented", b"")
