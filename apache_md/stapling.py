@@ -261,17 +261,21 @@ class Stapler:
         cleanup(store, config.settings.stapling_keep_response, {(t.md, t.file) for t in ts}, now)
         if report.revoked:
             report.wake_at(now)  # renew at once (plan sees the revoked status)
-        if ts:
-            report.wake_at(now + timedelta(seconds=MAX_SLEEP))
         return report
 
     def run_safely(self, store: Store, config: Config, messenger: Messenger) -> datetime | None:
-        """`run` for the worker loop: a bug here must not stop renewals. Returns the wake time."""
+        """`run` for the worker loop: a bug here must not stop renewals. Returns when the
+        worker should look again: at the next refresh, and at least every MAX_SLEEP while
+        anything is stapled (certificates activated by another process show up that way)."""
+        cap = now_utc() + timedelta(seconds=MAX_SLEEP)
         try:
-            return self.run(store, config, messenger).wake
+            report = self.run(store, config, messenger)
         except Exception:  # noqa: BLE001
             log.exception("OCSP stapling pass failed")
-            return now_utc() + timedelta(seconds=MAX_SLEEP)
+            return cap
+        if report.targets:
+            report.wake_at(cap)
+        return report.wake
 
     def _run_md(self, store: Store, md: str, group: list[Target], settings: GlobalSettings,
                 messenger: Messenger, now: datetime, report: Report) -> None:

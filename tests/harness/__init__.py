@@ -3,8 +3,10 @@ real-tool clients (openssl, curl). Product-independent on purpose."""
 
 from .acmefront import AcmeFront
 from .apache import Apache
+from .ocsp_responder import OCSPResponder
 from .pebble import Pebble, default_eab
 from .proxy import ForwardProxy
 from . import client, pki
 
-__all__ = ["AcmeFront", "Apache", "Pebble", "ForwardProxy", "default_eab", "client", "pki"]
+__all__ = ["AcmeFront", "Apache", "ForwardProxy", "OCSPResponder", "Pebble", "default_eab",
+           "client", "pki"]

@@ -97,9 +97,12 @@ def make_ca(directory: str | os.PathLike, name: str = "apache-md test CA",
 def make_leaf(ca: CertFiles, directory: str | os.PathLike, names=("localhost", "127.0.0.1", "::1"),
               stem: str = "localhost", key_kind: str = "rsa", days: int = 365,
               not_before: _dt.datetime | None = None,
-              not_after: _dt.datetime | None = None) -> CertFiles:
+              not_after: _dt.datetime | None = None,
+              ocsp_url: str | None = None, with_chain: bool = False) -> CertFiles:
     """A server certificate for `names` (first one is the CN) signed by `ca`,
-    valid `days` from an hour ago, or [not_before, not_after] when given."""
+    valid `days` from an hour ago, or [not_before, not_after] when given; with
+    `ocsp_url` an AIA OCSP entry, with `with_chain` the CA certificate after it in
+    the file (as SSLCertificateFile holds a chain)."""
     d = Path(directory)
     key = new_key(key_kind)
     nb = not_before or _now() - _dt.timedelta(hours=1)
@@ -116,10 +119,17 @@ def make_leaf(ca: CertFiles, directory: str | os.PathLike, names=("localhost", "
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
+                           critical=False))
+    if ocsp_url:
+        cert = cert.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+            x509.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]),
+            critical=False)
+    cert = cert.sign(ca_key, hashes.SHA256())
     files = CertFiles(d / f"{stem}.cert.pem", d / f"{stem}.key.pem", cert, key)
     _write(files.cert, cert, key)
+    if with_chain:
+        with open(files.cert, "ab") as f:
+            f.write(ca.certificate.public_bytes(serialization.Encoding.PEM))
     _write_key(files.key, key)
     return files
 
