@@ -29,7 +29,7 @@ RELAY_PATH = "/.httpd/ocsp-relay"
 # mod_ssl keeps a relayed response this long before asking the relay again (a new
 # response from the worker shows within it), and "no response yet" this long.
 STAPLING_CACHE_TIMEOUT = 300
-STAPLING_ERROR_CACHE_TIMEOUT = 60
+STAPLING_ERROR_CACHE_TIMEOUT = 10
 
 
 def include_path(store_dir: str, md_name: str) -> str:

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 OTHER = "other"  # mod_md's name for certificates of no MD (MD_OTHER)
 MAX_SLEEP = 300.0  # look at least this often: certificates activated by root show up here
-MIN_SPACING = timedelta(seconds=60)  # never ask about one certificate more often than this...
+MIN_SPACING = timedelta(seconds=60)  # see refresh_at
 FETCH_TIMEOUT = 10.0
 MAX_RESPONSE = 64 * 1024
 PROBLEM_REJECTED = "urn:org:apache-md:ocsp:response-rejected"
@@ -143,12 +143,13 @@ def load(store: Store, md: str, cid: str) -> tuple[ocsp.Stored | None, datetime 
 
 def refresh_at(stored: ocsp.Stored | None, fetched: datetime | None,
                settings: GlobalSettings) -> datetime | None:
-    """When to ask again: MDStaplingRenewWindow before the end, not sooner than MIN_SPACING
-    (or half the time left) after the last answer. None: ask now."""
+    """When to ask again: once less than MDStaplingRenewWindow of the response's validity is
+    left. A responder whose answers arrive already inside that window is not asked again
+    sooner than a tenth of the time they have left (at most MIN_SPACING). None: ask now."""
     if not stored or not stored.valid_from or not stored.valid_until or not fetched:
         return None
     start = settings.stapling_renew_window.start(stored.valid_from, stored.valid_until)
-    spacing = min(MIN_SPACING, max(timedelta(seconds=1), (stored.valid_until - fetched) / 2))
+    spacing = min(MIN_SPACING, max(timedelta(seconds=1), (stored.valid_until - fetched) / 10))
     return max(start, fetched + spacing)
 
 

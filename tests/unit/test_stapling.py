@@ -28,7 +28,7 @@ HOUR = dt.timedelta(hours=1)
 
 @pytest.fixture(scope="module")
 def ca(tmp_path_factory):
-    return pki.make_ca(tmp_path_factory.mktemp("ca"))
+    return pki.make_ca(tmp_path_factory.mktemp("ca"), key_kind="ec")
 
 
 @pytest.fixture
@@ -55,7 +55,7 @@ class Env:
         self.stapler = stapling.Stapler()
         self.issue("a.test", responder.url)
 
-    def issue(self, md: str, url: str | None, key_kind: str = "rsa", file="pubcert.pem"):
+    def issue(self, md: str, url: str | None, key_kind: str = "ec", file="pubcert.pem"):
         d = self.store.dir("domains", md)
         d.mkdir(parents=True, exist_ok=True)
         leaf = pki.make_leaf(self.ca, self.tmp / md, names=(md,), stem=md, key_kind=key_kind,
@@ -215,9 +215,9 @@ def test_through_md_http_proxy(env, tmp_path):
 
 
 def test_other_certificates_with_md_staple_others(env):
-    other = pki.make_leaf(env.ca, env.tmp / "o", names=("other.test",), stem="o",
+    other = pki.make_leaf(env.ca, env.tmp / "o", names=("other.test",), stem="o", key_kind="ec",
                           ocsp_url=env.responder.url, with_chain=True)
-    quiet = pki.make_leaf(env.ca, env.tmp / "q", names=("quiet.test",), stem="q",
+    quiet = pki.make_leaf(env.ca, env.tmp / "q", names=("quiet.test",), stem="q", key_kind="ec",
                           ocsp_url=env.responder.url, with_chain=True)
     vhosts = (f"<VirtualHost 127.0.0.1:8443>\n ServerName other.test\n SSLEngine on\n"
               f" SSLCertificateFile {other.cert}\n SSLCertificateKeyFile {other.key}\n"
@@ -293,7 +293,7 @@ def test_status_snapshot_and_relay(env):
     assert out["headers"]["Content-Type"] == "application/ocsp-response"
     stored = ocsp.from_json(env.stored("a.test")[0])
     assert body == stored.der
-    other = pki.make_leaf(env.ca, env.tmp / "x", names=("x.test",), stem="x")
+    other = pki.make_leaf(env.ca, env.tmp / "x", names=("x.test",), stem="x", key_kind="ec")
     _, body = post(ocsp.build_request(other.certificate, issuer))
     assert body == bytes.fromhex("30030a0106")  # unauthorized: not ours
     _, body = post(b"junk")
