@@ -129,6 +129,9 @@ def cmd_check(args) -> int:
                           + (" (EXPIRED)" if info.not_after < now else ""))
                 else:
                     print(f"  certificate {name}: missing")
+                if info and md.stapling and not info.ocsp_url:
+                    print(f"  certificate {name}: no OCSP responder URL, not stapled")
+    _check_stapling(config)
     return 1 if missing else 0
 
 
@@ -142,6 +145,18 @@ def _check_challenges(config: Config, md) -> None:
         check_names(md, types, config.settings)
     except CAProblem as p:
         print(f"warning: {md.location}: MD {md.name}: {p.detail}", file=sys.stderr)
+
+
+def _check_stapling(config: Config) -> None:
+    """OCSP stapling needs mod_ssl to reach the relay; say so when it cannot."""
+    if not (apachegen.staples_others(config) or any(m.stapling for m in config.mds)):
+        return
+    problem = apachegen.stapling_problem(config)
+    if problem:
+        print(f"\nwarning: MDStapling is on, but mod_ssl cannot staple apache-md's OCSP "
+              f"responses: {problem}", file=sys.stderr)
+    else:
+        print(f"\nOCSP stapling: mod_ssl fetches responses from {apachegen.relay_url(config)}")
 
 
 # -- status ---------------------------------------------------------------------------
@@ -209,6 +224,11 @@ def _print_details(obj: dict, now) -> None:
         if key_type != "valid":
             facts.append((f"cert {key_type}", f"serial {c.get('serial')}, valid "
                           f"{_fmt_time(c['valid']['from'])} .. {_fmt_time(c['valid']['until'])}"))
+            o = c.get("ocsp") or {}
+            if "status" in o:
+                facts.append((f"OCSP {key_type}", f"{o['status']}, valid until "
+                              f"{_fmt_time((o.get('valid') or {}).get('until'))}, fetched "
+                              f"{_fmt_time(o.get('fetched'))}, refresh {_fmt_time(o.get('refresh-at'))}"))
     renewal = obj.get("renewal") or {}
     for key_type, c in (renewal.get("cert") or {}).items():
         if key_type != "valid":

@@ -9,13 +9,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.mdenv import MDEnv
-from tests.harness import OCSPResponder, pki
+from tests.harness import Apache, OCSPResponder, pki
 from tests.harness.client import s_client
 
 MD = "a.test"
@@ -99,6 +100,9 @@ def test_stapled_response_survives_responder_outage_and_restart(env, responder):
     (name, raw), = ocsp_files(env).items()
     assert set(json.loads(raw)) == {"response", "status", "valid"}
     assert "ocsp-renewed a.test" in messages(env)
+    relay = f"http://127.0.0.1:{env.apache.http_port}/.httpd/ocsp-relay"
+    assert f"mod_ssl fetches responses from {relay}" in env.cli_ok("check").stdout
+    assert re.search(r"OCSP rsa +good, valid until", env.cli_ok("status", MD).stdout)
 
     r = stapled(env)
     assert r.ocsp_stapled and r.ocsp_cert_status == "good", r.output
@@ -199,3 +203,29 @@ def test_staple_others_and_skip_certificates_without_responder(env, responder, t
     assert not stapled(env, "plain.test").ocsp_stapled
     log = Path(worker.log_path).read_text()
     assert log.count("has no OCSP responder URL") == 1, log
+
+
+def test_relay_has_a_vhost_of_its_own_on_a_wildcard_listen(apache, ocsp_pebble, responder,
+                                                            tmp_path):
+    """Debian listens on every address (`Listen 80`), and the first site on port 80 often
+    redirects everything but /.well-known/ to https: mod_ssl's relay requests must not
+    be caught by that."""
+    apache = Apache(http_port=apache.http_port, https_port=apache.https_port, listen_host="*")
+    try:
+        env = MDEnv(apache, ocsp_pebble)
+        redirect = (f"<VirtualHost *:{apache.http_port}>\n    ServerName www.example\n"
+                    "    RewriteEngine on\n    RewriteCond %{REQUEST_URI} !^/\\.well-known/\n"
+                    "    RewriteRule ^ https://www.example/ [R=301,L]\n</VirtualHost>\n")
+        env.write_config(f"MDStapling on\nMDomain {MD}\n", redirect + env.ssl_vhost(MD))
+        env.start()
+        assert f"<VirtualHost 127.0.0.2:{apache.http_port}>" in (
+            env.store / "apache" / "global.conf").read_text()
+        env.start_worker()
+        env.await_state([MD], timeout=90)
+        until("a good OCSP response", lambda: cert_ocsp(env).get("status") == "good")
+        r = until("a good staple", lambda: (x := stapled(env)).ocsp_cert_status == "good" and x)
+        assert r.ocsp_stapled
+        assert "ocsp-relay.apache-md.invalid" not in apache.access_log()  # Host is the address
+        env.stop_workers()
+    finally:
+        apache.stop()

@@ -36,7 +36,8 @@ class Apache:
                  modules=DEFAULT_MODULES, extra_modules=(),
                  log_level: str = "info ssl:warn wsgi:info",
                  server_name: str = "localhost", user: str | None = None,
-                 binary: str = APACHE_BIN, foreground: bool = True):
+                 binary: str = APACHE_BIN, foreground: bool = True,
+                 listen_host: str = "127.0.0.1"):
         self._root = Path(root) if root else make_tmp_dir("apache-")
         self._root.mkdir(parents=True, exist_ok=True)
         os.chmod(self._root, 0o755)  # www-data children must traverse it
@@ -46,6 +47,8 @@ class Apache:
         self.log_level = log_level
         self.server_name = server_name
         self.binary = binary
+        # "*" listens on every address (`Listen <port>`, as Debian's ports.conf).
+        self.listen_host = listen_host
         # foreground: the master runs as our child (-D FOREGROUND) and dies
         # with us; False: classic daemon (`-k start` returns after detaching).
         self.foreground = foreground
@@ -120,8 +123,8 @@ class Apache:
             f'ErrorLog "{r}/logs/error.log"',
             f"LogLevel {self.log_level}",
             f"Mutex file:{r}/run default",
-            f"Listen 127.0.0.1:{self._http_port}",
-            f"Listen 127.0.0.1:{self._https_port}",
+            self._listen(self._http_port),
+            self._listen(self._https_port),
         ]
         for mod in self.modules:
             lines.append(f"LoadModule {mod}_module {MODULE_DIR}/mod_{mod}.so")
@@ -151,6 +154,9 @@ class Apache:
             "",
         ]
         self.main_conf.write_text("\n".join(lines))
+
+    def _listen(self, port: int) -> str:
+        return f"Listen {port}" if self.listen_host == "*" else f"Listen {self.listen_host}:{port}"
 
     def write_conf(self, name: str, text: str) -> Path:
         """Write conf.d/<name>(.conf); takes effect at the next start/graceful."""

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -30,15 +28,6 @@ def ca(tmp_path_factory):
 def leaf(ca, tmp_path_factory):
     return pki.make_leaf(ca, tmp_path_factory.mktemp("leaf"), names=("a.test",), stem="a",
                          ocsp_url="http://ocsp.test/", with_chain=True)
-
-
-def wsgi_module():
-    """wsgi.py as mod_wsgi loads it: by file path, not as part of the package."""
-    path = Path(ocsp.__file__).with_name("wsgi.py")
-    spec = importlib.util.spec_from_file_location("apache_md_wsgi_by_path", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def respond(ca, leaf_cert, status=xocsp.OCSPCertStatus.GOOD, this_update=NOW,
@@ -175,13 +164,3 @@ def test_ids_urls_and_issuer(ca, leaf):
     assert ocsp.responder_url(leaf.certificate) == "http://ocsp.test/"
     assert ocsp.responder_url(ca.certificate) is None
     assert len(ocsp.cert_id(leaf.certificate)) == 40
-
-
-def test_relay_reads_mod_ssl_s_request(ca, leaf):
-    """The relay (wsgi.py, no package imports) finds the same key the worker indexes."""
-    relay_key = wsgi_module().relay_key
-    want = ocsp.relay_key(ocsp.key_hash(ca.certificate), leaf.certificate.serial_number)
-    assert relay_key(ocsp.build_request(leaf.certificate, ca.certificate)) == want
-    assert relay_key(ocsp.build_request(leaf.certificate, ca.certificate, b"n" * 16)) == want
-    with pytest.raises((ValueError, IndexError)):
-        relay_key(b"\x30\x03\x02\x01")

@@ -3,6 +3,7 @@ relay and the generated Apache config make of it."""
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import io
 import json
 import logging
@@ -13,7 +14,6 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from apache_md import apachegen, ocsp, stapling, status
 from apache_md.directives import load_config
@@ -21,7 +21,6 @@ from apache_md.notify import Messenger
 from apache_md.plan import decide
 from apache_md.store import Store
 from tests.harness import OCSPResponder, pki
-from tests.unit.test_ocsp import wsgi_module
 
 HOUR = dt.timedelta(hours=1)
 
@@ -38,6 +37,15 @@ def responder(ca):
     r.start()
     yield r
     r.stop()
+
+
+def wsgi_module():
+    """wsgi.py as mod_wsgi loads it: by file path, not as part of the package."""
+    path = Path(ocsp.__file__).with_name("wsgi.py")
+    spec = importlib.util.spec_from_file_location("apache_md_wsgi_by_path", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 class Env:
@@ -302,18 +310,23 @@ def test_status_snapshot_and_relay(env):
     assert out["status"].startswith("405")
 
 
-@pytest.mark.parametrize("listen,url", [
-    ("Listen 8080", "http://127.0.0.1:8080"),
-    ("Listen 0.0.0.0:8080", "http://127.0.0.1:8080"),
-    ("Listen [::]:8080", "http://[::1]:8080"),
-    ("Listen 192.0.2.7:8080", "http://192.0.2.7:8080"),
+@pytest.mark.parametrize("listen,url,own_vhost", [
+    ("Listen 8080", "http://127.0.0.2:8080", True),
+    ("Listen *:8080", "http://127.0.0.2:8080", True),
+    ("Listen 0.0.0.0:8080", "http://127.0.0.2:8080", True),
+    ("Listen [::]:8080", "http://[::1]:8080", False),
+    ("Listen 192.0.2.7:8080", "http://192.0.2.7:8080", False),
 ])
-def test_relay_url_is_on_an_own_http_port(tmp_path, listen, url):
+def test_relay_url_is_on_an_own_http_port(tmp_path, listen, url, own_vhost):
     main = tmp_path / "main.conf"
-    main.write_text(f"{listen}\nListen 8443\nMDPortMap http:8080 https:8443\n"
+    main.write_text(f"LoadModule ssl_module x.so\nLoadModule socache_shmcb_module y.so\n"
+                    f"{listen}\nListen 8443\nMDPortMap http:8080 https:8443\nMDStapling on\n"
+                    "MDomain a.test\n"
                     "<VirtualHost *:8443>\nServerName a.test\nSSLEngine on\n</VirtualHost>\n")
     cfg = load_config(str(main), server_root=str(tmp_path), env={})
     assert apachegen.relay_url(cfg) == url + apachegen.RELAY_PATH
+    g = apachegen.global_conf(cfg)
+    assert ("<VirtualHost 127.0.0.2:8080>" in g) == own_vhost
 
 
 def test_no_handshake_stapling_without_cache_module_or_http_port(env):
@@ -338,4 +351,14 @@ def test_keys_of_other_types_and_serial_format(env):
     idx = stapling.relay_index(stapling.targets(env.store, cfg))
     assert f"{leaf.certificate.serial_number:x}" in " ".join(idx)
     assert all(v.startswith("a.test/ocsp-") for v in idx.values())
-    assert leaf.certificate.public_bytes(serialization.Encoding.DER)
+
+
+def test_relay_reads_mod_ssl_s_request(ca, tmp_path):
+    """The relay (wsgi.py, no package imports) finds the same key the worker indexes."""
+    relay_key = wsgi_module().relay_key
+    leaf = pki.make_leaf(ca, tmp_path, names=("a.test",), stem="a", key_kind="ec")
+    want = ocsp.relay_key(ocsp.key_hash(ca.certificate), leaf.certificate.serial_number)
+    assert relay_key(ocsp.build_request(leaf.certificate, ca.certificate)) == want
+    assert relay_key(ocsp.build_request(leaf.certificate, ca.certificate, b"n" * 16)) == want
+    with pytest.raises((ValueError, IndexError)):
+        relay_key(b"\x30\x03\x02\x01")
