@@ -13,7 +13,7 @@ import binascii
 import hashlib
 import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from cryptography import x509
@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
+from .compat import not_valid_after, not_valid_before
 from .jsonfmt import http_date, parse_http_date, period
 
 SKEW = timedelta(minutes=5)  # clock difference tolerated on thisUpdate (mod_ssl's default)
@@ -52,16 +53,37 @@ def responder_url(cert: x509.Certificate) -> str | None:
     return None
 
 
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """`issuer` named and signed `cert` (verify_directly_issued_by in cryptography >= 40)."""
+    native = getattr(cert, "verify_directly_issued_by", None)
+    if native is not None:
+        try:
+            native(issuer)
+            return True
+        except (ValueError, TypeError, InvalidSignature):
+            return False
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        _check_signature(issuer.public_key(), cert.signature, cert.tbs_certificate_bytes,
+                         cert.signature_hash_algorithm, cert.signature_algorithm_oid)
+        return True
+    except OCSPError:
+        return False
+
+
 def issuer_in(chain: list[x509.Certificate]) -> x509.Certificate | None:
     """The certificate in `chain` that issued (and signed) its leaf."""
-    leaf = chain[0]
-    for cand in chain[1:]:
-        try:
-            leaf.verify_directly_issued_by(cand)
-            return cand
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-    return None
+    return next((c for c in chain[1:] if issued_by(chain[0], c)), None)
+
+
+def _utc(obj: Any, name: str) -> datetime | None:
+    """A time field of an OCSP object as aware UTC (`<name>_utc` in cryptography >= 43)."""
+    try:
+        return getattr(obj, f"{name}_utc")
+    except AttributeError:
+        value = getattr(obj, name)
+        return value.replace(tzinfo=timezone.utc) if value is not None else None
 
 
 def key_hash(cert: x509.Certificate) -> bytes:
@@ -128,13 +150,11 @@ def _names_responder(resp: ocsp.OCSPResponse, cert: x509.Certificate) -> bool:
     return resp.responder_name == cert.subject
 
 
-def _verify_signature(public_key: Any, resp: ocsp.OCSPResponse) -> None:
-    data, sig, algo = resp.tbs_response_bytes, resp.signature, resp.signature_hash_algorithm
+def _check_signature(public_key: Any, sig: bytes, data: bytes, algo: Any, oid: Any) -> None:
     try:
         if isinstance(public_key, rsa.RSAPublicKey):
             pad = (padding.PSS(padding.MGF1(algo), padding.PSS.AUTO)
-                   if resp.signature_algorithm_oid == SignatureAlgorithmOID.RSASSA_PSS
-                   else padding.PKCS1v15())
+                   if oid == SignatureAlgorithmOID.RSASSA_PSS else padding.PKCS1v15())
             public_key.verify(sig, data, pad, algo)
         elif isinstance(public_key, ec.EllipticCurvePublicKey):
             public_key.verify(sig, data, ec.ECDSA(algo))
@@ -148,6 +168,11 @@ def _verify_signature(public_key: Any, resp: ocsp.OCSPResponse) -> None:
         raise OCSPError(f"the response signature cannot be checked: {e}") from None
 
 
+def _verify_signature(public_key: Any, resp: ocsp.OCSPResponse) -> None:
+    _check_signature(public_key, resp.signature, resp.tbs_response_bytes,
+                     resp.signature_hash_algorithm, resp.signature_algorithm_oid)
+
+
 def _signer(resp: ocsp.OCSPResponse, issuer: x509.Certificate, now: datetime) -> x509.Certificate:
     """The issuer itself, or a delegated responder certificate the issuer signed."""
     if _names_responder(resp, issuer):
@@ -155,18 +180,16 @@ def _signer(resp: ocsp.OCSPResponse, issuer: x509.Certificate, now: datetime) ->
     for cand in resp.certificates:
         if not _names_responder(resp, cand):
             continue
-        try:
-            cand.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature):
+        if not issued_by(cand, issuer):
             raise OCSPError("the responder certificate was not issued by the certificate's "
-                            "issuer") from None
+                            "issuer")
         try:
             eku = cand.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         except x509.ExtensionNotFound:
             eku = []
         if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
             raise OCSPError("the responder certificate is not authorized for OCSP signing")
-        if not cand.not_valid_before_utc - SKEW <= now <= cand.not_valid_after_utc + SKEW:
+        if not not_valid_before(cand) - SKEW <= now <= not_valid_after(cand) + SKEW:
             raise OCSPError("the responder certificate is not valid now")
         return cand
     raise OCSPError("the response is signed by neither the issuer nor a responder it delegated to")
@@ -193,7 +216,7 @@ def verify(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, now: da
             got = None  # responders serve pre-signed answers: a missing nonce is normal
         if got is not None and got != nonce:
             raise OCSPError("the response nonce does not match the request")
-    this_update, next_update = single.this_update_utc, single.next_update_utc
+    this_update, next_update = _utc(single, "this_update"), _utc(single, "next_update")
     if this_update > now + SKEW:
         raise OCSPError(f"the response is from the future (thisUpdate {http_date(this_update)})")
     if next_update is not None and next_update <= now:
@@ -204,7 +227,7 @@ def verify(der: bytes, cert: x509.Certificate, issuer: x509.Certificate, now: da
     if status == ocsp.OCSPCertStatus.UNKNOWN:
         raise OCSPError("the responder does not know the certificate (status unknown)")
     if status == ocsp.OCSPCertStatus.REVOKED:
-        return Answer(der, REVOKED, this_update, next_update, single.revocation_time_utc)
+        return Answer(der, REVOKED, this_update, next_update, _utc(single, "revocation_time"))
     return Answer(der, GOOD, this_update, next_update)
 
 

@@ -339,8 +339,10 @@ class Stapler:
                      PROBLEM_UNREACHABLE if unreachable else PROBLEM_REJECTED,
                      f"OCSP status update failed ({job.errors + 1}. time) for certificate "
                      f"({t.label}) serial {t.serial}: {e}", log_type="ocsp-error")
-            job.next_run = now + timedelta(
+            retry = now + timedelta(
                 seconds=backoff_delay(job.errors, settings.retry_delay, rnd=self.rnd))
+            # job.json keeps whole seconds: round up, never retry before the backoff is over
+            job.next_run = retry.replace(microsecond=0) + timedelta(seconds=bool(retry.microsecond))
             report.wake_at(job.next_run)
             report.failed += [f"{md}: {t.label}" for t, _ in errors]
             messenger.send(job, "ocsp-errored", md)

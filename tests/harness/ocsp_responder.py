@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519
 from cryptography.x509 import ocsp
 
 MODES = ("good", "revoked", "unknown", "bad-signature", "try-later", "http-500", "garbage")
@@ -58,6 +58,21 @@ def _load_key(k):
 def _hash_alg(key):
     return None if isinstance(key, (ed25519.Ed25519PrivateKey, ed448.Ed448PrivateKey)) \
         else hashes.SHA256()
+
+
+_STAND_IN_KEY = None
+
+
+def _stand_in(serial: int, issuer: x509.Certificate) -> x509.Certificate:
+    """A throw-away certificate with `serial` from `issuer` (for cryptography < 43)."""
+    global _STAND_IN_KEY
+    if _STAND_IN_KEY is None:
+        _STAND_IN_KEY = ec.generate_private_key(ec.SECP256R1())
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return (x509.CertificateBuilder().subject_name(issuer.subject).issuer_name(issuer.subject)
+            .public_key(_STAND_IN_KEY.public_key()).serial_number(serial)
+            .not_valid_before(now).not_valid_after(now + _dt.timedelta(days=1))
+            .sign(_STAND_IN_KEY, hashes.SHA256()))
 
 
 def corrupt_signature(der: bytes) -> bytes:
@@ -207,14 +222,20 @@ class OCSPResponder:
         now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
         status = _STATUS.get(mode, ocsp.OCSPCertStatus.GOOD)
         revoked = status == ocsp.OCSPCertStatus.REVOKED
-        builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
-            issuer_name_hash=req.issuer_name_hash, issuer_key_hash=req.issuer_key_hash,
-            serial_number=req.serial_number, algorithm=req.hash_algorithm,
-            cert_status=status, this_update=now,
+        fields = dict(
+            algorithm=req.hash_algorithm, cert_status=status, this_update=now,
             next_update=now + self.validity if self.validity else None,
             revocation_time=now - _dt.timedelta(minutes=1) if revoked else None,
-            revocation_reason=x509.ReasonFlags.key_compromise if revoked else None,
-        ).responder_id(ocsp.OCSPResponderEncoding.HASH, cert)
+            revocation_reason=x509.ReasonFlags.key_compromise if revoked else None)
+        builder = ocsp.OCSPResponseBuilder()
+        if hasattr(builder, "add_response_by_hash"):  # cryptography >= 43
+            builder = builder.add_response_by_hash(
+                issuer_name_hash=req.issuer_name_hash, issuer_key_hash=req.issuer_key_hash,
+                serial_number=req.serial_number, **fields)
+        else:  # older: the cert id comes from a certificate, any one with that serial will do
+            builder = builder.add_response(cert=_stand_in(req.serial_number, cert), issuer=cert,
+                                           **fields)
+        builder = builder.responder_id(ocsp.OCSPResponderEncoding.HASH, cert)
         try:
             nonce = req.extensions.get_extension_for_class(x509.OCSPNonce).value
             builder = builder.add_extension(nonce, critical=False)

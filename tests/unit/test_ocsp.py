@@ -11,6 +11,7 @@ from cryptography.x509 import ocsp as xocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from apache_md import ocsp
+from apache_md.compat import load_pem_x509_certificates
 from apache_md.ocsp import OCSPError
 from tests.harness import pki
 from tests.harness.ocsp_responder import corrupt_signature
@@ -158,7 +159,7 @@ def test_stored_form_is_mod_md_s(ca, leaf):
 
 
 def test_ids_urls_and_issuer(ca, leaf):
-    chain = x509.load_pem_x509_certificates(leaf.cert.read_bytes())
+    chain = load_pem_x509_certificates(leaf.cert.read_bytes())
     assert ocsp.issuer_in(chain) == ca.certificate
     assert ocsp.issuer_in(chain[:1]) is None
     assert ocsp.responder_url(leaf.certificate) == "http://ocsp.test/"

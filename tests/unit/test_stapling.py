@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from apache_md import apachegen, ocsp, stapling, status
+from apache_md.compat import load_pem_x509_certificates
 from apache_md.directives import load_config
 from apache_md.notify import Messenger
 from apache_md.plan import decide
@@ -124,8 +125,7 @@ def test_fetches_stores_and_waits_for_the_renew_window(env):
     (obj,) = env.stored("a.test")
     assert obj["status"] == "good" and set(obj) == {"response", "status", "valid"}
     cert_pem = env.store.path("domains", "a.test", "pubcert.pem").read_bytes()
-    from cryptography import x509
-    leaf = x509.load_pem_x509_certificates(cert_pem)[0]
+    leaf = load_pem_x509_certificates(cert_pem)[0]
     assert env.store.exists("ocsp", "a.test", f"ocsp-{ocsp.cert_id(leaf)}.json")
     job = env.job()
     assert job["finished"] and job["errors"] == 0
@@ -284,8 +284,7 @@ def test_status_snapshot_and_relay(env):
 
     app = wsgi_module().application
     leaf_chain = env.store.path("domains", "a.test", "pubcert.pem").read_bytes()
-    from cryptography import x509
-    leaf, issuer = x509.load_pem_x509_certificates(leaf_chain)[:2]
+    leaf, issuer = load_pem_x509_certificates(leaf_chain)[:2]
 
     def post(body: bytes, method="POST"):
         out = {}
