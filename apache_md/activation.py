@@ -186,9 +186,9 @@ def write_includes(store: Store, config: Config) -> bool:
     apache_dir.mkdir(parents=True, exist_ok=True)
     for md in config.mds:
         pairs, fallback = cert_pairs(store, md)
+        stapling = apachegen.md_stapling(config, md, fallback)
         changed |= write_if_changed(apache_dir / f"{md.name}.conf",
-                                    apachegen.md_include(md, pairs, fallback,
-                                                         apachegen.md_stapling(config, md, fallback)))
+                                    apachegen.md_include(md, pairs, fallback, stapling))
     changed |= write_if_changed(apache_dir / "global.conf", apachegen.global_conf(config))
     # Includes of MDs removed from the config stay: a vhost may still include them.
     return changed

@@ -212,7 +212,7 @@ class Config:
     mds: list[ManagedDomain] = field(default_factory=list)
     vhosts: list[VHost] = field(default_factory=list)
     listen_ports: list[int] = field(default_factory=list)
-    listens: list[str] = field(default_factory=list)  # Listen addresses as written: "80", "[::]:443"
+    listens: list[str] = field(default_factory=list)  # Listen arguments as written, e.g. "80"
     modules: set[str] = field(default_factory=set)  # loaded module ids, e.g. "ssl_module"
     server_admin: str | None = None
     user: str | None = None  # Apache's User (children / WSGI default)

@@ -22,6 +22,7 @@ import requests
 from cryptography import x509
 
 from . import credentials, ocsp
+from .acmeclient import CAProblem, _ProxyTLSAdapter, proxy_context  # same proxy rules
 from .crypto import CertInfo
 from .job import Job, now_utc
 from .jsonfmt import http_date, period, put
@@ -188,15 +189,24 @@ def revoked(store: Store, md: ManagedDomain, active: dict[str, CertInfo | None])
 
 def http_fetch(url: str, der: bytes, proxy: str | None = None, proxy_ca: str | None = None,
                timeout: float = FETCH_TIMEOUT) -> bytes:
-    """POST the request (RFC 6960 A.1); only MDHttpProxy is used, as mod_md does."""
+    """POST the request (RFC 6960 A.1). MDHttpProxy as for the CA (acmeclient): it replaces
+    the environment's proxies, and MDHttpProxyCACertificateFile is the trust for an
+    https:// proxy only."""
     with requests.Session() as s:
-        s.trust_env = False
+        if proxy:
+            s.proxies = {"http": proxy, "https": proxy}
+            s.trust_env = False
+            if proxy.lower().startswith("https:"):
+                try:
+                    adapter = _ProxyTLSAdapter(proxy_context(proxy_ca))
+                except CAProblem as e:
+                    raise Unreachable(e.detail or str(e)) from None
+                s.mount("http://", adapter)
+                s.mount("https://", adapter)
         try:
             r = s.post(url, data=der, timeout=timeout, stream=True,
                        headers={"Content-Type": ocsp.CONTENT_TYPE_REQUEST,
-                                "Accept": ocsp.CONTENT_TYPE_RESPONSE},
-                       proxies={"http": proxy, "https": proxy} if proxy else None,
-                       verify=proxy_ca or True)
+                                "Accept": ocsp.CONTENT_TYPE_RESPONSE})
             body = r.raw.read(MAX_RESPONSE + 1, decode_content=True)
         except requests.RequestException as e:
             raise Unreachable(f"{url}: {e}") from None
