@@ -186,7 +186,8 @@ def write_includes(store: Store, config: Config) -> bool:
     apache_dir.mkdir(parents=True, exist_ok=True)
     for md in config.mds:
         pairs, fallback = cert_pairs(store, md)
-        stapling = apachegen.md_stapling(config, md, fallback)
+        responder = any(i and i.ocsp_url for i in credentials.active(store, md).values())
+        stapling = apachegen.md_stapling(config, md, fallback, responder)
         changed |= write_if_changed(apache_dir / f"{md.name}.conf",
                                     apachegen.md_include(md, pairs, fallback, stapling))
     changed |= write_if_changed(apache_dir / "global.conf", apachegen.global_conf(config))

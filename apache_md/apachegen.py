@@ -31,6 +31,7 @@ RELAY_PATH = "/.httpd/ocsp-relay"
 RELAY_ADDRESS = "127.0.0.2"
 # mod_ssl keeps a relayed response this long before asking the relay again (a new
 # response from the worker shows within it), and "no response yet" this long.
+STAPLING_DEFINE = "APACHE_MD_STAPLING"  # set by global.conf next to SSLStaplingCache
 STAPLING_CACHE_TIMEOUT = 300
 STAPLING_ERROR_CACHE_TIMEOUT = 10
 
@@ -111,14 +112,19 @@ def stapling_on(config: Config, relay: str) -> str:
             "SSLStaplingResponderTimeout 5\n")
 
 
-def md_stapling(config: Config, md: ManagedDomain, fallback: bool) -> str:
+def md_stapling(config: Config, md: ManagedDomain, fallback: bool,
+                has_responder: bool = True) -> str:
     """The stapling lines of an MD's include: on through the relay, or explicitly off where
-    the server level turned it on for other certificates."""
+    the server level turned it on for other certificates. Certificates without an OCSP URL
+    (`has_responder` False) are not stapled: mod_ssl would ask the relay in vain."""
     relay = relay_url(config)
-    if md.stapling and not fallback and relay and not stapling_problem(config):
+    if md.stapling and not fallback and has_responder and relay and not stapling_problem(config):
+        # Only where global.conf set up the cache: without it mod_ssl refuses to start.
         return ("# OCSP stapling: mod_ssl asks apache-md's relay, which answers with the\n"
                 "# response the worker stored (see apache-md's docs/ocsp.md).\n"
-                + stapling_on(config, relay))
+                f"<IfDefine {STAPLING_DEFINE}>\n"
+                + "".join(f"    {line}\n" for line in stapling_on(config, relay).splitlines())
+                + "</IfDefine>\n")
     if staples_others(config) and not stapling_problem(config):
         return "SSLUseStapling off\n"
     return ""
@@ -152,13 +158,16 @@ def global_stapling(config: Config) -> str:
     wanted = staples_others(config) or any(m.stapling and m.ssl_vhosts for m in config.mds)
     if not wanted or stapling_problem(config):
         return ""
-    out = ["# OCSP stapling from apache-md's store (docs/ocsp.md)\n<IfModule ssl_module>\n",
-           "    SSLStaplingCache shmcb\n"]
+    out = ["# OCSP stapling from apache-md's store (docs/ocsp.md)\n",
+           "<IfModule ssl_module>\n<IfModule socache_shmcb_module>\n",
+           "    SSLStaplingCache shmcb\n",
+           "    # The MD includes turn stapling on only when this was read first.\n",
+           f"    Define {STAPLING_DEFINE}\n"]
     if staples_others(config):
         out.append("    # MDStapling on + MDStapleOthers on: also for certificates of no MD\n")
         out += [f"    {line}\n" for line in stapling_on(config, relay_url(config) or "")
                 .splitlines() if not line.startswith("#")]
-    out.append("</IfModule>\n")
+    out.append("</IfModule>\n</IfModule>\n")
     ep = relay_endpoint(config)
     if ep and ep[2]:
         out.append(f"<VirtualHost {ep[0]}:{ep[1]}>\n"

@@ -343,6 +343,9 @@ def test_no_handshake_stapling_without_cache_module_or_http_port(env):
     assert apachegen.stapling_problem(cfg) is None
     # the fallback is not stapled (explicitly off: the server level staples others)
     assert apachegen.md_stapling(cfg, md, fallback=True) == "SSLUseStapling off\n"
+    # nothing to fetch for certificates without an OCSP URL: mod_ssl is not sent to the relay
+    assert apachegen.md_stapling(cfg, md, False, has_responder=False) == "SSLUseStapling off\n"
+    assert "SSLStaplingForceURL" in apachegen.md_stapling(cfg, md, False)
     cfg.modules.discard("socache_shmcb_module")
     assert "socache_shmcb" in apachegen.stapling_problem(cfg)
     assert apachegen.md_stapling(cfg, md, False) == "" and apachegen.global_stapling(cfg) == ""
