@@ -425,7 +425,9 @@ def add_status(cert_obj: dict[str, Any], store: Store, md: ManagedDomain,
         job.pop("ca-index", None)
     for name, info in active.items():
         if info and name in cert_obj:
-            cert_obj[name]["ocsp"] = cert_ocsp_json(store, md, info, settings, job)
+            o = cert_ocsp_json(store, md, info, settings, job)
+            if o:  # mod_md: nothing for a certificate it cannot staple and no job yet
+                cert_obj[name]["ocsp"] = o
 
 
 def relay_index(ts: list[Target]) -> dict[str, str]:
