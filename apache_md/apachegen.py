@@ -2,9 +2,9 @@
 
 * `<store>/apache/<md>.conf`, included by each SSL vhost of the MD: the
   certificate and key of every key type, or the fallback certificate and a
-  503 until the first real certificate is active.
+  503 until the first real certificate is active; OCSP stapling lines.
 * `<store>/apache/global.conf`, included once by the handler snippet:
-  MDRequireHttps redirects and HSTS.
+  MDRequireHttps redirects and HSTS, the stapling cache (and the relay's vhost).
 * `handler_snippet()`: what `apache-md apache-conf` prints, mounting the WSGI
   handlers (challenges, md-status, certificate-status, the OCSP relay).
 * OCSP stapling (docs/ocsp.md): mod_ssl staples with `SSLStaplingForceURL`
@@ -171,8 +171,8 @@ def global_stapling(config: Config) -> str:
     ep = relay_endpoint(config)
     if ep and ep[2]:
         out.append(f"<VirtualHost {ep[0]}:{ep[1]}>\n"
-                   "    # apache-md's OCSP relay (SSLStaplingForceURL) in a vhost of its own, so\n"
-                   f"    # that the redirects and rewrites of the sites on port {ep[1]} leave it alone.\n"
+                   "    # apache-md's OCSP relay (SSLStaplingForceURL) in a vhost of its own:\n"
+                   f"    # redirects and rewrites of the sites on port {ep[1]} leave it alone.\n"
                    "    ServerName ocsp-relay.apache-md.invalid\n"
                    "</VirtualHost>\n")
     return "".join(out)

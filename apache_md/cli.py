@@ -226,9 +226,10 @@ def _print_details(obj: dict, now) -> None:
                           f"{_fmt_time(c['valid']['from'])} .. {_fmt_time(c['valid']['until'])}"))
             o = c.get("ocsp") or {}
             if "status" in o:
-                facts.append((f"OCSP {key_type}", f"{o['status']}, valid until "
-                              f"{_fmt_time((o.get('valid') or {}).get('until'))}, fetched "
-                              f"{_fmt_time(o.get('fetched'))}, refresh {_fmt_time(o.get('refresh-at'))}"))
+                until = _fmt_time((o.get("valid") or {}).get("until"))
+                fetched, refresh = _fmt_time(o.get("fetched")), _fmt_time(o.get("refresh-at"))
+                facts.append((f"OCSP {key_type}", f"{o['status']}, valid until {until}, "
+                              f"fetched {fetched}, refresh {refresh}"))
     renewal = obj.get("renewal") or {}
     for key_type, c in (renewal.get("cert") or {}).items():
         if key_type != "valid":

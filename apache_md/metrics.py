@@ -2,7 +2,8 @@
 
 Served at /md-status/metrics. Names carry their unit (`_seconds`,
 `_timestamp_seconds`), counters end in `_total`, label names are `md`,
-`key_type`, `ca`, `state`. Pure: md-status objects and counters in, text out.
+`key_type`, `ca`, `state` (OCSP: `certificate`, a key type or, for certificates
+of no MD, the file). Pure: md-status objects and counters in, text out.
 """
 from __future__ import annotations
 
@@ -54,8 +55,10 @@ class _Family:
 
 
 def render(mds: Iterable[dict[str, Any]], ca_stats: dict[str, dict[str, Any]],
-           worker: dict[str, Any] | None, now: datetime) -> str:
-    """The whole exposition for the md-status objects `mds` and the per-CA counters."""
+           worker: dict[str, Any] | None, now: datetime,
+           staplings: Iterable[dict[str, Any]] = ()) -> str:
+    """The whole exposition for the md-status objects `mds`, the per-CA counters and the
+    stapled certificates (status snapshot `staplings` rows)."""
     fams: dict[str, _Family] = {}
 
     def fam(name: str, kind: str, help_: str) -> _Family:
@@ -81,6 +84,16 @@ def render(mds: Iterable[dict[str, Any]], ca_stats: dict[str, dict[str, Any]],
     fails = fam("ca_request_failures_total", "counter",
                 "Requests to the CA that failed (network, HTTP or ACME errors).")
     runs = fam("ca_renewals_total", "counter", "Renewal runs at the CA, by outcome.")
+    o_status = fam("ocsp_status", "gauge", "1 for the stored OCSP status of a stapled "
+                   "certificate (good, revoked, unknown: none stored), 0 for the others.")
+    o_this = fam("ocsp_this_update_timestamp_seconds", "gauge",
+                 "thisUpdate of the stored OCSP response: its age is time() minus this.")
+    o_until = fam("ocsp_valid_until_timestamp_seconds", "gauge",
+                  "nextUpdate of the stored OCSP response: stapled until then at most.")
+    o_refresh = fam("ocsp_refresh_at_timestamp_seconds", "gauge",
+                    "When the worker asks the OCSP responder next.")
+    o_errs = fam("ocsp_errors", "gauge", "Consecutive failed OCSP updates of the MD's "
+                 "certificates (\"other\": certificates of no MD).")
     up = fam("worker_up", "gauge", "1 while the apache-md worker runs.")
     gen = fam("status_generated_timestamp_seconds", "gauge",
               "When this status was computed; a stale value means nobody updates it.")
@@ -111,6 +124,20 @@ def render(mds: Iterable[dict[str, Any]], ca_stats: dict[str, dict[str, Any]],
         fails.add(entry.get("request-failures", 0), ca=ca_url)
         runs.add(entry.get("renewals", 0), ca=ca_url, outcome="success")
         runs.add(entry.get("renewal-failures", 0), ca=ca_url, outcome="failure")
+    seen = set()
+    for row in staplings:
+        if row.get("skipped"):
+            continue
+        labels = {"md": row.get("md", ""), "certificate": row.get("certificate", "")}
+        for word in ("good", "revoked", "unknown"):
+            o_status.add(1 if row.get("status") == word else 0, **labels, status=word)
+        valid = row.get("valid") or {}
+        o_this.add(_ts(valid.get("from")), **labels)
+        o_until.add(_ts(valid.get("until")), **labels)
+        o_refresh.add(_ts(row.get("refresh-at")), **labels)
+        if "errors" in row and labels["md"] not in seen:
+            seen.add(labels["md"])
+            o_errs.add(row["errors"], md=labels["md"])
     up.add(1 if worker else 0)
     gen.add(now.timestamp())
     return "".join(f.text() for f in fams.values())

@@ -322,6 +322,7 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
             for md in mds}
     top = list_json(list(full.values()))
     staples = stapling.targets(store, config)
+    rows = stapling.rows(store, staples, config.settings)
     domains: dict[str, str] = {}
     for md in mds:
         for d in md.domains:
@@ -337,7 +338,8 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
     bodies = {"list": _render("list", "", top, lambda: dumps(top)),
               "html": _render("html", "", (list(full.values()), page_key),
                               lambda: statuspage.render_list(list(full.values()), page)),
-              "metrics": metrics.render(list(full.values()), castats.load(store), worker, now)}
+              "metrics": metrics.render(list(full.values()), castats.load(store), worker, now,
+                                        rows)}
     for md in mds:
         obj = full[md.name]
         cs = cert_status(obj, _cert_status_keys(md))
@@ -356,7 +358,7 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
         "bodies": bodies,
         # OCSP: what the relay answers mod_ssl with, and one row per stapled certificate
         "ocsp-relay": stapling.relay_index(staples),
-        "staplings": stapling.rows(store, staples, settings),
+        "staplings": rows,
     }
 
 

@@ -272,6 +272,37 @@ def _cert_table(certs: dict[str, Any], ctx: PageContext) -> str:
             + "".join(rows) + "</tbody></table>")
 
 
+def _ocsp_table(certs: dict[str, Any], now: datetime) -> str:
+    """OCSP stapling of the live certificates: status, response age, next refresh."""
+    rows, job = [], None
+    for key_type, c in certs.items():
+        o = c.get("ocsp") if isinstance(c, dict) else None
+        if not o:
+            continue
+        job = o.get("renewal") or job
+        if "status" not in o:
+            continue
+        valid = o.get("valid") or {}
+        this = parse_http_date(valid.get("from"))
+        rows.append(f"<tr><td>{_e(key_type)}</td><td>{_e(o['status'])}</td>"
+                    f"<td>{_e(relative(this, now) if this else '-')}</td>"
+                    f"<td>{_e(_date(parse_http_date(valid.get('until'))))}</td>"
+                    f"<td>{_e(relative(parse_http_date(o.get('refresh-at')), now))}</td>"
+                    f"<td>{_e(o.get('responder', ''))}</td></tr>")
+    if not rows and not job:
+        return ""
+    text = "<h2>OCSP stapling</h2>"
+    if rows:
+        text += ("<table><thead><tr><th>Key</th><th>Status</th><th>Response from</th>"
+                 "<th>Valid until</th><th>Next refresh</th><th>Responder</th></tr></thead>"
+                 "<tbody>" + "".join(rows) + "</tbody></table>")
+    if job and job.get("errors"):
+        text += (f'<p class="err">{_e(job["errors"])} failed update(s): '
+                 f'{_e((job.get("last") or {}).get("detail", ""))}; next try '
+                 f'{_e(relative(parse_http_date(job.get("next-run")), now))}</p>')
+    return text
+
+
 def render_md(md: dict[str, Any], ctx: PageContext) -> str:
     now = ctx.generated
     css, word = status_label(md, now)
@@ -303,7 +334,8 @@ def render_md(md: dict[str, Any], ctx: PageContext) -> str:
             f'<p class="meta">as of {_e(_date(now))} &middot; {_worker_line(ctx)}</p>'
             "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts) + "</dl>"
             f"<h2>Validity</h2>{validity_bar(md, now)}{_legend()}"
-            f"<h2>Certificates in use</h2>{_cert_table(md.get('cert') or {}, ctx)}")
+            f"<h2>Certificates in use</h2>{_cert_table(md.get('cert') or {}, ctx)}"
+            + _ocsp_table(md.get("cert") or {}, now))
     if renewal:
         body += f"<h2>Staged certificates</h2>{_cert_table(renewal.get('cert') or {}, ctx)}"
         entries = (renewal.get("log") or {}).get("entries") or []

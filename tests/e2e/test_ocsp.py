@@ -17,7 +17,7 @@ import pytest
 
 from tests.e2e.mdenv import MDEnv
 from tests.harness import Apache, OCSPResponder, pki
-from tests.harness.client import s_client
+from tests.harness.client import curl, s_client
 
 MD = "a.test"
 
@@ -103,6 +103,11 @@ def test_stapled_response_survives_responder_outage_and_restart(env, responder):
     relay = f"http://127.0.0.1:{env.apache.http_port}/.httpd/ocsp-relay"
     assert f"mod_ssl fetches responses from {relay}" in env.cli_ok("check").stdout
     assert re.search(r"OCSP rsa +good, valid until", env.cli_ok("status", MD).stdout)
+    base = f"http://127.0.0.1:{env.apache.http_port}/md-status"
+    until("OCSP in the metrics", lambda: 'apache_md_ocsp_status{md="a.test",certificate="rsa",'
+          'status="good"} 1' in curl(f"{base}/metrics").body)
+    page = curl(f"{base}/{MD}", headers={"Accept": "text/html"}).body
+    assert "<h2>OCSP stapling</h2>" in page and "<td>good</td>" in page
 
     r = stapled(env)
     assert r.ocsp_stapled and r.ocsp_cert_status == "good", r.output

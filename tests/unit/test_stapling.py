@@ -289,6 +289,14 @@ def test_status_snapshot_and_relay(env):
     assert "log" in snap["mds"]["a.test"]["cert"]["rsa"]["ocsp"]["renewal"]
     (row,) = snap["staplings"]
     assert row["md"] == "a.test" and row["status"] == "good" and row["errors"] == 0
+    # metrics and the page show the response's age and the next refresh
+    text = snap["bodies"]["metrics"]
+    assert 'apache_md_ocsp_status{md="a.test",certificate="rsa",status="good"} 1' in text
+    for name in ("this_update", "valid_until", "refresh_at"):
+        assert f'apache_md_ocsp_{name}_timestamp_seconds{{md="a.test",certificate="rsa"}}' in text
+    assert 'apache_md_ocsp_errors{md="a.test"} 0' in text
+    page = snap["bodies"]["html:a.test"]
+    assert "<h2>OCSP stapling</h2>" in page and "<td>good</td>" in page
     env.store.write_json("status", "snapshot", "status.json", snap)
 
     app = wsgi_module().application
