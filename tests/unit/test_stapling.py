@@ -65,7 +65,10 @@ class Env:
         self.stapler = stapling.Stapler()
         self.issue("a.test", responder.url)
 
-    def issue(self, md: str, url: str | None, key_kind: str = "ec", file="pubcert.pem"):
+    def issue(self, md: str, url: str | None, key_kind: str | None = None,
+              file="pubcert.pem"):
+        # pubcert.pem is the RSA spec's: another key type would make the MD due
+        key_kind = key_kind or ("rsa" if file == "pubcert.pem" else "ec")
         d = self.store.dir("domains", md)
         d.mkdir(parents=True, exist_ok=True)
         leaf = pki.make_leaf(self.ca, self.tmp / md, names=(md,), stem=md, key_kind=key_kind,
