@@ -21,6 +21,7 @@ from . import accounts, castats, compat, credentials, crypto, preflight
 from .acmeclient import CAConnection, CAProblem
 from .challenges import (Setup, authz_types, check_names, preferred_types,
                          setup_dns01, setup_http01, teardown)
+from . import job as jobfile
 from .job import Job, now_utc
 from .locks import Busy, md_lock
 from .mdjson import md_to_json
@@ -42,14 +43,8 @@ class RunResult:
 
 
 def load_job(store: Store, md_name: str) -> Job:
-    """The staging job; a corrupt job.json is replaced, its loss noted in the new log."""
-    try:
-        return Job.from_json(md_name, store.read_json(STAGING, md_name, "job.json"))
-    except StoreError as e:
-        log.warning("%s", e)
-        job = Job(md_name)
-        job.add_log("progress", detail=f"discarded corrupt job.json: {e}")
-        return job
+    """The staging job (renewal) of an MD."""
+    return jobfile.load(store, STAGING, md_name)
 
 
 def save_job(store: Store, job: Job) -> None:

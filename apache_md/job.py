@@ -5,11 +5,14 @@ backoff survive restarts of the worker because they live in this file.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from .jsonfmt import http_date, parse_http_date, put
+
+log = logging.getLogger(__name__)
 
 LOG_CAP = 128
 
@@ -125,3 +128,16 @@ class Job:
         put(last, "subproblems", subproblems)
         self.last = last
         self.add_log(log_type, status=problem, detail=detail or description)
+
+
+def load(store, group: str, name: str) -> Job:
+    """The job in `<group>/<name>/job.json`; a corrupt file is replaced by a fresh
+    job whose log notes the loss (the store error names the file)."""
+    from .store import StoreError
+    try:
+        return Job.from_json(name, store.read_json(group, name, "job.json"))
+    except StoreError as e:
+        log.warning("%s", e)
+        job = Job(name)
+        job.add_log("progress", detail=f"discarded corrupt job.json: {e}")
+        return job

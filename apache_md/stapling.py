@@ -22,6 +22,7 @@ import requests
 from cryptography import x509
 
 from . import credentials, ocsp
+from . import job as jobfile
 from .acmeclient import CAProblem, _ProxyTLSAdapter, proxy_context  # same proxy rules
 from .crypto import CertInfo
 from .job import Job, now_utc
@@ -155,13 +156,8 @@ def refresh_at(stored: ocsp.Stored | None, fetched: datetime | None,
 
 
 def load_job(store: Store, md: str) -> Job:
-    try:
-        return Job.from_json(md, store.read_json(OCSP, md, "job.json"))
-    except StoreError as e:
-        log.warning("%s", e)
-        job = Job(md)
-        job.add_log("progress", detail=f"discarded corrupt job.json: {e}")
-        return job
+    """The OCSP job of an MD (or of "other")."""
+    return jobfile.load(store, OCSP, md)
 
 
 def job_exists(store: Store, md: str) -> bool:

@@ -15,13 +15,6 @@ from tests.e2e.mdenv import MDEnv
 from tests.harness.client import curl, s_client_cert
 
 
-@pytest.fixture
-def env(apache, pebble):
-    e = MDEnv(apache, pebble)
-    yield e
-    e.stop_workers()
-
-
 def http_vhost(env: MDEnv, name: str) -> str:
     return (f"<VirtualHost 127.0.0.1:{env.apache.http_port}>\n    ServerName {name}\n"
             "</VirtualHost>\n")
@@ -42,7 +35,7 @@ def test_require_https_redirects_and_hsts(env, mode, get_code, post_code, hsts):
     port, sport = env.apache.http_port, env.apache.https_port
     r = curl(f"http://one.test:{port}/some/page?x=1")
     assert r.status == get_code
-    assert r.headers["location"] == f"https://one.test/some/page?x=1"
+    assert r.headers["location"] == "https://one.test/some/page?x=1"
     assert curl(f"http://one.test:{port}/form", method="POST", data="a=b").status == post_code
     # ACME challenges are never redirected
     assert curl(f"http://one.test:{port}/.well-known/acme-challenge/x").status == 404

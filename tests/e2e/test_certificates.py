@@ -24,13 +24,6 @@ from tests.harness.client import curl, dns_names, key_type, s_client, verify_cha
 HOOK = Path(__file__).resolve().parent.parent / "harness" / "dns01_hook.py"
 
 
-@pytest.fixture
-def env(apache, pebble):
-    e = MDEnv(apache, pebble)
-    yield e
-    e.stop_workers()
-
-
 def job(env: MDEnv, name: str) -> dict:
     return json.loads((env.store / "staging" / name / "job.json").read_text())
 

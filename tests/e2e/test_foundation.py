@@ -11,7 +11,6 @@ import socket
 import stat
 import time
 
-import pytest
 from filelock import FileLock
 
 from tests.e2e.mdenv import MDEnv
@@ -23,13 +22,6 @@ MDomain one.test
     MDPrivateKeys secp256r1 rsa2048
 </MDomain>
 """
-
-
-@pytest.fixture
-def env(apache, pebble):
-    e = MDEnv(apache, pebble)
-    yield e
-    e.stop_workers()
 
 
 def two_mds(env: MDEnv) -> None:

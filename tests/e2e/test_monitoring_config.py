@@ -5,19 +5,11 @@ from __future__ import annotations
 import signal
 import time
 
-import pytest
 
 from tests.e2e.mdenv import MDEnv
 from tests.harness.client import curl
 
 MANUAL = "<MDomain one.test>\n    MDRenewMode manual\n</MDomain>\n"
-
-
-@pytest.fixture
-def env(apache, pebble):
-    e = MDEnv(apache, pebble)
-    yield e
-    e.stop_workers()
 
 
 def get(env: MDEnv, path: str, host: str = "localhost", **kw):

@@ -33,13 +33,6 @@ sys.exit(1 if os.path.exists(f"{log}.fail-{args[-2] if len(args) > 2 else ''}") 
 
 
 @pytest.fixture
-def env(apache, pebble):
-    e = MDEnv(apache, pebble)
-    yield e
-    e.stop_workers()
-
-
-@pytest.fixture
 def front(pebble):
     f = AcmeFront(pebble, PORTS["acme_port"] + 10,
                   profiles={"default": "90 days", "shortlived": "6 days"}).start()
