@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Issuance: N managed domains from nothing to certificates, mod_md vs apache-md.
+
+Both run against the same Pebble on this machine, one after the other; Pebble
+is restarted before each run (fresh state, same start for both) unless
+--keep-pebble. Times are wall clock from the first step of each contender:
+
+  mod_md     Apache start (mod_md makes fallback certificates and starts its
+             watchdog) until /md-status shows every MD's renewal finished;
+             then a graceful restart (mod_md activates) until Apache serves
+             Pebble's certificate for every name.
+  apache-md  `apache-md activate` (fallback includes) + Apache start +
+             `apache-md renew` until it exits with every MD staged; then
+             `apache-md activate --reload` until every name is served.
+             With --worker: `apache-md worker --once` instead of renew+activate
+             (it drives, activates and reloads in one go).
+
+Usage: python bench/issuance.py [-n 50] [--worker] [--keep-pebble] [--only NAME]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import time
+
+from benchenv import (APACHE_MD, HTTPS, REPO, all_served_by_pebble, apache_md,
+                      apache_md_apache, children_cpu, md_status, mod_md_apache, names,
+                      proc_cpu, ratio, say, start_pebble, wait)
+
+TIMEOUT = 300
+
+
+def finished_count(apache, domains) -> int:
+    mds = {m["name"]: m for m in md_status(apache).get("managed-domains", [])}
+    return sum(1 for d in domains if (mds.get(d, {}).get("renewal") or {}).get("finished"))
+
+
+def errors(apache) -> list[str]:
+    out = []
+    for m in md_status(apache).get("managed-domains", []):
+        r = m.get("renewal") or {}
+        if r.get("errors"):
+            out.append(f"{m['name']}: {(r.get('last') or {}).get('detail')}")
+    return out
+
+
+def run_mod_md(pebble, domains) -> dict:
+    apache = mod_md_apache(pebble, domains)
+    pebble_cpu0 = proc_cpu(pebble._pebble.pid)  # noqa: SLF001
+    try:
+        t0 = time.monotonic()
+        apache.start()
+        t_started = time.monotonic()
+        wait(lambda: finished_count(apache, domains) == len(domains), TIMEOUT,
+             "mod_md: all renewals finished")
+        t_done = time.monotonic()
+        errs = errors(apache)
+        apache.graceful()
+        wait(lambda: all_served_by_pebble(HTTPS, domains), 60, "mod_md: all served")
+        t_served = time.monotonic()
+    finally:
+        apache.stop()
+    shutil.rmtree(apache.root, ignore_errors=True)
+    return {"start": t_started - t0, "staged": t_done - t0, "served": t_served - t0,
+            "errors": errs, "pebble_cpu": proc_cpu(pebble._pebble.pid) - pebble_cpu0}  # noqa: SLF001
+
+
+def run_apache_md(pebble, domains, worker: bool) -> dict:
+    apache = apache_md_apache(pebble, domains)
+    apache.write_conf("00-apache-md", apache_md(apache, "apache-conf").stdout)
+    reload_cmd = " ".join(apache.apache_cmd("-k", "graceful"))
+    pebble_cpu0 = proc_cpu(pebble._pebble.pid)  # noqa: SLF001
+    cpu0 = children_cpu()
+    try:
+        t0 = time.monotonic()
+        apache_md(apache, "activate")
+        apache.start()
+        t_started = time.monotonic()
+        cpu1 = children_cpu()
+        if worker:
+            p = subprocess.run(APACHE_MD + ["-f", str(apache.main_conf), "worker", "--once",
+                                            "--reload-command", reload_cmd],
+                               cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+            t_done = time.monotonic()
+        else:
+            p = subprocess.run(APACHE_MD + ["-f", str(apache.main_conf), "renew"],
+                               cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+            t_done = time.monotonic()
+        cpu2 = children_cpu()
+        if p.returncode != 0:
+            raise SystemExit(f"apache-md failed ({p.returncode}):\n{p.stdout[-3000:]}\n"
+                             f"{p.stderr[-3000:]}")
+        if not worker:
+            apache_md(apache, "activate", "--reload", reload_cmd)
+        wait(lambda: all_served_by_pebble(HTTPS, domains), 60, "apache-md: all served")
+        t_served = time.monotonic()
+    finally:
+        apache.stop()
+    shutil.rmtree(apache.root, ignore_errors=True)
+    return {"start": t_started - t0, "staged": t_done - t0, "served": t_served - t0,
+            "drive": t_done - t_started, "drive_cpu": cpu2 - cpu1, "setup_cpu": cpu1 - cpu0,
+            "errors": [], "pebble_cpu": proc_cpu(pebble._pebble.pid) - pebble_cpu0}  # noqa: SLF001
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=50, help="managed domains (default 50)")
+    ap.add_argument("--worker", action="store_true",
+                    help="apache-md via `worker --once` instead of renew + activate")
+    ap.add_argument("--keep-pebble", action="store_true",
+                    help="do not restart Pebble between the runs")
+    ap.add_argument("--only", choices=("mod_md", "apache-md"))
+    args = ap.parse_args()
+    domains = names(args.n)
+    pebble = start_pebble()
+    results = {}
+    try:
+        if args.only != "apache-md":
+            say(f"mod_md: {args.n} MDs ...")
+            results["mod_md"] = run_mod_md(pebble, domains)
+            if not args.keep_pebble:
+                pebble.restart()
+        if args.only != "mod_md":
+            how = "worker --once" if args.worker else "renew + activate"
+            say(f"apache-md ({how}): {args.n} MDs ...")
+            results["apache-md"] = run_apache_md(pebble, domains, args.worker)
+    finally:
+        pebble.stop()
+        shutil.rmtree(pebble.work_dir, ignore_errors=True)
+
+    say(f"\nissuance of {args.n} MDs, Pebble {'kept' if args.keep_pebble else 'restarted'} "
+        "between runs (seconds, wall clock from start)")
+    say(f"{'':10} {'apache up':>10} {'staged':>10} {'served':>10} {'pebble cpu':>11}")
+    for who, r in results.items():
+        say(f"{who:10} {r['start']:10.2f} {r['staged']:10.2f} {r['served']:10.2f} "
+            f"{r['pebble_cpu']:11.2f}")
+        for e in r["errors"][:5]:
+            say(f"  {who} error: {e}")
+    am = results.get("apache-md")
+    if am:
+        say(f"apache-md drive alone: {am['drive']:.2f} s wall, {am['drive_cpu']:.2f} s CPU "
+            "(`staged` for mod_md = md-status renewal.finished for all)")
+    if len(results) == 2:
+        mm = results["mod_md"]
+        say(f"ratio apache-md/mod_md: staged {ratio(am['staged'], mm['staged'])}, "
+            f"served {ratio(am['served'], mm['served'])}  (target staged <= 0.20)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
