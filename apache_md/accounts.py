@@ -63,7 +63,7 @@ def find(store: Store, md: ManagedDomain, ca_url: str) -> Account | None:
         if not pem:
             continue
         try:
-            key = crypto.key_from_pem(pem, store.key)
+            key = crypto.key_from_pem_cached(pem, store.key)
         except (ValueError, TypeError):
             continue
         regr = messages.RegistrationResource(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -69,6 +70,27 @@ def key_from_pem(data: bytes, passphrase: bytes | None = None):
     # Encrypted and plain keys both occur in a mod_md store (staging vs domains).
     pw = passphrase if b"ENCRYPTED" in data else None
     return serialization.load_pem_private_key(data, password=pw)
+
+
+# Keys loaded over and over in one process (the account key, once per MD driven),
+# by their PEM: cryptography checks an RSA key when loading it, ~0.1 s for the
+# 3072-bit account key, which would dominate issuing for many MDs at once.
+_loaded: dict[tuple[bytes, bytes | None], object] = {}
+_loaded_lock = threading.Lock()
+_LOADED_MAX = 16
+
+
+def key_from_pem_cached(data: bytes, passphrase: bytes | None = None):
+    """key_from_pem, parsed once per process; the lock makes parallel callers wait
+    for the first parse instead of repeating it."""
+    with _loaded_lock:
+        key = _loaded.get((data, passphrase))
+        if key is None:
+            key = key_from_pem(data, passphrase)
+            if len(_loaded) >= _LOADED_MAX:
+                _loaded.clear()
+            _loaded[(data, passphrase)] = key
+        return key
 
 
 def _is_ip(name: str) -> bool:
