@@ -48,11 +48,11 @@ def verify_staged(store: Store, md: ManagedDomain) -> list[tuple[bytes, bytes]]:
         if not key_pem or not cert_pem:
             raise StoreError(f"staged set of {md.name} lacks the {spec.name} key or certificate")
         try:
-            key = crypto.key_from_pem(key_pem, store.key)
+            key = crypto.store_key_from_pem(key_pem, store.key)
             chain = crypto.load_chain(cert_pem)
         except (ValueError, TypeError, crypto.CryptoError) as e:
             raise StoreError(f"staged {spec.name} set of {md.name} is unreadable: {e}") from None
-        if not chain or not crypto.key_matches_cert(key, chain[0]):
+        if not chain or not crypto.key_signs_for(key, chain[0]):
             raise StoreError(f"staged {spec.name} certificate of {md.name} does not match its key")
         if len(chain) < 2:
             raise StoreError(f"staged {spec.name} chain of {md.name} has no intermediate")

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from . import compat
@@ -70,6 +71,18 @@ def key_from_pem(data: bytes, passphrase: bytes | None = None):
     # Encrypted and plain keys both occur in a mod_md store (staging vs domains).
     pw = passphrase if b"ENCRYPTED" in data else None
     return serialization.load_pem_private_key(data, password=pw)
+
+
+def store_key_from_pem(data: bytes, passphrase: bytes | None = None):
+    """A key from our own store, without cryptography's RSA consistency check
+    (primality tests of p and q, ~0.1 s per key: seconds when activating many
+    MDs). Callers prove the key against its certificate with key_signs_for()."""
+    pw = passphrase if b"ENCRYPTED" in data else None
+    try:
+        return serialization.load_pem_private_key(data, password=pw,
+                                                  unsafe_skip_rsa_key_validation=True)
+    except TypeError:  # cryptography < 39 has no such switch (and no such check)
+        return serialization.load_pem_private_key(data, password=pw)
 
 
 # Keys loaded over and over in one process (the account key, once per MD driven),
@@ -151,6 +164,24 @@ def chain_to_pem(chain: list[x509.Certificate]) -> bytes:
 def key_matches_cert(key, cert: x509.Certificate) -> bool:
     fmt = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
+
+
+def key_signs_for(key, cert: x509.Certificate) -> bool:
+    """The key matches the certificate and works: a signature made with it
+    verifies with the certificate's public key (a damaged private part fails)."""
+    if not key_matches_cert(key, cert):
+        return False
+    data = b"apache-md key check"
+    try:
+        if isinstance(key, rsa.RSAPrivateKey):
+            cert.public_key().verify(key.sign(data, padding.PKCS1v15(), hashes.SHA256()),
+                                     data, padding.PKCS1v15(), hashes.SHA256())
+        elif isinstance(key, ec.EllipticCurvePrivateKey):
+            cert.public_key().verify(key.sign(data, ec.ECDSA(hashes.SHA256())),
+                                     data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
 
 
 def cert_names(cert: x509.Certificate) -> list[str]:

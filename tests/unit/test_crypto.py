@@ -5,6 +5,7 @@ import ipaddress
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from apache_md import crypto
@@ -49,3 +50,46 @@ def test_csr_with_ip_addresses_and_must_staple():
     assert feature.value.public_bytes() == bytes.fromhex("3003020105")
     plain = x509.load_pem_x509_csr(crypto.make_csr(key, ["a.test"]))
     assert not [e for e in plain.extensions if isinstance(e.value, x509.TLSFeature)]
+
+
+def _cert(key, names=("a.test",)):
+    return crypto.load_chain(crypto.self_signed(key, list(names)))[0]
+
+
+def test_key_signs_for_rsa_and_ec():
+    for spec in (KeySpec("RSA", bits=2048), KeySpec("EC", curve="P-256"),
+                 KeySpec("EC", curve="secp384r1")):
+        key = crypto.generate_key(spec)
+        other = crypto.generate_key(spec)
+        assert crypto.key_signs_for(key, _cert(key))
+        assert not crypto.key_signs_for(other, _cert(key))
+
+
+def test_key_signs_for_rejects_a_damaged_rsa_key():
+    key = crypto.generate_key_rsa(2048)
+    n = key.private_numbers()
+    # A wrong private exponent and CRT part: the public half still matches the cert.
+    bad = rsa.RSAPrivateNumbers(n.p, n.q, n.d + 2, n.dmp1 + 2, n.dmq1, n.iqmp,
+                                n.public_numbers)
+    try:
+        damaged_key = bad.private_key(unsafe_skip_rsa_key_validation=True)
+    except TypeError:
+        pytest.skip("cryptography < 39 cannot build an inconsistent RSA key")
+    pem = damaged_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption())
+    damaged = crypto.store_key_from_pem(pem)
+    assert crypto.key_matches_cert(damaged, _cert(key))
+    assert not crypto.key_signs_for(damaged, _cert(key))
+
+
+def test_store_key_from_pem_reads_encrypted_and_plain():
+    key = crypto.generate_key_rsa(2048)
+    for pw in (b"x" * 48, None):
+        pem = crypto.key_to_pem(key, pw)
+        assert crypto.key_matches_cert(crypto.store_key_from_pem(pem, b"x" * 48), _cert(key))
+
+
+def test_key_from_pem_cached_parses_once():
+    pem = crypto.key_to_pem(crypto.generate_key(KeySpec("EC", curve="P-256")))
+    assert crypto.key_from_pem_cached(pem) is crypto.key_from_pem_cached(pem)
