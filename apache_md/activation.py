@@ -134,6 +134,20 @@ def _account_for(store: Store, ca_url: str | None) -> str | None:
     return None
 
 
+# One fallback key per key type for all MDs of this process. The key guards
+# nothing (its self-signed certificate only ever answers 503), and making one
+# RSA key per MD cost seconds before Apache could start with many new MDs.
+_fallback_keys: dict[tuple, object] = {}
+
+
+def _fallback_key(spec):
+    ident = (spec.kind, spec.rsa_bits if spec.kind != "EC" else spec.curve.lower())
+    key = _fallback_keys.get(ident)
+    if key is None:
+        key = _fallback_keys[ident] = crypto.generate_key(spec)
+    return key
+
+
 def ensure_fallback(store: Store, md: ManagedDomain, spec) -> tuple[str, str]:
     """The self-signed stand-in for a key type without a certificate yet."""
     cert_f = store.path(DOMAINS, md.name, "fallback-" + spec.file_name("pubcert"))
@@ -147,7 +161,7 @@ def ensure_fallback(store: Store, md: ManagedDomain, spec) -> tuple[str, str]:
         except (OSError, crypto.CryptoError, IndexError):
             ok = False
     if not ok:
-        key = crypto.generate_key(spec)
+        key = _fallback_key(spec)
         store.write_bytes(DOMAINS, md.name, key_f.name, crypto.key_to_pem(key), mode=0o600)
         store.write_bytes(DOMAINS, md.name, cert_f.name, crypto.self_signed(key, md.domains))
     return str(cert_f), str(key_f)
