@@ -158,5 +158,9 @@ def rss_kb(pid: int, key: str = "VmRSS") -> int:
     return 0
 
 
+def loadavg() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "n/a"
