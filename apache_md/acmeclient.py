@@ -27,6 +27,10 @@ from . import __version__, compat
 USER_AGENT = f"apache-md/{__version__}"
 POLL_FIRST, POLL_MAX = 0.05, 1.0
 BAD_NONCE_RETRIES = 5
+DIRECTORY_TTL = 300.0  # seconds a fetched directory serves later connections to its CA
+NONCE_TTL = 60.0  # unused nonces older than this are not offered (CAs expire them)
+NONCE_KEEP = 32
+POOL_SIZE = 32  # kept-alive connections per CA: more than MDs driven at once (8 by default)
 
 
 @dataclass
@@ -100,9 +104,9 @@ class _ProxyTLSAdapter(HTTPAdapter):
     goes there, so trusting the proxy never widens trust in the CA connection.
     """
 
-    def __init__(self, context: ssl.SSLContext):
+    def __init__(self, context: ssl.SSLContext, **kwargs):
         self._proxy_context = context
-        super().__init__()
+        super().__init__(**kwargs)
 
     def proxy_manager_for(self, proxy, **proxy_kwargs):
         proxy_kwargs.setdefault("proxy_ssl_context", self._proxy_context)
@@ -135,27 +139,98 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
         return None
 
 
+class _CAShared:
+    """What every connection to one CA (same URL, trust and proxy) in this process
+    shares: kept-alive HTTPS connections, the directory and unused nonces. Driving
+    many MDs then costs no TLS handshake, directory fetch or nonce request per MD
+    (each is a round trip to a real CA; with Pebble, a fifth of the requests)."""
+
+    def __init__(self, proxy: str | None, proxy_ca_certs: str | None):
+        self.session = requests.Session()
+        adapter = (_ProxyTLSAdapter(proxy_context(proxy_ca_certs), pool_maxsize=POOL_SIZE)
+                   if proxy and proxy.lower().startswith("https:")
+                   else HTTPAdapter(pool_maxsize=POOL_SIZE))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        if proxy:
+            self.session.proxies = {"http": proxy, "https": proxy}
+            self.session.trust_env = False  # MDHttpProxy wins over http(s)_proxy/no_proxy
+        self.lock = threading.Lock()
+        # (directory, its JSON as the CA sent it)
+        self.directory: tuple[messages.Directory, dict[str, Any]] | None = None
+        self.directory_at = 0.0
+        self.nonces: list[tuple[float, str]] = []  # (time received, nonce), newest last
+
+    def take_nonce(self) -> str | None:
+        with self.lock:
+            while self.nonces:
+                at, nonce = self.nonces.pop()
+                if time.monotonic() - at < NONCE_TTL:
+                    return nonce
+            return None
+
+    def give_nonces(self, nonces) -> None:
+        with self.lock:
+            self.nonces.extend((time.monotonic(), n) for n in nonces)
+            del self.nonces[:-NONCE_KEEP]
+
+
+_shared: dict[tuple, _CAShared] = {}
+_shared_lock = threading.Lock()
+
+
+def _shared_for(url: str, ca_certs: str | None, proxy: str | None,
+                proxy_ca_certs: str | None) -> _CAShared:
+    key = (url, ca_certs, proxy, proxy_ca_certs)
+    with _shared_lock:
+        shared = _shared.get(key)
+        if shared is None:
+            shared = _shared[key] = _CAShared(proxy, proxy_ca_certs)
+        return shared
+
+
+class _Network(acme_client.ClientNetwork):
+    """The library's ClientNetwork on a shared session and nonce pool."""
+
+    def __init__(self, shared: _CAShared, **kwargs):
+        super().__init__(None, **kwargs)
+        self.session.close()
+        self.session = shared.session
+        self._shared = shared
+
+    def __del__(self) -> None:
+        # The session outlives this connection (the library would close it here);
+        # a nonce left over serves the next connection.
+        try:
+            self._shared.give_nonces(self._nonces)
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass
+
+    def _get_nonce(self, url: str, new_nonce_url: str) -> str:
+        if not self._nonces:
+            nonce = self._shared.take_nonce()
+            if nonce is not None:
+                return nonce
+        return super()._get_nonce(url, new_nonce_url)
+
+
 class CAConnection:
-    """One directory, one account key, one HTTP session."""
+    """One account at one CA: the directory, the account key, requests to the CA.
+
+    Connections to the same CA share their HTTP session, directory and nonces
+    (see _CAShared), so one per MD driven in parallel is cheap."""
 
     def __init__(self, url: str, *, ca_certs: str | None = None, proxy: str | None = None,
                  proxy_ca_certs: str | None = None, timeout: float = 30,
                  stop: threading.Event | None = None):
         self.url = url
         self.stop = stop or threading.Event()
-        self.net = acme_client.ClientNetwork(None, user_agent=USER_AGENT, timeout=int(timeout))
-        session = self.net.session
+        self.proxy = proxy
+        self._shared = _shared_for(url, ca_certs, proxy, proxy_ca_certs)
+        self.net = _Network(self._shared, user_agent=USER_AGENT, timeout=int(timeout))
         # The library passes verify= on every request, so set it there, not on the session.
         if ca_certs:
             self.net.verify_ssl = ca_certs
-        self.proxy = proxy
-        if proxy:
-            session.proxies = {"http": proxy, "https": proxy}
-            session.trust_env = False  # MDHttpProxy wins over http(s)_proxy/no_proxy
-            if proxy.lower().startswith("https:"):
-                adapter = _ProxyTLSAdapter(proxy_context(proxy_ca_certs))
-                session.mount("http://", adapter)
-                session.mount("https://", adapter)
         self._directory: messages.Directory | None = None
         self._raw_directory: dict[str, Any] = {}
         self.client: acme_client.ClientV2 | None = None
@@ -163,15 +238,19 @@ class CAConnection:
     @property
     def directory(self) -> messages.Directory:
         if self._directory is None:
-            try:
-                # as ClientV2.get_directory, keeping the JSON: older `acme`
-                # (Debian 12: 2.1) drops what it has no field for (meta.profiles)
-                raw = self.net.get(self.url).json()
-                # a copy: acme 2.1 replaces raw["meta"] in place with its Meta object
-                self._directory = messages.Directory.from_json(copy.deepcopy(raw))
-            except Exception as e:  # noqa: BLE001 - mapped to a CAProblem
-                raise self._request_failed(e) from None
-            self._raw_directory = raw
+            shared = self._shared
+            cached = shared.directory
+            if cached is None or time.monotonic() - shared.directory_at > DIRECTORY_TTL:
+                try:
+                    # as ClientV2.get_directory, keeping the JSON: older `acme`
+                    # (Debian 12: 2.1) drops what it has no field for (meta.profiles)
+                    raw = self.net.get(self.url).json()
+                    # a copy: acme 2.1 replaces raw["meta"] in place with its Meta object
+                    cached = (messages.Directory.from_json(copy.deepcopy(raw)), raw)
+                except Exception as e:  # noqa: BLE001 - mapped to a CAProblem
+                    raise self._request_failed(e) from None
+                shared.directory, shared.directory_at = cached, time.monotonic()
+            self._directory, self._raw_directory = cached
             self.client = acme_client.ClientV2(self._directory, self.net)
         return self._directory
 
