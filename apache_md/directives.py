@@ -893,15 +893,41 @@ def effective_md(draft: _MDDraft, c: _Collected) -> ManagedDomain:
 # Vhosts <-> MDs
 
 
-def vhost_mds(vh: VHost, mds: list[ManagedDomain], match_names: str) -> list[ManagedDomain]:
+class NameIndex:
+    """Which MDs claim a name, literally or by a `*.` wildcard, as
+    ManagedDomain.covers() decides: vhosts find their MDs, and overlaps are
+    found, by lookup rather than by comparing every MD with every other (a
+    million comparisons at each configuration load with a thousand MDs)."""
+
+    def __init__(self, mds: list[ManagedDomain]):
+        self.exact: dict[str, set[int]] = {}
+        self.wild: dict[str, set[int]] = {}
+        for i, md in enumerate(mds):
+            for p in md.domains:
+                self.exact.setdefault(p, set()).add(i)
+                if p.startswith("*."):
+                    self.wild.setdefault(p[2:], set()).add(i)
+
+    def covering(self, name: str) -> list[int]:
+        """Indexes (ascending) of the MDs that cover `name` or list it literally."""
+        norm = name.lower().rstrip(".")
+        found = self.exact.get(name, set()) | self.exact.get(norm, set())
+        if "." in norm:
+            found = found | self.wild.get(norm.split(".", 1)[1], set())
+        return sorted(found)
+
+
+def vhost_mds(vh: VHost, mds: list[ManagedDomain], match_names: str,
+              index: NameIndex | None = None) -> list[ManagedDomain]:
     """The MDs a vhost belongs to, in MD order (mod_md's matching)."""
+    index = index or NameIndex(mds)
     if match_names == "servernames":
         if not vh.server_name:
             return []
-        found = [md for md in mds if md.covers(vh.server_name)]
+        found = [mds[i] for i in index.covering(vh.server_name)]
         exact = [md for md in found if vh.server_name in md.domains]
         return exact or found  # a specific MD pre-empts a wildcard MD
-    return [md for md in mds if any(md.covers(n) for n in vh.names)]
+    return [mds[i] for i in sorted({i for n in vh.names for i in index.covering(n)})]
 
 
 def overlap(a: ManagedDomain, b: ManagedDomain) -> str | None:
@@ -922,27 +948,30 @@ def _loc_text(loc: Location) -> str:
 def link(config: Config, errors: list[Problem], warnings: list[Problem]) -> None:
     """Assign vhosts, add auto members, and check what mod_md checks at start."""
     s = config.settings
+    index = NameIndex(config.mds)
     if s.match_names == "all":
-        for i, a in enumerate(config.mds):
-            for b in config.mds[i + 1:]:
-                n = overlap(a, b)
-                if n:
-                    errors.append(Problem(
-                        f"AH10038: two Managed Domains have an overlap in domain '{n}', first definition "
-                        f"in {_loc_text(a.location)}, second in {_loc_text(b.location)}", b.location, b.name))
-    assigned: list[list[ManagedDomain]] = []
+        # Only pairs sharing a name can overlap; overlap() then names it as before.
+        pairs = {(min(i, j), max(i, j)) for j, md in enumerate(config.mds)
+                 for n in md.domains for i in index.covering(n) if i != j}
+        for i, j in sorted(pairs):
+            a, b = config.mds[i], config.mds[j]
+            n = overlap(a, b)
+            if n:
+                errors.append(Problem(
+                    f"AH10038: two Managed Domains have an overlap in domain '{n}', first definition "
+                    f"in {_loc_text(a.location)}, second in {_loc_text(b.location)}", b.location, b.name))
+    only_md: dict[int, list[VHost]] = {}  # id(md) -> SSL vhosts that match it alone
     for vh in config.vhosts:
-        mds = vhost_mds(vh, config.mds, s.match_names)
-        assigned.append(mds)
+        mds = vhost_mds(vh, config.mds, s.match_names, index)
         for md in mds:
             md.vhosts.append(vh)
         if vh.ssl and len(mds) > 1:
             errors.append(Problem(f"AH10042: conflict: {len(mds)} MDs match to SSL VirtualHost "
                                   f"{vh.server_name or vh.label}, there can at most be one.", vh.location))
+        if vh.ssl and len(mds) == 1:
+            only_md.setdefault(id(mds[0]), []).append(vh)
     for md in config.mds:
-        for vh, mds in zip(config.vhosts, assigned):
-            if not vh.ssl or mds != [md]:
-                continue
+        for vh in only_md.get(id(md), []):
             for n in vh.names:
                 if md.covers(n):
                     continue

@@ -76,11 +76,19 @@ class Store:
     def __init__(self, base: str | os.PathLike):
         self.base = Path(base)
         self._key: bytes | None = None
+        self._dirs: dict[tuple[str, str | None], Path] = {}
 
     # -- layout -------------------------------------------------------------
     def dir(self, group: str, name: str | None = None) -> Path:
-        d = self.base / group
-        return d / safe_name(name) if name is not None else d
+        # Joined once: a check cycle over a thousand MDs asks for the same
+        # directories thousands of times, and pathlib joins are slow.
+        d = self._dirs.get((group, name))
+        if d is None:
+            d = self.base / group
+            if name is not None:
+                d = d / safe_name(name)
+            self._dirs[(group, name)] = d
+        return d
 
     def path(self, group: str, name: str, file: str) -> Path:
         return self.dir(group, name) / safe_name(file)
