@@ -92,3 +92,11 @@ deb: deb-deps
 	cd $(DEB_DIR)/src && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b
 	lintian --fail-on error $(DEB_DIR)/*.changes
 	@ls -1 $(DEB_DIR)/*.deb
+
+# Benchmarks: apache-md against Debian's mod_md on this machine, same Pebble,
+# printing times and ratios (bench/*.py). Not tests: nothing is asserted.
+# They use ports 14700, 15700, 8753, 8755, 5701 and 5702.
+.PHONY: bench
+bench: deps venv
+	$(PY) bench/issuance.py
+	$(PY) bench/worker_scale.py

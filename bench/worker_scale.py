@@ -197,6 +197,9 @@ def main() -> int:
     args = ap.parse_args()
     load = loadavg()
     domains = names(args.n)
+    if not args.no_apache and not os.path.exists(MOD_MD):
+        say(f"{MOD_MD} is missing (Debian's apache2 ships it): no memory comparison")
+        args.no_apache = True
 
     amd = Apache(http_port=HTTP, https_port=HTTPS, log_level="warn")
     store = amd.root / "md"
@@ -234,6 +237,8 @@ def main() -> int:
                 if renewing:
                     say(f"  note: mod_md does not consider {len(renewing)} MD(s) complete, "
                         f"e.g. {renewing[:3]}")
+                else:
+                    say(f"  mod_md takes all {args.n} MDs from the store as complete")
             finally:
                 mm.stop()
                 shutil.rmtree(mm.root, ignore_errors=True)
