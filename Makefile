@@ -93,10 +93,11 @@ deb: deb-deps
 	lintian --fail-on error $(DEB_DIR)/*.changes
 	@ls -1 $(DEB_DIR)/*.deb
 
-# Benchmarks: apache-md against Debian's mod_md on this machine, same Pebble,
-# printing times and ratios (bench/*.py). Not tests: nothing is asserted.
-# They use ports 14700, 15700, 8753, 8755, 5701 and 5702.
+# All benchmarks: apache-md against Debian's mod_md on this machine, printing
+# times and ratios (bench/*.py). Not tests: nothing is asserted. issuance and
+# worker_scale use ports 14700, 15700, 8753, 8755, 5701 and 5702.
 .PHONY: bench
 bench: deps venv
 	$(PY) bench/issuance.py
 	$(PY) bench/worker_scale.py
+	$(PY) bench/md_status.py
