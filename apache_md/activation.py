@@ -202,7 +202,7 @@ def write_includes(store: Store, config: Config) -> bool:
         pairs, fallback = cert_pairs(store, md)
         responder = any(i and i.ocsp_url for i in credentials.active(store, md).values())
         stapling = apachegen.md_stapling(config, md, fallback, responder)
-        changed |= write_if_changed(apache_dir / f"{md.name}.conf",
+        changed |= write_if_changed(apache_dir / apachegen.include_file(md.name),
                                     apachegen.md_include(md, pairs, fallback, stapling))
     changed |= write_if_changed(apache_dir / "global.conf", apachegen.global_conf(config))
     # Includes of MDs removed from the config stay: a vhost may still include them.

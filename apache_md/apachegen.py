@@ -36,8 +36,14 @@ STAPLING_CACHE_TIMEOUT = 300
 STAPLING_ERROR_CACHE_TIMEOUT = 10
 
 
+def include_file(md_name: str) -> str:
+    """`<md>.conf`; a wildcard MD's `*` is spelled out, because Apache's Include
+    would take `*.example.org.conf` as a pattern matching other MDs' files too."""
+    return f"{md_name.replace('*', '_wildcard_')}.conf"
+
+
 def include_path(store_dir: str, md_name: str) -> str:
-    return os.path.join(store_dir, "apache", f"{md_name}.conf")
+    return os.path.join(store_dir, "apache", include_file(md_name))
 
 
 def global_path(store_dir: str) -> str:

@@ -202,3 +202,10 @@ def test_ca_stats_count_and_survive_a_corrupt_file(store):
     castats.record(store, CA, renewed=True)
     assert castats.load(store)[CA] == {"request-failures": 0, "renewals": 1,
                                        "renewal-failures": 0}
+
+
+def test_wildcard_include_names_are_not_glob_patterns():
+    from apache_md.apachegen import include_file, include_path
+    assert include_file("*.example.org") == "_wildcard_.example.org.conf"
+    assert include_path("/s", "www.example.org") == "/s/apache/www.example.org.conf"
+    assert "*" not in include_path("/s", "*.example.org")
