@@ -10,7 +10,6 @@ import copy
 import ssl
 import threading
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable
@@ -23,6 +22,7 @@ from acme import messages
 from requests.adapters import HTTPAdapter
 
 from . import __version__, compat
+from .caproblem import CAProblem  # noqa: F401 - re-exported: its home before caproblem.py
 
 USER_AGENT = f"apache-md/{__version__}"
 POLL_FIRST, POLL_MAX = 0.05, 1.0
@@ -31,22 +31,6 @@ DIRECTORY_TTL = 300.0  # seconds a fetched directory serves later connections to
 NONCE_TTL = 60.0  # unused nonces older than this are not offered (CAs expire them)
 NONCE_KEEP = 32
 POOL_SIZE = 32  # kept-alive connections per CA: more than MDs driven at once (8 by default)
-
-
-@dataclass
-class CAProblem(Exception):
-    """A failed exchange with the CA, in mod_md's terms (job.json `last`)."""
-
-    status: int  # APR-like status: 0 ok, 111 refused, 70007 timeout, 20014 general
-    description: str
-    problem: str | None = None  # ACME problem type URN or mod_md problem name
-    detail: str | None = None
-    subproblems: list | None = None
-    retry_after: float | None = None
-    ca_url: str | None = None  # set when a request to this CA failed (per-CA metrics)
-
-    def __str__(self) -> str:
-        return self.detail or self.description
 
 
 def problem_from_exception(e: BaseException, ca_url: str = "",

@@ -14,8 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from . import apachegen, credentials, crypto
-from .drive import load_job, save_job
-from .job import now_utc
+from .job import load_job, now_utc, save_job
 from .jsonfmt import http_date, parse_http_date
 from .mdjson import md_to_json
 from .model import RENEW_ALWAYS, Config, GlobalSettings, ManagedDomain

@@ -15,8 +15,8 @@ import threading
 from datetime import datetime
 
 from . import credentials, watch
-from .acmeclient import CAConnection, CAProblem
-from .drive import load_job
+from .caproblem import CAProblem
+from .job import load_job
 from .model import Config, ManagedDomain
 from .schedule import ari_failed, ari_poll_due, ari_update, renewal_due
 from .status import will_renew
@@ -57,6 +57,7 @@ class Poller:
         if key in self._down:  # one unreachable CA costs one timeout per pass, not per MD
             raise self._down[key]
         if key not in self._conns:
+            from .acmeclient import CAConnection  # the acme library, only when ARI is asked
             self._conns[key] = CAConnection(url, ca_certs=md.ca_certs, proxy=md.proxy_url,
                                             proxy_ca_certs=md.proxy_ca_certs, timeout=15,
                                             stop=self.stop)

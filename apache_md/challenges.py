@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import josepy as jose
 
-from .acmeclient import CAProblem
+from .caproblem import CAProblem
 from .model import GlobalSettings, ManagedDomain
 from .notify import run_command
 from .store import CHALLENGES, Store

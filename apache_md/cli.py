@@ -8,7 +8,6 @@ import os
 import sys
 
 from . import __version__, activation, apachegen, ari, credentials, status, statuspage
-from .drive import Driver
 from .job import now_utc
 from .jsonfmt import parse_http_date
 from .model import Config
@@ -259,6 +258,7 @@ def cmd_renew(args) -> int:
         print(f"apache-md: unknown managed domain(s): {', '.join(unknown)}", file=sys.stderr)
         return 1
     settings = config.settings
+    from .drive import Driver  # the acme library: only for commands that drive
     driver = Driver(store, settings, Messenger(settings.message_cmd, settings.notify_cmd,
                                                str(store.base)),
                     progress=lambda md, text: print(f"{md}: {text}", flush=True))

@@ -22,7 +22,7 @@ from .acmeclient import CAConnection, CAProblem
 from .challenges import (Setup, authz_types, check_names, preferred_types,
                          setup_dns01, setup_http01, teardown)
 from . import job as jobfile
-from .job import Job, now_utc
+from .job import Job, load_job, now_utc, save_job  # noqa: F401 - load_job re-exported
 from .locks import Busy, md_lock
 from .mdjson import md_to_json
 from .model import GlobalSettings, ManagedDomain
@@ -40,15 +40,6 @@ class RunResult:
     outcome: str  # "renewed", "failed", "busy", "vetoed", "skipped"
     detail: str = ""
     job: Job | None = None
-
-
-def load_job(store: Store, md_name: str) -> Job:
-    """The staging job (renewal) of an MD."""
-    return jobfile.load(store, STAGING, md_name)
-
-
-def save_job(store: Store, job: Job) -> None:
-    store.write_json(STAGING, job.name, "job.json", job.to_json())
 
 
 def identifiers(names: list[str]) -> list[messages.Identifier]:

@@ -141,3 +141,14 @@ def load(store, group: str, name: str) -> Job:
         job = Job(name)
         job.add_log("progress", detail=f"discarded corrupt job.json: {e}")
         return job
+
+
+def load_job(store, md_name: str) -> Job:
+    """The staging job (renewal) of an MD."""
+    from .store import STAGING
+    return load(store, STAGING, md_name)
+
+
+def save_job(store, job: Job) -> None:
+    from .store import STAGING
+    store.write_json(STAGING, job.name, "job.json", job.to_json())

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from . import credentials, stapling, watch
-from .drive import load_job
+from .job import load_job
 from .model import Config, ManagedDomain
 from .schedule import (ari_next_poll, ari_reason, ari_renew_at, renew_at, renewal_due,
                        should_warn)

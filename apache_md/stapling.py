@@ -18,12 +18,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-import requests
 from cryptography import x509
 
 from . import credentials, ocsp
 from . import job as jobfile
-from .acmeclient import CAProblem, _ProxyTLSAdapter, proxy_context  # same proxy rules
 from .crypto import CertInfo
 from .job import Job, now_utc
 from .jsonfmt import http_date, period, put
@@ -188,6 +186,10 @@ def http_fetch(url: str, der: bytes, proxy: str | None = None, proxy_ca: str | N
     """POST the request (RFC 6960 A.1). MDHttpProxy as for the CA (acmeclient): it replaces
     the environment's proxies, and MDHttpProxyCACertificateFile is the trust for an
     https:// proxy only."""
+    # loaded on the first fetch: the check loop rarely needs them (memory of an idle worker)
+    import requests
+
+    from .acmeclient import CAProblem, _ProxyTLSAdapter, proxy_context  # same proxy rules
     with requests.Session() as s:
         if proxy:
             s.proxies = {"http": proxy, "https": proxy}

@@ -24,8 +24,7 @@ from typing import Any, Callable, Iterator
 from . import MOD_MD_COMPAT_VERSION, castats, credentials, metrics, stapling, statuspage, watch
 from .activation import load_state as load_activation_state
 from .crypto import CertInfo
-from .drive import load_job
-from .job import Job, now_utc
+from .job import Job, load_job, now_utc
 from .jsonfmt import dumps, http_date, parse_http_date, period, put
 from .mdjson import md_to_json
 from .model import (RENEW_ALWAYS, RENEW_MANUAL, STATE_COMPLETE, STATE_INCOMPLETE, Config,

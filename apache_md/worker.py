@@ -22,8 +22,7 @@ import sdnotify
 
 from . import activation, apachectl, ari, status, watch
 from .apachectl import default_reload_command
-from .drive import Driver, load_job
-from .job import now_utc
+from .job import load_job, now_utc
 from .model import Config, ManagedDomain
 from .notify import Messenger
 from .plan import next_wake, plan
@@ -164,18 +163,26 @@ class Worker:
         config, store = self.config, self.store
         settings = config.settings
         messenger = Messenger(settings.message_cmd, settings.notify_cmd, str(store.base))
-        driver = Driver(store, settings, messenger, self.stop, rnd=self.rnd)
+        drivers: list = []
+
+        def driver():
+            # The acme library and requests are imported with the first Driver: an idle
+            # worker (nothing due, nothing staged) never loads them.
+            if not drivers:
+                from .drive import Driver
+                drivers.append(Driver(store, settings, messenger, self.stop, rnd=self.rnd))
+            return drivers[0]
         ari.refresh_all(store, config, now_utc(), self.stop, self.rnd, tick=self.ping)
         decisions = plan(store, config, now_utc())
         due = [d for d in decisions if d.drive]
         for d in decisions:
             if d.staged_waiting:
-                driver.notify_pending(d.md)
+                driver().notify_pending(d.md)
         held_back: set[str] = set()  # vetoed or busy: next check, not at once
         if due and not self.stop.is_set():
             self.sd(f"STATUS=renewing {len(due)} domain(s)")
             log.info("renewing: %s", ", ".join(f"{d.md.name} ({d.reason})" for d in due))
-            held_back = {r.md for r in self._drive_all(driver, due)
+            held_back = {r.md for r in self._drive_all(driver(), due)
                          if r.outcome in ("vetoed", "busy")}
         self.activate_and_reload(snapshot=False)
         # OCSP after activation, so new certificates get their response in this cycle.
@@ -211,7 +218,7 @@ class Worker:
             log.warning("%s: %s", md.name, job.last.get("detail"))
         watch.save_job(store, job)
 
-    def _drive_all(self, driver: Driver, decisions) -> list:
+    def _drive_all(self, driver, decisions) -> list:
         results = []
         with ThreadPoolExecutor(max_workers=min(self.max_parallel, len(decisions)),
                                 thread_name_prefix="drive") as pool:
