@@ -197,10 +197,11 @@ def write_includes(store: Store, config: Config) -> bool:
     changed = False
     apache_dir = store.dir(APACHE)
     apache_dir.mkdir(parents=True, exist_ok=True)
+    setup = apachegen.relay_setup(config)  # once, not per MD: it walks every vhost
     for md in config.mds:
         pairs, fallback = cert_pairs(store, md)
         responder = any(i and i.ocsp_url for i in credentials.active(store, md).values())
-        stapling = apachegen.md_stapling(config, md, fallback, responder)
+        stapling = apachegen.md_stapling(config, md, fallback, responder, setup)
         changed |= write_if_changed(apache_dir / apachegen.include_file(md.name),
                                     apachegen.md_include(md, pairs, fallback, stapling))
     changed |= write_if_changed(apache_dir / "global.conf", apachegen.global_conf(config))

@@ -118,20 +118,28 @@ def stapling_on(config: Config, relay: str) -> str:
             "SSLStaplingResponderTimeout 5\n")
 
 
+def relay_setup(config: Config) -> tuple[str | None, str | None]:
+    """(relay_url, stapling_problem): both walk every vhost, so callers writing many
+    includes compute them once and hand them to md_stapling."""
+    return relay_url(config), stapling_problem(config)
+
+
 def md_stapling(config: Config, md: ManagedDomain, fallback: bool,
-                has_responder: bool = True) -> str:
+                has_responder: bool = True,
+                setup: tuple[str | None, str | None] | None = None) -> str:
     """The stapling lines of an MD's include: on through the relay, or explicitly off where
     the server level turned it on for other certificates. Certificates without an OCSP URL
-    (`has_responder` False) are not stapled: mod_ssl would ask the relay in vain."""
-    relay = relay_url(config)
-    if md.stapling and not fallback and has_responder and relay and not stapling_problem(config):
+    (`has_responder` False) are not stapled: mod_ssl would ask the relay in vain.
+    `setup` is relay_setup(config), when the caller has it."""
+    relay, problem = setup or relay_setup(config)
+    if md.stapling and not fallback and has_responder and relay and not problem:
         # Only where global.conf set up the cache: without it mod_ssl refuses to start.
         return ("# OCSP stapling: mod_ssl asks apache-md's relay, which answers with the\n"
                 "# response the worker stored (see apache-md's docs/ocsp.md).\n"
                 f"<IfDefine {STAPLING_DEFINE}>\n"
                 + "".join(f"    {line}\n" for line in stapling_on(config, relay).splitlines())
                 + "</IfDefine>\n")
-    if staples_others(config) and not stapling_problem(config):
+    if staples_others(config) and not problem:
         return "SSLUseStapling off\n"
     return ""
 
