@@ -21,19 +21,20 @@ _cache: dict[str, tuple[tuple[float, int], list[x509.Certificate], CertInfo]] = 
 _cache_lock = threading.Lock()
 
 
-def _load(path: Path) -> tuple[list[x509.Certificate], CertInfo] | None:
+def _load(path: str | Path) -> tuple[list[x509.Certificate], CertInfo] | None:
+    key = os.fspath(path)
     try:
-        st = os.stat(path)
+        st = os.stat(key)
     except OSError:
         return None
     stamp = (st.st_mtime, st.st_size)
-    key = str(path)
     with _cache_lock:
         hit = _cache.get(key)
     if hit and hit[0] == stamp:
         return hit[1], hit[2]
     try:
-        chain = crypto.load_chain(path.read_bytes())
+        with open(key, "rb") as f:
+            chain = crypto.load_chain(f.read())
     except (OSError, crypto.CryptoError):
         return None
     if not chain:
@@ -45,12 +46,12 @@ def _load(path: Path) -> tuple[list[x509.Certificate], CertInfo] | None:
 
 
 def chain(store: Store, group: str, md_name: str, spec: KeySpec) -> list[x509.Certificate] | None:
-    hit = _load(store.path(group, md_name, spec.file_name("pubcert")))
+    hit = _load(store.fspath(group, md_name, spec.file_name("pubcert")))
     return hit[0] if hit else None
 
 
 def info(store: Store, group: str, md_name: str, spec: KeySpec) -> CertInfo | None:
-    hit = _load(store.path(group, md_name, spec.file_name("pubcert")))
+    hit = _load(store.fspath(group, md_name, spec.file_name("pubcert")))
     return hit[1] if hit else None
 
 
