@@ -19,6 +19,7 @@ from .store import DOMAINS, STAGING, Store, StoreError
 
 _cache: dict[str, tuple[tuple[float, int], list[x509.Certificate], CertInfo]] = {}
 _cache_lock = threading.Lock()
+_issuers: dict[str, tuple[tuple[int, int, int], str | None]] = {}  # md.json path: (stat, ca.url)
 
 
 def _load(path: str | Path) -> tuple[list[x509.Certificate], CertInfo] | None:
@@ -86,13 +87,27 @@ def uses_managed(store: Store, md: ManagedDomain) -> bool:
 
 def issuer_url(store: Store, md: ManagedDomain) -> str | None:
     """The CA the active certificates came from (domains/<md>/md.json ca.url)."""
+    # Asked several times per MD and cycle (plan, ARI, status): cached while the file's
+    # stat is unchanged (every store write replaces the file, so its inode changes).
+    path = store.fspath(DOMAINS, md.name, "md.json")
+    try:
+        st = os.stat(path)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    except OSError:
+        stamp = None
+    hit = _issuers.get(path)
+    if hit is not None and stamp is not None and hit[0] == stamp:
+        return hit[1]
     try:
         doc = store.read_json(DOMAINS, md.name, "md.json") or {}
     except StoreError:
         return None
     ca = doc.get("ca")
     url = ca.get("url") if isinstance(ca, dict) else None
-    return url if isinstance(url, str) and url else None
+    url = url if isinstance(url, str) and url else None
+    if stamp is not None:
+        _issuers[path] = (stamp, url)
+    return url
 
 
 def staged(store: Store, md: ManagedDomain) -> dict[str, CertInfo | None]:
