@@ -175,20 +175,24 @@ class Worker:
         ari.refresh_all(store, config, now_utc(), self.stop, self.rnd, tick=self.ping)
         decisions = plan(store, config, now_utc())
         due = [d for d in decisions if d.drive]
+        changed = False  # did this cycle change what plan() reads?
         for d in decisions:
             if d.staged_waiting:
-                driver().notify_pending(d.md)
+                changed |= driver().notify_pending(d.md)
         held_back: set[str] = set()  # vetoed or busy: next check, not at once
         if due and not self.stop.is_set():
             self.sd(f"STATUS=renewing {len(due)} domain(s)")
             log.info("renewing: %s", ", ".join(f"{d.md.name} ({d.reason})" for d in due))
             held_back = {r.md for r in self._drive_all(driver(), due)
                          if r.outcome in ("vetoed", "busy")}
-        self.activate_and_reload(snapshot=False)
+        changed |= bool(due) | self.activate_and_reload(snapshot=False)
         # OCSP after activation, so new certificates get their response in this cycle.
+        # (A revoked status it finds wakes us at once through ocsp_wake.)
         ocsp_wake = self.stapler.run_safely(store, config, messenger)
         now = now_utc()
-        after = plan(store, config, now)
+        # Nothing driven, notified or activated: the decisions stand (a plan over a
+        # thousand MDs costs a tenth of a second).
+        after = plan(store, config, now) if changed else decisions
         for d in after:
             if d.warn:
                 self._expiring(store, messenger, d.md)
@@ -234,7 +238,8 @@ class Worker:
         return results
 
     # -- activation ------------------------------------------------------------------------
-    def activate_and_reload(self, snapshot: bool = True) -> None:
+    def activate_and_reload(self, snapshot: bool = True) -> bool:
+        """True when activation changed the store (activated, or discarded a failed set)."""
         config, store = self.config, self.store
         if self.reload_command is None and os.geteuid() != 0:
             # Not allowed to reload Apache: leave a request for the root-side unit.
@@ -245,10 +250,11 @@ class Worker:
                                   ("\n".join(staged) + "\n").encode())
             if snapshot:
                 self.write_snapshot()
-            return
-        activate_and_reload(store, config, self.reload_command)
+            return False
+        report = activate_and_reload(store, config, self.reload_command)
         if snapshot:
             self.write_snapshot()
+        return bool(report.activated or report.failed)
 
     def write_snapshot(self) -> None:
         start = time.monotonic()
