@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from . import jsonfmt
 
@@ -46,7 +46,8 @@ def safe_name(name: str) -> str:
     return name
 
 
-def atomic_write(path: Path, data: bytes, mode: int) -> None:
+def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int) -> None:
+    """`data` may come in chunks, so a large file need not be held in memory whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(100):
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{attempt}.tmp")
@@ -59,7 +60,11 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
         raise StoreError(f"cannot create a temporary file next to {path}")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+            else:
+                for chunk in data:
+                    f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)  # whatever the umask
@@ -178,7 +183,7 @@ class Store:
             raise StoreError(f"{self.path(group, name, file)}: not a JSON object")
         return obj
 
-    def write_bytes(self, group: str, name: str, file: str, data: bytes,
+    def write_bytes(self, group: str, name: str, file: str, data: bytes | Iterable[bytes],
                     mode: int | None = None) -> Path:
         dmode, fmode = GROUP_MODES.get(group, (0o755, 0o644))
         d = self.dir(group, name)
