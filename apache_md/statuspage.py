@@ -7,6 +7,7 @@ Pure: objects in, text out.
 """
 from __future__ import annotations
 
+import functools
 import html
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -128,26 +129,45 @@ def window_marks(md: dict[str, Any]) -> dict[str, datetime] | None:
 
 
 def validity_bar(md: dict[str, Any], now: datetime) -> str:
-    marks = window_marks(md)
-    if marks is None:
+    valid = (md.get("cert") or {}).get("valid") or {}
+    key = (valid.get("from"), valid.get("until"), md.get("renew-at"),
+           str(md.get("warn-window", "10%")))
+    try:
+        parts = _bar_parts(*key)
+    except TypeError:  # an unhashable value: not from md_status, render without the cache
+        parts = _bar_parts.__wrapped__(*key)
+    if parts is None:
         return '<div class="bar none" title="no certificate"><span>no certificate</span></div>'
+    start, total, head, tail = parts
+    n = round(100.0 * min(max((now - start).total_seconds(), 0), total) / total, 2)
+    return f'{head}<i class="now" style="left:{n}%"></i></div>{tail}'
+
+
+@functools.lru_cache(maxsize=4096)
+def _bar_parts(valid_from, valid_until, renew_at, warn_window):
+    """The bar without its `now` mark: rendered once per certificate, not per page and
+    minute (the list and every MD's page show it, re-rendered each minute)."""
+    marks = window_marks({"cert": {"valid": {"from": valid_from, "until": valid_until}},
+                          "renew-at": renew_at, "warn-window": warn_window})
+    if marks is None:
+        return None
     start, end = marks["from"], marks["until"]
     total = (end - start).total_seconds()
 
     def pct(t: datetime) -> float:
         return round(100.0 * min(max((t - start).total_seconds(), 0), total) / total, 2)
 
-    r, w, n = pct(marks["renew"]), pct(marks["warn"]), pct(now)
+    r, w = pct(marks["renew"]), pct(marks["warn"])
     title = (f"valid {_date(start)} to {_date(end)}; renew from {_date(marks['renew'])}; "
              f"warn from {_date(marks['warn'])}")
-    return (f'<div class="bar" title="{_e(title)}">'
+    head = (f'<div class="bar" title="{_e(title)}">'
             f'<i class="seg ok" style="left:0;width:{r}%"></i>'
             f'<i class="seg renew" style="left:{r}%;width:{round(w - r, 2)}%"></i>'
-            f'<i class="seg warn" style="left:{w}%;width:{round(100 - w, 2)}%"></i>'
-            f'<i class="now" style="left:{n}%"></i></div>'
-            f'<div class="dates"><span>{_e(start.strftime("%Y-%m-%d"))}</span>'
+            f'<i class="seg warn" style="left:{w}%;width:{round(100 - w, 2)}%"></i>')
+    tail = (f'<div class="dates"><span>{_e(start.strftime("%Y-%m-%d"))}</span>'
             f'<span>renew {_e(marks["renew"].strftime("%Y-%m-%d"))}</span>'
             f'<span>{_e(end.strftime("%Y-%m-%d"))}</span></div>')
+    return start, total, head, tail
 
 
 # -- pages ----------------------------------------------------------------------------------
