@@ -211,7 +211,9 @@ def challenge(environ: dict, start_response, path: str, snap: View) -> Iterable[
     host = _host(environ).lower().rstrip(".")
     md = snap.md_for_host(host)
     if md is None or not snap.data.get("http01", {}).get(md, True):
-        return not_found()
+        # Not ours to answer (mod_md declines here): serve what the vhost's own
+        # document root has, e.g. another ACME client's webroot answer.
+        return _from_document_root(environ, start_response, path) or not_found()
     if not host or "/" in host or host.startswith("."):
         return not_found()
     try:
@@ -227,6 +229,23 @@ def challenge(environ: dict, start_response, path: str, snap: View) -> Iterable[
     if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
         return _respond(start_response, "501 Not Implemented", b"", mark)
     return _respond(start_response, "200 OK", body, mark)
+
+
+def _from_document_root(environ: dict, start_response, path: str) -> Iterable[bytes] | None:
+    """The file at DOCUMENT_ROOT + path, if there is one inside the document root."""
+    root = environ.get("DOCUMENT_ROOT")
+    if not root:
+        return None
+    base = os.path.realpath(root)
+    target = os.path.realpath(os.path.join(base, path.lstrip("/")))
+    if not target.startswith(base + os.sep) or not os.path.isfile(target):
+        return None
+    try:
+        with open(target, "rb") as f:
+            body = f.read(65536)
+    except OSError:
+        return None
+    return _respond(start_response, "200 OK", body, [("Content-Type", "text/plain")])
 
 
 def md_status(environ: dict, start_response, path: str, snap: View) -> Iterable[bytes]:

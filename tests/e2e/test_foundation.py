@@ -109,6 +109,11 @@ def test_challenge_handler_answers_only_what_it_should(env):
     assert (ok.status, ok.body) == (200, "tok123.thumbprint")
     assert curl(f"{base}/othertoken").status == 404
     assert curl(f"http://other.test:{port}/.well-known/acme-challenge/tok123").status == 404
+    # Hosts apache-md does not manage keep their own answers (e.g. certbot --webroot)
+    env.apache.write_doc(".well-known/acme-challenge/theirs", "their-answer")
+    r = curl(f"http://other.test:{port}/.well-known/acme-challenge/theirs")
+    assert (r.status, r.body) == (200, "their-answer")
+    assert curl(f"{base}/theirs").status == 404  # a managed host answers only its own
     assert curl(f"{base}/..%2f..%2fmd_store.json").status == 404
     r = curl(f"{base}/../../md_store.json", extra=["--path-as-is"])
     assert r.status in (400, 403, 404) and "key" not in r.body

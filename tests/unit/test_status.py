@@ -209,3 +209,25 @@ def test_wildcard_include_names_are_not_glob_patterns():
     assert include_file("*.example.org") == "_wildcard_.example.org.conf"
     assert include_path("/s", "www.example.org") == "/s/apache/www.example.org.conf"
     assert "*" not in include_path("/s", "*.example.org")
+
+
+def test_challenges_of_dns01_only_mds_are_left_to_the_document_root(store, tmp_path):
+    """mod_md declines there (its test 720_008): a backend's own webroot answer wins."""
+    dns_only = make_md("dns.test", challenges=["dns-01"])
+    config = Config(main_file="x.conf", server_root="/", mds=[dns_only],
+                    settings=GlobalSettings(store_dir=str(store.base)))
+    status.write_snapshot(store, config)
+    docroot = tmp_path / "htdocs"
+    (docroot / ".well-known" / "acme-challenge").mkdir(parents=True)
+    (docroot / ".well-known" / "acme-challenge" / "tok").write_text("webroot")
+    (tmp_path / "secret").write_text("no")
+
+    def get(token: str, host: str = "dns.test"):
+        e = env(store, f"/.well-known/acme-challenge/{token}", host=host)
+        e["DOCUMENT_ROOT"] = str(docroot)
+        return call(e)
+    assert get("tok")[0].startswith("200") and get("tok")[2] == b"webroot"
+    assert get("missing")[0].startswith("404")
+    assert get("..%2F..%2Fsecret")[0].startswith("404")
+    # hosts of no MD too
+    assert get("tok", host="unknown.test")[2] == b"webroot"
