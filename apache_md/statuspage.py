@@ -96,6 +96,8 @@ def activity(md: dict[str, Any], now: datetime) -> str:
         return f"renewing: {detail or last.get('activity') or 'started'}"
     if md.get("renew-mode") == 0:
         return "manual renewal (MDRenewMode manual)"
+    if md.get("watched") is False:
+        return "no VirtualHost uses it: not renewed (unless MDRenewMode always)"
     if md.get("state") == 1:
         return f"certificate needed: {md.get('state-descr') or 'incomplete'}"
     at = parse_http_date(md.get("renew-at"))

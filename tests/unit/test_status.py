@@ -231,3 +231,11 @@ def test_challenges_of_dns01_only_mds_are_left_to_the_document_root(store, tmp_p
     assert get("..%2F..%2Fsecret")[0].startswith("404")
     # hosts of no MD too
     assert get("tok", host="unknown.test")[2] == b"webroot"
+
+
+def test_activity_says_why_an_unused_md_is_not_renewed():
+    now = datetime.now(timezone.utc)
+    unused = {"state": 1, "state-descr": "certificate(rsa) is missing", "renew-mode": 1,
+              "watched": False}
+    assert "no VirtualHost uses it" in statuspage.activity(unused, now)
+    assert statuspage.activity(dict(unused, watched=True), now).startswith("certificate needed")
