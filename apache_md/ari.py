@@ -13,6 +13,7 @@ import logging
 import random
 import threading
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from . import credentials, watch
 from .caproblem import CAProblem
@@ -21,6 +22,9 @@ from .model import Config, ManagedDomain
 from .schedule import ari_failed, ari_poll_due, ari_update, renewal_due
 from .status import will_renew
 from .store import STAGING, Store
+
+if TYPE_CHECKING:  # the acme library is imported only when ARI is asked
+    from .acmeclient import CAConnection
 
 log = logging.getLogger(__name__)
 

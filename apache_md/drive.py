@@ -21,7 +21,6 @@ from . import accounts, castats, compat, credentials, crypto, preflight
 from .acmeclient import CAConnection, CAProblem
 from .challenges import (Setup, authz_types, check_names, preferred_types,
                          setup_dns01, setup_http01, teardown)
-from . import job as jobfile
 from .job import Job, load_job, now_utc, save_job  # noqa: F401 - load_job re-exported
 from .locks import Busy, md_lock
 from .mdjson import md_to_json

@@ -56,7 +56,8 @@ def test_worker_obtains_and_apache_serves_every_key_type(env, tmp_path):
     assert r.status == 503
 
     sock, path = notify_socket(str(tmp_path))
-    worker = env.start_worker(env={"NOTIFY_SOCKET": path})
+    # WATCHDOG_USEC as systemd sets it for WatchdogSec=1: the worker must ping twice a second
+    worker = env.start_worker(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
     mds = env.await_state(["one.test", "two.test"], timeout=90)
     assert set(mds["two.test"]["cert"]) == {"secp256r1", "rsa", "valid"}
 
@@ -76,7 +77,7 @@ def test_worker_obtains_and_apache_serves_every_key_type(env, tmp_path):
     assert r.status == 200
 
     msgs = "".join(drain(sock))
-    assert "READY=1" in msgs and "STATUS=" in msgs
+    assert "READY=1" in msgs and "STATUS=" in msgs and "WATCHDOG=1" in msgs
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(20) == 0
     assert "STOPPING=1" in "".join(drain(sock))
