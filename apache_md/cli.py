@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import logging
 import os
+import shlex
 import sys
 
-from . import __version__, activation, apachegen, ari, credentials, status, statuspage
-from .job import now_utc
-from .jsonfmt import parse_http_date
-from .model import Config
+from . import __version__
+from .apache import activation, includes
+from .ca import ari
+from .core.jsonfmt import parse_http_date
+from .core.model import Config
+from .core.plan import plan
 from .notify import Messenger
-from .plan import plan
-from .store import Store, StoreError
+from .status import mdstatus, page
+from .store import credentials
+from .store.fs import Store, StoreError
+from .store.jobs import now_utc
 
 DEFAULT_CONF = "/etc/apache2/apache2.conf"
 
@@ -29,7 +33,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _loader(args):
-    from .directives import load_config
+    from .apache.directives import load_config
 
     def load() -> Config:
         return load_config(args.config, server_root=args.server_root, defines=args.define)
@@ -110,12 +114,12 @@ def cmd_check(args) -> int:
             kind = "SSL " if vh.ssl else ""
             print(f"  {kind}vhost {vh.label} at {vh.location}")
             if vh.ssl and not md.is_static:
-                inc = apachegen.include_path(store_dir, md.name)
+                inc = includes.include_path(store_dir, md.name)
                 if inc not in vh.includes:
                     missing += 1
                     print(f"{vh.location}: SSL VirtualHost {vh.label} of MD {md.name} lacks "
                           f"its certificate include; add inside it:\n    "
-                          f"{apachegen.include_line(store_dir, md.name)}")
+                          f"{includes.include_line(store_dir, md.name)}")
         if store.base.exists():
             try:
                 infos = credentials.active(store, md)
@@ -136,8 +140,8 @@ def cmd_check(args) -> int:
 
 def _check_challenges(config: Config, md) -> None:
     """The challenge types a renewal would use; a warning when some name cannot work."""
-    from .acmeclient import CAProblem
-    from .challenges import check_names, preferred_types
+    from .ca.challenges import check_names, preferred_types
+    from .ca.client import CAProblem
     types = preferred_types(md, config.settings)
     print(f"  challenges: {' '.join(types) or 'none usable'}")
     try:
@@ -148,14 +152,14 @@ def _check_challenges(config: Config, md) -> None:
 
 def _check_stapling(config: Config) -> None:
     """OCSP stapling needs mod_ssl to reach the relay; say so when it cannot."""
-    if not (apachegen.staples_others(config) or any(m.stapling for m in config.mds)):
+    if not (includes.staples_others(config) or any(m.stapling for m in config.mds)):
         return
-    problem = apachegen.stapling_problem(config)
+    problem = includes.stapling_problem(config)
     if problem:
         print(f"\nwarning: MDStapling is on, but mod_ssl cannot staple apache-md's OCSP "
               f"responses: {problem}", file=sys.stderr)
     else:
-        print(f"\nOCSP stapling: mod_ssl fetches responses from {apachegen.relay_url(config)}")
+        print(f"\nOCSP stapling: mod_ssl fetches responses from {includes.relay_url(config)}")
 
 
 # -- status ---------------------------------------------------------------------------
@@ -164,7 +168,7 @@ def cmd_status(args) -> int:
     if loaded is None:
         return 1
     config, store = loaded
-    snap = status.snapshot(store, config)
+    snap = mdstatus.snapshot(store, config)
     now = now_utc()
     if args.name:
         md = config.md_by_name(args.name) or config.md_for_domain(args.name)
@@ -182,7 +186,7 @@ def cmd_status(args) -> int:
         print(snap["bodies"]["list"])
         return 0
     _print_table(snap["list"].get("managed-domains", []), now)
-    worker = status.read_worker_info(store)
+    worker = mdstatus.read_worker_info(store)
     if not worker:
         print("\nNo apache-md worker is running: certificates are not renewed automatically.")
     return 0
@@ -198,14 +202,14 @@ def _print_table(objs: list[dict], now) -> None:
     for o in objs:
         cert = o.get("cert", {})
         keys = ",".join(k for k in cert if k != "valid") or "-"
-        _, word = statuspage.status_label(o, now)
+        _, word = page.status_label(o, now)
         rows.append((o["name"], word, keys, _fmt_time(cert.get("valid", {}).get("until")),
-                     _fmt_time(o.get("renew-at")), statuspage.activity(o, now)))
+                     _fmt_time(o.get("renew-at")), page.activity(o, now)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
     for o in objs:
-        err = statuspage.last_error(o)
+        err = page.last_error(o)
         if err:
             print(f"{o['name']}: last error: {err}")
 
@@ -214,7 +218,7 @@ def _print_details(obj: dict, now) -> None:
     print()
     ca = obj.get("ca") or {}
     facts = [("names", " ".join(obj.get("domains", []))),
-             ("state", obj.get("state-descr") or statuspage.status_label(obj, now)[1]),
+             ("state", obj.get("state-descr") or page.status_label(obj, now)[1]),
              ("activation", (obj.get("activation") or {}).get("detail")),
              ("CA", ca.get("url")), ("account", ca.get("account")),
              ("next check", _fmt_time(obj.get("next-check"))),
@@ -258,7 +262,7 @@ def cmd_renew(args) -> int:
         print(f"apache-md: unknown managed domain(s): {', '.join(unknown)}", file=sys.stderr)
         return 1
     settings = config.settings
-    from .drive import Driver  # the acme library: only for commands that drive
+    from .ca.drive import Driver  # the acme library: only for commands that drive
     driver = Driver(store, settings, Messenger(settings.message_cmd, settings.notify_cmd,
                                                str(store.base)),
                     progress=lambda md, text: print(f"{md}: {text}", flush=True))
@@ -269,11 +273,11 @@ def cmd_renew(args) -> int:
     for d in decisions:
         if d not in todo:
             print(f"{d.md.name}: {d.reason}")
-    status.write_snapshot(store, config)  # the challenge handler must know the MDs
+    mdstatus.write_snapshot(store, config)  # the challenge handler must know the MDs
     failed = 0
     from concurrent.futures import ThreadPoolExecutor
     # progress shows on /md-status while we drive
-    with status.refreshing(store, config), \
+    with mdstatus.refreshing(store, config), \
             ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
         for r in pool.map(lambda d: driver.run(d.md, d.reason), todo):
             print(f"{r.md}: {r.outcome}: {r.detail}", flush=True)
@@ -298,7 +302,7 @@ def cmd_activate(args) -> int:
         print(f"{name}: not activated: {why}")
     for name, why in report.failed.items():
         print(f"{name}: activation failed: {why}", file=sys.stderr)
-    status.write_snapshot(store, config)
+    mdstatus.write_snapshot(store, config)
     state = activation.load_state(store)
     if reload_cmd and report.activated and state.get("error"):
         print(f"apache-md: reload failed, previous certificates restored: {state['error']}",
@@ -322,7 +326,7 @@ def cmd_apache_conf(args) -> int:
     config = _load(args)
     if config is None:
         return 1
-    print(apachegen.handler_snippet(config, user=args.user, daemon=args.daemon), end="")
+    print(includes.handler_snippet(config, user=args.user, daemon=args.daemon), end="")
     return 0
 
 

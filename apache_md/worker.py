@@ -20,15 +20,18 @@ from typing import Callable
 
 import sdnotify
 
-from . import activation, apachectl, ari, status, watch
-from .apachectl import default_reload_command
-from .job import load_job, now_utc
-from .model import Config, ManagedDomain
+from .apache import activation, ctl
+from .apache.ctl import default_reload_command
+from .ca import ari
+from .ca.stapler import Stapler
+from .core.model import Config, ManagedDomain
+from .core.plan import next_wake, plan
+from .core.schedule import next_check
 from .notify import Messenger
-from .plan import next_wake, plan
-from .schedule import next_check
-from .stapling import Stapler
-from .store import STAGING, Store, StoreError
+from .status import mdstatus
+from .store import watch
+from .store.fs import STAGING, Store, StoreError
+from .store.jobs import load_job, now_utc
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVERY = 0.5  # seconds between status snapshots while drives run
@@ -138,7 +141,7 @@ class Worker:
         self.sd("STOPPING=1")
         self.stop.set()
         if self.store is not None:
-            status.clear_worker_info(self.store)
+            mdstatus.clear_worker_info(self.store)
             self.write_snapshot()  # says: no worker runs
         log.info("stopped")
         return 0
@@ -169,7 +172,7 @@ class Worker:
             # The acme library and requests are imported with the first Driver: an idle
             # worker (nothing due, nothing staged) never loads them.
             if not drivers:
-                from .drive import Driver
+                from .ca.drive import Driver
                 drivers.append(Driver(store, settings, messenger, self.stop, rnd=self.rnd))
             return drivers[0]
         ari.refresh_all(store, config, now_utc(), self.stop, self.rnd, tick=self.ping)
@@ -260,8 +263,8 @@ class Worker:
         start = time.monotonic()
         try:
             if not self.stop.is_set():
-                status.write_worker_info(self.store, self.next_cycle)
-            status.write_snapshot(self.store, self.config)
+                mdstatus.write_worker_info(self.store, self.next_cycle)
+            mdstatus.write_snapshot(self.store, self.config)
         except (StoreError, OSError) as e:
             log.error("cannot write the status snapshot: %s", e)
         self._snapshot_cost = time.monotonic() - start
@@ -274,7 +277,7 @@ def activate_and_reload(store: Store, config: Config, reload_command: list[str] 
     store.remove("status", "activation", "activation-requested")
     messenger = Messenger(config.settings.message_cmd, None, str(store.base))
     report = activation.activate(store, config, messenger, force=force,
-                                 precheck=lambda: apachectl.configtest(config))
+                                 precheck=lambda: ctl.configtest(config))
     for name, why in report.failed.items():
         log.error("%s: activation failed: %s", name, why)
     for name, why in report.waiting.items():
@@ -283,9 +286,9 @@ def activate_and_reload(store: Store, config: Config, reload_command: list[str] 
         log.info("activated: %s", ", ".join(report.activated))
     if not (report.reload_needed and reload_command):
         return report
-    error = apachectl.configtest(config) if report.activated else None
+    error = ctl.configtest(config) if report.activated else None
     if error is None:
-        error = apachectl.reload(reload_command)
+        error = ctl.reload(reload_command)
     if error:
         log.error("Apache refused the new configuration: %s", error)
         if report.activated:

@@ -25,9 +25,25 @@ import shutil
 import subprocess
 import time
 
-from benchenv import (APACHE_MD, HTTPS, MOD_MD, REPO, all_served_by_pebble, apache_md,
-                      apache_md_apache, children_cpu, loadavg, md_status, mod_md_apache,
-                      names, proc_cpu, ratio, say, start_pebble, wait)
+from benchenv import (
+    APACHE_MD,
+    HTTPS,
+    MOD_MD,
+    REPO,
+    all_served_by_pebble,
+    apache_md,
+    apache_md_apache,
+    children_cpu,
+    loadavg,
+    md_status,
+    mod_md_apache,
+    names,
+    proc_cpu,
+    ratio,
+    say,
+    start_pebble,
+    wait,
+)
 
 TIMEOUT = 300
 

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from apache_md.apachegen import include_path
+from apache_md.apache.includes import include_path
 from tests.harness import Apache, Pebble
 
 APACHE_MD = [sys.executable, "-m", "apache_md"]

@@ -128,8 +128,8 @@ def test_install_enable_verify_purge(system):
     p = run("apache2ctl", "configtest")
     assert "Syntax OK" in p.stdout + p.stderr
     text = CONF.read_text()
-    assert "/usr/lib/python3/dist-packages/apache_md/wsgi.py" in text
-    assert Path("/usr/lib/python3/dist-packages/apache_md/wsgi.py").exists()
+    assert "/usr/lib/python3/dist-packages/apache_md/wsgi/app.py" in text
+    assert Path("/usr/lib/python3/dist-packages/apache_md/wsgi/app.py").exists()
 
     # the units, as installed, and enabled by the package
     p = run("systemd-analyze", "verify", *map(str, UNITS))

@@ -7,14 +7,15 @@ from __future__ import annotations
 import datetime
 import subprocess
 
+import josepy as jose
 import pytest
 import requests
-from acme import challenges, client as acme_client, messages
+from acme import challenges, messages
+from acme import client as acme_client
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-import josepy as jose
 
 from tests.harness import client, default_eab, pki
 from tests.harness._util import HarnessError

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import time
 
-
 from tests.e2e.mdenv import MDEnv
 from tests.harness.client import curl
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from apache_md.crypto import ari_cert_id
+from apache_md.core.crypto import ari_cert_id
 from tests.conftest import PORTS
 from tests.e2e.mdenv import MDEnv
 from tests.harness import AcmeFront, pki

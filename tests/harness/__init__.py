@@ -1,12 +1,12 @@
 """Reusable end-to-end harness: a private Apache, Pebble + challtestsrv, and
 real-tool clients (openssl, curl). Product-independent on purpose."""
 
+from . import client, pki
 from .acmefront import AcmeFront
 from .apache import Apache
 from .ocsp_responder import OCSPResponder
 from .pebble import Pebble, default_eab
 from .proxy import ForwardProxy
-from . import client, pki
 
 __all__ = ["AcmeFront", "Apache", "ForwardProxy", "OCSPResponder", "Pebble", "default_eab",
            "client", "pki"]

@@ -16,9 +16,19 @@ import subprocess
 import time
 from pathlib import Path
 
-from ._util import (HarnessError, check_ports_free, forget_at_exit, make_tmp_dir,
-                    pid_alive, port_open, spawn, stop_at_exit, terminate, wait_for,
-                    with_logs)
+from ._util import (
+    HarnessError,
+    check_ports_free,
+    forget_at_exit,
+    make_tmp_dir,
+    pid_alive,
+    port_open,
+    spawn,
+    stop_at_exit,
+    terminate,
+    wait_for,
+    with_logs,
+)
 
 APACHE_BIN = "/usr/sbin/apache2"
 MODULE_DIR = Path("/usr/lib/apache2/modules")

@@ -12,17 +12,27 @@ import ipaddress
 import json
 import os
 import random
-import socket
-import struct
 import shutil
+import socket
 import ssl
+import struct
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from . import pki
-from ._util import (HarnessError, check_ports_free, forget_at_exit, make_tmp_dir,
-                    port_open, spawn, stop_at_exit, terminate, wait_for, with_logs)
+from ._util import (
+    HarnessError,
+    check_ports_free,
+    forget_at_exit,
+    make_tmp_dir,
+    port_open,
+    spawn,
+    stop_at_exit,
+    terminate,
+    wait_for,
+    with_logs,
+)
 
 EAB_EXAMPLE = Path("/usr/share/doc/pebble/examples/pebble-config-external-account-bindings.json")
 # Same values as the example file, in case the docs were excluded (dpkg path-exclude).

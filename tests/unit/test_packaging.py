@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from apache_md import __version__, apachegen, compat, crypto
-from apache_md.model import Config, GlobalSettings, KeySpec
+from apache_md import __version__
+from apache_md.apache import includes
+from apache_md.core import compat, crypto
+from apache_md.core.model import Config, GlobalSettings, KeySpec
 
 REPO = Path(__file__).resolve().parents[2]
 DEBIAN_STORE = "/etc/apache2/md"  # mod_md's default MDStoreDir for ServerRoot /etc/apache2
-DEBIAN_WSGI = "/usr/lib/python3/dist-packages/apache_md/wsgi.py"
+DEBIAN_WSGI = "/usr/lib/python3/dist-packages/apache_md/wsgi/app.py"
 
 
 def _directives(text: str) -> list[str]:
@@ -43,8 +45,8 @@ def test_conf_available_mounts_what_apache_conf_prints():
     config = Config(main_file="/etc/apache2/apache2.conf", server_root="/etc/apache2",
                     settings=GlobalSettings(store_dir=DEBIAN_STORE), user="www-data",
                     group="www-data")
-    snippet = apachegen.handler_snippet(config, python_home="/usr")
-    snippet = snippet.replace(str(apachegen.WSGI_SCRIPT), DEBIAN_WSGI)
+    snippet = includes.handler_snippet(config, python_home="/usr")
+    snippet = snippet.replace(str(includes.WSGI_SCRIPT), DEBIAN_WSGI)
     snippet = re.sub(r"<IfModule !wsgi_module>.*?</IfModule>\n", "", snippet, flags=re.S)
     snippet = snippet.replace(" python-home=/usr", "")
     conf = (REPO / "conf-available" / "apache-md.conf").read_text()

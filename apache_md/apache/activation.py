@@ -1,0 +1,340 @@
+"""Activation: staged sets become live, and the Apache includes follow.
+
+mod_md does this in post_config at a restart; apache-md does it on demand
+(`apache-md activate`, or the worker after a renewal) and then reloads
+Apache. A staged set is verified before it replaces anything; a set that
+fails verification is discarded and the renewal starts over, while Apache
+keeps serving the previous certificate.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from ..core import crypto
+from ..core.jsonfmt import http_date, parse_http_date
+from ..core.mdjson import md_to_json
+from ..core.model import RENEW_ALWAYS, Config, GlobalSettings, ManagedDomain
+from ..notify import Messenger
+from ..store import credentials
+from ..store.fs import (
+    APACHE,
+    CHALLENGES,
+    DOMAINS,
+    STAGING,
+    TMP,
+    Store,
+    StoreError,
+    atomic_write,
+)
+from ..store.jobs import load_job, now_utc, save_job
+from . import includes
+
+log = logging.getLogger(__name__)
+FALLBACK_MIN_LEFT = timedelta(days=2)
+
+
+@dataclass
+class Report:
+    activated: list[str] = field(default_factory=list)
+    waiting: dict[str, str] = field(default_factory=dict)  # md -> why not yet
+    failed: dict[str, str] = field(default_factory=dict)
+    includes_changed: bool = False
+    archived: dict[str, str] = field(default_factory=dict)  # md -> previous set, for rollback
+
+    @property
+    def reload_needed(self) -> bool:
+        return bool(self.activated) or self.includes_changed
+
+
+def verify_staged(store: Store, md: ManagedDomain) -> list[tuple[bytes, bytes]]:
+    """(plain key PEM, chain PEM) per key spec; raises StoreError naming the problem."""
+    out = []
+    for spec in md.keyspecs:
+        key_pem = store.read_bytes(STAGING, md.name, spec.file_name("privkey"))
+        cert_pem = store.read_bytes(STAGING, md.name, spec.file_name("pubcert"))
+        if not key_pem or not cert_pem:
+            raise StoreError(f"staged set of {md.name} lacks the {spec.name} key or certificate")
+        try:
+            key = crypto.store_key_from_pem(key_pem, store.key)
+            chain = crypto.load_chain(cert_pem)
+        except (ValueError, TypeError, crypto.CryptoError) as e:
+            raise StoreError(f"staged {spec.name} set of {md.name} is unreadable: {e}") from None
+        if not chain or not crypto.key_signs_for(key, chain[0]):
+            raise StoreError(f"staged {spec.name} certificate of {md.name} does not match its key")
+        if len(chain) < 2:
+            raise StoreError(f"staged {spec.name} chain of {md.name} has no intermediate")
+        missing = [d for d in md.domains if not crypto.covers(crypto.cert_names(chain[0]), d)]
+        if missing:
+            raise StoreError(f"staged {spec.name} certificate of {md.name} does not cover "
+                             f"{', '.join(missing)}")
+        out.append((crypto.key_to_pem(key), cert_pem))
+    return out
+
+
+def ready(store: Store, md: ManagedDomain, now: datetime) -> str | None:
+    """None when a complete staged set may be activated now, else why not."""
+    if not store.exists(STAGING, md.name, "job.json"):
+        return "nothing staged"
+    job = load_job(store, md.name)
+    if not job.finished or not credentials.staged_complete(store, md):
+        return "renewal not finished"
+    if job.valid_from and job.valid_from > now:
+        return f"activation delayed until {job.valid_from:%Y-%m-%d %H:%M:%S} UTC"
+    return None
+
+
+def gate(settings: GlobalSettings, last_reload: datetime | None, now: datetime) -> str | None:
+    """MDActivationInterval / MDActivationWindow: why a reload must wait, or None."""
+    if settings.activation_interval and last_reload:
+        earliest = last_reload + timedelta(seconds=settings.activation_interval)
+        if now < earliest:
+            return f"next activation after {earliest:%Y-%m-%d %H:%M:%S} UTC (MDActivationInterval)"
+    if settings.activation_window:
+        start, end = settings.activation_window
+        local = now.astimezone()
+        minute = local.hour * 60 + local.minute
+        inside = start <= minute < end if start < end else (minute >= start or minute < end)
+        if not inside:
+            return (f"outside the activation window {start // 60:02d}:{start % 60:02d}-"
+                    f"{end // 60:02d}:{end % 60:02d} (MDActivationWindow, local time)")
+    return None
+
+
+def activate_md(store: Store, md: ManagedDomain, messenger: Messenger,
+                now: datetime | None = None) -> str | None:
+    """Move a complete staged set into domains/; returns the archived previous set."""
+    job = load_job(store, md.name)
+    sets = verify_staged(store, md)
+    try:
+        staged_md = store.read_json(STAGING, md.name, "md.json") or {}
+    except StoreError:
+        staged_md = {}
+    ca_url = (staged_md.get("ca") or {}).get("url")
+    store.purge(TMP, md.name)
+    for spec, (key_pem, cert_pem) in zip(md.keyspecs, sets):
+        store.write_bytes(TMP, md.name, spec.file_name("privkey"), key_pem, mode=0o600)
+        store.write_bytes(TMP, md.name, spec.file_name("pubcert"), cert_pem)
+    account = (staged_md.get("ca") or {}).get("account") or _account_for(store, ca_url)
+    store.write_json(TMP, md.name, "md.json", md_to_json(md, ca_url=ca_url, account=account,
+                                                          state=2))
+    messenger.send(job, "installed", md.name)  # mod_md: exit code ignored
+    store.write_json(TMP, md.name, "job.json", job.to_json())
+    store.adopt(store.dir(TMP, md.name), recursive=True)
+    archived = store.replace_domain(md.name)
+    store.purge(STAGING, md.name)
+    store.purge(CHALLENGES, md.name)
+    log.info("%s: activated new certificates", md.name)
+    return archived
+
+
+def _account_for(store: Store, ca_url: str | None) -> str | None:
+    """The account id used at `ca_url` (for md.json's ca.account)."""
+    if not ca_url:
+        return None
+    for acct in store.names("accounts"):
+        try:
+            doc = store.read_json("accounts", acct, "account.json") or {}
+        except StoreError:
+            continue
+        if doc.get("ca-url") == ca_url and doc.get("status") == "valid":
+            return acct
+    return None
+
+
+# One fallback key per key type for all MDs of this process. The key guards
+# nothing (its self-signed certificate only ever answers 503), and making one
+# RSA key per MD cost seconds before Apache could start with many new MDs.
+_fallback_keys: dict[tuple, object] = {}
+
+
+def _fallback_key(spec):
+    ident = (spec.kind, spec.rsa_bits if spec.kind != "EC" else spec.curve.lower())
+    key = _fallback_keys.get(ident)
+    if key is None:
+        key = _fallback_keys[ident] = crypto.generate_key(spec)
+    return key
+
+
+def ensure_fallback(store: Store, md: ManagedDomain, spec) -> tuple[str, str]:
+    """The self-signed stand-in for a key type without a certificate yet."""
+    cert_f = store.path(DOMAINS, md.name, "fallback-" + spec.file_name("pubcert"))
+    key_f = store.path(DOMAINS, md.name, "fallback-" + spec.file_name("privkey"))
+    ok = False
+    if cert_f.exists() and key_f.exists():
+        try:
+            info = crypto.cert_info(crypto.load_chain(cert_f.read_bytes())[0])
+            ok = (info.not_after - now_utc() > FALLBACK_MIN_LEFT
+                  and all(crypto.covers(list(info.names), d) for d in md.domains))
+        except (OSError, crypto.CryptoError, IndexError):
+            ok = False
+    if not ok:
+        key = _fallback_key(spec)
+        store.write_bytes(DOMAINS, md.name, key_f.name, crypto.key_to_pem(key), mode=0o600)
+        store.write_bytes(DOMAINS, md.name, cert_f.name, crypto.self_signed(key, md.domains))
+    return str(cert_f), str(key_f)
+
+
+def cert_pairs(store: Store, md: ManagedDomain) -> tuple[list[tuple[str, str]], bool]:
+    """What the MD's include points mod_ssl at, and whether that is the fallback."""
+    if not credentials.uses_managed(store, md):
+        return list(zip(md.cert_files, md.key_files)), False
+    pairs = []
+    for spec in md.keyspecs:
+        cert = store.path(DOMAINS, md.name, spec.file_name("pubcert"))
+        key = store.path(DOMAINS, md.name, spec.file_name("privkey"))
+        if cert.exists() and key.exists():
+            pairs.append((str(cert), str(key)))
+    if pairs:
+        return pairs, False
+    return [ensure_fallback(store, md, spec) for spec in md.keyspecs], True
+
+
+def write_if_changed(path: Path, text: str) -> bool:
+    data = text.encode()
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    atomic_write(path, data, 0o644)
+    return True
+
+
+def write_includes(store: Store, config: Config) -> bool:
+    """Every MD's include and the global file; True when any file changed."""
+    changed = False
+    apache_dir = store.dir(APACHE)
+    apache_dir.mkdir(parents=True, exist_ok=True)
+    setup = includes.relay_setup(config)  # once, not per MD: it walks every vhost
+    for md in config.mds:
+        pairs, fallback = cert_pairs(store, md)
+        responder = any(i and i.ocsp_url for i in credentials.active(store, md).values())
+        stapling = includes.md_stapling(config, md, fallback, responder, setup)
+        changed |= write_if_changed(apache_dir / includes.include_file(md.name),
+                                    includes.md_include(md, pairs, fallback, stapling))
+    changed |= write_if_changed(apache_dir / "global.conf", includes.global_conf(config))
+    # Includes of MDs removed from the config stay: a vhost may still include them.
+    return changed
+
+
+def sync_md_json(store: Store, md: ManagedDomain) -> None:
+    """Keep domains/<md>/md.json in step with the config (mod_md's store sync)."""
+    try:
+        current = store.read_json(DOMAINS, md.name, "md.json") or {}
+    except StoreError:
+        current = {}
+    ca = current.get("ca") or {}
+    wanted = md_to_json(md, ca_url=ca.get("url"), account=ca.get("account"),
+                        state=current.get("state", 0) if isinstance(current.get("state"), int)
+                        else 0)
+    if wanted != current:
+        store.write_json(DOMAINS, md.name, "md.json", wanted)
+
+
+def activate(store: Store, config: Config, messenger: Messenger,
+             now: datetime | None = None, force: bool = False,
+             precheck=None) -> Report:
+    """Activate every MD with a complete staged set, then write the Apache includes.
+
+    `force` ignores MDActivationInterval/-Window (an administrator's explicit
+    command); `precheck()` returns an error text when Apache's configuration is
+    broken already, in which case nothing is activated (a reload would fail).
+    """
+    now = now or now_utc()
+    report = Report()
+    state = load_state(store)
+    held = None if force else gate(config.settings, state.get("last-reload"), now)
+    candidates = []
+    for md in config.mds:
+        if md.is_static and md.renew_mode != RENEW_ALWAYS:
+            continue  # static files only; with `always` the renewed set takes over
+        why = ready(store, md, now)
+        if why is None and held:
+            why = held
+        if why is None:
+            candidates.append(md)
+        elif why != "nothing staged":
+            report.waiting[md.name] = why
+    broken = precheck() if candidates and precheck else None
+    for md in candidates:
+        if broken:
+            report.waiting[md.name] = f"Apache configuration test failed: {broken}"
+            continue
+        try:
+            archived = activate_md(store, md, messenger, now)
+        except StoreError as e:
+            report.failed[md.name] = str(e)
+            _discard_staged(store, md, str(e))
+            continue
+        except OSError as e:
+            report.failed[md.name] = f"{e.filename or md.name}: {e.strerror}"
+            continue
+        report.activated.append(md.name)
+        if archived:
+            report.archived[md.name] = archived
+    for md in config.mds:
+        sync_md_json(store, md)
+    report.includes_changed = write_includes(store, config)
+    save_state(store, waiting=report.waiting)
+    return report
+
+
+def rollback(store: Store, config: Config, report: Report, why: str) -> None:
+    """Apache refused the new set: put the previous one back, keep the new one archived."""
+    for name in report.activated:
+        archived = report.archived.get(name)
+        if archived:
+            rejected = store.replace_domain_back(name, archived)
+            log.error("%s: activation rolled back (%s); rejected set kept in %s",
+                      name, why, rejected)
+        job = load_job(store, name)
+        job.fail(20014, "activation failed", "apache-md:activation-failed",
+                 f"Apache refused the new certificates and the previous ones were restored: {why}")
+        save_job(store, job)
+    write_includes(store, config)
+    save_state(store, error=why)
+
+
+# -- activation state: when Apache was last reloaded, what waits and why ----------------
+STATE_FILE = ("status", "activation", "activation.json")
+
+
+def load_state(store: Store) -> dict:
+    try:
+        doc = store.read_json(*STATE_FILE) or {}
+    except StoreError:
+        doc = {}
+    return {"last-reload": parse_http_date(doc.get("last-reload")),
+            "waiting": doc.get("waiting") or {}, "error": doc.get("error")}
+
+
+def save_state(store: Store, *, reloaded: datetime | None = None,
+               waiting: dict | None = None, error: str | None = None) -> None:
+    doc = load_state(store)
+    if reloaded:
+        doc["last-reload"] = reloaded
+        doc["error"] = None
+    if waiting is not None:
+        doc["waiting"] = waiting
+    if error is not None:
+        doc["error"] = error
+    out = {"last-reload": http_date(doc["last-reload"]), "waiting": doc["waiting"]}
+    if doc.get("error"):
+        out["error"] = doc["error"]
+    store.write_json(*STATE_FILE, out)
+
+
+def _discard_staged(store: Store, md: ManagedDomain, why: str) -> None:
+    """A set that fails verification is useless: drop it and make the job retry."""
+    log.error("%s: staged certificates rejected: %s", md.name, why)
+    job = load_job(store, md.name)
+    for spec in md.keyspecs:
+        store.remove(STAGING, md.name, spec.file_name("privkey"))
+        store.remove(STAGING, md.name, spec.file_name("pubcert"))
+    job.fail(20014, "activation failed", None, f"staged certificates rejected: {why}")
+    save_job(store, job)
+
+

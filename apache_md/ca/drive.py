@@ -1,0 +1,369 @@
+"""One renewal run for one MD: account, order, challenges, CSR, chain, staging.
+
+Everything a run learns goes into `staging/<md>/job.json`, so status shows
+progress while it runs and a restarted worker resumes with the same error
+count and backoff. A run never raises for CA or network trouble: it records
+the problem in the job and returns.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from acme import messages
+
+from ..core import compat, crypto
+from ..core.mdjson import md_to_json
+from ..core.model import GlobalSettings, ManagedDomain
+from ..core.schedule import backoff_delay, missing_reason, next_check, ready_at
+from ..notify import Messenger
+from ..store import castats, credentials
+from ..store.fs import STAGING, Store, StoreError
+from ..store.jobs import Job, load_job, now_utc, save_job  # noqa: F401 - load_job re-exported
+from ..store.locks import Busy, md_lock
+from . import accounts, preflight
+from .challenges import (
+    Setup,
+    authz_types,
+    check_names,
+    preferred_types,
+    setup_dns01,
+    setup_http01,
+    teardown,
+)
+from .client import CAConnection, CAProblem
+
+log = logging.getLogger(__name__)
+ORDER_TIMEOUT = 300.0
+
+
+@dataclass
+class RunResult:
+    md: str
+    outcome: str  # "renewed", "failed", "busy", "vetoed", "skipped"
+    detail: str = ""
+    job: Job | None = None
+
+
+def identifiers(names: list[str]) -> list[messages.Identifier]:
+    out = []
+    for n in names:
+        try:
+            ipaddress.ip_address(n)
+            out.append(messages.Identifier(typ=messages.IDENTIFIER_IP, value=n))
+        except ValueError:
+            out.append(messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n))
+    return out
+
+
+class Driver:
+    def __init__(self, store: Store, settings: GlobalSettings, messenger: Messenger,
+                 stop: threading.Event | None = None, progress=None,
+                 rnd: random.Random | None = None):
+        self.store = store
+        self.settings = settings
+        self.messenger = messenger
+        self.stop = stop or threading.Event()
+        self.progress_cb = progress  # called with (md_name, text) for `renew` output
+        self.rnd = rnd or random.Random()
+
+    # -- entry point ---------------------------------------------------------------
+    def run(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
+        """One renewal run; `reason` (why it is due) goes into the job log."""
+        try:
+            with md_lock(self.store, md.name, timeout=0):
+                return self._run_locked(md, reason)
+        except Busy:
+            return RunResult(md.name, "busy", "another apache-md process is driving this MD")
+
+    def _run_locked(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
+        fresh = not self.store.exists(STAGING, md.name, "job.json")
+        job = load_job(self.store, md.name)
+        issuer = credentials.issuer_url(self.store, md)
+        n = len(md.ca_urls)
+        if fresh and issuer in md.ca_urls:
+            # A new renewal starts at the CA that issued the current certificate,
+            # so a failover sticks (mod_md keeps its effective CA the same way).
+            job.ca_index = md.ca_urls.index(issuer)
+        # `renewing` may veto. mod_md raises it only when a certificate is being
+        # replaced: a first issuance goes straight to challenge-setup (test_901_003).
+        if any(credentials.active(self.store, md).values()) \
+                and not self.messenger.send(job, "renewing", md.name):
+            # asked again at the next check (MDCheckInterval), not at every wake-up
+            job.next_run = now_utc() + timedelta(
+                seconds=next_check(self.settings.check_interval, self.rnd))
+            save_job(self.store, job)
+            return RunResult(md.name, "vetoed", "MDMessageCmd vetoed the renewal", job)
+        if n > 1 and job.errors >= self.settings.retry_failover:
+            job.ca_index = (job.ca_index + 1) % n  # failover: round robin over ca.urls
+            self._purge_staged_set(md)
+        ca_url = md.ca_urls[job.ca_index % n] if n else ""
+        job.start_run()
+        if reason:
+            job.progress(None, reason)
+        self._progress(job, md, None, f"Contacting ACME server for {md.name} at {ca_url}")
+        self.store.write_json(STAGING, md.name, "md.json", md_to_json(md, ca_url=ca_url),
+                              mode=accounts.SECRET_MODE if md.eab_hmac else None)
+        setups: list[Setup] = []
+        try:
+            self._obtain(md, job, ca_url, setups)
+        except CAProblem as p:
+            return self._failed(md, job, p, ca_url)
+        except StoreError as e:
+            return self._failed(md, job, CAProblem(20014, "store error", None, str(e)), ca_url)
+        except Exception as e:  # noqa: BLE001 - a bug must not kill the worker
+            log.exception("%s: unexpected error during renewal", md.name)
+            return self._failed(md, job, CAProblem(20014, type(e).__name__, None,
+                                                   f"internal error: {e}"), ca_url)
+        finally:
+            for s in setups:
+                teardown(self.store, s, md, self.settings.dns01_version, str(self.store.base))
+            self.store.remove(STAGING, md.name, "order.json")
+        return self._succeeded(md, job, ca_url)
+
+    # -- the protocol ------------------------------------------------------------------
+    def _obtain(self, md: ManagedDomain, job: Job, ca_url: str, setups: list[Setup]) -> None:
+        types = preferred_types(md, self.settings)
+        check_names(md, types, self.settings)
+        conn = CAConnection(ca_url, ca_certs=md.ca_certs, proxy=md.proxy_url,
+                            proxy_ca_certs=md.proxy_ca_certs, stop=self.stop)
+        meta = conn.meta
+        profile = self._profile(md, meta)
+        account = accounts.obtain(self.store, conn, md)
+        # The account of this run (one per CA + EAB pair), for md.json's ca.account.
+        self.store.write_json(STAGING, md.name, "md.json",
+                              md_to_json(md, ca_url=conn.url, account=account.id),
+                              mode=accounts.SECRET_MODE if md.eab_hmac else None)
+        self._progress(job, md, None, f"Using account {account.id}")
+        # `replaces` only where it can mean something: ARI on, offered by this CA,
+        # and the current certificate issued by this very CA.
+        ari = bool(md.ari_renewals and conn.has_renewal_info
+                   and credentials.issuer_url(self.store, md) == ca_url)
+        for spec in md.keyspecs:
+            self._check_stop()
+            replaces = self._replaces(md, spec) if ari else None
+            order = self._new_order(conn, md, profile, replaces)
+            self.store.write_json(STAGING, md.name, "order.json", {
+                "url": order.uri, "status": order.body.status.name,
+                "authorizations": list(order.body.authorizations),
+                "challenge-setups": [s.to_json() for s in setups],
+                "finalize": order.body.finalize})
+            self._authorize(conn, md, job, order, types, setups)
+            try:
+                key = crypto.generate_key(spec)
+            except crypto.CryptoError as e:
+                raise CAProblem(22, "Invalid argument", None,
+                                f"MDPrivateKeys of {md.name}: {e}") from None
+            csr = crypto.make_csr(key, md.domains, md.must_staple)
+            self._progress(job, md, "Submitting", f"Submitting {spec.name} CSR to CA")
+            pem = self._finalize(conn, order, csr)
+            self._progress(job, md, "Retrieving",
+                           f"Retrieving {spec.name} certificate chain for {md.name}")
+            chain = crypto.load_chain(pem.encode() if isinstance(pem, str) else pem)
+            if not chain or not crypto.key_matches_cert(key, chain[0]):
+                raise CAProblem(20014, "Bad certificate", None,
+                                "the CA returned a certificate that does not match the key")
+            if md.must_staple and not crypto.has_must_staple(chain[0]):
+                # Let's Encrypt dropped Must-Staple in 2025; say so instead of looking broken.
+                self._progress(job, md, None, f"MDMustStaple is on, but the CA issued the "
+                                              f"{spec.name} certificate without the extension")
+            self.store.write_bytes(STAGING, md.name, spec.file_name("privkey"),
+                                   crypto.key_to_pem(key, self.store.key), mode=0o600)
+            self.store.write_bytes(STAGING, md.name, spec.file_name("pubcert"),
+                                   crypto.chain_to_pem(chain))
+
+    def _profile(self, md: ManagedDomain, meta: dict) -> str | None:
+        if not md.profile:
+            return None
+        offered = meta.get("profiles") or {}
+        if md.profile in offered:
+            return md.profile
+        if md.profile_mandatory:
+            raise CAProblem(22, "Invalid argument", None,
+                            f"mandatory ACME profile '{md.profile}' is not offered by CA")
+        return None
+
+    def _replaces(self, md: ManagedDomain, spec) -> str | None:
+        ch = credentials.chain(self.store, "domains", md.name, spec)
+        return crypto.ari_cert_id(ch[0]) if ch else None
+
+    def _new_order(self, conn: CAConnection, md: ManagedDomain, profile, replaces):
+        try:
+            return conn.new_order(identifiers(md.domains), profile, replaces)
+        except CAProblem as p:
+            if not replaces:
+                raise
+            # A CA may refuse `replaces` (alreadyReplaced, another account's cert): order anew.
+            log.info("%s: order with 'replaces' refused (%s), retrying without", md.name, p)
+            return conn.new_order(identifiers(md.domains), profile, None)
+
+    def _authorize(self, conn, md, job, order, types, setups) -> None:
+        jwk = conn.net.key
+        pending = []
+        for authzr in order.authorizations:
+            body = authzr.body
+            if body.status == messages.STATUS_VALID:
+                continue
+            domain = body.identifier.value
+            wildcard = bool(getattr(body, "wildcard", False))
+            candidates = authz_types(types, domain, wildcard)
+            offered = {c.chall.typ: c for c in body.challenges}
+            chosen = None
+            last_err: CAProblem | None = None
+            for typ in candidates:
+                challb = offered.get(typ)
+                if challb is None:
+                    continue
+                key_authz = challb.chall.key_authorization(jwk)
+                try:
+                    if typ == "http-01":
+                        setup = setup_http01(self.store, domain, key_authz)
+                        setups.append(setup)
+                        self._preflight(job, md, domain, challb.chall.encode("token"), key_authz)
+                    else:
+                        setup = setup_dns01(md, domain, key_authz, str(self.store.base))
+                        setups.append(setup)
+                except CAProblem as p:
+                    last_err = p
+                    continue
+                if not self.messenger.send(job, f"challenge-setup:{typ}:{domain}", md.name):
+                    raise CAProblem(20014, "challenge setup vetoed", "challenge-setup-failure",
+                                    f"MDMessageCmd failed for challenge-setup:{typ}:{domain}")
+                chosen = challb
+                break
+            if chosen is None:
+                if last_err:
+                    raise last_err
+                raise CAProblem(22, "Invalid argument", "challenge-mismatch",
+                                f"None of offered challenge types for domain {domain} are "
+                                f"supported. The CA offers {', '.join(offered) or 'none'}, "
+                                f"usable here: {', '.join(candidates) or 'none'}.")
+            self._progress(job, md, "Authorizing",
+                           f"Setting up {chosen.chall.typ} for {domain}")
+            conn.call(conn.client.answer_challenge, chosen, chosen.response(jwk))
+            pending.append(authzr)
+        deadline = time.monotonic() + ORDER_TIMEOUT
+        for authzr in pending:
+            done = conn.poll(lambda a=authzr: conn.client.poll(a),
+                             lambda r: r.body.status not in (messages.STATUS_PENDING,
+                                                             messages.STATUS_PROCESSING),
+                             deadline)
+            if done.body.status != messages.STATUS_VALID:
+                raise _authz_problem(done)
+
+    def _preflight(self, job: Job, md: ManagedDomain, domain: str, token: str,
+                   key_authz: str) -> None:
+        """Our own http-01 answer, fetched as the CA will; a wrong one fails here."""
+        r = preflight.check_http01(domain, token, key_authz, self.settings.port_map)
+        if r.ok is False:
+            raise CAProblem(20014, "http-01 answer not served", "challenge-setup-failure",
+                            f"the http-01 answer for {domain} is not served correctly "
+                            f"(checked locally before asking the CA): {r.detail}")
+        if r.ok is None:
+            log.info("%s: http-01 preflight for %s skipped: %s", md.name, domain, r.detail)
+            job.add_log("progress", detail=f"http-01 preflight skipped: {r.detail}")
+
+    def _finalize(self, conn: CAConnection, order, csr_pem: bytes) -> str:
+        order = order.update(csr_pem=csr_pem)
+        deadline = time.monotonic() + ORDER_TIMEOUT
+        try:
+            conn.call(compat.begin_finalization, conn.client, order)
+        except CAProblem as p:
+            if not (p.problem or "").endswith("orderNotReady"):
+                raise
+            conn.poll(lambda: _order_state(conn, order.uri),
+                      lambda b: b.status != messages.STATUS_PENDING, deadline)
+            conn.call(compat.begin_finalization, conn.client, order)
+        body = conn.poll(lambda: _order_state(conn, order.uri),
+                         lambda b: b.status in (messages.STATUS_VALID, messages.STATUS_INVALID),
+                         deadline)
+        if body.status != messages.STATUS_VALID or not body.certificate:
+            err = body.error
+            raise CAProblem(20014, "Order invalid", getattr(err, "typ", None),
+                            getattr(err, "detail", None) or "the CA declared the order invalid")
+        return conn.post_as_get(body.certificate).text
+
+    # -- outcome ---------------------------------------------------------------------------
+    def _succeeded(self, md: ManagedDomain, job: Job, ca_url: str = "") -> RunResult:
+        castats.record(self.store, ca_url, renewed=True)
+        staged = credentials.staged(self.store, md)
+        active = credentials.active(self.store, md)
+        complete = credentials.uses_managed(self.store, md) and missing_reason(md, active) is None
+        valid_from = ready_at(max(i.not_before for i in staged.values() if i), active, complete,
+                              self.settings.activation_delay, now_utc())
+        job.succeed(valid_from, "The certificate for the managed domain has been renewed "
+                                f"successfully and can be used (valid since "
+                                f"{valid_from.strftime('%a, %d %b %Y %H:%M:%S GMT')}).")
+        self._notify_renewed(md, job)
+        save_job(self.store, job)
+        return RunResult(md.name, "renewed", "certificates staged", job)
+
+    def _notify_renewed(self, md: ManagedDomain, job: Job) -> None:
+        """`renewed` once the staged set may be used; a failing command is retried later."""
+        if job.valid_from and job.valid_from > now_utc():
+            job.next_run = job.valid_from
+            return
+        if not self.messenger.send(job, "renewed", md.name):
+            job.errors += 1
+            job.next_run = now_utc() + timedelta(
+                seconds=backoff_delay(job.errors, self.settings.retry_delay, rnd=self.rnd))
+
+    def notify_pending(self, md: ManagedDomain) -> bool:
+        """Send a deferred `renewed` for a finished job; True when the job changed."""
+        job = load_job(self.store, md.name)
+        if not job.finished or job.notified_renewed:
+            return False
+        if job.next_run and job.next_run > now_utc():
+            return False  # not valid yet, or backing off after a failed notification
+        self._notify_renewed(md, job)
+        save_job(self.store, job)
+        return True
+
+    def _failed(self, md: ManagedDomain, job: Job, p: CAProblem, ca_url: str = "") -> RunResult:
+        if p.description != "Stopped":  # a shutdown is no failure
+            castats.record(self.store, ca_url, request_failed=p.ca_url is not None,
+                           renewed=False, problem=p.problem or p.description)
+        job.fail(p.status, p.description, p.problem, p.detail, subproblems=p.subproblems)
+        delay = backoff_delay(job.errors, self.settings.retry_delay, p.problem, self.rnd)
+        if p.retry_after:
+            delay = max(delay, p.retry_after)
+        job.next_run = now_utc() + timedelta(seconds=delay)
+        self.messenger.send(job, "errored", md.name)
+        save_job(self.store, job)
+        log.warning("%s: renewal failed: %s", md.name, p.detail or p.description)
+        return RunResult(md.name, "failed", p.detail or p.description, job)
+
+    def _purge_staged_set(self, md: ManagedDomain) -> None:
+        for spec in md.keyspecs:
+            self.store.remove(STAGING, md.name, spec.file_name("privkey"))
+            self.store.remove(STAGING, md.name, spec.file_name("pubcert"))
+
+    def _progress(self, job: Job, md: ManagedDomain, activity: str | None, detail: str) -> None:
+        job.progress(activity, detail)
+        save_job(self.store, job)
+        if self.progress_cb:
+            self.progress_cb(md.name, detail)
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise CAProblem(20014, "Stopped", None, "apache-md is shutting down")
+
+
+def _order_state(conn: CAConnection, url: str):
+    resp = conn.client._post_as_get(url)  # noqa: SLF001
+    return messages.Order.from_json(resp.json()), resp
+
+
+def _authz_problem(authzr) -> CAProblem:
+    for c in authzr.body.challenges:
+        if c.error is not None:
+            return CAProblem(20014, "Challenge failed", c.error.typ,
+                             c.error.detail or c.error.title)
+    return CAProblem(20014, "Authorization failed", "urn:ietf:params:acme:error:unauthorized",
+                     f"authorization for {authzr.body.identifier.value} is "
+                     f"{authzr.body.status.name}")

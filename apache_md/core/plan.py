@@ -1,0 +1,98 @@
+"""Which MDs to drive now, and when to look again: decisions over the store, no network."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..ca import stapler
+from ..status.mdstatus import is_watched, will_renew
+from ..store import credentials, watch
+from ..store.fs import STAGING, Store
+from ..store.jobs import load_job
+from .model import Config, ManagedDomain
+from .schedule import (
+    ari_next_poll,
+    ari_reason,
+    ari_renew_at,
+    renew_at,
+    renewal_due,
+    should_warn,
+)
+
+
+@dataclass
+class Decision:
+    md: ManagedDomain
+    drive: bool
+    reason: str
+    next_run: datetime | None = None  # an earlier wake-up the job asks for
+    warn: bool = False  # watched and inside the warn window: `expiring` is due
+    staged_waiting: bool = False  # finished, waiting for activation
+    renew_at: datetime | None = None  # when the renew window opens
+    ari_at: datetime | None = None  # when ARI says to renew (if before the window)
+    ari_poll: datetime | None = None  # when to ask the CA's renewalInfo again
+
+    @property
+    def wake(self) -> datetime | None:
+        """The earliest time this MD needs another look."""
+        times = [t for t in (self.next_run, self.renew_at, self.ari_at, self.ari_poll) if t]
+        return min(times) if times else None
+
+
+def decide(store: Store, md: ManagedDomain, now: datetime, force: bool = False) -> Decision:
+    active = credentials.active(store, md)
+    warn = is_watched(md) and should_warn(md, active, now)
+    if not will_renew(md):
+        return Decision(md, False, "not renewed (renew mode or no vhost)", warn=warn)
+    job = load_job(store, md.name) if store.exists(STAGING, md.name, "job.json") else None
+    if job and job.finished and credentials.staged_complete(store, md):
+        # A complete set waits for activation (or for its `renewed` message): never re-order it.
+        # A past next-run is not a wake-up: activation may be up to another process.
+        wait = job.next_run if job.next_run and job.next_run > now else None
+        return Decision(md, False, "staged, waiting for activation", wait,
+                        warn=warn, staged_waiting=True)
+    issuer = credentials.issuer_url(store, md) if credentials.uses_managed(store, md) else None
+    reason = "forced" if force else renewal_due(md, active, now, issuer)
+    revoked = stapler.revoked(store, md, active) if reason is None else []
+    if revoked:  # mod_md renews a revoked certificate at its next check; we do it now
+        reason = f"certificate revoked ({', '.join(revoked)}, OCSP)"
+    ari_at = ari_poll = None
+    if reason is None and md.ari_renewals:
+        entries = ari_entries(store, md, active)
+        ari_at, explanation = ari_renew_at(entries)
+        ari_poll = ari_next_poll(entries)
+        if ari_at is not None and ari_at <= now:
+            reason = ari_reason(explanation)
+    if reason is None:
+        at = renew_at(md, active, now, issuer)
+        return Decision(md, False, "certificate valid", warn=warn, renew_at=at,
+                        ari_at=ari_at if ari_at and ari_at < at else None, ari_poll=ari_poll)
+    if job and job.next_run and job.next_run > now and not force:
+        return Decision(md, False, f"waiting to retry ({reason})", job.next_run, warn=warn)
+    return Decision(md, True, reason, warn=warn)
+
+
+def ari_entries(store: Store, md: ManagedDomain, active) -> list[dict]:
+    """The stored ARI entries of the MD's active certificates."""
+    state = watch.load_ari(store, md.name)
+    return [state[i.ari_id] for i in active.values() if i and i.ari_id in state]
+
+
+def next_wake(decisions: list[Decision], now: datetime, check_at: datetime,
+              held_back: set[str] | frozenset = frozenset()) -> datetime:
+    """When the worker looks again: the next regular check (MDCheckInterval,
+    jittered) or earlier when an MD asks for it. An MD that is due again
+    already (its backoff ran out during the cycle) means now, unless it was
+    vetoed or busy this cycle: those wait for the next check, as in mod_md."""
+    wake = check_at
+    for d in decisions:
+        t = now if d.drive and d.md.name not in held_back else d.wake
+        if t and t < wake:
+            wake = max(t, now)
+    return wake
+
+
+def plan(store: Store, config: Config, now: datetime, force: bool = False,
+         names: list[str] | None = None) -> list[Decision]:
+    mds = [m for m in config.mds if not names or m.name in names]
+    return [decide(store, md, now, force) for md in mds]

@@ -1,0 +1,1 @@
+"""Monitoring: md-status JSON, the status snapshot, the HTML page and the metrics."""

@@ -1,0 +1,428 @@
+"""md-status and certificate-status JSON (reference/mod_md-formats.md §1, §2).
+
+Built by whoever changes the store (worker, activation, `renew`) and written as
+one snapshot file with every response body already rendered (JSON, the HTML
+page, the metrics), so the WSGI handlers answer without parsing a certificate
+or serializing anything.
+
+apache-md adds keys after mod_md's own (scrapers ignore what they do not know):
+`activation` (is the certificate live, staged, or still missing, and why),
+`next-check` (when apache-md next looks at the MD), `last-renewal` (when a
+renewal last succeeded) and, inside `renewal`, `ca-url` (the CA that renewal
+uses, which differs from `ca.url` after a failover).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from datetime import datetime
+from typing import Any, Callable, Iterator
+
+from .. import MOD_MD_COMPAT_VERSION
+from ..apache.activation import load_state as load_activation_state
+from ..ca import stapler
+from ..core.crypto import CertInfo
+from ..core.jsonfmt import dumps, http_date, parse_http_date, period, put
+from ..core.mdjson import md_to_json
+from ..core.model import (
+    RENEW_ALWAYS,
+    RENEW_MANUAL,
+    STATE_COMPLETE,
+    STATE_INCOMPLETE,
+    Config,
+    GlobalSettings,
+    ManagedDomain,
+)
+from ..core.schedule import missing_reason, renew_at
+from ..store import castats, credentials, watch
+from ..store.fs import DOMAINS, STAGING, STATUS, Store, StoreError
+from ..store.jobs import Job, load_job, now_utc
+from . import metrics, page
+
+SNAPSHOT = (STATUS, "snapshot", "status.json")
+WORKER = (STATUS, "worker", "worker.json")
+# written by a worker that may not reload Apache; `apache-md activate` (root) consumes it
+ACTIVATION_REQUEST = (STATUS, "activation", "activation-requested")
+
+
+def is_watched(md: ManagedDomain) -> bool:
+    """Supervised for renewal or expiry warnings (mod_md init_cert_watch_status)."""
+    if md.renew_mode == RENEW_MANUAL or md.is_static:
+        return True  # still watched for `expiring`
+    return bool(md.vhosts) or md.renew_mode == RENEW_ALWAYS
+
+
+def will_renew(md: ManagedDomain) -> bool:
+    """Driven by the worker (mod_md md_will_renew_cert + check_usage)."""
+    if md.renew_mode == RENEW_MANUAL:
+        return False
+    if md.renew_mode == RENEW_ALWAYS:
+        return True
+    return bool(md.vhosts) and not md.is_static
+
+
+def cert_json(info: CertInfo) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    put(obj, "issuer-name", info.issuer_name)
+    put(obj, "issuer-uri", info.issuer_uri)
+    put(obj, "valid", period(info.not_before, info.not_after))
+    obj["serial"] = info.serial
+    obj["sha256-fingerprint"] = info.sha256
+    put(obj, "ari-cert-id", info.ari_cert_id)
+    return obj
+
+
+def certs_json(infos: dict[str, CertInfo | None]) -> dict[str, Any]:
+    """Per key type, plus `valid`: the overlap of all validity periods."""
+    out: dict[str, Any] = {}
+    present = [i for i in infos.values() if i]
+    for name, info in infos.items():
+        if info:
+            out[name] = cert_json(info)
+    first = next(iter(infos.values()), None)
+    if present and first:
+        out["valid"] = period(max(i.not_before for i in present),
+                              min(i.not_after for i in present))
+    return out
+
+
+def job_seems_valid(store: Store, md: ManagedDomain, job: Job) -> bool:
+    """mod_md #420: a finished+notified job without a staged set is stale."""
+    if job.finished and job.notified_renewed:
+        return credentials.staged_complete(store, md) and store.exists(STAGING, md.name, "md.json")
+    return True
+
+
+# -- the worker's heartbeat ----------------------------------------------------------------
+def write_worker_info(store: Store, next_cycle: datetime | None) -> None:
+    """Written by the worker each cycle: status tells whether renewals run at all."""
+    obj: dict[str, Any] = {"pid": os.getpid()}
+    put(obj, "next-cycle", http_date(next_cycle))
+    store.write_json(*WORKER, obj)
+
+
+def clear_worker_info(store: Store) -> None:
+    store.remove(*WORKER)
+
+
+def read_worker_info(store: Store) -> dict[str, Any] | None:
+    """The running worker's info, None when no worker runs."""
+    try:
+        info = store.read_json(*WORKER)
+    except StoreError:
+        return None
+    pid = info.get("pid") if info else None
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by another user
+    return info
+
+
+def _activation_requested(store: Store) -> set[str]:
+    data = store.read_bytes(*ACTIVATION_REQUEST)
+    return set(data.decode("utf-8", "replace").split()) if data else set()
+
+
+# -- one MD --------------------------------------------------------------------------------
+def activation(md: ManagedDomain, complete: bool, job: Job | None, staged: bool,
+               now: datetime, worker: dict | None, requested: bool,
+               waiting: str | None = None) -> dict[str, str]:
+    """Where the MD's certificate stands between the CA and Apache, for people.
+
+    `waiting` is what the last activation said about this MD (activation.load_state).
+    """
+    if staged and job is not None:
+        if job.valid_from and job.valid_from > now:
+            why = (f"activation delayed until {http_date(job.valid_from)} "
+                   "(MDActivationDelay, or the new certificate's notBefore)")
+        elif waiting:
+            why = waiting
+        elif requested:
+            why = ("waiting for `apache-md activate` as root: this worker may not "
+                   "reload Apache")
+        elif worker:
+            why = "the worker activates it and reloads Apache at its next check"
+        else:
+            why = ("no worker is running: run `apache-md activate --reload CMD` "
+                   "(as root), or start the worker")
+        return {"state": "staged", "detail": f"staged, waiting for activation: {why}"}
+    if md.is_static:
+        return {"state": "active", "detail": "certificate files from MDCertificateFile"}
+    if complete:
+        return {"state": "active", "detail": "Apache serves the certificate from the CA"}
+    return {"state": "pending",
+            "detail": "no certificate from the CA yet: Apache serves a self-signed "
+                      "fallback certificate and answers 503"}
+
+
+def _next_check(md: ManagedDomain, job: Job | None, at: datetime, now: datetime,
+                worker: dict | None) -> datetime | None:
+    """When the worker next does something for this MD (None: no worker runs)."""
+    if not worker:
+        return None
+    cycle = parse_http_date(worker.get("next-cycle")) or now
+    own = None
+    if will_renew(md):
+        if job is not None and job.next_run and job.next_run > now:
+            own = job.next_run  # backoff, activation delay, ARI
+        elif at > now:
+            own = at
+    return max(cycle, own) if own else cycle
+
+
+def _last_renewal(store: Store, md: ManagedDomain, job: Job | None) -> datetime | None:
+    if job is not None and job.finished:
+        when = job.last_log_time("finished")
+        if when:
+            return when
+    try:
+        active_job = store.read_json(DOMAINS, md.name, "job.json")
+    except StoreError:
+        return None
+    return Job.from_json(md.name, active_job).last_log_time("finished") if active_job else None
+
+
+def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
+              with_log: bool = True, worker: dict | None = None,
+              requested: set[str] | None = None,
+              activation_state: dict | None = None,
+              settings: GlobalSettings | None = None) -> dict[str, Any]:
+    now = now or now_utc()
+    active = credentials.active(store, md)
+    managed = credentials.uses_managed(store, md)
+    issuer = credentials.issuer_url(store, md) if managed else None
+    reason = missing_reason(md, active) if managed else (
+        None if all(active.values()) else "certificate files are missing")
+    try:
+        stored = store.read_json(DOMAINS, md.name, "md.json") or {}
+    except StoreError:
+        stored = {}
+    ca = stored.get("ca") if isinstance(stored.get("ca"), dict) else {}
+    job = None
+    if store.exists(STAGING, md.name, "job.json"):
+        job = load_job(store, md.name)
+        if not job_seems_valid(store, md, job):
+            job = None
+    job_ca = md.ca_urls[job.ca_index % len(md.ca_urls)] if job is not None and md.ca_urls \
+        else None
+    # ca.url: the CA that issued the live certificate; before there is one, the CA in use.
+    ca_url = ca.get("url") if any(active.values()) else None
+    obj = md_to_json(md, ca_url=ca_url or job_ca or ca.get("url"), account=ca.get("account"),
+                     state=STATE_INCOMPLETE if reason else STATE_COMPLETE,
+                     state_descr=reason, public=True)
+    obj["cert"] = certs_json(active)
+    stapler.add_status(obj["cert"], store, md, active, settings, with_log)
+    at = renew_at(md, active, now, issuer) if managed or all(active.values()) else now
+    put(obj, "renew-at", http_date(at))
+    obj["watched"] = is_watched(md)
+    if job is not None or at <= now:
+        obj["renew"] = True
+    staged = False
+    if job is not None:
+        renewal = job.to_json(with_log=with_log)
+        renewal.pop("ca-index", None)
+        staged = job.finished and credentials.staged_complete(store, md)
+        renewal["cert"] = certs_json(credentials.staged(store, md))
+        put(renewal, "ca-url", job_ca)
+        obj["renewal"] = renewal
+    # apache-md extras
+    waiting = ((activation_state or {}).get("waiting") or {}).get(md.name)
+    obj["activation"] = activation(md, reason is None, job, staged, now, worker,
+                                   md.name in (requested or ()), waiting)
+    put(obj, "next-check", http_date(_next_check(md, job, at, now, worker)))
+    put(obj, "last-renewal", http_date(_last_renewal(store, md, job)))
+    ari = _ari_json(store, md) if managed and md.ari_renewals else None
+    if ari:
+        obj["ari"] = ari  # what the CA's renewalInfo said
+    return obj
+
+
+def _ari_json(store: Store, md: ManagedDomain) -> dict[str, Any]:
+    """Per key type, the ARI entry of the active certificate."""
+    entries = watch.load_ari(store, md.name)
+    out = {}
+    for spec in md.keyspecs:
+        info = credentials.info(store, DOMAINS, md.name, spec)
+        if info and info.ari_id in entries:
+            out[spec.name] = entries[info.ari_id]
+    return out
+
+
+def cert_status(md_obj: dict[str, Any], spec_names: list[str]) -> dict[str, Any]:
+    """/.httpd/certificate-status for one MD, derived from its md-status object."""
+    out: dict[str, Any] = {}
+    cert = md_obj.get("cert", {})
+    if "valid" in cert:
+        out["valid"] = cert["valid"]
+    for name in spec_names:
+        c = cert.get(name) or {}
+        out[name] = {k: c[k] for k in ("valid", "serial", "sha256-fingerprint") if k in c}
+    if "renewal" in md_obj:
+        out["renewal"] = {"cert": md_obj["renewal"].get("cert", {})}
+    return out
+
+
+def _cert_status_keys(md: ManagedDomain) -> list[str]:
+    # mod_md names one key per key spec; static-file MDs' certificates are keyed
+    # "0", "1", ... in md-status, so we add those too (mod_md leaves the spec keys {}).
+    names = [s.name for s in md.keyspecs]
+    if md.is_static:
+        names += [str(i) for i in range(len(md.cert_files))]
+    return names
+
+
+def _without_logs(obj: dict[str, Any]) -> dict[str, Any]:
+    """The list form drops job logs: `renewal.log` and `cert.<key>.ocsp.renewal.log`."""
+    obj = dict(obj)
+    if "renewal" in obj:
+        obj["renewal"] = {k: v for k, v in obj["renewal"].items() if k != "log"}
+    cert = dict(obj.get("cert", {}))
+    for key, c in cert.items():
+        if isinstance(c, dict) and "renewal" in c.get("ocsp", {}):
+            o = dict(c["ocsp"])
+            o["renewal"] = {k: v for k, v in o["renewal"].items() if k != "log"}
+            cert[key] = {**c, "ocsp": o}
+    obj["cert"] = cert
+    return obj
+
+
+def list_json(mds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The full list: sorted by name, without job logs (mod_md status_get_json)."""
+    listed = [_without_logs(obj) for obj in sorted(mds, key=lambda o: o["name"])]
+    top: dict[str, Any] = {"version": MOD_MD_COMPAT_VERSION}
+    if listed:
+        top["managed-domains"] = listed
+    return top
+
+
+# -- the snapshot -----------------------------------------------------------------------------
+# Rendered bodies of the last snapshot, by (kind, name): (inputs, text). While a
+# drive runs the snapshot is rebuilt twice a second, and most MDs have not
+# changed; comparing their objects is far cheaper than encoding them again.
+_rendered: dict[tuple[str, str], tuple[Any, str]] = {}
+
+
+def _render(kind: str, name: str, inputs: Any, render: Callable[[], str]) -> str:
+    hit = _rendered.get((kind, name))
+    if hit is not None and hit[0] == inputs:
+        return hit[1]
+    text = render()
+    _rendered[(kind, name)] = (inputs, text)
+    return text
+
+
+def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[str, Any]:
+    """Everything the WSGI handlers serve, rendered once."""
+    now = now or now_utc()
+    worker = read_worker_info(store)
+    requested = _activation_requested(store)
+    act_state = load_activation_state(store)
+    mds = sorted(config.mds, key=lambda m: m.name)
+    full = {md.name: md_status(store, md, now, with_log=True, worker=worker,
+                               requested=requested, activation_state=act_state,
+                               settings=config.settings)
+            for md in mds}
+    top = list_json(list(full.values()))
+    staples = stapler.targets(store, config)
+    rows = stapler.rows(store, staples, config.settings)
+    domains: dict[str, str] = {}
+    for md in mds:
+        for d in md.domains:
+            domains.setdefault(d, md.name)
+    settings = config.settings
+    ctx = page.PageContext(generated=now, worker=worker,
+                                  check=settings.certificate_check,
+                                  last_reload=act_state.get("last-reload"),
+                                  activation_error=act_state.get("error"))
+    # the page shows times to the minute: re-render it when the minute changes
+    page_key = (now.replace(second=0, microsecond=0), worker, settings.certificate_check,
+                ctx.last_reload, ctx.activation_error)
+    bodies = {"list": _render("list", "", top, lambda: dumps(top)),
+              "html": _render("html", "", (list(full.values()), page_key),
+                              lambda: page.render_list(list(full.values()), ctx)),
+              "metrics": metrics.render(list(full.values()), castats.load(store), worker, now,
+                                        rows)}
+    for md in mds:
+        obj = full[md.name]
+        cs = cert_status(obj, _cert_status_keys(md))
+        bodies[f"md:{md.name}"] = _render("md", md.name, obj, lambda: dumps(obj))
+        bodies[f"html:{md.name}"] = _render("html", md.name, (obj, page_key),
+                                            lambda: page.render_md(obj, ctx))
+        bodies[f"cs:{md.name}"] = _render("cs", md.name, cs, lambda: dumps(cs))
+    return {
+        "generated": http_date(now),
+        "list": top,
+        "mds": full,
+        "domains": domains,
+        # http-01 answers only for MDs that may use it (mod_md declines otherwise)
+        "http01": {md.name: md.challenges is None or "http-01" in md.challenges for md in mds},
+        "certificate-status": settings.certificate_status,
+        "bodies": bodies,
+        # OCSP: what the relay answers mod_ssl with, and one row per stapled certificate
+        "ocsp-relay": stapler.relay_index(staples),
+        "staplings": rows,
+    }
+
+
+def write_snapshot(store: Store, config: Config) -> dict[str, Any]:
+    snap = snapshot(store, config)
+    # The handlers need only what they serve; the objects stay for `status`.
+    served = {k: v for k, v in snap.items() if k not in ("list", "mds")}
+    store.write_bytes(*SNAPSHOT, _compact_chunks(served))
+    return snap
+
+
+def _compact(obj: Any) -> str:
+    # Compact: only the handlers read it, and the indented form takes Python's
+    # slow encoder (a third of the writing time with a thousand MDs).
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _compact_chunks(served: dict[str, Any]) -> Iterator[bytes]:
+    """_compact(served) as bytes, one body at a time: with a thousand MDs the whole
+    text is ~10 MB, and held as str and bytes at once it doubled the worker's peak."""
+    yield b"{"
+    for i, (key, value) in enumerate(served.items()):
+        head = ("," if i else "") + _compact(key) + ":"
+        if key == "bodies" and isinstance(value, dict):
+            yield (head + "{").encode()
+            for j, (name, body) in enumerate(value.items()):
+                yield (("," if j else "") + _compact(name) + ":" + _compact(body)).encode()
+            yield b"}"
+        else:
+            yield (head + _compact(value)).encode()
+    yield b"}"
+
+
+@contextlib.contextmanager
+def refreshing(store: Store, config: Config, every: float = 0.5) -> Iterator[None]:
+    """Rewrite the snapshot every `every` seconds while the block runs (and after it),
+    so progress in job.json shows on /md-status within a second."""
+    done = threading.Event()
+
+    def loop() -> None:
+        cost = 0.0
+        while not done.wait(max(every, 2 * cost)):  # a third of the time at most
+            start = time.monotonic()
+            try:
+                write_snapshot(store, config)
+            except (StoreError, OSError):
+                pass  # the final write below reports
+            cost = time.monotonic() - start
+
+    t = threading.Thread(target=loop, name="snapshot", daemon=True)
+    t.start()
+    try:
+        yield
+    finally:
+        done.set()
+        t.join()
+        write_snapshot(store, config)

@@ -1,0 +1,133 @@
+"""Credential sets: the pubcert/privkey pairs of an MD, active or staged.
+
+Parsing a certificate costs far more than a stat(), so parsed results are
+cached per (path, mtime, size): a check cycle over a thousand unchanged
+certificates parses nothing.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+from cryptography import x509
+
+from ..core import crypto
+from ..core.crypto import CertInfo
+from ..core.model import RENEW_ALWAYS, KeySpec, ManagedDomain
+from .fs import DOMAINS, STAGING, Store, StoreError
+
+_cache: dict[str, tuple[tuple[float, int], list[x509.Certificate], CertInfo]] = {}
+_cache_lock = threading.Lock()
+_issuers: dict[str, tuple[tuple[int, int, int], str | None]] = {}  # md.json path: (stat, ca.url)
+
+
+def _load(path: str | Path) -> tuple[list[x509.Certificate], CertInfo] | None:
+    key = os.fspath(path)
+    try:
+        st = os.stat(key)
+    except OSError:
+        return None
+    stamp = (st.st_mtime, st.st_size)
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit and hit[0] == stamp:
+        return hit[1], hit[2]
+    try:
+        with open(key, "rb") as f:
+            chain = crypto.load_chain(f.read())
+    except (OSError, crypto.CryptoError):
+        return None
+    if not chain:
+        return None
+    info = crypto.cert_info(chain[0])
+    with _cache_lock:
+        _cache[key] = (stamp, chain, info)
+    return chain, info
+
+
+def chain(store: Store, group: str, md_name: str, spec: KeySpec) -> list[x509.Certificate] | None:
+    hit = _load(store.fspath(group, md_name, spec.file_name("pubcert")))
+    return hit[0] if hit else None
+
+
+def info(store: Store, group: str, md_name: str, spec: KeySpec) -> CertInfo | None:
+    hit = _load(store.fspath(group, md_name, spec.file_name("pubcert")))
+    return hit[1] if hit else None
+
+
+def infos(store: Store, group: str, md: ManagedDomain) -> dict[str, CertInfo | None]:
+    """Per key-type name, the parsed leaf (None when missing or unreadable)."""
+    return {s.name: info(store, group, md.name, s) for s in md.keyspecs}
+
+
+def active(store: Store, md: ManagedDomain) -> dict[str, CertInfo | None]:
+    if not uses_managed(store, md):
+        return static_infos(md)
+    return infos(store, DOMAINS, md)
+
+
+def managed_complete(store: Store, group: str, md: ManagedDomain) -> bool:
+    return all(store.exists(group, md.name, s.file_name("privkey"))
+               and store.exists(group, md.name, s.file_name("pubcert"))
+               for s in md.keyspecs)
+
+
+def uses_managed(store: Store, md: ManagedDomain) -> bool:
+    """Whether the MD is served (and judged) by certificates in domains/.
+
+    Static MDs (MDCertificateFile) use their files; with `MDRenewMode always`
+    they are renewed, and the managed set takes over once it is complete, so
+    a migration from static files ends instead of renewing forever (mod_md #163).
+    """
+    if not md.is_static:
+        return True
+    return md.renew_mode == RENEW_ALWAYS and managed_complete(store, DOMAINS, md)
+
+
+def issuer_url(store: Store, md: ManagedDomain) -> str | None:
+    """The CA the active certificates came from (domains/<md>/md.json ca.url)."""
+    # Asked several times per MD and cycle (plan, ARI, status): cached while the file's
+    # stat is unchanged (every store write replaces the file, so its inode changes).
+    path = store.fspath(DOMAINS, md.name, "md.json")
+    try:
+        st = os.stat(path)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    except OSError:
+        stamp = None
+    hit = _issuers.get(path)
+    if hit is not None and stamp is not None and hit[0] == stamp:
+        return hit[1]
+    try:
+        doc = store.read_json(DOMAINS, md.name, "md.json") or {}
+    except StoreError:
+        return None
+    ca = doc.get("ca")
+    url = ca.get("url") if isinstance(ca, dict) else None
+    url = url if isinstance(url, str) and url else None
+    if stamp is not None:
+        _issuers[path] = (stamp, url)
+    return url
+
+
+def staged(store: Store, md: ManagedDomain) -> dict[str, CertInfo | None]:
+    return infos(store, STAGING, md)
+
+
+def file_chain(path: str | Path) -> list[x509.Certificate] | None:
+    """The chain in any PEM file (e.g. a vhost's SSLCertificateFile), cached like the store's."""
+    hit = _load(Path(path))
+    return hit[0] if hit else None
+
+
+def static_infos(md: ManagedDomain) -> dict[str, CertInfo | None]:
+    """MDCertificateFile MDs: keyed by index ("0", "1", ...) as mod_md's status does."""
+    out: dict[str, CertInfo | None] = {}
+    for i, f in enumerate(md.cert_files):
+        hit = _load(Path(f))
+        out[str(i)] = hit[1] if hit else None
+    return out
+
+
+def staged_complete(store: Store, md: ManagedDomain) -> bool:
+    return managed_complete(store, STAGING, md)

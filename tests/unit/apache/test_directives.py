@@ -1,0 +1,806 @@
+"""MD directives: validation messages, effective values, vhost matching."""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from apache_md.apache.directives import (
+    Invalid,
+    NameIndex,
+    link,
+    load_config,
+    overlap,
+    parse_pkeys,
+    uri_problem,
+    vhost_mds,
+)
+from apache_md.core import model
+from apache_md.core.durations import Timeslice
+from apache_md.core.model import (
+    Config,
+    GlobalSettings,
+    KeySpec,
+    Location,
+    ManagedDomain,
+    VHost,
+)
+
+LE = model.KNOWN_CAS["letsencrypt"]
+
+
+def load(tmp_path: Path, text: str, **kw) -> model.Config:
+    main = tmp_path / "main.conf"
+    main.write_text(textwrap.dedent(text))
+    return load_config(str(main), server_root=str(tmp_path), env=kw.pop("env", {}), **kw)
+
+
+def errors(cfg: model.Config) -> list[str]:
+    return [p.message for p in cfg.errors]
+
+
+def warnings(cfg: model.Config) -> list[str]:
+    return [p.message for p in cfg.warnings]
+
+
+def only_error(tmp_path: Path, text: str) -> model.Problem:
+    cfg = load(tmp_path, text)
+    assert len(cfg.errors) == 1, cfg.errors
+    return cfg.errors[0]
+
+
+# --- §3.1 parse-time messages
+
+
+CA_MSG = ("The CA name '{}' is not known and it is not a URL either (missing uri scheme). "
+          "Known CA names are: LetsEncrypt LetsEncrypt-Test Buypass Buypass-Test.")
+
+
+@pytest.mark.parametrize("line,message", [
+    ("MDCertificateFile /x.pem", "MDCertificateFile is only valid inside a '<MDomainSet' context, not here"),
+    ("MDCertificateKeyFile /x.pem",
+     "MDCertificateKeyFile is only valid inside a '<MDomainSet' context, not here"),
+    ("MDMember a.example b.example", "MDMember is only valid inside a '<MDomainSet' context, not here"),
+    ("MDMembers sometimes", 'unknown value, use "auto|manual"'),
+    ("MDomain auto", "needs at least one domain name"),
+    ("MDomain", "needs at least one domain name"),
+    ("<MDomain>\n</MDomain>", "<MDomainSet > section must specify a unique domain name"),
+    ("<MDomain a.example\n</MDomain>", "<MDomainSet> directive missing closing '>'"),
+    ("MDMustStaple yes", "unknown 'yes', supported parameter values are 'on' and 'off'"),
+    ("MDStapling 1", "unknown '1', supported parameter values are 'on' and 'off'"),
+    ("MDStapleOthers x", "unknown 'x', supported parameter values are 'on' and 'off'"),
+    ("MDRenewViaARI x", "unknown 'x', supported parameter values are 'on' and 'off'"),
+    ("MDProfileMandatory x", "unknown 'x', supported parameter values are 'on' and 'off'"),
+    ("MDBaseServer x", "unknown 'x', supported parameter values are 'on' and 'off'"),
+    ("MDServerStatus x", "unknown 'x', supported parameter values are 'on' and 'off'"),
+    ("MDCertificateStatus x", "unknown 'x', supported parameter values are 'on' and 'off'"),
+    ("MDRenewMode sometimes", "unknown MDDriveMode sometimes"),
+    ("MDDriveMode x", "unknown MDDriveMode x"),
+    ("MDRequireHttps yes", "unknown 'yes', supported parameter values are 'temporary' and 'permanent'"),
+    ("MDCertificateAuthority lets-encrypt", CA_MSG.format("lets-encrypt")),
+    ("MDCertificateAuthority LetsEncrypt nope", CA_MSG.format("nope")),
+    ("MDRenewWindow dec-31", "MDRenewWindow has unrecognized format"),
+    ("MDRenewWindow 1y", "MDRenewWindow has unrecognized format"),
+    ("MDRenewWindow 5m", "MDRenewWindow has unrecognized format"),
+    ("MDRenewWindow -10%", "MDRenewWindow percent must be less than 100"),
+    ("MDRenewWindow 100%", "MDRenewWindow with a length of 100% or more is not allowed."),
+    ("MDWarnWindow 101%", "MDWarnWindow with a length of 100% or more is not allowed."),
+    ("MDStaplingRenewWindow 100%", "MDStaplingRenewWindow with a length of 100% or more is not allowed."),
+    ("MDStaplingKeepResponse 3w", "MDStaplingKeepResponse has unrecognized format"),
+    ("MDInitialDelay soon", "unrecognized duration format"),
+    ("MDInitialDelay -1", "initial delay must not be negative"),
+    ("MDCheckInterval 500ms", "check interval cannot be less than one second"),
+    ("MDCheckInterval x", "unrecognized duration format"),
+    ("MDRetryDelay 0", "minimum delay must be greater than 0"),
+    ("MDActivationDelay 1w", "unrecognized duration format"),
+    ("MDRetryFailover 0", "invalid argument, must be a number > 0"),
+    ("MDRetryFailover many", "invalid argument, must be a number > 0"),
+    ("MDStoreLocks maybe", "neither 'on', 'off' or a duration specified"),
+    ("MDMatchNames some", "invalid argument, must be a 'all' or 'servernames'"),
+    ("MDChallengeDns01Version 3", "Only versions `1` and `2` are supported"),
+    ("MDPortMap x:80", "unable to parse first port number"),
+    ("MDPortMap 80-8080", "no ':' after first port number"),
+    ("MDPortMap 80:x", "unable to parse second port number"),
+    ("MDPortMap 80:0", "invalid number for port map, must be in ]0,65535]"),
+    ("MDPortMap 80:65536", "invalid number for port map, must be in ]0,65535]"),
+    ("MDPortMap 8080:80", "mapped port number must be 80 or 443"),
+    ("MDPortMap http:80 https:x", "unable to parse second port number"),
+    ("MDPrivateKeys", "needs to specify the private key type"),
+    ("MDPrivateKeys Default RSA", "'Default' allows no other parameter"),
+    ("MDPrivateKeys RSA 1024", "must be 2048 or higher in order to be considered safe."),
+    ("MDPrivateKeys rsa1024", "must be 2048 or higher in order to be considered safe."),
+    ("MDPrivateKeys RSA 9999999999", "is too large for an RSA key length."),
+    ("MDPrivateKeys RSA rsa4096", "two keys of type 'RSA' are not possible."),
+    ("MDPrivateKeys p-256 P-256", "two keys of type 'P-256' are not possible."),
+    ("MDHttpProxy proxy.local:3128", "uri scheme must be http or https"),
+    ("MDHttpProxy proxy", "missing uri scheme"),
+    ("MDHttpProxy http:", "missing uri identifier"),
+    ("MDHttpProxy http://", "missing hostname"),
+    ("MDHttpProxy http://bad!host", "invalid hostname"),
+    ("MDHttpProxy http://host:0", "invalid port"),
+    ("MDHttpProxy http://host:99999", "invalid port"),
+    ("MDHttpProxy ftp://host", "uri scheme must be http or https"),
+    ('MDHttpProxy "http://a b"', "whitespace in uri"),
+    ("MDHttpProxy", "MDHttpProxy takes one argument, the http(s) URL of a proxy for outgoing connections"),
+    ("MDRenewWindow 10 d", "MDRenewWindow takes one argument, remaining lifetime at which renewal starts "
+                           "(default unit days, or N%)"),
+    ("MDMustStaple", "MDMustStaple takes one argument, on or off"),
+    ("MDCertificateCheck crt.sh", "MDCertificateCheck takes two arguments, the name and URL prefix of "
+                                  "a certificate monitoring site"),
+    ("MDExternalAccountBinding a b c", "MDExternalAccountBinding takes 1-2 arguments, key id and hmac, "
+                                       "a JSON file with both, or 'none'"),
+    ("MDPortMap", "MDPortMap takes 1-2 arguments, mapped ports, e.g. 80:8080 443:8443 "
+                  "(or 80:- when not reachable)"),
+    ("ManagedDomain a.example", "Invalid command 'ManagedDomain', perhaps misspelled or defined by a module "
+                                "not included in the server configuration"),
+    ("MDCertificateMonitor a b", "Invalid command 'MDCertificateMonitor', perhaps misspelled or defined by "
+                                 "a module not included in the server configuration"),
+    ("MDActivationWindow 2-5", "MDActivationWindow '2-5' must look like HH:MM-HH:MM, e.g. 02:00-05:00"),
+    ("MDActivationWindow 02:00-02:00", "MDActivationWindow must not be empty (start and end are equal)"),
+    ("MDActivationInterval x", "MDActivationInterval: unrecognized duration format"),
+])
+def test_parse_time_messages(tmp_path, line, message):
+    err = only_error(tmp_path, f"# first\n{line}\n")
+    assert err.message == message
+    assert err.location == model.Location(str(tmp_path / "main.conf"), 2)
+
+
+@pytest.mark.parametrize("text,message,line", [
+    ("<ManagedDomain a.example>\n</ManagedDomain>", "Invalid command '<ManagedDomain', perhaps misspelled "
+                                                    "or defined by a module not included in the server "
+                                                    "configuration", 1),
+    ("<MDomain a.example>\n  MDomain b.example\n</MDomain>",
+     "MDomain is not allowed inside an '<MDomainSet' context", 2),
+    ("<MDomain a.example>\n  MDStoreDir /x\n</MDomain>",
+     "MDStoreDir is not allowed inside an '<MDomainSet' context", 2),
+    ("<MDomain a.example>\n  MDPortMap 80:8080\n</MDomain>",
+     "MDPortMap is not allowed inside an '<MDomainSet' context", 2),
+    ("<MDomain a.example>\n  <MDomain b.example>\n  </MDomain>\n</MDomain>",
+     "<MDomain> is not allowed inside an '<MDomainSet' context", 2),
+    ("<Directory /var/www>\n  MDRequireHttps permanent\n</Directory>",
+     "MDRequireHttps cannot occur within <Directory> section", 2),
+    ("<VirtualHost *:443>\n  <Location /x>\n    MDStapling on\n  </Location>\n</VirtualHost>",
+     "MDStapling cannot occur within <Location> section", 3),
+    ("<Files x>\n  MDomain a.example\n</Files>", "MDomain cannot occur within <Files> section", 2),
+])
+def test_context_messages(tmp_path, text, message, line):
+    err = only_error(tmp_path, text + "\n")
+    assert err.message == message and err.location.line == line
+
+
+def test_if_section_is_accepted(tmp_path):
+    cfg = load(tmp_path, """\
+        MDomain a.example
+        <If "%{HTTP_HOST} == 'a.example'">
+          MDRequireHttps permanent
+        </If>
+    """)
+    assert cfg.errors == [] and cfg.mds[0].require_https == "permanent"
+
+
+def test_eab_forms_and_file_errors(tmp_path):
+    (tmp_path / "eab.json").write_text(json.dumps({"kid": "kid-1", "hmac": "c2VjcmV0"}))
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "nokid.json").write_text(json.dumps({"hmac": "x"}))
+    (tmp_path / "nohmac.json").write_text(json.dumps({"kid": "k", "hmac": ""}))
+    for f in ("eab.json", "bad.json", "nokid.json", "nohmac.json"):
+        os.chmod(tmp_path / f, 0o640)  # group may read (the worker's group), others not
+    cfg = load(tmp_path, """\
+        MDExternalAccountBinding kid-0 aG1hYw
+        MDomain a.example
+        <MDomain b.example>
+          MDExternalAccountBinding eab.json
+        </MDomain>
+        <MDomain c.example>
+          MDExternalAccountBinding none
+        </MDomain>
+    """)
+    assert cfg.errors == []
+    a, b, c = cfg.mds
+    assert (a.eab_kid, a.eab_hmac) == ("kid-0", "aG1hYw")
+    assert (b.eab_kid, b.eab_hmac) == ("kid-1", "c2VjcmV0")
+    assert (c.eab_kid, c.eab_hmac) == (None, None)
+    for name, msg in [
+        ("missing.json", f"MDExternalAccountBinding: file not found: {tmp_path}/missing.json"),
+        ("bad.json", f"MDExternalAccountBinding: error reading JSON file {tmp_path}/bad.json"),
+        ("nokid.json", "MDExternalAccountBinding: JSON does not contain 'kid' element in file "
+                       f"{tmp_path}/nokid.json"),
+        ("nohmac.json", "MDExternalAccountBinding: JSON does not contain 'hmac' element in file "
+                        f"{tmp_path}/nohmac.json"),
+    ]:
+        assert only_error(tmp_path, f"MDExternalAccountBinding {name}\n").message == msg
+
+
+# --- MD definitions and effective values
+
+
+def test_names_lowercased_dedup_and_member_modes(tmp_path):
+    cfg = load(tmp_path, """\
+        MDomain Example.ORG www.example.org example.org manual
+        <MDomain "B.example" auto>
+          MDMember c.example "B.EXAMPLE"
+          MDMembers manual d.example
+        </MDomain>
+        MDMembers manual
+        MDomain e.example
+    """)
+    assert cfg.errors == []
+    a, b, e = cfg.mds
+    assert (a.name, a.domains, a.transitive) == ("example.org", ["example.org", "www.example.org"], False)
+    assert (b.name, b.domains, b.transitive) == ("b.example", ["b.example", "c.example", "d.example"], False)
+    assert e.transitive is False  # from the global MDMembers
+    assert a.location == model.Location(str(tmp_path / "main.conf"), 1)
+    assert b.location.line == 2
+
+
+def test_defaults(tmp_path):
+    cfg = load(tmp_path, "MDomain a.example\n")
+    md, s = cfg.mds[0], cfg.settings
+    assert cfg.errors == []
+    assert md.ca_urls == [model.DEFAULT_CA] and not md.ca_urls_configured
+    assert md.renew_mode == model.RENEW_AUTO and md.transitive
+    assert md.renew_window == Timeslice(percent=33) and md.warn_window == Timeslice(percent=10)
+    assert md.pkey_specs == [] and md.keyspecs == [KeySpec("Default")]
+    assert md.require_https is None and not md.must_staple and not md.stapling
+    assert md.challenges is None and md.contacts == [] and md.ari_renewals
+    assert s.store_dir == str(tmp_path / "md") and s.port_map == {80: 80, 443: 443}
+    assert s.retry_delay == 30 and s.retry_failover == 13 and s.check_interval == 12 * 3600
+    assert s.match_names == "all" and not s.base_server and s.store_locks is None
+
+
+def test_md_section_overrides_global(tmp_path):
+    cfg = load(tmp_path, """\
+        MDCertificateAuthority letsencrypt-test
+        MDCertificateAgreement accepted
+        MDRenewWindow 14
+        MDWarnWindow 20%
+        MDPrivateKeys RSA 4096
+        MDRequireHttps permanent
+        MDMustStaple on
+        MDCAChallenges http-01
+        MDRenewMode always
+        MDProfile shortlived
+        MDRenewViaARI off
+        MDStapling on
+        MDomain g.example
+        <MDomain s.example>
+          MDCertificateAuthority https://acme.example/dir Buypass
+          MDRenewWindow 10%
+          MDPrivateKeys secp384r1 rsa3072
+          MDRequireHttps off
+          MDMustStaple off
+          MDCAChallenges dns-01 http-01
+          MDRenewMode manual
+          MDProfileMandatory on
+          MDStapling off
+        </MDomain>
+    """)
+    assert cfg.errors == []
+    g, s = cfg.mds
+    assert g.ca_urls == [model.KNOWN_CAS["letsencrypt-test"]] and g.ca_urls_configured
+    assert g.ca_agreement == "accepted" and s.ca_agreement == "accepted"
+    assert g.renew_window == Timeslice(seconds=14 * 86400) and s.renew_window == Timeslice(percent=10)
+    assert g.warn_window == s.warn_window == Timeslice(percent=20)
+    assert g.pkey_specs == [KeySpec("RSA", bits=4096)]
+    assert s.pkey_specs == [KeySpec("EC", curve="secp384r1"), KeySpec("RSA", bits=3072)]
+    assert (g.require_https, s.require_https) == ("permanent", None)
+    assert (g.must_staple, s.must_staple) == (True, False)
+    assert (g.challenges, s.challenges) == (["http-01"], ["dns-01", "http-01"])
+    assert (g.renew_mode, s.renew_mode) == (model.RENEW_ALWAYS, model.RENEW_MANUAL)
+    assert s.ca_urls == ["https://acme.example/dir", model.KNOWN_CAS["buypass"]]
+    assert (g.profile, s.profile, g.profile_mandatory, s.profile_mandatory) == \
+        ("shortlived", "shortlived", False, True)
+    assert not g.ari_renewals and (g.stapling, s.stapling) == (True, False)
+
+
+def test_global_settings(tmp_path):
+    cfg = load(tmp_path, """\
+        MDStoreDir state/md
+        MDPortMap http:8080 443:-
+        MDCheckInterval 1h
+        MDInitialDelay 30
+        MDRetryDelay 100ms
+        MDRetryFailover 2
+        MDActivationDelay 2
+        MDStoreLocks on
+        MDMessageCmd /usr/bin/msg "two words"
+        MDNotifyCmd /usr/bin/notify
+        MDChallengeDns01Version 2
+        MDMatchNames servernames
+        MDBaseServer on
+        MDServerStatus off
+        MDCertificateStatus off
+        MDCertificateCheck Example https://example.org?q=
+        MDStaplingKeepResponse 2d
+        MDStaplingRenewWindow 50%
+        MDStapleOthers off
+        MDActivationInterval 10mi
+        MDActivationWindow 22:30-04:00
+    """)
+    s = cfg.settings
+    assert cfg.errors == []
+    assert s.store_dir == str(tmp_path / "state/md") and s.port_map == {80: 8080, 443: None}
+    assert (s.check_interval, s.initial_delay, s.retry_delay, s.retry_failover) == (3600, 30, 0.1, 2)
+    assert s.activation_delay == 2 * 86400 and s.store_locks == 5.0
+    assert s.message_cmd == '/usr/bin/msg "two words"' and s.notify_cmd == "/usr/bin/notify"
+    assert s.dns01_version == 2 and s.match_names == "servernames" and s.base_server
+    assert not s.server_status and not s.certificate_status and not s.staple_others
+    assert s.certificate_check == ("Example", "https://example.org?q=")
+    assert s.stapling_keep_response == 2 * 86400 and s.stapling_renew_window == Timeslice(percent=50)
+    assert s.activation_interval == 600 and s.activation_window == (22 * 60 + 30, 240)
+
+
+def test_store_locks_duration_and_keep_percent(tmp_path):
+    s = load(tmp_path, "MDStoreLocks 10s\nMDStaplingKeepResponse 50%\n").settings
+    assert s.store_locks == 10 and s.stapling_keep_response == 3.5 * 86400
+    assert load(tmp_path, "MDStoreLocks 0\n").settings.store_locks is None
+
+
+def test_module_global_env_values(tmp_path):
+    cfg = load(tmp_path, """\
+        <VirtualHost *:443>
+          MDHttpProxy http://proxy.local:3128
+          MDChallengeDns01 /usr/bin/dns01 --quiet
+          MDCACertificateFile ca.pem
+        </VirtualHost>
+        MDHttpProxyCACertificateFile /etc/proxy-ca.pem
+        MDomain a.example
+        <MDomain b.example>
+          MDHttpProxy https://other:8443
+          MDChallengeDns01 /opt/dns "x y"
+          MDCACertificateFile none
+        </MDomain>
+    """)
+    assert cfg.errors == []
+    a, b = cfg.mds
+    assert a.proxy_url == "http://proxy.local:3128" and b.proxy_url == "https://other:8443"
+    assert a.dns01_cmd == "/usr/bin/dns01 --quiet" and a.dns01_cmd_md is None
+    assert b.dns01_cmd == b.dns01_cmd_md == '/opt/dns "x y"'
+    assert a.ca_certs == str(tmp_path / "ca.pem") and b.ca_certs is None
+    assert a.proxy_ca_certs == b.proxy_ca_certs == "/etc/proxy-ca.pem"
+
+
+def test_vhost_md_settings_are_ignored_with_warning(tmp_path):
+    cfg = load(tmp_path, """\
+        MDomain a.example
+        <VirtualHost *:443>
+          ServerName a.example
+          SSLEngine on
+          MDRenewWindow 1d
+          MDStapling on
+        </VirtualHost>
+    """)
+    assert cfg.errors == []
+    assert cfg.mds[0].renew_window == Timeslice(percent=33)
+    assert any("MDRenewWindow inside <VirtualHost> has no effect" in w for w in warnings(cfg))
+    assert cfg.vhosts[0].stapling is True
+
+
+def test_static_files(tmp_path):
+    cfg = load(tmp_path, """\
+        <MDomain a.example>
+          MDCertificateFile certs/a.pem
+          MDCertificateKeyFile /keys/a.key
+        </MDomain>
+        <MDomain b.example>
+          MDCertificateFile b.pem
+        </MDomain>
+        <MDomain c.example>
+          MDCertificateKeyFile c.key
+        </MDomain>
+    """)
+    a = cfg.mds[0]
+    assert a.cert_files == [str(tmp_path / "certs/a.pem")] and a.key_files == ["/keys/a.key"]
+    assert a.is_static
+    assert errors(cfg) == [
+        "AH10170: The Managed Domain 'b.example' needs one MDCertificateKeyFile for each MDCertificateFile.",
+        "AH10171: The Managed Domain 'c.example' has MDCertificateKeyFile(s) but no MDCertificateFile.",
+    ]
+
+
+@pytest.mark.parametrize("args,specs", [
+    (["Default"], [KeySpec("Default")]),
+    (["RSA"], [KeySpec("RSA", bits=2048)]),
+    (["rsa", "3072"], [KeySpec("RSA", bits=3072)]),
+    (["RSA4096", "P-256"], [KeySpec("RSA", bits=4096), KeySpec("EC", curve="P-256")]),
+    (["secp256r1", "RSA", "P-384"],
+     [KeySpec("EC", curve="secp256r1"), KeySpec("RSA", bits=2048), KeySpec("EC", curve="P-384")]),
+    (["P-256", "secp256r1"], [KeySpec("EC", curve="P-256"), KeySpec("EC", curve="secp256r1")]),
+    (["X25519"], [KeySpec("EC", curve="X25519")]),
+])
+def test_key_specs(args, specs):
+    assert parse_pkeys(args) == specs
+
+
+def test_known_ca_names_case_insensitive(tmp_path):
+    cfg = load(tmp_path, "MDCertificateAuthority LETSENCRYPT buypass-test ftp://odd.example/x\nMDomain a.x\n")
+    assert cfg.errors == []
+    assert cfg.mds[0].ca_urls == [LE, model.KNOWN_CAS["buypass-test"], "ftp://odd.example/x"]
+
+
+@pytest.mark.parametrize("uri,problem", [
+    ("https://acme.example/dir", None), ("http://[::1]:8080", None), ("http://127.0.0.1", None),
+    ("urn:x", None), ("nope", "missing uri scheme"),
+])
+def test_uri_problem(uri, problem):
+    assert uri_problem(uri) == problem
+
+
+# --- Listen, vhosts, matching
+
+
+def test_listen_and_vhost_ports(tmp_path):
+    cfg = load(tmp_path, """\
+        Listen 80
+        Listen 1.2.3.4:8080
+        Listen [::1]:443 https
+        Listen 443
+        <VirtualHost *:443 [::1]:8443>
+          ServerName WWW.Example.org:443
+          ServerAlias Alias.example.org other.example.org
+          ServerAdmin admin@example.org
+          SSLEngine on
+          Protocols h2 http/1.1
+          SSLCertificateFile certs/x.pem
+          SSLCertificateKeyFile /keys/x.key
+          IncludeOptional md/apache/www.example.org.conf
+        </VirtualHost>
+        <VirtualHost _default_:80>
+          ServerName https://plain.example.org
+        </VirtualHost>
+        <VirtualHost *>
+        </VirtualHost>
+    """)
+    assert cfg.listen_ports == [80, 8080, 443]
+    v1, v2, v3 = cfg.vhosts
+    assert v1.ports == [443, 8443] and v1.ssl and v1.protocols == ["h2", "http/1.1"]
+    assert v1.server_name == "www.example.org" and v1.aliases == ["alias.example.org", "other.example.org"]
+    assert v1.server_admin == "admin@example.org"
+    assert v1.cert_files == [str(tmp_path / "certs/x.pem")] and v1.key_files == ["/keys/x.key"]
+    assert v1.includes == [str(tmp_path / "md/apache/www.example.org.conf")]
+    assert v1.location.line == 5
+    assert v2.ports == [80] and v2.server_name == "plain.example.org" and not v2.ssl
+    assert v3.ports == [80, 8080, 443]
+
+
+def test_debian_user_group_and_servername(tmp_path):
+    cfg = load(tmp_path, "User ${RUN_USER}\nGroup www-data\nServerName main.example\n",
+               env={"RUN_USER": "www-data"})
+    assert (cfg.user, cfg.group) == ("www-data", "www-data")
+
+
+VHOSTS = """\
+    <VirtualHost *:443>
+      ServerName a.example.org
+      ServerAlias www.a.example.org
+      SSLEngine on
+    </VirtualHost>
+    <VirtualHost *:80>
+      ServerName a.example.org
+      ServerAlias plain.a.example.org
+    </VirtualHost>
+"""
+
+
+def test_auto_members_from_ssl_vhosts(tmp_path):
+    cfg = load(tmp_path, "MDomain a.example.org\n" + VHOSTS)
+    assert cfg.errors == []
+    md = cfg.mds[0]
+    assert md.domains == ["a.example.org", "www.a.example.org"]  # not the http-only alias
+    assert [v.location.line for v in md.vhosts] == [2, 7] and len(md.ssl_vhosts) == 1
+
+
+def test_manual_members_warn_about_unmanaged_alias(tmp_path):
+    cfg = load(tmp_path, "MDomain a.example.org manual\n" + VHOSTS)
+    md = cfg.mds[0]
+    assert md.domains == ["a.example.org"]
+    assert warnings(cfg) == [
+        "AH10040: Virtual Host a.example.org:443 matches Managed Domain 'a.example.org', but the "
+        "name/alias www.a.example.org itself is not managed. A requested MD certificate will not "
+        "match ServerName."]
+
+
+def test_unused_md_and_require_https_warnings(tmp_path):
+    cfg = load(tmp_path, """\
+        MDomain nothing.example
+        <MDomain plain.example>
+          MDRequireHttps temporary
+        </MDomain>
+        <VirtualHost *:80>
+          ServerName plain.example
+        </VirtualHost>
+    """)
+    assert cfg.errors == []
+    assert warnings(cfg) == [
+        "AH10045: No VirtualHost matches Managed Domain nothing.example",
+        "AH10105: MD plain.example does not match any VirtualHost with 'SSLEngine on', but is configured "
+        "to require https. This cannot work."]
+    assert cfg.warnings[0].md == "nothing.example"
+
+
+def test_overlap_errors(tmp_path):
+    cfg = load(tmp_path, """\
+        MDomain a.example b.example
+        MDomain c.example B.example
+        MDomain *.wild.example
+        MDomain www.wild.example
+    """)
+    main = tmp_path / "main.conf"
+    assert errors(cfg) == [
+        f"AH10038: two Managed Domains have an overlap in domain 'b.example', first definition in "
+        f"{main}(line 1), second in {main}(line 2)",
+        f"AH10038: two Managed Domains have an overlap in domain 'www.wild.example', first definition in "
+        f"{main}(line 3), second in {main}(line 4)",
+    ]
+    assert cfg.errors[0].location.line == 2
+
+
+def test_servernames_mode_skips_overlap_and_prefers_specific(tmp_path):
+    cfg = load(tmp_path, """\
+        MDMatchNames servernames
+        MDomain *.example.org
+        MDomain www.example.org
+        <VirtualHost *:443>
+          ServerName www.example.org
+          ServerAlias other.example.net
+          SSLEngine on
+        </VirtualHost>
+        <VirtualHost *:443>
+          ServerName mail.example.org
+          SSLEngine on
+        </VirtualHost>
+    """)
+    assert cfg.errors == []
+    wild, www = cfg.mds
+    assert [v.server_name for v in www.vhosts] == ["www.example.org"]
+    assert [v.server_name for v in wild.vhosts] == ["mail.example.org"]
+    assert www.domains == ["www.example.org", "other.example.net"]
+
+
+def test_conflict_two_mds_one_ssl_vhost(tmp_path):
+    cfg = load(tmp_path, """\
+        MDomain a.example
+        MDomain b.example
+        <VirtualHost *:443>
+          ServerName a.example
+          ServerAlias b.example
+          SSLEngine on
+        </VirtualHost>
+        <VirtualHost *:80>
+          ServerName a.example
+          ServerAlias b.example
+        </VirtualHost>
+    """)
+    assert errors(cfg) == ["AH10042: conflict: 2 MDs match to SSL VirtualHost a.example, "
+                           "there can at most be one."]
+    assert cfg.errors[0].location.line == 3
+    assert cfg.mds[0].domains == ["a.example"]  # no auto members from a conflicting vhost
+
+
+def test_wildcard_md_covers_vhost(tmp_path):
+    cfg = load(tmp_path, """\
+        MDomain *.example.org
+        <VirtualHost *:443>
+          ServerName www.example.org
+          SSLEngine on
+        </VirtualHost>
+    """)
+    assert cfg.errors == [] and cfg.mds[0].domains == ["*.example.org"]
+    assert len(cfg.mds[0].vhosts) == 1
+
+
+def test_base_server(tmp_path):
+    text = "ServerName base.example\nSSLEngine on\nListen 443\nMDomain base.example\n"
+    cfg = load(tmp_path, text)
+    assert cfg.vhosts == [] and cfg.mds[0].vhosts == []
+    cfg = load(tmp_path, text + "MDBaseServer on\n")
+    base = cfg.vhosts[0]
+    assert base.is_base and base.ssl and base.ports == [443] and base.server_name == "base.example"
+    assert cfg.mds[0].vhosts == [base] and cfg.warnings == []
+
+
+# --- contacts
+
+
+def test_contact_precedence(tmp_path):
+    cfg = load(tmp_path, """\
+        ServerAdmin webmaster@localhost
+        MDomain a.example
+        <MDomain b.example>
+          MDContactEmail b@example.org
+        </MDomain>
+    """)
+    assert cfg.mds[0].contacts == ["mailto:webmaster@localhost"]
+    assert cfg.mds[1].contacts == ["mailto:b@example.org"]
+    cfg = load(tmp_path, "ServerAdmin admin@x\nMDContactEmail global@example.org\nMDomain a.example\n")
+    assert cfg.mds[0].contacts == ["mailto:global@example.org"]
+
+
+def test_contact_from_vhost(tmp_path):
+    cfg = load(tmp_path, """\
+        MDomain a.example
+        MDomain b.example
+        <VirtualHost *:443>
+          ServerName a.example
+          ServerAdmin admin@a.example
+          MDContactEmail md@a.example
+        </VirtualHost>
+        <VirtualHost *:443>
+          ServerName b.example
+          ServerAdmin mailto:admin@b.example
+        </VirtualHost>
+    """)
+    assert cfg.mds[0].contacts == ["mailto:md@a.example"]
+    assert cfg.mds[1].contacts == ["mailto:admin@b.example"]
+    assert cfg.vhosts[0].md_contact == "mailto:md@a.example"
+
+
+# --- whole files
+
+
+def test_mod_md_loaded_is_reported(tmp_path):
+    cfg = load(tmp_path, "LoadModule md_module /usr/lib/apache2/modules/mod_md.so\nMDomain a.example\n")
+    assert len(cfg.errors) == 1 and "a2dismod md" in cfg.errors[0].message
+    assert "md_module" in cfg.modules
+
+
+def test_md_directives_in_ifmodule_and_included_files(tmp_path):
+    (tmp_path / "sites").mkdir()
+    (tmp_path / "sites/a.conf").write_text(textwrap.dedent("""\
+        <IfModule md_module>
+          <MDomain a.example>
+            MDRenewWindow 7d
+          </MDomain>
+        </IfModule>
+        <IfModule mod_ssl.c>
+          Never here
+        </IfModule>
+    """))
+    cfg = load(tmp_path, "IncludeOptional sites/*.conf\n")
+    assert cfg.errors == []
+    md = cfg.mds[0]
+    assert md.renew_window == Timeslice(seconds=7 * 86400)
+    assert md.location == model.Location(str(tmp_path / "sites/a.conf"), 2)
+
+
+def test_problem_str_is_file_line_message(tmp_path):
+    cfg = load(tmp_path, "MDRenewWindow soon\n")
+    assert str(cfg.errors[0]) == f"{tmp_path}/main.conf:1: MDRenewWindow has unrecognized format"
+
+
+def test_debian_default_config_loads():
+    if not os.path.exists("/etc/apache2/apache2.conf"):
+        pytest.skip("no Debian apache2")
+    cfg = load_config("/etc/apache2/apache2.conf")
+    assert cfg.errors == []
+    assert cfg.server_root == "/etc/apache2" and cfg.settings.store_dir == "/etc/apache2/md"
+    assert 80 in cfg.listen_ports and cfg.vhosts
+
+
+def test_invalid_helper_is_an_exception():
+    with pytest.raises(Invalid):
+        parse_pkeys([])
+
+
+def test_mdomain_inside_vhost_is_global(tmp_path):
+    cfg = load(tmp_path, """\
+        <VirtualHost *:443>
+          ServerName a.example
+          SSLEngine on
+          MDomain a.example
+          <MDomain b.example>
+            MDRenewMode always
+          </MDomain>
+        </VirtualHost>
+    """)
+    assert cfg.errors == []
+    a, b = cfg.mds
+    assert a.vhosts == cfg.vhosts and b.renew_mode == model.RENEW_ALWAYS
+    assert [w for w in warnings(cfg) if "b.example" in w] == [
+        "AH10045: No VirtualHost matches Managed Domain b.example"]
+
+
+def test_member_mode_in_section_beats_tokens(tmp_path):
+    cfg = load(tmp_path, "<MDomain a.example manual>\n  MDMembers auto\n</MDomain>\n")
+    assert cfg.errors == [] and cfg.mds[0].transitive is True
+
+
+def test_eab_file_readable_by_others_is_refused(tmp_path):
+    f = tmp_path / "eab.json"
+    f.write_text(json.dumps({"kid": "kid-1", "hmac": "c2VjcmV0"}))
+    for mode in (0o644, 0o604, 0o601):
+        os.chmod(f, mode)
+        p = only_error(tmp_path, "<MDomain a.example>\n  MDExternalAccountBinding eab.json\n"
+                                 "</MDomain>\n")
+        assert p.location.line == 2
+        assert p.message == (f"MDExternalAccountBinding: {f} holds a secret (the EAB hmac) but "
+                             f"is accessible by others (mode {mode:04o}); make it private, "
+                             f"e.g. chmod o-rwx {f}")
+    os.chmod(f, 0o600)
+    assert load(tmp_path, "MDExternalAccountBinding eab.json\n").errors == []
+    (tmp_path / "dir.json").mkdir()
+    assert only_error(tmp_path, "MDExternalAccountBinding dir.json\n").message == \
+        f"MDExternalAccountBinding: file not found: {tmp_path}/dir.json"
+
+
+def test_ip_names_are_normalized(tmp_path):
+    cfg = load(tmp_path, """\
+        Listen 443
+        MDomain 127.0.0.1 [::1] 0:0::2
+        <VirtualHost *:443>
+          ServerName [::1]:443
+          ServerAlias 127.0.0.1 [0::2]
+          SSLEngine on
+        </VirtualHost>
+    """)
+    assert cfg.errors == []
+    md, = cfg.mds
+    assert md.domains == ["127.0.0.1", "::1", "::2"]
+    assert cfg.vhosts[0].names == ["::1", "127.0.0.1", "::2"]
+    assert md.vhosts == [cfg.vhosts[0]]
+
+
+def test_challenge_and_curve_warnings(tmp_path):
+    cfg = load(tmp_path, """\
+        <MDomain a.example>
+          MDCAChallenges tls-alpn-01 http-01 magic-01
+          MDPrivateKeys secp256r1 X25519 brainpoolP256r1
+        </MDomain>
+    """)
+    assert cfg.errors == []
+    w = [(p.location.line, p.message) for p in cfg.warnings if p.location]
+    assert (2, "MDCAChallenges: tls-alpn-01 is never used by apache-md: answering it needs a "
+               "hook into mod_ssl's TLS handshake, which only a C module (mod_md) has. Use "
+               "http-01 (port 80 reachable) and/or dns-01 (MDChallengeDns01).") in w
+    assert (2, "MDCAChallenges: unknown challenge type 'magic-01' is ignored; known types are "
+               "http-01 and dns-01") in w
+    assert (3, "MDPrivateKeys: ec curve unknown: X25519 (renewals will fail); use e.g. P-256, "
+               "P-384 or secp521r1") in w
+    assert not [m for _, m in w if "secp256r1" in m or "brainpool" in m]
+
+
+@pytest.mark.parametrize("text,can_http", [
+    ("Listen 80\nListen 443\n", True),
+    ("Listen 8080\nMDPortMap http:8080\n", True),
+    ("Listen 80\nMDPortMap 80:8080\n", False),  # mapped to a port nobody listens on
+    ("Listen 80\nMDPortMap http:-\n", False),
+    ("", True),  # no Listen known (a snippet): only the port map decides
+])
+def test_can_http_from_listen_and_port_map(tmp_path, text, can_http):
+    cfg = load(tmp_path, text)
+    assert cfg.errors == [] and cfg.settings.can_http is can_http
+
+
+def test_name_index_agrees_with_pairwise_matching():
+    """The index that replaces comparing every MD with every other finds the same MDs."""
+    rnd = random.Random(7)
+    labels = ["a", "b", "www", "mail", "*"]
+    bases = ["x.test", "y.test", "x.y.test"]
+
+    def name():
+        return f"{rnd.choice(labels)}.{rnd.choice(bases)}"
+    loc = Location("t.conf", 1)
+    mds = [ManagedDomain(f"md{i}", list(dict.fromkeys(name() for _ in range(3))), loc)
+           for i in range(40)]
+    index = NameIndex(mds)
+    for n in [f"{lb}.{b}" for lb in labels for b in bases] + ["X.Test.", "x.test", "test"]:
+        assert [mds[i] for i in index.covering(n)] == \
+            [m for m in mds if m.covers(n) or n in m.domains], n
+    pairs = [(a.name, b.name, overlap(a, b)) for a, b in itertools.combinations(mds, 2)]
+    assert sum(1 for p in pairs if p[2]) > 10
+    cfg = Config("t.conf", "/", GlobalSettings(), mds=mds)
+    errs: list = []
+    link(cfg, errs, [])
+    assert [e.message.split("'")[1] for e in errs if "AH10038" in e.message] == \
+        [n for _, _, n in pairs if n]
+    for mode in ("all", "servernames"):
+        vh = VHost(loc, server_name="www.x.test", aliases=["b.y.test"])
+        brute = ([m for m in mds if any(m.covers(n) for n in vh.names)] if mode == "all" else
+                 ([m for m in mds if m.covers("www.x.test") and "www.x.test" in m.domains]
+                  or [m for m in mds if m.covers("www.x.test")]))
+        assert vhost_mds(vh, mds, mode) == brute

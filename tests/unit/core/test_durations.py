@@ -1,0 +1,38 @@
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from apache_md.core.durations import Timeslice, format_duration, parse_duration
+
+
+@pytest.mark.parametrize("text,unit,seconds", [
+    ("10", "d", 864000), ("10d", "s", 864000), ("12h", "s", 43200), ("30mi", "s", 1800),
+    ("45s", "d", 45), ("500ms", "s", 0.5), ("7", "s", 7), ("1D", "s", 86400)])
+def test_parse_duration(text, unit, seconds):
+    assert parse_duration(text, unit) == seconds
+
+
+@pytest.mark.parametrize("text", ["1y", "5m", "dec-31", "", "d"])
+def test_parse_duration_rejects(text):
+    assert parse_duration(text) is None
+
+
+@pytest.mark.parametrize("seconds,text", [(864000, "10d"), (43200, "12h"), (90, "90s"),
+                                          (1800, "30mi"), (0.5, "500ms")])
+def test_format_duration(seconds, text):
+    assert format_duration(seconds) == text
+
+
+def test_timeslice_percent_and_absolute():
+    nb = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    na = nb + timedelta(days=90)
+    assert Timeslice.parse("33%").start(nb, na) == na - timedelta(seconds=int(90 * 86400 * 0.33))
+    assert Timeslice.parse("14d").start(nb, na) == na - timedelta(days=14)
+    assert Timeslice.parse("10").format() == "10d"
+    assert Timeslice.parse("0%").format() == "0%"
+
+
+@pytest.mark.parametrize("text,msg", [("100%", "100% or more"), ("-5%", "less than 100"),
+                                      ("1y", "unrecognized format")])
+def test_timeslice_errors(text, msg):
+    assert msg in Timeslice.parse(text)

@@ -1,0 +1,251 @@
+"""md-status objects, the snapshot, the WSGI routes, metrics and the page, without Apache."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from apache_md.ca.drive import save_job
+from apache_md.core import crypto
+from apache_md.core.jsonfmt import http_date
+from apache_md.core.model import (
+    Config,
+    GlobalSettings,
+    KeySpec,
+    Location,
+    ManagedDomain,
+    VHost,
+)
+from apache_md.status import mdstatus, metrics, page
+from apache_md.store import castats
+from apache_md.store.fs import DOMAINS, STAGING, Store
+from apache_md.store.jobs import Job
+from apache_md.wsgi import app
+from tests.e2e import mdstatus_ref as ref
+
+NOW = datetime(2026, 4, 11, 12, 0, tzinfo=timezone.utc)
+CA = "https://ca.test/dir"
+
+
+def make_md(name: str, **kw) -> ManagedDomain:
+    md = ManagedDomain(name=name, domains=[name, f"www.{name}"], location=Location("x.conf", 1),
+                       ca_urls=[CA], contacts=["mailto:a@b.test"], **kw)
+    md.vhosts = [VHost(server_name=name, aliases=[], ssl=True, location=Location("x.conf", 2))] \
+        if "vhosts" not in kw else md.vhosts
+    return md
+
+
+def put_cert(store: Store, group: str, md: ManagedDomain, spec: KeySpec = KeySpec("Default")):
+    key = crypto.generate_key(spec)
+    store.write_bytes(group, md.name, spec.file_name("pubcert"),
+                      crypto.self_signed(key, md.domains, days=90))
+    store.write_bytes(group, md.name, spec.file_name("privkey"), crypto.key_to_pem(key),
+                      mode=0o600)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "md")
+    s.init()
+    return s
+
+
+@pytest.fixture
+def config(store):
+    active, staged, new, failing = (make_md(n) for n in ("active.test", "staged.test",
+                                                          "new.test", "failing.test"))
+    put_cert(store, DOMAINS, active)
+    put_cert(store, DOMAINS, staged)
+    put_cert(store, STAGING, staged)
+    store.write_json(STAGING, staged.name, "md.json", {"name": staged.name})
+    job = Job(staged.name)
+    job.start_run()
+    job.succeed(datetime.now(timezone.utc), "renewed")
+    job.notified = job.notified_renewed = True
+    save_job(store, job)
+    job = Job(failing.name)
+    job.start_run()
+    job.fail(20014, "General error", "urn:ietf:params:acme:error:rejectedIdentifier",
+             "<b>no</b> & \"never\"")
+    job.next_run = datetime.now(timezone.utc) + timedelta(minutes=5)
+    save_job(store, job)
+    return Config(main_file="x.conf", server_root="/", settings=GlobalSettings(
+        store_dir=str(store.base)), mds=[staged, new, failing, active])
+
+
+def test_md_objects_follow_the_reference(store, config):
+    snap = mdstatus.snapshot(store, config)
+    assert [m["name"] for m in snap["list"]["managed-domains"]] == \
+        ["active.test", "failing.test", "new.test", "staged.test"]
+    for obj in snap["list"]["managed-domains"]:
+        ref.check_md(obj, with_log=False)
+    for name, obj in snap["mds"].items():
+        ref.check_md(obj, with_log="renewal" in obj)
+        assert snap["bodies"][f"md:{name}"] == json.dumps(obj, indent=2)
+        ref.assert_mod_md_json_text(snap["bodies"][f"md:{name}"])
+    mds = snap["mds"]
+    assert mds["staged.test"]["activation"]["state"] == "staged"
+    assert "no worker is running" in mds["staged.test"]["activation"]["detail"]
+    assert mds["staged.test"]["renewal"]["ca-url"] == CA
+    assert mds["new.test"]["activation"]["state"] == "pending"
+    assert mds["active.test"]["activation"]["state"] == "active"
+    assert mds["failing.test"]["renewal"]["errors"] == 1
+    cs = json.loads(snap["bodies"]["cs:staged.test"])
+    assert list(cs) == ["valid", "rsa", "renewal"]
+    assert json.loads(snap["bodies"]["cs:new.test"]) == {"rsa": {}}
+    assert json.loads(snap["bodies"]["cs:failing.test"]) == {"rsa": {}, "renewal": {"cert": {}}}
+
+
+def test_next_check_follows_the_worker_and_the_job(store, config):
+    md = config.md_by_name("failing.test")
+    now = datetime.now(timezone.utc)
+    worker = {"pid": 1, "next-cycle": http_date(now + timedelta(minutes=1))}
+    obj = mdstatus.md_status(store, md, now, worker=worker)
+    job_next = obj["renewal"]["next-run"]
+    assert obj["next-check"] == job_next  # the backoff is later than the next cycle
+    obj = mdstatus.md_status(store, config.md_by_name("new.test"), now, worker=worker)
+    assert obj["next-check"] == worker["next-cycle"]
+    assert "next-check" not in mdstatus.md_status(store, md, now)
+
+
+def call(environ: dict) -> tuple[str, dict, bytes]:
+    out = {}
+
+    def start_response(st, headers):
+        out["status"], out["headers"] = st, dict(headers)
+    body = b"".join(app.application(environ, start_response))
+    return out["status"], out["headers"], body
+
+
+def env(store: Store, path: str, method: str = "GET", accept: str = "*/*", host: str = "x",
+        query: str = "") -> dict:
+    return {"APACHE_MD_STORE": str(store.base), "SCRIPT_NAME": path, "PATH_INFO": "",
+            "REQUEST_METHOD": method, "HTTP_ACCEPT": accept, "HTTP_HOST": host,
+            "QUERY_STRING": query}
+
+
+def test_wsgi_routes_answer_from_the_snapshot(store, config):
+    snap = mdstatus.write_snapshot(store, config)
+    st, hdrs, body = call(env(store, "/md-status"))
+    assert st.startswith("200") and hdrs["Content-Type"] == "application/json"
+    assert body.decode() == snap["bodies"]["list"]
+    assert call(env(store, "/md-status/www.new.test"))[2].decode() == snap["bodies"]["md:new.test"]
+    assert call(env(store, "/md-status/nope.test"))[2] == body
+    assert call(env(store, "/md-status", method="POST"))[0].startswith("501")
+    st, hdrs, body = call(env(store, "/md-status", accept="text/html"))
+    assert hdrs["Content-Type"].startswith("text/html") and body.startswith(b"<!DOCTYPE html>")
+    st, hdrs, body = call(env(store, "/md-status/metrics"))
+    assert hdrs["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert call(env(store, "/md-status", query="format=metrics"))[2] == body
+    cs = call(env(store, "/.httpd/certificate-status", host="www.active.test:443"))
+    assert cs[0].startswith("200") and json.loads(cs[2])["rsa"]["serial"]
+    assert call(env(store, "/.httpd/certificate-status", host="else.test"))[0].startswith("404")
+    assert call(env(store, "/.httpd/certificate-status", method="PUT",
+                    host="active.test"))[0].startswith("501")
+
+
+@pytest.mark.parametrize("accept,fmt", [
+    ("", "json"), ("*/*", "json"), ("application/json", "json"),
+    ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "html"),
+    ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
+     "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1", "metrics"),
+    ("text/plain;version=0.0.4", "metrics"), ("text/*", "html"),
+    ("application/json;q=0.5, text/html;q=0.4", "json"), ("text/html;q=0", "json"),
+    ("image/png", "json"), ("garbage;;;q=x", "json"),
+])
+def test_content_negotiation(accept, fmt):
+    assert app.negotiate(accept) == fmt
+
+
+def test_metrics_parse_with_prometheus_client(store, config):
+    castats.record(store, CA, request_failed=True, renewed=False, problem="x")
+    castats.record(store, CA, renewed=True)
+    snap = mdstatus.snapshot(store, config)
+    fams = {f.name: f for f in text_string_to_metric_families(snap["bodies"]["metrics"])}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in fams.values() for s in f.samples}
+    assert samples[("apache_md_ca_request_failures_total", (("ca", CA),))] == 1
+    assert samples[("apache_md_ca_renewals_total", (("ca", CA), ("outcome", "success")))] == 1
+    assert samples[("apache_md_renewal_errors", (("md", "failing.test"),))] == 1
+    assert samples[("apache_md_state", (("md", "new.test"), ("state", "incomplete")))] == 1
+    assert ("apache_md_cert_not_after_timestamp_seconds",
+            (("key_type", "rsa"), ("md", "active.test"))) in samples
+    assert samples[("apache_md_worker_up", ())] == 0
+
+
+def test_metric_labels_are_escaped():
+    text = metrics.render([{"name": 'a"b\\c\nd', "domains": [], "state": 2, "cert": {}}],
+                          {}, None, NOW)
+    fam = next(f for f in text_string_to_metric_families(text) if f.name == "apache_md_info")
+    assert fam.samples[0].labels["md"] == 'a"b\\c\nd'
+
+
+def test_page_escapes_what_it_shows(store, config):
+    snap = mdstatus.snapshot(store, config)
+    html = snap["bodies"]["html"]
+    assert "<b>no</b>" not in html and "&lt;b&gt;no&lt;/b&gt; &amp; &quot;never&quot;" in html
+    one = snap["bodies"]["html:failing.test"]
+    assert "renewal-error" in one and "<b>no</b>" not in one
+    empty = page.render_list([], page.PageContext(generated=NOW))
+    assert "No managed domains are configured" in empty
+
+
+def test_validity_bar_marks_the_windows():
+    start = NOW - timedelta(days=60)
+    md = {"cert": {"valid": {"from": http_date(start), "until": http_date(start + timedelta(
+        days=90))}}, "renew-at": http_date(start + timedelta(days=60)), "warn-window": "9d"}
+    marks = page.window_marks(md)
+    assert marks["renew"] == start + timedelta(days=60)
+    assert marks["warn"] == start + timedelta(days=81)
+    bar = page.validity_bar(md, NOW)
+    assert 'left:66.67%' in bar and 'left:90.0%' in bar
+
+
+def test_ca_stats_count_and_survive_a_corrupt_file(store):
+    castats.record(store, CA, request_failed=True, problem="p")
+    castats.record(store, CA, request_failed=True)
+    assert castats.load(store)[CA]["request-failures"] == 2
+    store.write_bytes(castats.GROUP, castats.NAME, castats.FILE, b"{broken")
+    assert castats.load(store) == {}
+    castats.record(store, CA, renewed=True)
+    assert castats.load(store)[CA] == {"request-failures": 0, "renewals": 1,
+                                       "renewal-failures": 0}
+
+
+def test_wildcard_include_names_are_not_glob_patterns():
+    from apache_md.apache.includes import include_file, include_path
+    assert include_file("*.example.org") == "_wildcard_.example.org.conf"
+    assert include_path("/s", "www.example.org") == "/s/apache/www.example.org.conf"
+    assert "*" not in include_path("/s", "*.example.org")
+
+
+def test_challenges_of_dns01_only_mds_are_left_to_the_document_root(store, tmp_path):
+    """mod_md declines there (its test 720_008): a backend's own webroot answer wins."""
+    dns_only = make_md("dns.test", challenges=["dns-01"])
+    config = Config(main_file="x.conf", server_root="/", mds=[dns_only],
+                    settings=GlobalSettings(store_dir=str(store.base)))
+    mdstatus.write_snapshot(store, config)
+    docroot = tmp_path / "htdocs"
+    (docroot / ".well-known" / "acme-challenge").mkdir(parents=True)
+    (docroot / ".well-known" / "acme-challenge" / "tok").write_text("webroot")
+    (tmp_path / "secret").write_text("no")
+
+    def get(token: str, host: str = "dns.test"):
+        e = env(store, f"/.well-known/acme-challenge/{token}", host=host)
+        e["DOCUMENT_ROOT"] = str(docroot)
+        return call(e)
+    assert get("tok")[0].startswith("200") and get("tok")[2] == b"webroot"
+    assert get("missing")[0].startswith("404")
+    assert get("..%2F..%2Fsecret")[0].startswith("404")
+    # hosts of no MD too
+    assert get("tok", host="unknown.test")[2] == b"webroot"
+
+
+def test_activity_says_why_an_unused_md_is_not_renewed():
+    now = datetime.now(timezone.utc)
+    unused = {"state": 1, "state-descr": "certificate(rsa) is missing", "renew-mode": 1,
+              "watched": False}
+    assert "no VirtualHost uses it" in page.activity(unused, now)
+    assert page.activity(dict(unused, watched=True), now).startswith("certificate needed")

@@ -1,0 +1,94 @@
+import json
+import os
+import stat
+
+import pytest
+
+from apache_md.core import crypto
+from apache_md.core.model import KeySpec
+from apache_md.store.fs import DOMAINS, STAGING, Store, StoreError
+from apache_md.store.jobs import Job
+
+
+def mode(p):
+    return stat.S_IMODE(os.stat(p).st_mode)
+
+
+def test_init_layout_and_store_key(tmp_path):
+    s = Store(tmp_path / "md")
+    s.init()
+    assert mode(s.base / "domains") == 0o700
+    assert mode(s.base / "challenges") == 0o755
+    doc = json.loads((s.base / "md_store.json").read_text())
+    assert doc["store"]["version"] == 3.0 and len(doc["key"]) == 64
+    assert mode(s.base / "md_store.json") == 0o600
+    assert len(Store(s.base).key) == 48 and Store(s.base).key == s.key
+
+
+def test_atomic_writes_with_modes(tmp_path):
+    s = Store(tmp_path / "md")
+    s.init()
+    p = s.write_bytes(DOMAINS, "a.test", "privkey.pem", b"k", mode=0o600)
+    assert mode(p) == 0o600 and mode(p.parent) == 0o700
+    p = s.write_json(STAGING, "a.test", "job.json", {"x": 1})
+    assert p.read_text() == '{\n  "x": 1\n}'  # mod_md: 2-space indent, no newline
+    assert not [f for f in p.parent.iterdir() if f.name.endswith(".tmp")]
+
+
+def test_corrupt_json_names_the_file(tmp_path):
+    s = Store(tmp_path / "md")
+    s.init()
+    s.write_bytes(STAGING, "a.test", "job.json", b"{not json")
+    with pytest.raises(StoreError, match="staging/a.test/job.json"):
+        s.read_json(STAGING, "a.test", "job.json")
+
+
+def test_corrupt_store_file_is_an_error(tmp_path):
+    (tmp_path / "md_store.json").write_text('{"store": {"version": 3.0}, "key": "short"}')
+    with pytest.raises(StoreError, match="md_store.json"):
+        Store(tmp_path).key
+
+
+def test_traversal_names_refused(tmp_path):
+    with pytest.raises(StoreError):
+        Store(tmp_path).path(DOMAINS, "..", "x")
+
+
+def test_replace_domain_archives(tmp_path):
+    s = Store(tmp_path / "md")
+    s.init()
+    s.write_bytes(DOMAINS, "a.test", "pubcert.pem", b"old")
+    s.write_bytes("tmp", "a.test", "pubcert.pem", b"new")
+    archived = s.replace_domain("a.test")
+    assert archived.endswith("archive/a.test.1")
+    assert s.read_bytes(DOMAINS, "a.test", "pubcert.pem") == b"new"
+    s.write_bytes("tmp", "a.test", "pubcert.pem", b"newer")
+    assert s.replace_domain("a.test").endswith("a.test.2")
+
+
+def test_encrypted_keys_roundtrip_with_store_key(tmp_path):
+    s = Store(tmp_path / "md")
+    s.init()
+    key = crypto.generate_key(KeySpec("EC", curve="P-256"))
+    pem = crypto.key_to_pem(key, s.key)
+    assert b"ENCRYPTED PRIVATE KEY" in pem
+    assert crypto.key_matches_cert(crypto.key_from_pem(pem, s.key), crypto.load_chain(
+        crypto.self_signed(key, ["a.test"]))[0])
+
+
+def test_job_roundtrip_and_log_cap():
+    j = Job("a.test")
+    j.start_run()
+    for i in range(200):
+        j.add_log("progress", detail=str(i))
+    j.fail(20014, "general", "urn:ietf:params:acme:error:malformed", "bad name")
+    j2 = Job.from_json("a.test", json.loads(json.dumps(j.to_json())))
+    assert j2.errors == 1 and j2.last["problem"].endswith("malformed")
+    assert len(j2.log) == 128 and j2.log[0]["type"] == "renewal-error"
+    assert Job.from_json("a.test", {"errors": 2.0, "finished": "yes"}).errors == 0
+
+
+def test_keyspec_file_names():
+    assert KeySpec("Default").file_name("privkey") == "privkey.pem"
+    assert KeySpec("RSA", 4096).file_name("pubcert") == "pubcert.pem"
+    assert KeySpec("EC", curve="P-256").file_name("pubcert") == "pubcert.p-256.pem"
