@@ -8,16 +8,17 @@ import shlex
 import sys
 
 from . import __version__
-from .apache import activation, includes
+from .apache import includes
 from .ca import ari
 from .core.jsonfmt import parse_http_date
 from .core.model import Config
 from .core.plan import plan
 from .notify import Messenger
 from .status import mdstatus, page
-from .store import credentials
+from .store import credentials, state
 from .store.fs import Store, StoreError
 from .store.jobs import now_utc
+from .store.state import load_activation_state
 
 DEFAULT_CONF = "/etc/apache2/apache2.conf"
 
@@ -186,7 +187,7 @@ def cmd_status(args) -> int:
         print(snap["bodies"]["list"])
         return 0
     _print_table(snap["list"].get("managed-domains", []), now)
-    worker = mdstatus.read_worker_info(store)
+    worker = state.read_worker_info(store)
     if not worker:
         print("\nNo apache-md worker is running: certificates are not renewed automatically.")
     return 0
@@ -303,7 +304,7 @@ def cmd_activate(args) -> int:
     for name, why in report.failed.items():
         print(f"{name}: activation failed: {why}", file=sys.stderr)
     mdstatus.write_snapshot(store, config)
-    state = activation.load_state(store)
+    state = load_activation_state(store)
     if reload_cmd and report.activated and state.get("error"):
         print(f"apache-md: reload failed, previous certificates restored: {state['error']}",
               file=sys.stderr)

@@ -29,7 +29,7 @@ from .core.plan import next_wake, plan
 from .core.schedule import next_check
 from .notify import Messenger
 from .status import mdstatus
-from .store import watch
+from .store import state, watch
 from .store.fs import STAGING, Store, StoreError
 from .store.jobs import load_job, now_utc
 
@@ -141,7 +141,7 @@ class Worker:
         self.sd("STOPPING=1")
         self.stop.set()
         if self.store is not None:
-            mdstatus.clear_worker_info(self.store)
+            state.clear_worker_info(self.store)
             self.write_snapshot()  # says: no worker runs
         log.info("stopped")
         return 0
@@ -249,8 +249,7 @@ class Worker:
             staged = [m.name for m in config.mds
                       if activation.ready(store, m, now_utc()) is None]
             if staged:
-                store.write_bytes("status", "activation", "activation-requested",
-                                  ("\n".join(staged) + "\n").encode())
+                state.request_activation(store, staged)
             if snapshot:
                 self.write_snapshot()
             return False
@@ -263,7 +262,7 @@ class Worker:
         start = time.monotonic()
         try:
             if not self.stop.is_set():
-                mdstatus.write_worker_info(self.store, self.next_cycle)
+                state.write_worker_info(self.store, self.next_cycle)
             mdstatus.write_snapshot(self.store, self.config)
         except (StoreError, OSError) as e:
             log.error("cannot write the status snapshot: %s", e)
@@ -273,8 +272,7 @@ class Worker:
 def activate_and_reload(store: Store, config: Config, reload_command: list[str] | None,
                         force: bool = False) -> activation.Report:
     """Activate what is ready, test Apache's config, reload; roll back on refusal."""
-    # Consume the worker's request first: one written while we run triggers us again.
-    store.remove("status", "activation", "activation-requested")
+    state.take_activation_request(store)
     messenger = Messenger(config.settings.message_cmd, None, str(store.base))
     report = activation.activate(store, config, messenger, force=force,
                                  precheck=lambda: ctl.configtest(config))
@@ -294,7 +292,7 @@ def activate_and_reload(store: Store, config: Config, reload_command: list[str] 
         if report.activated:
             activation.rollback(store, config, report, error)
     else:
-        activation.save_state(store, reloaded=now_utc())
+        state.save_activation_state(store, reloaded=now_utc())
     return report
 
 

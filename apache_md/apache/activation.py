@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..core import crypto
-from ..core.jsonfmt import http_date, parse_http_date
 from ..core.mdjson import md_to_json
 from ..core.model import RENEW_ALWAYS, Config, GlobalSettings, ManagedDomain
 from ..notify import Messenger
@@ -30,6 +29,7 @@ from ..store.fs import (
     atomic_write,
 )
 from ..store.jobs import load_job, now_utc, save_job
+from ..store.state import load_activation_state, save_activation_state
 from . import includes
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ def activate(store: Store, config: Config, messenger: Messenger,
     """
     now = now or now_utc()
     report = Report()
-    state = load_state(store)
+    state = load_activation_state(store)
     held = None if force else gate(config.settings, state.get("last-reload"), now)
     candidates = []
     for md in config.mds:
@@ -278,7 +278,7 @@ def activate(store: Store, config: Config, messenger: Messenger,
     for md in config.mds:
         sync_md_json(store, md)
     report.includes_changed = write_includes(store, config)
-    save_state(store, waiting=report.waiting)
+    save_activation_state(store, waiting=report.waiting)
     return report
 
 
@@ -295,36 +295,7 @@ def rollback(store: Store, config: Config, report: Report, why: str) -> None:
                  f"Apache refused the new certificates and the previous ones were restored: {why}")
         save_job(store, job)
     write_includes(store, config)
-    save_state(store, error=why)
-
-
-# -- activation state: when Apache was last reloaded, what waits and why ----------------
-STATE_FILE = ("status", "activation", "activation.json")
-
-
-def load_state(store: Store) -> dict:
-    try:
-        doc = store.read_json(*STATE_FILE) or {}
-    except StoreError:
-        doc = {}
-    return {"last-reload": parse_http_date(doc.get("last-reload")),
-            "waiting": doc.get("waiting") or {}, "error": doc.get("error")}
-
-
-def save_state(store: Store, *, reloaded: datetime | None = None,
-               waiting: dict | None = None, error: str | None = None) -> None:
-    doc = load_state(store)
-    if reloaded:
-        doc["last-reload"] = reloaded
-        doc["error"] = None
-    if waiting is not None:
-        doc["waiting"] = waiting
-    if error is not None:
-        doc["error"] = error
-    out = {"last-reload": http_date(doc["last-reload"]), "waiting": doc["waiting"]}
-    if doc.get("error"):
-        out["error"] = doc["error"]
-    store.write_json(*STATE_FILE, out)
+    save_activation_state(store, error=why)
 
 
 def _discard_staged(store: Store, md: ManagedDomain, why: str) -> None:

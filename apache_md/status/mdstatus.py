@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
 from .. import MOD_MD_COMPAT_VERSION
-from ..apache.activation import load_state as load_activation_state
 from ..ca import stapler
 from ..core.crypto import CertInfo
 from ..core.jsonfmt import dumps, http_date, parse_http_date, period, put
@@ -40,12 +38,10 @@ from ..core.schedule import missing_reason, renew_at
 from ..store import castats, credentials, watch
 from ..store.fs import DOMAINS, STAGING, STATUS, Store, StoreError
 from ..store.jobs import Job, load_job, now_utc
+from ..store.state import activation_requested, load_activation_state, read_worker_info
 from . import metrics, page
 
 SNAPSHOT = (STATUS, "snapshot", "status.json")
-WORKER = (STATUS, "worker", "worker.json")
-# written by a worker that may not reload Apache; `apache-md activate` (root) consumes it
-ACTIVATION_REQUEST = (STATUS, "activation", "activation-requested")
 
 
 def is_watched(md: ManagedDomain) -> bool:
@@ -96,48 +92,13 @@ def job_seems_valid(store: Store, md: ManagedDomain, job: Job) -> bool:
     return True
 
 
-# -- the worker's heartbeat ----------------------------------------------------------------
-def write_worker_info(store: Store, next_cycle: datetime | None) -> None:
-    """Written by the worker each cycle: status tells whether renewals run at all."""
-    obj: dict[str, Any] = {"pid": os.getpid()}
-    put(obj, "next-cycle", http_date(next_cycle))
-    store.write_json(*WORKER, obj)
-
-
-def clear_worker_info(store: Store) -> None:
-    store.remove(*WORKER)
-
-
-def read_worker_info(store: Store) -> dict[str, Any] | None:
-    """The running worker's info, None when no worker runs."""
-    try:
-        info = store.read_json(*WORKER)
-    except StoreError:
-        return None
-    pid = info.get("pid") if info else None
-    if not isinstance(pid, int) or pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass  # alive, owned by another user
-    return info
-
-
-def _activation_requested(store: Store) -> set[str]:
-    data = store.read_bytes(*ACTIVATION_REQUEST)
-    return set(data.decode("utf-8", "replace").split()) if data else set()
-
-
 # -- one MD --------------------------------------------------------------------------------
 def activation(md: ManagedDomain, complete: bool, job: Job | None, staged: bool,
                now: datetime, worker: dict | None, requested: bool,
                waiting: str | None = None) -> dict[str, str]:
     """Where the MD's certificate stands between the CA and Apache, for people.
 
-    `waiting` is what the last activation said about this MD (activation.load_state).
+    `waiting` is what the last activation said about this MD (store.state.load_activation_state).
     """
     if staged and job is not None:
         if job.valid_from and job.valid_from > now:
@@ -323,7 +284,7 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
     """Everything the WSGI handlers serve, rendered once."""
     now = now or now_utc()
     worker = read_worker_info(store)
-    requested = _activation_requested(store)
+    requested = activation_requested(store)
     act_state = load_activation_state(store)
     mds = sorted(config.mds, key=lambda m: m.name)
     full = {md.name: md_status(store, md, now, with_log=True, worker=worker,

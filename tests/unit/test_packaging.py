@@ -72,9 +72,9 @@ def test_units_agree_on_the_store_and_the_activation_request():
     activate = _unit("apache-md-activate.service")["Service"]
     assert "User" not in activate  # root: moves keys into place, reloads Apache
     assert activate["ExecStart"].startswith("/usr/bin/apache-md activate --respect-window --reload")
-    # the worker's request file, as the worker names it
-    src = (REPO / "apache_md" / "worker.py").read_text()
-    assert '"status", "activation", "activation-requested"' in src
+    # the worker's request file, as the store names it
+    from apache_md.store import state
+    assert "/".join(state.ACTIVATION_REQUEST) == "status/activation/activation-requested"
 
 
 def test_maintainer_scripts_are_executable_and_strict():

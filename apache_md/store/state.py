@@ -1,0 +1,93 @@
+"""What the processes leave in the store for each other (`<store>/status/`).
+
+- `worker/worker.json`: the worker's heartbeat (pid, next cycle), so status
+  can tell whether renewals run at all;
+- `activation/activation-requested`: MDs with staged sets, written by a worker
+  that may not reload Apache and consumed by `apache-md activate` (root);
+- `activation/activation.json`: when Apache was last reloaded, what waits for
+  activation and why, and the last activation error.
+"""
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+from ..core.jsonfmt import http_date, parse_http_date, put
+from .fs import STATUS, Store, StoreError
+
+WORKER = (STATUS, "worker", "worker.json")
+ACTIVATION_REQUEST = (STATUS, "activation", "activation-requested")
+ACTIVATION_STATE = (STATUS, "activation", "activation.json")
+
+
+# -- the worker's heartbeat ----------------------------------------------------------------
+def write_worker_info(store: Store, next_cycle: datetime | None) -> None:
+    """Written by the worker each cycle: status tells whether renewals run at all."""
+    obj: dict[str, Any] = {"pid": os.getpid()}
+    put(obj, "next-cycle", http_date(next_cycle))
+    store.write_json(*WORKER, obj)
+
+
+def clear_worker_info(store: Store) -> None:
+    store.remove(*WORKER)
+
+
+def read_worker_info(store: Store) -> dict[str, Any] | None:
+    """The running worker's info, None when no worker runs."""
+    try:
+        info = store.read_json(*WORKER)
+    except StoreError:
+        return None
+    pid = info.get("pid") if info else None
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, owned by another user
+    return info
+
+
+# -- the request for activation --------------------------------------------------------------
+def request_activation(store: Store, md_names: list[str]) -> None:
+    """Ask the root-side unit (apache-md-activate.path) to activate these MDs."""
+    store.write_bytes(*ACTIVATION_REQUEST, ("\n".join(md_names) + "\n").encode())
+
+
+def take_activation_request(store: Store) -> None:
+    """Consume the request first: one written while activation runs triggers it again."""
+    store.remove(*ACTIVATION_REQUEST)
+
+
+def activation_requested(store: Store) -> set[str]:
+    data = store.read_bytes(*ACTIVATION_REQUEST)
+    return set(data.decode("utf-8", "replace").split()) if data else set()
+
+
+# -- activation state: when Apache was last reloaded, what waits and why ----------------
+def load_activation_state(store: Store) -> dict:
+    try:
+        doc = store.read_json(*ACTIVATION_STATE) or {}
+    except StoreError:
+        doc = {}
+    return {"last-reload": parse_http_date(doc.get("last-reload")),
+            "waiting": doc.get("waiting") or {}, "error": doc.get("error")}
+
+
+def save_activation_state(store: Store, *, reloaded: datetime | None = None,
+                          waiting: dict | None = None, error: str | None = None) -> None:
+    doc = load_activation_state(store)
+    if reloaded:
+        doc["last-reload"] = reloaded
+        doc["error"] = None
+    if waiting is not None:
+        doc["waiting"] = waiting
+    if error is not None:
+        doc["error"] = error
+    out = {"last-reload": http_date(doc["last-reload"]), "waiting": doc["waiting"]}
+    if doc.get("error"):
+        out["error"] = doc["error"]
+    store.write_json(*ACTIVATION_STATE, out)
