@@ -4,9 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..ca import stapler
 from ..status.mdstatus import is_watched, will_renew
-from ..store import credentials, watch
+from ..store import credentials, staples, watch
 from ..store.fs import STAGING, Store
 from ..store.jobs import load_job
 from .model import Config, ManagedDomain
@@ -53,7 +52,7 @@ def decide(store: Store, md: ManagedDomain, now: datetime, force: bool = False) 
                         warn=warn, staged_waiting=True)
     issuer = credentials.issuer_url(store, md) if credentials.uses_managed(store, md) else None
     reason = "forced" if force else renewal_due(md, active, now, issuer)
-    revoked = stapler.revoked(store, md, active) if reason is None else []
+    revoked = staples.revoked(store, md, active) if reason is None else []
     if revoked:  # mod_md renews a revoked certificate at its next check; we do it now
         reason = f"certificate revoked ({', '.join(revoked)}, OCSP)"
     ari_at = ari_poll = None

@@ -21,7 +21,6 @@ from datetime import datetime
 from typing import Any, Callable, Iterator
 
 from .. import MOD_MD_COMPAT_VERSION
-from ..ca import stapler
 from ..core.crypto import CertInfo
 from ..core.jsonfmt import dumps, http_date, parse_http_date, period, put
 from ..core.mdjson import md_to_json
@@ -35,7 +34,7 @@ from ..core.model import (
     ManagedDomain,
 )
 from ..core.schedule import missing_reason, renew_at
-from ..store import castats, credentials, watch
+from ..store import castats, credentials, staples, watch
 from ..store.fs import DOMAINS, STAGING, STATUS, Store, StoreError
 from ..store.jobs import Job, load_job, now_utc
 from ..store.state import activation_requested, load_activation_state, read_worker_info
@@ -180,7 +179,7 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
                      state=STATE_INCOMPLETE if reason else STATE_COMPLETE,
                      state_descr=reason, public=True)
     obj["cert"] = certs_json(active)
-    stapler.add_status(obj["cert"], store, md, active, settings, with_log)
+    staples.add_status(obj["cert"], store, md, active, settings, with_log)
     at = renew_at(md, active, now, issuer) if managed or all(active.values()) else now
     put(obj, "renew-at", http_date(at))
     obj["watched"] = is_watched(md)
@@ -292,8 +291,8 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
                                settings=config.settings)
             for md in mds}
     top = list_json(list(full.values()))
-    staples = stapler.targets(store, config)
-    rows = stapler.rows(store, staples, config.settings)
+    stapled = staples.targets(store, config)
+    rows = staples.rows(store, stapled, config.settings)
     domains: dict[str, str] = {}
     for md in mds:
         for d in md.domains:
@@ -328,7 +327,7 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
         "certificate-status": settings.certificate_status,
         "bodies": bodies,
         # OCSP: what the relay answers mod_ssl with, and one row per stapled certificate
-        "ocsp-relay": stapler.relay_index(staples),
+        "ocsp-relay": staples.relay_index(stapled),
         "staplings": rows,
     }
 

@@ -24,6 +24,7 @@ from apache_md.core.compat import load_pem_x509_certificates
 from apache_md.core.plan import decide
 from apache_md.notify import Messenger
 from apache_md.status import mdstatus
+from apache_md.store import staples
 from apache_md.store.fs import Store
 from tests.harness import ForwardProxy, OCSPResponder, pki
 
@@ -259,7 +260,7 @@ def test_other_certificates_with_md_staple_others(env):
     assert f"SSLStaplingForceURL http://127.0.0.1:8080{includes.RELAY_PATH}" in g
     assert "SSLUseStapling on" in includes.md_stapling(cfg, cfg.md_by_name("a.test"), False)
     cfg = env.config(extra="MDStapleOthers off\n", vhosts=vhosts)
-    assert [t.md for t in stapler.targets(env.store, cfg)] == ["a.test"]
+    assert [t.md for t in staples.targets(env.store, cfg)] == ["a.test"]
     assert "SSLUseStapling" not in includes.global_conf(cfg)
 
 
@@ -275,7 +276,7 @@ def test_old_unused_responses_are_removed_after_keep_response(env):
     past = time.time() - 2 * 86400
     os.utime(old, (past, past))
     os.utime(in_use, (past, past))
-    stapler.cleanup(env.store, cfg.settings.stapling_keep_response,
+    staples.cleanup(env.store, cfg.settings.stapling_keep_response,
                      {("a.test", in_use.name)}, now())
     assert not old.exists() and young.exists() and in_use.exists()
 
@@ -373,7 +374,7 @@ def test_keys_of_other_types_and_serial_format(env):
     cfg = env.config(mds="<MDomain a.test>\nMDPrivateKeys rsa secp256r1\n</MDomain>\n")
     report = env.run(cfg)
     assert sorted(report.renewed) == ["a.test: rsa", "a.test: secp256r1"]
-    idx = stapler.relay_index(stapler.targets(env.store, cfg))
+    idx = staples.relay_index(staples.targets(env.store, cfg))
     assert f"{leaf.certificate.serial_number:x}" in " ".join(idx)
     assert all(v.startswith("a.test/ocsp-") for v in idx.values())
 
