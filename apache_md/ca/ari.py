@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 from ..core.model import Config, ManagedDomain
 from ..core.problem import CAProblem
 from ..core.schedule import ari_failed, ari_poll_due, ari_update, renewal_due
-from ..status.mdstatus import will_renew
 from ..store import credentials, watch
 from ..store.fs import STAGING, Store
 from ..store.jobs import load_job
@@ -31,7 +30,7 @@ log = logging.getLogger(__name__)
 
 def applies(store: Store, md: ManagedDomain, now: datetime) -> bool:
     """Would an ARI answer change anything for this MD now?"""
-    if not md.ari_renewals or not will_renew(md) or not credentials.uses_managed(store, md):
+    if not md.ari_renewals or not md.will_renew or not credentials.uses_managed(store, md):
         return False
     active = credentials.active(store, md)
     if renewal_due(md, active, now, credentials.issuer_url(store, md)):

@@ -166,6 +166,22 @@ class ManagedDomain:
         """True when `name` is one of the MD's names, wildcards included."""
         return domain_matches(self.domains, name)
 
+    @property
+    def will_renew(self) -> bool:
+        """Driven by the worker (mod_md md_will_renew_cert + check_usage)."""
+        if self.renew_mode == RENEW_MANUAL:
+            return False
+        if self.renew_mode == RENEW_ALWAYS:
+            return True
+        return bool(self.vhosts) and not self.is_static
+
+    @property
+    def is_watched(self) -> bool:
+        """Supervised for renewal or expiry warnings (mod_md init_cert_watch_status)."""
+        if self.renew_mode == RENEW_MANUAL or self.is_static:
+            return True  # still watched for `expiring`
+        return bool(self.vhosts) or self.renew_mode == RENEW_ALWAYS
+
 
 @dataclass
 class GlobalSettings:

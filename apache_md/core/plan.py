@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..status.mdstatus import is_watched, will_renew
 from ..store import credentials, staples, watch
 from ..store.fs import STAGING, Store
 from ..store.jobs import load_job
@@ -40,8 +39,8 @@ class Decision:
 
 def decide(store: Store, md: ManagedDomain, now: datetime, force: bool = False) -> Decision:
     active = credentials.active(store, md)
-    warn = is_watched(md) and should_warn(md, active, now)
-    if not will_renew(md):
+    warn = md.is_watched and should_warn(md, active, now)
+    if not md.will_renew:
         return Decision(md, False, "not renewed (renew mode or no vhost)", warn=warn)
     job = load_job(store, md.name) if store.exists(STAGING, md.name, "job.json") else None
     if job and job.finished and credentials.staged_complete(store, md):

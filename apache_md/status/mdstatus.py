@@ -25,8 +25,6 @@ from ..core.crypto import CertInfo
 from ..core.jsonfmt import dumps, http_date, parse_http_date, period, put
 from ..core.mdjson import md_to_json
 from ..core.model import (
-    RENEW_ALWAYS,
-    RENEW_MANUAL,
     STATE_COMPLETE,
     STATE_INCOMPLETE,
     Config,
@@ -41,22 +39,6 @@ from ..store.state import activation_requested, load_activation_state, read_work
 from . import metrics, page
 
 SNAPSHOT = (STATUS, "snapshot", "status.json")
-
-
-def is_watched(md: ManagedDomain) -> bool:
-    """Supervised for renewal or expiry warnings (mod_md init_cert_watch_status)."""
-    if md.renew_mode == RENEW_MANUAL or md.is_static:
-        return True  # still watched for `expiring`
-    return bool(md.vhosts) or md.renew_mode == RENEW_ALWAYS
-
-
-def will_renew(md: ManagedDomain) -> bool:
-    """Driven by the worker (mod_md md_will_renew_cert + check_usage)."""
-    if md.renew_mode == RENEW_MANUAL:
-        return False
-    if md.renew_mode == RENEW_ALWAYS:
-        return True
-    return bool(md.vhosts) and not md.is_static
 
 
 def cert_json(info: CertInfo) -> dict[str, Any]:
@@ -130,7 +112,7 @@ def _next_check(md: ManagedDomain, job: Job | None, at: datetime, now: datetime,
         return None
     cycle = parse_http_date(worker.get("next-cycle")) or now
     own = None
-    if will_renew(md):
+    if md.will_renew:
         if job is not None and job.next_run and job.next_run > now:
             own = job.next_run  # backoff, activation delay, ARI
         elif at > now:
@@ -182,7 +164,7 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
     staples.add_status(obj["cert"], store, md, active, settings, with_log)
     at = renew_at(md, active, now, issuer) if managed or all(active.values()) else now
     put(obj, "renew-at", http_date(at))
-    obj["watched"] = is_watched(md)
+    obj["watched"] = md.is_watched
     if job is not None or at <= now:
         obj["renew"] = True
     staged = False
