@@ -14,7 +14,7 @@ from .core.jsonfmt import parse_http_date
 from .core.model import Config
 from .core.plan import plan
 from .notify import Messenger
-from .status import mdstatus, page
+from .status import page, snapshot
 from .store import credentials, state
 from .store.fs import Store, StoreError
 from .store.jobs import now_utc
@@ -169,7 +169,7 @@ def cmd_status(args) -> int:
     if loaded is None:
         return 1
     config, store = loaded
-    snap = mdstatus.snapshot(store, config)
+    snap = snapshot.snapshot(store, config)
     now = now_utc()
     if args.name:
         md = config.md_by_name(args.name) or config.md_for_domain(args.name)
@@ -274,11 +274,11 @@ def cmd_renew(args) -> int:
     for d in decisions:
         if d not in todo:
             print(f"{d.md.name}: {d.reason}")
-    mdstatus.write_snapshot(store, config)  # the challenge handler must know the MDs
+    snapshot.write_snapshot(store, config)  # the challenge handler must know the MDs
     failed = 0
     from concurrent.futures import ThreadPoolExecutor
     # progress shows on /md-status while we drive
-    with mdstatus.refreshing(store, config), \
+    with snapshot.refreshing(store, config), \
             ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
         for r in pool.map(lambda d: driver.run(d.md, d.reason), todo):
             print(f"{r.md}: {r.outcome}: {r.detail}", flush=True)
@@ -303,7 +303,7 @@ def cmd_activate(args) -> int:
         print(f"{name}: not activated: {why}")
     for name, why in report.failed.items():
         print(f"{name}: activation failed: {why}", file=sys.stderr)
-    mdstatus.write_snapshot(store, config)
+    snapshot.write_snapshot(store, config)
     state = load_activation_state(store)
     if reload_cmd and report.activated and state.get("error"):
         print(f"apache-md: reload failed, previous certificates restored: {state['error']}",

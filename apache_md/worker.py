@@ -28,7 +28,7 @@ from .core.model import Config, ManagedDomain
 from .core.plan import next_wake, plan
 from .core.schedule import next_check
 from .notify import Messenger
-from .status import mdstatus
+from .status import snapshot
 from .store import state, watch
 from .store.fs import STAGING, Store, StoreError
 from .store.jobs import load_job, now_utc
@@ -263,7 +263,7 @@ class Worker:
         try:
             if not self.stop.is_set():
                 state.write_worker_info(self.store, self.next_cycle)
-            mdstatus.write_snapshot(self.store, self.config)
+            snapshot.write_snapshot(self.store, self.config)
         except (StoreError, OSError) as e:
             log.error("cannot write the status snapshot: %s", e)
         self._snapshot_cost = time.monotonic() - start

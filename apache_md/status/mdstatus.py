@@ -13,32 +13,23 @@ uses, which differs from `ca.url` after a failover).
 """
 from __future__ import annotations
 
-import contextlib
-import json
-import threading
-import time
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from .. import MOD_MD_COMPAT_VERSION
 from ..core.crypto import CertInfo
-from ..core.jsonfmt import dumps, http_date, parse_http_date, period, put
+from ..core.jsonfmt import http_date, parse_http_date, period, put
 from ..core.mdjson import md_to_json
 from ..core.model import (
     STATE_COMPLETE,
     STATE_INCOMPLETE,
-    Config,
     GlobalSettings,
     ManagedDomain,
 )
 from ..core.schedule import missing_reason, renew_at
-from ..store import castats, credentials, staples, watch
-from ..store.fs import DOMAINS, STAGING, STATUS, Store, StoreError
+from ..store import credentials, staples, watch
+from ..store.fs import DOMAINS, STAGING, Store, StoreError
 from ..store.jobs import Job, load_job, now_utc
-from ..store.state import activation_requested, load_activation_state, read_worker_info
-from . import metrics, page
-
-SNAPSHOT = (STATUS, "snapshot", "status.json")
 
 
 def cert_json(info: CertInfo) -> dict[str, Any]:
@@ -245,126 +236,3 @@ def list_json(mds: list[dict[str, Any]]) -> dict[str, Any]:
     return top
 
 
-# -- the snapshot -----------------------------------------------------------------------------
-# Rendered bodies of the last snapshot, by (kind, name): (inputs, text). While a
-# drive runs the snapshot is rebuilt twice a second, and most MDs have not
-# changed; comparing their objects is far cheaper than encoding them again.
-_rendered: dict[tuple[str, str], tuple[Any, str]] = {}
-
-
-def _render(kind: str, name: str, inputs: Any, render: Callable[[], str]) -> str:
-    hit = _rendered.get((kind, name))
-    if hit is not None and hit[0] == inputs:
-        return hit[1]
-    text = render()
-    _rendered[(kind, name)] = (inputs, text)
-    return text
-
-
-def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[str, Any]:
-    """Everything the WSGI handlers serve, rendered once."""
-    now = now or now_utc()
-    worker = read_worker_info(store)
-    requested = activation_requested(store)
-    act_state = load_activation_state(store)
-    mds = sorted(config.mds, key=lambda m: m.name)
-    full = {md.name: md_status(store, md, now, with_log=True, worker=worker,
-                               requested=requested, activation_state=act_state,
-                               settings=config.settings)
-            for md in mds}
-    top = list_json(list(full.values()))
-    stapled = staples.targets(store, config)
-    rows = staples.rows(store, stapled, config.settings)
-    domains: dict[str, str] = {}
-    for md in mds:
-        for d in md.domains:
-            domains.setdefault(d, md.name)
-    settings = config.settings
-    ctx = page.PageContext(generated=now, worker=worker,
-                                  check=settings.certificate_check,
-                                  last_reload=act_state.get("last-reload"),
-                                  activation_error=act_state.get("error"))
-    # the page shows times to the minute: re-render it when the minute changes
-    page_key = (now.replace(second=0, microsecond=0), worker, settings.certificate_check,
-                ctx.last_reload, ctx.activation_error)
-    bodies = {"list": _render("list", "", top, lambda: dumps(top)),
-              "html": _render("html", "", (list(full.values()), page_key),
-                              lambda: page.render_list(list(full.values()), ctx)),
-              "metrics": metrics.render(list(full.values()), castats.load(store), worker, now,
-                                        rows)}
-    for md in mds:
-        obj = full[md.name]
-        cs = cert_status(obj, _cert_status_keys(md))
-        bodies[f"md:{md.name}"] = _render("md", md.name, obj, lambda: dumps(obj))
-        bodies[f"html:{md.name}"] = _render("html", md.name, (obj, page_key),
-                                            lambda: page.render_md(obj, ctx))
-        bodies[f"cs:{md.name}"] = _render("cs", md.name, cs, lambda: dumps(cs))
-    return {
-        "generated": http_date(now),
-        "list": top,
-        "mds": full,
-        "domains": domains,
-        # http-01 answers only for MDs that may use it (mod_md declines otherwise)
-        "http01": {md.name: md.challenges is None or "http-01" in md.challenges for md in mds},
-        "certificate-status": settings.certificate_status,
-        "bodies": bodies,
-        # OCSP: what the relay answers mod_ssl with, and one row per stapled certificate
-        "ocsp-relay": staples.relay_index(stapled),
-        "staplings": rows,
-    }
-
-
-def write_snapshot(store: Store, config: Config) -> dict[str, Any]:
-    snap = snapshot(store, config)
-    # The handlers need only what they serve; the objects stay for `status`.
-    served = {k: v for k, v in snap.items() if k not in ("list", "mds")}
-    store.write_bytes(*SNAPSHOT, _compact_chunks(served))
-    return snap
-
-
-def _compact(obj: Any) -> str:
-    # Compact: only the handlers read it, and the indented form takes Python's
-    # slow encoder (a third of the writing time with a thousand MDs).
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
-def _compact_chunks(served: dict[str, Any]) -> Iterator[bytes]:
-    """_compact(served) as bytes, one body at a time: with a thousand MDs the whole
-    text is ~10 MB, and held as str and bytes at once it doubled the worker's peak."""
-    yield b"{"
-    for i, (key, value) in enumerate(served.items()):
-        head = ("," if i else "") + _compact(key) + ":"
-        if key == "bodies" and isinstance(value, dict):
-            yield (head + "{").encode()
-            for j, (name, body) in enumerate(value.items()):
-                yield (("," if j else "") + _compact(name) + ":" + _compact(body)).encode()
-            yield b"}"
-        else:
-            yield (head + _compact(value)).encode()
-    yield b"}"
-
-
-@contextlib.contextmanager
-def refreshing(store: Store, config: Config, every: float = 0.5) -> Iterator[None]:
-    """Rewrite the snapshot every `every` seconds while the block runs (and after it),
-    so progress in job.json shows on /md-status within a second."""
-    done = threading.Event()
-
-    def loop() -> None:
-        cost = 0.0
-        while not done.wait(max(every, 2 * cost)):  # a third of the time at most
-            start = time.monotonic()
-            try:
-                write_snapshot(store, config)
-            except (StoreError, OSError):
-                pass  # the final write below reports
-            cost = time.monotonic() - start
-
-    t = threading.Thread(target=loop, name="snapshot", daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        done.set()
-        t.join()
-        write_snapshot(store, config)

@@ -23,7 +23,7 @@ from apache_md.core import ocsp
 from apache_md.core.compat import load_pem_x509_certificates
 from apache_md.core.plan import decide
 from apache_md.notify import Messenger
-from apache_md.status import mdstatus
+from apache_md.status import mdstatus, snapshot
 from apache_md.store import staples
 from apache_md.store.fs import Store
 from tests.harness import ForwardProxy, OCSPResponder, pki
@@ -290,7 +290,7 @@ def test_status_snapshot_and_relay(env):
     assert o["status"] == "good" and set(o["valid"]) == {"from", "until"}
     assert o["responder"] == env.responder.url and o["fetched"] and o["refresh-at"]
     assert o["renewal"]["errors"] == 0 and o["renewal"]["log"]["entries"]
-    snap = mdstatus.snapshot(env.store, cfg)
+    snap = snapshot.snapshot(env.store, cfg)
     listed = snap["list"]["managed-domains"][0]["cert"]["rsa"]["ocsp"]
     assert "log" not in listed["renewal"]
     assert "log" in snap["mds"]["a.test"]["cert"]["rsa"]["ocsp"]["renewal"]

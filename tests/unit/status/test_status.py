@@ -18,7 +18,7 @@ from apache_md.core.model import (
     ManagedDomain,
     VHost,
 )
-from apache_md.status import mdstatus, metrics, page
+from apache_md.status import mdstatus, metrics, page, snapshot
 from apache_md.store import castats
 from apache_md.store.fs import DOMAINS, STAGING, Store
 from apache_md.store.jobs import Job
@@ -76,7 +76,7 @@ def config(store):
 
 
 def test_md_objects_follow_the_reference(store, config):
-    snap = mdstatus.snapshot(store, config)
+    snap = snapshot.snapshot(store, config)
     assert [m["name"] for m in snap["list"]["managed-domains"]] == \
         ["active.test", "failing.test", "new.test", "staged.test"]
     for obj in snap["list"]["managed-domains"]:
@@ -127,7 +127,7 @@ def env(store: Store, path: str, method: str = "GET", accept: str = "*/*", host:
 
 
 def test_wsgi_routes_answer_from_the_snapshot(store, config):
-    snap = mdstatus.write_snapshot(store, config)
+    snap = snapshot.write_snapshot(store, config)
     st, hdrs, body = call(env(store, "/md-status"))
     assert st.startswith("200") and hdrs["Content-Type"] == "application/json"
     assert body.decode() == snap["bodies"]["list"]
@@ -162,7 +162,7 @@ def test_content_negotiation(accept, fmt):
 def test_metrics_parse_with_prometheus_client(store, config):
     castats.record(store, CA, request_failed=True, renewed=False, problem="x")
     castats.record(store, CA, renewed=True)
-    snap = mdstatus.snapshot(store, config)
+    snap = snapshot.snapshot(store, config)
     fams = {f.name: f for f in text_string_to_metric_families(snap["bodies"]["metrics"])}
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for f in fams.values() for s in f.samples}
@@ -183,7 +183,7 @@ def test_metric_labels_are_escaped():
 
 
 def test_page_escapes_what_it_shows(store, config):
-    snap = mdstatus.snapshot(store, config)
+    snap = snapshot.snapshot(store, config)
     html = snap["bodies"]["html"]
     assert "<b>no</b>" not in html and "&lt;b&gt;no&lt;/b&gt; &amp; &quot;never&quot;" in html
     one = snap["bodies"]["html:failing.test"]
@@ -226,7 +226,7 @@ def test_challenges_of_dns01_only_mds_are_left_to_the_document_root(store, tmp_p
     dns_only = make_md("dns.test", challenges=["dns-01"])
     config = Config(main_file="x.conf", server_root="/", mds=[dns_only],
                     settings=GlobalSettings(store_dir=str(store.base)))
-    mdstatus.write_snapshot(store, config)
+    snapshot.write_snapshot(store, config)
     docroot = tmp_path / "htdocs"
     (docroot / ".well-known" / "acme-challenge").mkdir(parents=True)
     (docroot / ".well-known" / "acme-challenge" / "tok").write_text("webroot")
