@@ -10,14 +10,14 @@ import sys
 from . import __version__
 from .apache import includes
 from .ca import ari
+from .core.job import now_utc
 from .core.jsonfmt import parse_http_date
 from .core.model import Config
 from .core.plan import plan
 from .notify import Messenger
 from .status import page, snapshot
-from .store import credentials, state
+from .store import credentials, facts, state
 from .store.fs import Store, StoreError
-from .store.jobs import now_utc
 from .store.state import load_activation_state
 
 DEFAULT_CONF = "/etc/apache2/apache2.conf"
@@ -267,9 +267,11 @@ def cmd_renew(args) -> int:
     driver = Driver(store, settings, Messenger(settings.message_cmd, settings.notify_cmd,
                                                str(store.base)),
                     progress=lambda md, text: print(f"{md}: {text}", flush=True))
+    known = facts.read_all(store, config, args.names or None)
     if not args.force:
-        ari.refresh_all(store, config, now_utc(), names=args.names or None)
-    decisions = plan(store, config, now_utc(), force=args.force, names=args.names or None)
+        for name in ari.refresh_all(store, config, known, now_utc()):
+            known[name] = facts.read(store, config.md_by_name(name))
+    decisions = plan(config, known, now_utc(), force=args.force)
     todo = [d for d in decisions if d.drive]
     for d in decisions:
         if d not in todo:

@@ -13,7 +13,7 @@ import subprocess
 from datetime import datetime, timedelta
 
 from . import MOD_MD_COMPAT_VERSION
-from .store.jobs import Job, now_utc
+from .core.job import Job, now_utc
 
 log = logging.getLogger(__name__)
 

@@ -24,14 +24,15 @@ from .apache import activation, ctl
 from .apache.ctl import default_reload_command
 from .ca import ari
 from .ca.stapler import Stapler
+from .core.job import now_utc
 from .core.model import Config, ManagedDomain
 from .core.plan import next_wake, plan
 from .core.schedule import next_check
 from .notify import Messenger
 from .status import snapshot
-from .store import state, watch
+from .store import facts, state, watch
 from .store.fs import STAGING, Store, StoreError
-from .store.jobs import load_job, now_utc
+from .store.jobs import load_job
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVERY = 0.5  # seconds between status snapshots while drives run
@@ -175,8 +176,11 @@ class Worker:
                 from .ca.drive import Driver
                 drivers.append(Driver(store, settings, messenger, self.stop, rnd=self.rnd))
             return drivers[0]
-        ari.refresh_all(store, config, now_utc(), self.stop, self.rnd, tick=self.ping)
-        decisions = plan(store, config, now_utc())
+        known = facts.read_all(store, config)
+        for name in ari.refresh_all(store, config, known, now_utc(), self.stop, self.rnd,
+                                    tick=self.ping):
+            known[name] = facts.read(store, config.md_by_name(name))
+        decisions = plan(config, known, now_utc())
         due = [d for d in decisions if d.drive]
         changed = False  # did this cycle change what plan() reads?
         for d in decisions:
@@ -195,7 +199,7 @@ class Worker:
         now = now_utc()
         # Nothing driven, notified or activated: the decisions stand (a plan over a
         # thousand MDs costs a tenth of a second).
-        after = plan(store, config, now) if changed else decisions
+        after = plan(config, facts.read_all(store, config), now) if changed else decisions
         for d in after:
             if d.warn:
                 self._expiring(store, messenger, d.md)
@@ -247,7 +251,7 @@ class Worker:
         if self.reload_command is None and os.geteuid() != 0:
             # Not allowed to reload Apache: leave a request for the root-side unit.
             staged = [m.name for m in config.mds
-                      if activation.ready(store, m, now_utc()) is None]
+                      if activation.ready(facts.read(store, m), now_utc()) is None]
             if staged:
                 state.request_activation(store, staged)
             if snapshot:

@@ -14,10 +14,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from ..core import crypto
+from ..core.facts import MDFacts
+from ..core.job import now_utc
 from ..core.mdjson import md_to_json
 from ..core.model import RENEW_ALWAYS, Config, GlobalSettings, ManagedDomain
 from ..notify import Messenger
 from ..store import credentials
+from ..store.facts import read as read_facts
 from ..store.fs import (
     APACHE,
     CHALLENGES,
@@ -28,7 +31,7 @@ from ..store.fs import (
     StoreError,
     atomic_write,
 )
-from ..store.jobs import load_job, now_utc, save_job
+from ..store.jobs import load_job, save_job
 from ..store.state import load_activation_state, save_activation_state
 from . import includes
 
@@ -74,12 +77,12 @@ def verify_staged(store: Store, md: ManagedDomain) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def ready(store: Store, md: ManagedDomain, now: datetime) -> str | None:
+def ready(facts: MDFacts, now: datetime) -> str | None:
     """None when a complete staged set may be activated now, else why not."""
-    if not store.exists(STAGING, md.name, "job.json"):
+    job = facts.job
+    if job is None:
         return "nothing staged"
-    job = load_job(store, md.name)
-    if not job.finished or not credentials.staged_complete(store, md):
+    if not facts.staged_finished:
         return "renewal not finished"
     if job.valid_from and job.valid_from > now:
         return f"activation delayed until {job.valid_from:%Y-%m-%d %H:%M:%S} UTC"
@@ -251,7 +254,7 @@ def activate(store: Store, config: Config, messenger: Messenger,
     for md in config.mds:
         if md.is_static and md.renew_mode != RENEW_ALWAYS:
             continue  # static files only; with `always` the renewed set takes over
-        why = ready(store, md, now)
+        why = ready(read_facts(store, md), now)
         if why is None and held:
             why = held
         if why is None:

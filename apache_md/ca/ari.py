@@ -15,12 +15,12 @@ import threading
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ..core.facts import MDFacts
 from ..core.model import Config, ManagedDomain
 from ..core.problem import CAProblem
 from ..core.schedule import ari_failed, ari_poll_due, ari_update, renewal_due
-from ..store import credentials, watch
-from ..store.fs import STAGING, Store
-from ..store.jobs import load_job
+from ..store import watch
+from ..store.fs import Store
 
 if TYPE_CHECKING:  # the acme library is imported only when ARI is asked
     from .client import CAConnection
@@ -28,20 +28,14 @@ if TYPE_CHECKING:  # the acme library is imported only when ARI is asked
 log = logging.getLogger(__name__)
 
 
-def applies(store: Store, md: ManagedDomain, now: datetime) -> bool:
+def applies(md: ManagedDomain, facts: MDFacts, now: datetime) -> bool:
     """Would an ARI answer change anything for this MD now?"""
-    if not md.ari_renewals or not md.will_renew or not credentials.uses_managed(store, md):
+    if not md.ari_renewals or not md.will_renew or not facts.managed:
         return False
-    active = credentials.active(store, md)
-    if renewal_due(md, active, now, credentials.issuer_url(store, md)):
+    if renewal_due(md, facts.active, now, facts.issuer):
         return False  # renewing anyway
     # a renewed set waiting for activation makes the answer moot
-    return not (store.exists(STAGING, md.name, "job.json") and load_job(store, md.name).finished)
-
-
-def ca_for(store: Store, md: ManagedDomain) -> str | None:
-    """ARI is asked at the CA that issued the certificate (mod_md: the first CA)."""
-    return credentials.issuer_url(store, md) or (md.ca_urls[0] if md.ca_urls else None)
+    return not (facts.job is not None and facts.job.finished)
 
 
 class Poller:
@@ -72,18 +66,18 @@ class Poller:
             raise
         return conn.renewal_info(cert_id)
 
-    def refresh(self, md: ManagedDomain, now: datetime) -> bool:
+    def refresh(self, md: ManagedDomain, facts: MDFacts, now: datetime) -> bool:
         """Poll the certificates whose next poll is due; True when the state changed."""
-        if not applies(self.store, md, now):
+        if not applies(md, facts, now):
             return False
-        url = ca_for(self.store, md)
+        url = facts.issuer or (md.ca_urls[0] if md.ca_urls else None)
         if not url:
             return False
-        old = watch.load_ari(self.store, md.name)
+        # ARI is asked at the CA that issued the certificate (mod_md: the first CA)
+        old = facts.ari
         new: dict = {}
         changed = False
-        for spec in md.keyspecs:
-            info = credentials.info(self.store, "domains", md.name, spec)
+        for info in facts.active.values():
             if info is None or not info.ari_id:
                 continue
             entry = old.get(info.ari_id)
@@ -116,19 +110,23 @@ class Poller:
         return new
 
 
-def refresh_all(store: Store, config: Config, now: datetime,
+def refresh_all(store: Store, config: Config, facts: dict[str, MDFacts], now: datetime,
                 stop: threading.Event | None = None, rnd: random.Random | None = None,
-                names: list[str] | None = None, tick=None) -> None:
-    """Poll what is due for every MD; `tick()` runs between MDs (systemd watchdog)."""
+                tick=None) -> set[str]:
+    """Poll what is due for the MDs in `facts`; `tick()` runs between MDs (systemd
+    watchdog). Returns the names whose ARI state changed (their facts are stale)."""
     poller = Poller(store, stop, rnd)
+    changed = set()
     for md in config.mds:
-        if names and md.name not in names:
+        if md.name not in facts:
             continue
         if poller.stop.is_set():
-            return
+            break
         if tick:
             tick()
         try:
-            poller.refresh(md, now)
+            if poller.refresh(md, facts[md.name], now):
+                changed.add(md.name)
         except Exception:  # noqa: BLE001 - ARI is advisory; the window still renews
             log.exception("%s: ARI check failed", md.name)
+    return changed

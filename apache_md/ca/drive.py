@@ -18,13 +18,14 @@ from datetime import timedelta
 from acme import messages
 
 from ..core import compat, crypto
+from ..core.job import Job, now_utc
 from ..core.mdjson import md_to_json
 from ..core.model import GlobalSettings, ManagedDomain
 from ..core.schedule import backoff_delay, missing_reason, next_check, ready_at
 from ..notify import Messenger
 from ..store import castats, credentials
 from ..store.fs import STAGING, Store, StoreError
-from ..store.jobs import Job, load_job, now_utc, save_job  # noqa: F401 - load_job re-exported
+from ..store.jobs import load_job, save_job  # noqa: F401 - load_job re-exported
 from ..store.locks import Busy, md_lock
 from . import accounts, preflight
 from .challenges import (

@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from ..core import ocsp
+from ..core.job import now_utc
 from ..core.jsonfmt import http_date
 from ..core.model import Config, GlobalSettings
 from ..core.ocsp import OCSPError
 from ..core.schedule import backoff_delay
 from ..notify import Messenger
 from ..store.fs import OCSP, Store, StoreError
-from ..store.jobs import now_utc
 from ..store.locks import Busy, store_lock
 from ..store.staples import (
     MIN_SPACING,

@@ -1,12 +1,10 @@
-"""Which MDs to drive now, and when to look again: decisions over the store, no network."""
+"""Which MDs to drive now, and when to look again: pure decisions over what the store says."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..store import credentials, staples, watch
-from ..store.fs import STAGING, Store
-from ..store.jobs import load_job
+from .facts import MDFacts
 from .model import Config, ManagedDomain
 from .schedule import (
     ari_next_poll,
@@ -37,26 +35,27 @@ class Decision:
         return min(times) if times else None
 
 
-def decide(store: Store, md: ManagedDomain, now: datetime, force: bool = False) -> Decision:
-    active = credentials.active(store, md)
+def decide(md: ManagedDomain, facts: MDFacts, now: datetime, force: bool = False) -> Decision:
+    """What to do about one MD now, from what the store says about it (pure)."""
+    active = facts.active
     warn = md.is_watched and should_warn(md, active, now)
     if not md.will_renew:
         return Decision(md, False, "not renewed (renew mode or no vhost)", warn=warn)
-    job = load_job(store, md.name) if store.exists(STAGING, md.name, "job.json") else None
-    if job and job.finished and credentials.staged_complete(store, md):
+    job = facts.job
+    if facts.staged_finished:
         # A complete set waits for activation (or for its `renewed` message): never re-order it.
         # A past next-run is not a wake-up: activation may be up to another process.
         wait = job.next_run if job.next_run and job.next_run > now else None
         return Decision(md, False, "staged, waiting for activation", wait,
                         warn=warn, staged_waiting=True)
-    issuer = credentials.issuer_url(store, md) if credentials.uses_managed(store, md) else None
+    issuer = facts.issuer
     reason = "forced" if force else renewal_due(md, active, now, issuer)
-    revoked = staples.revoked(store, md, active) if reason is None else []
-    if revoked:  # mod_md renews a revoked certificate at its next check; we do it now
-        reason = f"certificate revoked ({', '.join(revoked)}, OCSP)"
+    if reason is None and facts.revoked:
+        # mod_md renews a revoked certificate at its next check; we do it now
+        reason = f"certificate revoked ({', '.join(facts.revoked)}, OCSP)"
     ari_at = ari_poll = None
     if reason is None and md.ari_renewals:
-        entries = ari_entries(store, md, active)
+        entries = facts.ari_entries()
         ari_at, explanation = ari_renew_at(entries)
         ari_poll = ari_next_poll(entries)
         if ari_at is not None and ari_at <= now:
@@ -68,12 +67,6 @@ def decide(store: Store, md: ManagedDomain, now: datetime, force: bool = False) 
     if job and job.next_run and job.next_run > now and not force:
         return Decision(md, False, f"waiting to retry ({reason})", job.next_run, warn=warn)
     return Decision(md, True, reason, warn=warn)
-
-
-def ari_entries(store: Store, md: ManagedDomain, active) -> list[dict]:
-    """The stored ARI entries of the MD's active certificates."""
-    state = watch.load_ari(store, md.name)
-    return [state[i.ari_id] for i in active.values() if i and i.ari_id in state]
 
 
 def next_wake(decisions: list[Decision], now: datetime, check_at: datetime,
@@ -90,7 +83,8 @@ def next_wake(decisions: list[Decision], now: datetime, check_at: datetime,
     return wake
 
 
-def plan(store: Store, config: Config, now: datetime, force: bool = False,
+def plan(config: Config, facts: dict[str, MDFacts], now: datetime, force: bool = False,
          names: list[str] | None = None) -> list[Decision]:
-    mds = [m for m in config.mds if not names or m.name in names]
-    return [decide(store, md, now, force) for md in mds]
+    """Decisions for the MDs in `facts` (store/facts.read_all), in config order."""
+    return [decide(md, facts[md.name], now, force) for md in config.mds
+            if md.name in facts and (not names or md.name in names)]

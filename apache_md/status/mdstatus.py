@@ -18,6 +18,8 @@ from typing import Any
 
 from .. import MOD_MD_COMPAT_VERSION
 from ..core.crypto import CertInfo
+from ..core.facts import MDFacts
+from ..core.job import Job, now_utc
 from ..core.jsonfmt import http_date, parse_http_date, period, put
 from ..core.mdjson import md_to_json
 from ..core.model import (
@@ -27,9 +29,9 @@ from ..core.model import (
     ManagedDomain,
 )
 from ..core.schedule import missing_reason, renew_at
-from ..store import credentials, staples, watch
+from ..store import credentials, staples
+from ..store.facts import read as read_facts
 from ..store.fs import DOMAINS, STAGING, Store, StoreError
-from ..store.jobs import Job, load_job, now_utc
 
 
 def cert_json(info: CertInfo) -> dict[str, Any]:
@@ -127,23 +129,17 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
               with_log: bool = True, worker: dict | None = None,
               requested: set[str] | None = None,
               activation_state: dict | None = None,
-              settings: GlobalSettings | None = None) -> dict[str, Any]:
+              settings: GlobalSettings | None = None,
+              facts: MDFacts | None = None) -> dict[str, Any]:
+    """The md-status object of one MD; `facts` as store/facts.read() gives them."""
     now = now or now_utc()
-    active = credentials.active(store, md)
-    managed = credentials.uses_managed(store, md)
-    issuer = credentials.issuer_url(store, md) if managed else None
+    facts = facts or read_facts(store, md)
+    active, managed, issuer, ca = facts.active, facts.managed, facts.issuer, facts.ca
     reason = missing_reason(md, active) if managed else (
         None if all(active.values()) else "certificate files are missing")
-    try:
-        stored = store.read_json(DOMAINS, md.name, "md.json") or {}
-    except StoreError:
-        stored = {}
-    ca = stored.get("ca") if isinstance(stored.get("ca"), dict) else {}
-    job = None
-    if store.exists(STAGING, md.name, "job.json"):
-        job = load_job(store, md.name)
-        if not job_seems_valid(store, md, job):
-            job = None
+    job = facts.job
+    if job is not None and not job_seems_valid(store, md, job):
+        job = None
     job_ca = md.ca_urls[job.ca_index % len(md.ca_urls)] if job is not None and md.ca_urls \
         else None
     # ca.url: the CA that issued the live certificate; before there is one, the CA in use.
@@ -162,7 +158,7 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
     if job is not None:
         renewal = job.to_json(with_log=with_log)
         renewal.pop("ca-index", None)
-        staged = job.finished and credentials.staged_complete(store, md)
+        staged = facts.staged_finished
         renewal["cert"] = certs_json(credentials.staged(store, md))
         put(renewal, "ca-url", job_ca)
         obj["renewal"] = renewal
@@ -172,21 +168,18 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
                                    md.name in (requested or ()), waiting)
     put(obj, "next-check", http_date(_next_check(md, job, at, now, worker)))
     put(obj, "last-renewal", http_date(_last_renewal(store, md, job)))
-    ari = _ari_json(store, md) if managed and md.ari_renewals else None
+    ari = _ari_json(md, facts)
     if ari:
         obj["ari"] = ari  # what the CA's renewalInfo said
     return obj
 
 
-def _ari_json(store: Store, md: ManagedDomain) -> dict[str, Any]:
+def _ari_json(md: ManagedDomain, facts: MDFacts) -> dict[str, Any]:
     """Per key type, the ARI entry of the active certificate."""
-    entries = watch.load_ari(store, md.name)
-    out = {}
-    for spec in md.keyspecs:
-        info = credentials.info(store, DOMAINS, md.name, spec)
-        if info and info.ari_id in entries:
-            out[spec.name] = entries[info.ari_id]
-    return out
+    if not (facts.managed and md.ari_renewals):
+        return {}
+    return {name: facts.ari[info.ari_id] for name, info in facts.active.items()
+            if info and info.ari_id in facts.ari}
 
 
 def cert_status(md_obj: dict[str, Any], spec_names: list[str]) -> dict[str, Any]:

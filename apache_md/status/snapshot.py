@@ -15,11 +15,11 @@ import time
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
+from ..core.job import now_utc
 from ..core.jsonfmt import dumps, http_date
 from ..core.model import Config
 from ..store import castats, staples
 from ..store.fs import STATUS, Store, StoreError
-from ..store.jobs import now_utc
 from ..store.state import activation_requested, load_activation_state, read_worker_info
 from . import metrics, page
 from .mdstatus import _cert_status_keys, cert_status, list_json, md_status

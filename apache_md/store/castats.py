@@ -11,9 +11,9 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from ..core.job import now_utc
 from ..core.jsonfmt import http_date
 from .fs import STATUS, Store, StoreError
-from .jobs import now_utc
 from .locks import store_lock
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from .fs import DOMAINS, STAGING, Store, StoreError
 
 _cache: dict[str, tuple[tuple[float, int], list[x509.Certificate], CertInfo]] = {}
 _cache_lock = threading.Lock()
-_issuers: dict[str, tuple[tuple[int, int, int], str | None]] = {}  # md.json path: (stat, ca.url)
+_stored_ca: dict[str, tuple[tuple[int, int, int], dict]] = {}  # md.json path: (stat, ca)
 
 
 def _load(path: str | Path) -> tuple[list[x509.Certificate], CertInfo] | None:
@@ -85,29 +85,33 @@ def uses_managed(store: Store, md: ManagedDomain) -> bool:
     return md.renew_mode == RENEW_ALWAYS and managed_complete(store, DOMAINS, md)
 
 
-def issuer_url(store: Store, md: ManagedDomain) -> str | None:
-    """The CA the active certificates came from (domains/<md>/md.json ca.url)."""
-    # Asked several times per MD and cycle (plan, ARI, status): cached while the file's
-    # stat is unchanged (every store write replaces the file, so its inode changes).
+def stored_ca(store: Store, md: ManagedDomain) -> dict:
+    """The "ca" object of domains/<md>/md.json ({} when absent or unreadable)."""
+    # Asked for every MD and cycle: cached while the file's stat is unchanged (every
+    # store write replaces the file, so its inode changes).
     path = store.fspath(DOMAINS, md.name, "md.json")
     try:
         st = os.stat(path)
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
     except OSError:
         stamp = None
-    hit = _issuers.get(path)
+    hit = _stored_ca.get(path)
     if hit is not None and stamp is not None and hit[0] == stamp:
         return hit[1]
     try:
         doc = store.read_json(DOMAINS, md.name, "md.json") or {}
     except StoreError:
-        return None
-    ca = doc.get("ca")
-    url = ca.get("url") if isinstance(ca, dict) else None
-    url = url if isinstance(url, str) and url else None
+        return {}
+    ca = doc.get("ca") if isinstance(doc.get("ca"), dict) else {}
     if stamp is not None:
-        _issuers[path] = (stamp, url)
-    return url
+        _stored_ca[path] = (stamp, ca)
+    return ca
+
+
+def issuer_url(store: Store, md: ManagedDomain) -> str | None:
+    """The CA the active certificates came from (domains/<md>/md.json ca.url)."""
+    url = stored_ca(store, md).get("url")
+    return url if isinstance(url, str) and url else None
 
 
 def staged(store: Store, md: ManagedDomain) -> dict[str, CertInfo | None]:

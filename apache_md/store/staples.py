@@ -20,12 +20,12 @@ from cryptography import x509
 
 from ..core import ocsp
 from ..core.crypto import CertInfo
+from ..core.job import Job
 from ..core.jsonfmt import http_date, period, put
 from ..core.model import Config, GlobalSettings, ManagedDomain, VHost
 from . import credentials
 from . import jobs as jobfile
 from .fs import DOMAINS, OCSP, Store, StoreError
-from .jobs import Job
 
 log = logging.getLogger(__name__)
 
@@ -157,19 +157,6 @@ def job_exists(store: Store, md: str) -> bool:
 
 def save_job(store: Store, job: Job) -> None:
     store.write_json(OCSP, job.name, "job.json", job.to_json())
-
-
-def revoked(store: Store, md: ManagedDomain, active: dict[str, CertInfo | None]) -> list[str]:
-    """Key types whose active certificate OCSP says is revoked (mod_md md_reg_has_revoked_certs)."""
-    if not md.stapling:
-        return []
-    out = []
-    for name, info in active.items():
-        if info and info.sha1:
-            s, _ = load(store, md.name, info.sha1)
-            if s and s.status == ocsp.REVOKED:
-                out.append(name)
-    return out
 
 
 def cleanup(store: Store, keep: float, in_use: set[tuple[str, str]], now: datetime) -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..core.job import Job
 from .fs import WATCH, Store, StoreError
-from .jobs import Job
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from apache_md.core.job import Job
 from apache_md.notify import PROBLEM_MESSAGE, PROBLEM_NOTIFY, Messenger
-from apache_md.store.jobs import Job
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SCRIPT = """#!/bin/sh

@@ -24,9 +24,15 @@ from apache_md.core.compat import load_pem_x509_certificates
 from apache_md.core.plan import decide
 from apache_md.notify import Messenger
 from apache_md.status import mdstatus, snapshot
-from apache_md.store import staples
+from apache_md.store import facts, staples
 from apache_md.store.fs import Store
 from tests.harness import ForwardProxy, OCSPResponder, pki
+
+
+def judge(store, md, now, force=False):
+    """plan.decide on what the store says about the MD now."""
+    return decide(md, facts.read(store, md), now, force)
+
 
 HOUR = dt.timedelta(hours=1)
 
@@ -194,18 +200,18 @@ def test_revoked_renews_the_md(env):
     cfg = env.config()
     md = cfg.md_by_name("a.test")
     env.run(cfg)
-    assert not decide(env.store, md, now()).drive
+    assert not judge(env.store, md, now()).drive
     env.responder.mode = "revoked"
     later = now() + dt.timedelta(minutes=45)
     report = env.run(cfg, now=later)
     assert report.revoked == ["a.test"] and report.wake <= later
-    d = decide(env.store, md, now())
+    d = judge(env.store, md, now())
     assert d.drive and d.reason == "certificate revoked (rsa, OCSP)"
     # Known already: the next pass does not wake the worker at once again.
     assert env.run(cfg, now=now() + dt.timedelta(minutes=90)).revoked == []
     # MDStapling off: OCSP is not consulted (mod_md md_reg_has_revoked_certs)
     md.stapling = False
-    assert not decide(env.store, md, now()).drive
+    assert not judge(env.store, md, now()).drive
 
 
 def test_certificates_without_responder_url_are_skipped_and_logged_once(env, caplog):

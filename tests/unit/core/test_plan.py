@@ -4,6 +4,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from apache_md.core.crypto import cert_info, load_chain
+from apache_md.core.job import Job
 from apache_md.core.jsonfmt import http_date
 from apache_md.core.model import (
     RENEW_ALWAYS,
@@ -14,10 +15,15 @@ from apache_md.core.model import (
     VHost,
 )
 from apache_md.core.plan import decide, next_wake
-from apache_md.store import watch
+from apache_md.store import facts, watch
 from apache_md.store.fs import DOMAINS, STAGING, Store
-from apache_md.store.jobs import Job
 from tests.harness import pki
+
+
+def judge(store, md, now, force=False):
+    """plan.decide on what the store says about the MD now."""
+    return decide(md, facts.read(store, md), now, force)
+
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
 CA = "https://ca.test/dir"
@@ -58,50 +64,50 @@ def save_job(store, job):
 
 def test_valid_certificate_waits_for_its_window(store, tmp_path):
     install(store, tmp_path, days_left=60)
-    d = decide(store, make_md(), NOW)
+    d = judge(store, make_md(), NOW)
     assert not d.drive and d.reason == "certificate valid"
     assert d.renew_at == NOW + timedelta(days=60) - timedelta(seconds=int(90 * 86400 * 0.33))
     assert d.wake == d.renew_at
 
 
 def test_inside_the_window_or_missing_it_drives(store, tmp_path):
-    assert decide(store, make_md(), NOW).reason == "certificate(rsa) is missing"
+    assert judge(store, make_md(), NOW).reason == "certificate(rsa) is missing"
     install(store, tmp_path, days_left=20)
-    d = decide(store, make_md(), NOW)
+    d = judge(store, make_md(), NOW)
     assert d.drive and "window" in d.reason
-    assert decide(store, make_md(domains=["a.test", "b.test"]), NOW).drive  # name added
+    assert judge(store, make_md(domains=["a.test", "b.test"]), NOW).drive  # name added
 
 
 def test_backoff_in_the_job_holds_the_run_back(store, tmp_path):
     install(store, tmp_path, days_left=20)
     job = Job("a.test", errors=2, next_run=NOW + timedelta(minutes=5))
     save_job(store, job)
-    d = decide(store, make_md(), NOW)
+    d = judge(store, make_md(), NOW)
     assert not d.drive and d.reason.startswith("waiting to retry") and d.wake == job.next_run
-    assert decide(store, make_md(), NOW + timedelta(minutes=5)).drive
-    assert decide(store, make_md(), NOW, force=True).drive
+    assert judge(store, make_md(), NOW + timedelta(minutes=5)).drive
+    assert judge(store, make_md(), NOW, force=True).drive
 
 
 def test_staged_set_waits_for_activation(store, tmp_path):
     install(store, tmp_path, days_left=20)
     install(store, tmp_path, days_left=90, group=STAGING)
     save_job(store, Job("a.test", finished=True, next_run=NOW + timedelta(hours=1)))
-    d = decide(store, make_md(), NOW)
+    d = judge(store, make_md(), NOW)
     assert d.staged_waiting and not d.drive and d.wake == NOW + timedelta(hours=1)
     # a past valid-from is no wake-up (activation may be another process's job)
-    assert decide(store, make_md(), NOW + timedelta(hours=2)).wake is None
+    assert judge(store, make_md(), NOW + timedelta(hours=2)).wake is None
 
 
 def test_ca_change_drives(store, tmp_path):
     install(store, tmp_path, days_left=60, ca="https://old.test/dir")
-    d = decide(store, make_md(), NOW)
+    d = judge(store, make_md(), NOW)
     assert d.drive and "no longer configured" in d.reason
 
 
 def test_key_size_change_drives(store, tmp_path):
     install(store, tmp_path, days_left=60)
-    assert not decide(store, make_md(pkey_specs=[KeySpec("RSA", 2048)]), NOW).drive
-    assert "rsa4096" in decide(store, make_md(pkey_specs=[KeySpec("RSA", 4096)]), NOW).reason
+    assert not judge(store, make_md(pkey_specs=[KeySpec("RSA", 2048)]), NOW).drive
+    assert "rsa4096" in judge(store, make_md(pkey_specs=[KeySpec("RSA", 4096)]), NOW).reason
 
 
 def test_ari_moves_renewal_earlier_and_asks_for_wake_ups(store, tmp_path):
@@ -110,31 +116,31 @@ def test_ari_moves_renewal_earlier_and_asks_for_wake_ups(store, tmp_path):
              "next-poll": http_date(NOW + timedelta(hours=6)),
              "explanation-url": "https://ca.test/why"}
     watch.save_ari(store, "a.test", {info.ari_id: entry, "stale.id": {"selected": http_date(NOW)}})
-    d = decide(store, make_md(), NOW)
+    d = judge(store, make_md(), NOW)
     assert not d.drive and d.ari_at == NOW + timedelta(days=3)
     assert d.wake == NOW + timedelta(hours=6)  # the next poll comes first
-    d = decide(store, make_md(), NOW + timedelta(days=3))
+    d = judge(store, make_md(), NOW + timedelta(days=3))
     assert d.drive and d.reason == ("Renewal triggered by CA via ARI, explanation at "
                                     "https://ca.test/why")
     # MDRenewViaARI off: the CA's answer is ignored
-    assert not decide(store, make_md(ari_renewals=False), NOW + timedelta(days=3)).drive
+    assert not judge(store, make_md(ari_renewals=False), NOW + timedelta(days=3)).drive
 
 
 def test_ari_later_than_the_window_changes_nothing(store, tmp_path):
     info = install(store, tmp_path, days_left=20)  # inside the window already
     watch.save_ari(store, "a.test", {info.ari_id: {"selected": http_date(NOW + timedelta(days=9))}})
-    d = decide(store, make_md(), NOW)
+    d = judge(store, make_md(), NOW)
     assert d.drive and "window" in d.reason  # the safety net
 
 
 def test_who_is_driven_and_who_is_warned(store, tmp_path):
     install(store, tmp_path, days_left=5)  # inside warn (9d) and renew windows
-    assert decide(store, make_md(), NOW).drive
-    unused = decide(store, make_md(vhosts=[]), NOW)
+    assert judge(store, make_md(), NOW).drive
+    unused = judge(store, make_md(vhosts=[]), NOW)
     assert not unused.drive and not unused.warn  # auto + no vhost: not watched
-    always = decide(store, make_md(vhosts=[], renew_mode=RENEW_ALWAYS), NOW)
+    always = judge(store, make_md(vhosts=[], renew_mode=RENEW_ALWAYS), NOW)
     assert always.drive
-    manual = decide(store, make_md(renew_mode=RENEW_MANUAL), NOW)
+    manual = judge(store, make_md(renew_mode=RENEW_MANUAL), NOW)
     assert not manual.drive and manual.warn
 
 
@@ -142,13 +148,13 @@ def test_static_files_are_watched_and_only_renewed_with_always(store, tmp_path):
     files = pki.self_signed(tmp_path / "static", ["a.test"], not_before=NOW - timedelta(days=85),
                             not_after=NOW + timedelta(days=5))
     static = dict(cert_files=[str(files.cert)], key_files=[str(files.key)])
-    d = decide(store, make_md(**static), NOW)
+    d = judge(store, make_md(**static), NOW)
     assert not d.drive and d.warn
-    d = decide(store, make_md(renew_mode=RENEW_ALWAYS, **static), NOW)
+    d = judge(store, make_md(renew_mode=RENEW_ALWAYS, **static), NOW)
     assert d.drive
     # once a managed set is active it takes over and is judged instead
     install(store, tmp_path, days_left=80)
-    d = decide(store, make_md(renew_mode=RENEW_ALWAYS, **static), NOW)
+    d = judge(store, make_md(renew_mode=RENEW_ALWAYS, **static), NOW)
     assert not d.drive and not d.warn
 
 

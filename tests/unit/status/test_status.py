@@ -9,6 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from apache_md.ca.drive import save_job
 from apache_md.core import crypto
+from apache_md.core.job import Job
 from apache_md.core.jsonfmt import http_date
 from apache_md.core.model import (
     Config,
@@ -21,7 +22,6 @@ from apache_md.core.model import (
 from apache_md.status import mdstatus, metrics, page, snapshot
 from apache_md.store import castats
 from apache_md.store.fs import DOMAINS, STAGING, Store
-from apache_md.store.jobs import Job
 from apache_md.wsgi import app
 from tests.e2e import mdstatus_ref as ref
 

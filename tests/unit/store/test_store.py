@@ -5,9 +5,9 @@ import stat
 import pytest
 
 from apache_md.core import crypto
+from apache_md.core.job import Job
 from apache_md.core.model import KeySpec
 from apache_md.store.fs import DOMAINS, STAGING, Store, StoreError
-from apache_md.store.jobs import Job
 
 
 def mode(p):
