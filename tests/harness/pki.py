@@ -68,13 +68,16 @@ def _now():
 
 
 def make_ca(directory: str | os.PathLike, name: str = "apache-md test CA",
-            key_kind: str = "rsa") -> CertFiles:
+            key_kind: str = "rsa", issuer: CertFiles | None = None,
+            stem: str = "ca") -> CertFiles:
+    """A root CA, or with `issuer` an intermediate signed by it (as a CA's chain has)."""
     d = Path(directory)
     key = new_key(key_kind)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = _now()
     cert = (x509.CertificateBuilder()
-            .subject_name(subject).issuer_name(subject)
+            .subject_name(subject)
+            .issuer_name(issuer.certificate.subject if issuer else subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _dt.timedelta(hours=1))
@@ -87,8 +90,8 @@ def make_ca(directory: str | os.PathLike, name: str = "apache-md test CA",
                                          decipher_only=False), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                            critical=False)
-            .sign(key, hashes.SHA256()))
-    files = CertFiles(d / "ca.cert.pem", d / "ca.key.pem", cert, key)
+            .sign(issuer.private_key if issuer else key, hashes.SHA256()))
+    files = CertFiles(d / f"{stem}.cert.pem", d / f"{stem}.key.pem", cert, key)
     _write(files.cert, cert, key)
     _write_key(files.key, key)
     return files
