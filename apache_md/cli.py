@@ -10,6 +10,7 @@ import sys
 from . import __version__
 from .apache import includes
 from .ca import ari
+from .core import tailscale
 from .core.job import now_utc
 from .core.jsonfmt import parse_http_date
 from .core.model import Config
@@ -107,7 +108,7 @@ def cmd_check(args) -> int:
         mode = {0: "manual", 1: "auto", 2: "always"}.get(md.renew_mode, md.renew_mode)
         print(f"  CA: {' '.join(md.ca_urls)}   renew: {mode}"
               f"   keys: {' '.join(s.name for s in md.keyspecs)}")
-        if not md.is_static:
+        if not md.is_static and not tailscale.applies(md):
             _check_challenges(config, md)
         if not md.vhosts:
             print("  no VirtualHost uses it (not renewed unless MDRenewMode always)")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from ..core import crypto
+from ..core import crypto, tailscale
 from ..core.durations import Timeslice, parse_duration
 from ..core.model import (
     DEFAULT_CA,
@@ -1006,6 +1006,7 @@ def link(config: Config, errors: list[Problem], warnings: list[Problem]) -> None
                    f"AH10170: The Managed Domain '{md.name}' needs one MDCertificateKeyFile for each "
                    "MDCertificateFile.")
             errors.append(Problem(msg, md.location, md.name))
+        complete_protocol(md, errors, warnings)
         if not md.vhosts:
             warnings.append(Problem(f"AH10045: No VirtualHost matches Managed Domain {md.name}",
                                     md.location, md.name))
@@ -1013,6 +1014,20 @@ def link(config: Config, errors: list[Problem], warnings: list[Problem]) -> None
             warnings.append(Problem(
                 f"AH10105: MD {md.name} does not match any VirtualHost with 'SSLEngine on', but is "
                 "configured to require https. This cannot work.", md.location, md.name))
+
+
+def complete_protocol(md: ManagedDomain, errors: list[Problem], warnings: list[Problem]) -> None:
+    """mod_md's store sync: an unknown MDCertificateProtocol is fatal (AH10172), and the
+    protocol completes the MD (tailscale: its socket as default CA, the daemon's key)."""
+    if md.ca_proto.lower() not in ("acme", tailscale.PROTO):
+        errors.append(Problem(f"AH10172: md[{md.name}]: error syncing to store: [{md.name}] uses "
+                              f"unknown CA protocol '{md.ca_proto}' (known: ACME, tailscale)",
+                              md.location, md.name))
+    elif tailscale.applies(md):
+        if not md.ca_urls_configured:
+            md.ca_urls = [tailscale.DEFAULT_URL]
+        warnings.extend(Problem(m, md.location, md.name) for m in tailscale.config_problems(md))
+        md.pkey_specs = []
 
 
 # --------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import threading
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ..core import tailscale
 from ..core.facts import MDFacts
 from ..core.model import Config, ManagedDomain
 from ..core.problem import CAProblem
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 
 def applies(md: ManagedDomain, facts: MDFacts, now: datetime) -> bool:
     """Would an ARI answer change anything for this MD now?"""
-    if not md.ari_renewals or not md.will_renew or not facts.managed:
-        return False
+    if not md.ari_renewals or not md.will_renew or not facts.managed or tailscale.applies(md):
+        return False  # (tailscaled asks its CA's ARI itself)
     if renewal_due(md, facts.active, now, facts.issuer):
         return False  # renewing anyway
     # a renewed set waiting for activation makes the answer moot

@@ -27,7 +27,7 @@ from ..store import castats, credentials
 from ..store.fs import STAGING, Store, StoreError
 from ..store.jobs import load_job, save_job  # noqa: F401 - load_job re-exported
 from ..store.locks import Busy, md_lock
-from . import accounts, preflight
+from . import accounts, preflight, tailscale
 from .challenges import (
     Setup,
     authz_types,
@@ -107,12 +107,15 @@ class Driver:
         job.start_run()
         if reason:
             job.progress(None, reason)
-        self._progress(job, md, None, f"Contacting ACME server for {md.name} at {ca_url}")
         self.store.write_json(STAGING, md.name, "md.json", md_to_json(md, ca_url=ca_url),
                               mode=accounts.SECRET_MODE if md.eab_hmac else None)
         setups: list[Setup] = []
         try:
-            self._obtain(md, job, ca_url, setups)
+            if tailscale.applies(md):
+                tailscale.obtain(self.store, md, ca_url,
+                                 lambda a, d: self._progress(job, md, a, d), self.stop)
+            else:
+                self._obtain(md, job, ca_url, setups)
         except CAProblem as p:
             return self._failed(md, job, p, ca_url)
         except StoreError as e:
@@ -129,6 +132,7 @@ class Driver:
 
     # -- the protocol ------------------------------------------------------------------
     def _obtain(self, md: ManagedDomain, job: Job, ca_url: str, setups: list[Setup]) -> None:
+        self._progress(job, md, None, f"Contacting ACME server for {md.name} at {ca_url}")
         types = preferred_types(md, self.settings)
         check_names(md, types, self.settings)
         conn = CAConnection(ca_url, ca_certs=md.ca_certs, proxy=md.proxy_url,

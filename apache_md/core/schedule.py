@@ -12,6 +12,7 @@ import random
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
+from . import tailscale
 from .crypto import CertInfo, covers, spec_key_type
 from .jsonfmt import http_date, parse_http_date
 from .model import ManagedDomain
@@ -73,7 +74,8 @@ def missing_reason(md: ManagedDomain, certs: dict[str, CertInfo | None]) -> str 
 
     This is mod_md's "incomplete" state: a key type without certificate, names
     not covered, or a must-staple mismatch. Unlike mod_md, a key that is not
-    what its spec asks for (RSA 2048 where 4096 is configured) counts too.
+    what its spec asks for (RSA 2048 where 4096 is configured) counts too,
+    unless tailscaled chose it.
     """
     for spec in md.keyspecs:
         info = certs.get(spec.name)
@@ -87,7 +89,7 @@ def missing_reason(md: ManagedDomain, certs: dict[str, CertInfo | None]) -> str 
         # Encrypt since 2025, Pebble): renewing would loop forever, so the run logs it instead.
         if info.must_staple and not md.must_staple:
             return f"certificate({spec.name}) must-staple does not match the configuration"
-        if info.key_type and not _key_fits(info.key_type, spec):
+        if info.key_type and not tailscale.applies(md) and not _key_fits(info.key_type, spec):
             return (f"certificate({spec.name}) has a {info.key_type} key, "
                     f"configured is {spec_key_type(spec)}")
     return None
