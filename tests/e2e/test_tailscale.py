@@ -40,7 +40,7 @@ def tsenv(apache, tmp_path):
     env.apache.write_conf("10-md", f"""<IfModule md_module>
     MDStoreDir {env.store}
     MDPortMap http:{a.http_port} https:{a.https_port}
-    MDRetryDelay 1s
+    MDRetryDelay 60s
     MDMessageCmd {script} {log}
     <MDomain {NODE}>
         MDCertificateProtocol tailscale
@@ -68,14 +68,17 @@ def served(env: MDEnv):
 
 
 def serial(cert) -> str:
-    return format(cert.serial_number, "X")
+    """As md-status writes it (BN_bn2hex: whole bytes)."""
+    s = format(cert.serial_number, "X")
+    return s.zfill(len(s) + len(s) % 2)
 
 
 def test_certificate_from_the_daemon_is_served_and_renewed_in_the_window(tsenv):
     env, daemon, lines = tsenv
     daemon.start()
-    # the daemon's cached certificate was issued 80 of its 90 days ago: inside MDRenewWindow 33%
-    daemon.backdate = timedelta(days=80)
+    # the daemon's cached certificate was issued 85 of its 90 days ago: inside MDRenewWindow
+    # (33%) and MDWarnWindow (10%)
+    daemon.backdate = timedelta(days=85)
     assert env.cli_ok("check").returncode == 0
     env.start()
     out = worker_once(env)
@@ -93,24 +96,24 @@ def test_certificate_from_the_daemon_is_served_and_renewed_in_the_window(tsenv):
     # stored as an ACME result is: the key encrypted in staging, plain and 0600 once live
     live_key = env.store / "domains" / NODE / "privkey.pem"
     assert live_key.stat().st_mode & 0o777 == 0o600
-    assert lines() == [f"renewed {NODE}", f"installed {NODE}"]
+    assert lines() == [f"renewed {NODE}", f"installed {NODE}", f"expiring {NODE}"]
     asked = daemon.requests[-1]
     assert (asked.path, asked.query["type"]) == (f"/localapi/v0/cert/{NODE}", "pair")
     # nothing was live yet: at least a third of Let's Encrypt's 90 days, and a day
     assert go_duration(asked.query["min_validity"]) == int(90 * 86400 * .33) + 86400
 
-    # the live certificate (10 days left) is inside the window
+    # the live certificate (5 days left) is inside the window
     assert parsedate_to_datetime(st["renew-at"]) <= datetime.now(timezone.utc)
     daemon.backdate = timedelta(hours=1)  # what the daemon issues now is fresh
     worker_once(env)
     second = daemon.issued[-1]
     assert second != first
     # asked for longer than its cached one lives: the daemon renewed at once
-    assert go_duration(daemon.requests[-1].query["min_validity"]) > 10 * 86400
+    assert go_duration(daemon.requests[-1].query["min_validity"]) > 5 * 86400
     st = env.status(NODE)
     assert st["cert"]["rsa"]["serial"] == serial(second)
     env.await_served(NODE, serial(second))
-    assert lines()[2:] == [f"renewing {NODE}", f"renewed {NODE}", f"installed {NODE}"]
+    assert lines()[3:] == [f"renewing {NODE}", f"renewed {NODE}", f"installed {NODE}"]
     assert parsedate_to_datetime(st["renew-at"]) > datetime.now(timezone.utc) + timedelta(days=50)
 
     # nothing due: the daemon is not asked again
@@ -136,7 +139,8 @@ def test_the_daemons_errors_end_up_in_md_status_with_backoff(tsenv):
     assert f"renewal failed: {last['detail']}" in out  # and in the worker's log
     job = env.status(NODE)["renewal"]
     assert job["errors"] == 1
-    assert parsedate_to_datetime(job["next-run"]) > datetime.now(timezone.utc)  # backoff
+    backoff = parsedate_to_datetime(job["next-run"]) - parsedate_to_datetime(job["last-run"])
+    assert backoff >= timedelta(seconds=30)  # MDRetryDelay 60s, jittered by +-50%
     assert lines() == [f"errored {NODE}"]
 
     def renew_fails() -> dict:
