@@ -105,14 +105,10 @@ def _user() -> str:
         return str(uid)
 
 
-def _error_text(body: bytes, reason: str) -> str:
-    return body.decode("utf-8", "replace").strip() or reason
-
-
 def problem_from_status(status: int, reason: str, body: bytes, domain: str,
                         retry_after: float | None = None) -> CAProblem:
     """A non-200 answer as a CAProblem whose detail says what to do about it."""
-    msg = _error_text(body, reason)
+    msg = body.decode("utf-8", "replace").strip() or reason  # Go's http.Error: text and "\n"
     if status == 403 and msg == "cert access denied":
         user = _user()
         return CAProblem(13, "Permission denied", None,

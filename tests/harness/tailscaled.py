@@ -129,10 +129,7 @@ class Tailscaled:
 
     # -- running ------------------------------------------------------------------------
     def start(self) -> "Tailscaled":
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+        Path(self.socket_path).unlink(missing_ok=True)
         daemon = self
 
         class Handler(_Handler):
@@ -143,14 +140,12 @@ class Tailscaled:
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        try:
-            os.unlink(self.socket_path)
-        except FileNotFoundError:
-            pass
+        """Stop answering and remove the socket, as a stopped tailscaled leaves none."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        Path(self.socket_path).unlink(missing_ok=True)
 
     # -- what the daemon decides ------------------------------------------------------------
     def may_fetch_certs(self, uid: int) -> bool:
