@@ -297,7 +297,7 @@ def cmd_activate(args) -> int:
     if loaded is None:
         return 1
     config, store = loaded
-    from .worker import activate_and_reload
+    from .apache.activation import activate_and_reload
     reload_cmd = shlex.split(args.reload) if args.reload else None
     report = activate_and_reload(store, config, reload_cmd, force=not args.respect_window)
     for name in report.activated:

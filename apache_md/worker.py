@@ -20,7 +20,7 @@ from typing import Callable
 
 import sdnotify
 
-from .apache import activation, ctl
+from .apache import activation
 from .apache.ctl import default_reload_command
 from .ca import ari
 from .ca.stapler import Stapler
@@ -248,19 +248,15 @@ class Worker:
     def activate_and_reload(self, snapshot: bool = True) -> bool:
         """True when activation changed the store (activated, or discarded a failed set)."""
         config, store = self.config, self.store
+        changed = False
         if self.reload_command is None and os.geteuid() != 0:
-            # Not allowed to reload Apache: leave a request for the root-side unit.
-            staged = [m.name for m in config.mds
-                      if activation.ready(facts.read(store, m), now_utc()) is None]
-            if staged:
-                state.request_activation(store, staged)
-            if snapshot:
-                self.write_snapshot()
-            return False
-        report = activate_and_reload(store, config, self.reload_command)
+            activation.request(store, config)  # not allowed to reload Apache: root does it
+        else:
+            report = activation.activate_and_reload(store, config, self.reload_command)
+            changed = bool(report.activated or report.failed)
         if snapshot:
             self.write_snapshot()
-        return bool(report.activated or report.failed)
+        return changed
 
     def write_snapshot(self) -> None:
         start = time.monotonic()
@@ -271,33 +267,6 @@ class Worker:
         except (StoreError, OSError) as e:
             log.error("cannot write the status snapshot: %s", e)
         self._snapshot_cost = time.monotonic() - start
-
-
-def activate_and_reload(store: Store, config: Config, reload_command: list[str] | None,
-                        force: bool = False) -> activation.Report:
-    """Activate what is ready, test Apache's config, reload; roll back on refusal."""
-    state.take_activation_request(store)
-    messenger = Messenger(config.settings.message_cmd, None, str(store.base))
-    report = activation.activate(store, config, messenger, force=force,
-                                 precheck=lambda: ctl.configtest(config))
-    for name, why in report.failed.items():
-        log.error("%s: activation failed: %s", name, why)
-    for name, why in report.waiting.items():
-        log.info("%s: staged certificates wait: %s", name, why)
-    if report.activated:
-        log.info("activated: %s", ", ".join(report.activated))
-    if not (report.reload_needed and reload_command):
-        return report
-    error = ctl.configtest(config) if report.activated else None
-    if error is None:
-        error = ctl.reload(reload_command)
-    if error:
-        log.error("Apache refused the new configuration: %s", error)
-        if report.activated:
-            activation.rollback(store, config, report, error)
-    else:
-        state.save_activation_state(store, reloaded=now_utc())
-    return report
 
 
 def run_worker(load_config: Callable[[], Config], reload_command: str | None,

@@ -1,14 +1,18 @@
-"""Activation: staged sets become live, and the Apache includes follow.
+"""Activation: where a staged set becomes live, and Apache follows.
 
 mod_md does this in post_config at a restart; apache-md does it on demand
-(`apache-md activate`, or the worker after a renewal) and then reloads
-Apache. A staged set is verified before it replaces anything; a set that
-fails verification is discarded and the renewal starts over, while Apache
-keeps serving the previous certificate.
+(`apache-md activate`, or the worker after a renewal): verify the staged set,
+move it into domains/ (the previous set into archive/), write the Apache
+includes, test the configuration, reload Apache gracefully, and roll back
+when Apache refuses. A set that fails verification is discarded and the
+renewal starts over, while Apache keeps serving the previous certificate.
+A worker that may not reload Apache only asks for an activation (`request`).
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,7 +23,7 @@ from ..core.job import now_utc
 from ..core.mdjson import md_to_json
 from ..core.model import RENEW_ALWAYS, Config, GlobalSettings, ManagedDomain
 from ..notify import Messenger
-from ..store import credentials
+from ..store import credentials, state
 from ..store.facts import read as read_facts
 from ..store.fs import (
     APACHE,
@@ -33,7 +37,7 @@ from ..store.fs import (
 )
 from ..store.jobs import load_job, save_job
 from ..store.state import load_activation_state, save_activation_state
-from . import includes
+from . import ctl, includes
 
 log = logging.getLogger(__name__)
 FALLBACK_MIN_LEFT = timedelta(days=2)
@@ -126,11 +130,39 @@ def activate_md(store: Store, md: ManagedDomain, messenger: Messenger,
     messenger.send(job, "installed", md.name)  # mod_md: exit code ignored
     store.write_json(TMP, md.name, "job.json", job.to_json())
     store.adopt(store.dir(TMP, md.name), recursive=True)
-    archived = store.replace_domain(md.name)
+    archived = replace_domain(store, md.name)
     store.purge(STAGING, md.name)
     store.purge(CHALLENGES, md.name)
     log.info("%s: activated new certificates", md.name)
     return archived
+
+
+def replace_domain(store: Store, name: str) -> str | None:
+    """Move tmp/<name> to domains/<name>, archiving the old set; returns the archive
+    (mod_md's pfs_move, reference/mod_md-formats.md §3.10 step 5)."""
+    src, dst = store.dir(TMP, name), store.dir(DOMAINS, name)
+    archived = None
+    if dst.exists():
+        slot = store.archive_slot(name)
+        os.rename(dst, slot)
+        archived = str(slot)
+    try:
+        os.rename(src, dst)
+    except OSError as e:
+        if archived:
+            os.rename(archived, dst)
+        if e.errno == errno.ENOENT:
+            raise StoreError(f"{src}: staged set vanished during activation") from None
+        raise
+    return archived
+
+
+def replace_domain_back(store: Store, name: str, archived: str) -> str:
+    """Undo replace_domain: the archived set returns; the rejected one is archived."""
+    slot = store.archive_slot(f"{name}.rejected")
+    os.rename(store.dir(DOMAINS, name), slot)
+    os.rename(archived, store.dir(DOMAINS, name))
+    return str(slot)
 
 
 def _account_for(store: Store, ca_url: str | None) -> str | None:
@@ -290,7 +322,7 @@ def rollback(store: Store, config: Config, report: Report, why: str) -> None:
     for name in report.activated:
         archived = report.archived.get(name)
         if archived:
-            rejected = store.replace_domain_back(name, archived)
+            rejected = replace_domain_back(store, name, archived)
             log.error("%s: activation rolled back (%s); rejected set kept in %s",
                       name, why, rejected)
         job = load_job(store, name)
@@ -312,3 +344,40 @@ def _discard_staged(store: Store, md: ManagedDomain, why: str) -> None:
     save_job(store, job)
 
 
+
+
+def activate_and_reload(store: Store, config: Config, reload_command: list[str] | None,
+                        force: bool = False) -> Report:
+    """Activate what is ready, test Apache's config, reload; roll back on refusal.
+
+    The one entry point of the worker and of `apache-md activate`."""
+    state.take_activation_request(store)
+    messenger = Messenger(config.settings.message_cmd, None, str(store.base))
+    report = activate(store, config, messenger, force=force,
+                      precheck=lambda: ctl.configtest(config))
+    for name, why in report.failed.items():
+        log.error("%s: activation failed: %s", name, why)
+    for name, why in report.waiting.items():
+        log.info("%s: staged certificates wait: %s", name, why)
+    if report.activated:
+        log.info("activated: %s", ", ".join(report.activated))
+    if not (report.reload_needed and reload_command):
+        return report
+    error = ctl.configtest(config) if report.activated else None
+    if error is None:
+        error = ctl.reload(reload_command)
+    if error:
+        log.error("Apache refused the new configuration: %s", error)
+        if report.activated:
+            rollback(store, config, report, error)
+    else:
+        save_activation_state(store, reloaded=now_utc())
+    return report
+
+
+def request(store: Store, config: Config) -> None:
+    """For a worker that may not reload Apache: ask the root side (apache-md-activate.path)
+    to activate the MDs whose staged sets are ready."""
+    staged = [m.name for m in config.mds if ready(read_facts(store, m), now_utc()) is None]
+    if staged:
+        state.request_activation(store, staged)

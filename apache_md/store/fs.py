@@ -7,7 +7,6 @@ store can be handed back and forth between mod_md and apache-md.
 from __future__ import annotations
 
 import base64
-import errno
 import json
 import os
 import secrets
@@ -235,8 +234,8 @@ class Store:
             except OSError:
                 pass
 
-    # -- activation move (§3.10 step 5) ----------------------------------------
-    def _archive_slot(self, stem: str) -> Path:
+    # -- the archive ---------------------------------------------------------------
+    def archive_slot(self, stem: str) -> Path:
         """A fresh empty `archive/<stem>.<n>` (n from 1): rename(2) may replace it."""
         arch_root = self.dir(ARCHIVE)
         arch_root.mkdir(mode=0o700, exist_ok=True)
@@ -248,28 +247,3 @@ class Store:
             except FileExistsError:
                 continue
         raise StoreError(f"{arch_root}: no free archive slot for {stem}")
-
-    def replace_domain(self, name: str) -> str | None:
-        """Move tmp/<name> to domains/<name>, archiving the old set; returns the archive."""
-        src, dst = self.dir(TMP, name), self.dir(DOMAINS, name)
-        archived = None
-        if dst.exists():
-            slot = self._archive_slot(name)
-            os.rename(dst, slot)
-            archived = str(slot)
-        try:
-            os.rename(src, dst)
-        except OSError as e:
-            if archived:
-                os.rename(archived, dst)
-            if e.errno == errno.ENOENT:
-                raise StoreError(f"{src}: staged set vanished during activation") from None
-            raise
-        return archived
-
-    def replace_domain_back(self, name: str, archived: str) -> str:
-        """Undo replace_domain: the archived set returns; the rejected one is archived."""
-        slot = self._archive_slot(f"{name}.rejected")
-        os.rename(self.dir(DOMAINS, name), slot)
-        os.rename(archived, self.dir(DOMAINS, name))
-        return str(slot)

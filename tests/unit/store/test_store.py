@@ -54,18 +54,6 @@ def test_traversal_names_refused(tmp_path):
         Store(tmp_path).path(DOMAINS, "..", "x")
 
 
-def test_replace_domain_archives(tmp_path):
-    s = Store(tmp_path / "md")
-    s.init()
-    s.write_bytes(DOMAINS, "a.test", "pubcert.pem", b"old")
-    s.write_bytes("tmp", "a.test", "pubcert.pem", b"new")
-    archived = s.replace_domain("a.test")
-    assert archived.endswith("archive/a.test.1")
-    assert s.read_bytes(DOMAINS, "a.test", "pubcert.pem") == b"new"
-    s.write_bytes("tmp", "a.test", "pubcert.pem", b"newer")
-    assert s.replace_domain("a.test").endswith("a.test.2")
-
-
 def test_encrypted_keys_roundtrip_with_store_key(tmp_path):
     s = Store(tmp_path / "md")
     s.init()
