@@ -95,13 +95,19 @@ def _store(config: Config) -> Store | None:
 
 # -- check ---------------------------------------------------------------------------
 def cmd_check(args) -> int:
-    config = _load(args)
-    if config is None:
+    config = _loader(args)()
+    for p in config.warnings:
+        print(f"warning: {p}", file=sys.stderr)
+    if config.errors:
+        for p in config.errors:
+            print(p, file=sys.stderr)
+        _write_generated(config, None)  # at least the fallback, so Apache can start
         return 1
     store_dir = config.settings.store_dir
     missing = 0
     print(f"{len(config.mds)} managed domain(s), store {store_dir}")
     store = Store(store_dir)
+    broken = _write_generated(config, store)
     now = now_utc()
     for md in config.mds:
         print(f"\n{md.name}: {' '.join(md.domains)}")
@@ -115,7 +121,7 @@ def cmd_check(args) -> int:
         for vh in md.vhosts:
             kind = "SSL " if vh.ssl else ""
             print(f"  {kind}vhost {vh.label} at {vh.location}")
-            if vh.ssl and not md.is_static:
+            if vh.ssl:
                 inc = includes.include_path(store_dir, md.name)
                 if inc not in vh.includes:
                     missing += 1
@@ -137,7 +143,42 @@ def cmd_check(args) -> int:
                 if info and md.stapling and not info.ocsp_url:
                     print(f"  certificate {name}: no OCSP responder URL, not stapled")
     _check_stapling(config)
-    return 1 if missing else 0
+    return 1 if missing or broken else 0
+
+
+def _write_generated(config: Config, store: Store | None) -> int:
+    """What Apache includes from the store, written now (a vhost's IncludeOptional, the
+    fallback in global.conf), when we may write the store; broken live sets are repaired
+    first. Returns how many errors were printed (broken live sets)."""
+    from .apache import activation, ctl, serving
+    store = store or Store(config.settings.store_dir)
+    if os.geteuid() != 0 and not os.access(store.base if store.base.exists()
+                                           else store.base.parent, os.W_OK):
+        print(f"note: {store.base} is not writable for this user: the generated includes "
+              "were not written (run as root or as the store's owner)", file=sys.stderr)
+        return 0
+    try:
+        store.init()
+        if config.errors:
+            serving.write_includes(store, None)
+            return 0
+        repaired, _ = activation.prepare(store, config)
+        pid_file = ctl.pid_file(config)
+        if pid_file:
+            state.save_activation_state(store, pid_file=pid_file)  # for `status`
+    except (StoreError, OSError) as e:
+        print(f"apache-md: {e}", file=sys.stderr)
+        return 1
+    for name, text in repaired.items():
+        print(f"error: MD {name}: {text}", file=sys.stderr)
+    served = load_activation_state(store).get("served") or {}
+    errors = len(repaired)
+    for name, rec in (load_activation_state(store).get("repaired") or {}).items():
+        if name not in repaired and served.get(name) == "fallback":
+            errors += 1
+            print(f"error: MD {name}: {rec.get('detail')} ({rec.get('when')}); served the "
+                  "fallback until it is renewed", file=sys.stderr)
+    return errors
 
 
 def _check_challenges(config: Config, md) -> None:
@@ -191,7 +232,16 @@ def cmd_status(args) -> int:
     worker = state.read_worker_info(store)
     if not worker:
         print("\nNo apache-md worker is running: certificates are not renewed automatically.")
+    pid_file = load_activation_state(store).get("pid-file")
+    if pid_file and not _apache_runs(pid_file):
+        print(f"\nApache is not running (no process for its PidFile {pid_file}): nothing "
+              "is served.")
     return 0
+
+
+def _apache_runs(pid_file: str) -> bool:
+    from .apache import ctl
+    return ctl.running(None, pid_file) is not None
 
 
 def _fmt_time(text: str | None) -> str:
@@ -300,19 +350,21 @@ def cmd_activate(args) -> int:
     from .apache.activation import activate_and_reload
     reload_cmd = shlex.split(args.reload) if args.reload else None
     report = activate_and_reload(store, config, reload_cmd, force=not args.respect_window)
+    for name, text in report.repaired.items():
+        print(f"{name}: {text}", file=sys.stderr)
     for name in report.activated:
         print(f"{name}: activated")
     for name, why in report.waiting.items():
         print(f"{name}: not activated: {why}")
-    for name, why in report.failed.items():
+    for name, why in {**report.blocked, **report.failed}.items():
         print(f"{name}: activation failed: {why}", file=sys.stderr)
     snapshot.write_snapshot(store, config)
-    state = load_activation_state(store)
-    if reload_cmd and report.activated and state.get("error"):
-        print(f"apache-md: reload failed, previous certificates restored: {state['error']}",
-              file=sys.stderr)
-        return 1
-    return 1 if report.failed else 0
+    if report.error:
+        restored = " previous certificates restored;" if report.activated else ""
+        print(f"apache-md: reload failed,{restored} {report.error}", file=sys.stderr)
+    # Non-zero whenever something asked for did not go live (waiting as configured,
+    # for MDActivationDelay/-Window or a running renewal, is not a failure).
+    return 1 if report.failed or report.blocked or report.error or report.repaired else 0
 
 
 # -- worker -----------------------------------------------------------------------------

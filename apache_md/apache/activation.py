@@ -33,6 +33,7 @@ from ..store.fs import (
     StoreError,
 )
 from ..store.jobs import load_job, save_job
+from ..store.locks import Busy, md_lock
 from ..store.state import load_activation_state, save_activation_state
 from . import ctl, serving
 
@@ -42,10 +43,13 @@ log = logging.getLogger(__name__)
 @dataclass
 class Report:
     activated: list[str] = field(default_factory=list)
-    waiting: dict[str, str] = field(default_factory=dict)  # md -> why not yet
+    waiting: dict[str, str] = field(default_factory=dict)  # md -> why not yet (as configured)
+    blocked: dict[str, str] = field(default_factory=dict)  # md -> the problem that held it
     failed: dict[str, str] = field(default_factory=dict)
+    repaired: dict[str, str] = field(default_factory=dict)  # md -> broken live set, what was done
     includes_changed: bool = False
     archived: dict[str, str] = field(default_factory=dict)  # md -> previous set, for rollback
+    error: str | None = None  # the reload failed, or was not done because it would fail
 
     @property
     def reload_needed(self) -> bool:
@@ -78,8 +82,12 @@ def verify_staged(store: Store, md: ManagedDomain) -> list[tuple[bytes, bytes]]:
 
 
 def ready(facts: MDFacts, now: datetime) -> str | None:
-    """None when a complete staged set may be activated now, else why not."""
+    """None when a complete staged set may be activated now, else why not. A complete
+    set without a finished job of ours (placed by hand, or by another tool) is ready
+    too, as mod_md activates it at a restart; activate() verifies it like our own."""
     job = facts.job
+    if facts.staged_complete and (job is None or not job.finished):
+        return None
     if job is None:
         return "nothing staged"
     if not facts.staged_finished:
@@ -111,10 +119,7 @@ def activate_md(store: Store, md: ManagedDomain, messenger: Messenger,
     """Move a complete staged set into domains/; returns the archived previous set."""
     job = load_job(store, md.name)
     sets = verify_staged(store, md)
-    try:
-        staged_md = store.read_json(STAGING, md.name, "md.json") or {}
-    except StoreError:
-        staged_md = {}
+    staged_md = store.read_json(STAGING, md.name, "md.json") or {}  # by hand: may be absent
     ca_url = (staged_md.get("ca") or {}).get("url")
     store.purge(TMP, md.name)
     for spec, (key_pem, cert_pem) in zip(md.keyspecs, sets):
@@ -189,19 +194,18 @@ def sync_md_json(store: Store, md: ManagedDomain) -> None:
         store.write_json(DOMAINS, md.name, "md.json", wanted)
 
 
-def activate(store: Store, config: Config, messenger: Messenger,
-             now: datetime | None = None, force: bool = False,
-             precheck=None) -> Report:
+def activate(store: Store, config: Config, messenger: Messenger, report: Report,
+             now: datetime | None = None, force: bool = False, precheck=None) -> None:
     """Activate every MD with a complete staged set, then write the Apache includes.
 
     `force` ignores MDActivationInterval/-Window (an administrator's explicit
     command); `precheck()` returns an error text when Apache's configuration is
     broken already, in which case nothing is activated (a reload would fail).
+    A set is never taken while a drive of its MD holds the MD's lock (still writing it).
     """
     now = now or now_utc()
-    report = Report()
-    state = load_activation_state(store)
-    held = None if force else gate(config.settings, state.get("last-reload"), now)
+    act_state = load_activation_state(store)
+    held = None if force else gate(config.settings, act_state.get("last-reload"), now)
     candidates = []
     for md in config.mds:
         if md.is_static and md.renew_mode != RENEW_ALWAYS:
@@ -216,10 +220,14 @@ def activate(store: Store, config: Config, messenger: Messenger,
     broken = precheck() if candidates and precheck else None
     for md in candidates:
         if broken:
-            report.waiting[md.name] = f"Apache configuration test failed: {broken}"
+            report.blocked[md.name] = f"Apache configuration test failed: {broken}"
             continue
         try:
-            archived = activate_md(store, md, messenger, now)
+            with md_lock(store, md.name, timeout=0):
+                archived = activate_md(store, md, messenger, now)
+        except Busy:
+            report.waiting[md.name] = "a renewal of this MD is still writing its staged set"
+            continue
         except StoreError as e:
             report.failed[md.name] = str(e)
             _discard_staged(store, md, str(e))
@@ -232,9 +240,10 @@ def activate(store: Store, config: Config, messenger: Messenger,
             report.archived[md.name] = archived
     for md in config.mds:
         sync_md_json(store, md)
-    report.includes_changed = serving.write_includes(store, config)
-    save_activation_state(store, waiting=report.waiting)
-    return report
+    changed, served = serving.write_includes(store, config)
+    report.includes_changed |= changed
+    save_activation_state(store, waiting={**report.waiting, **report.blocked}, served=served,
+                          resolved=report.activated)
 
 
 def rollback(store: Store, config: Config, report: Report, why: str) -> None:
@@ -254,50 +263,108 @@ def rollback(store: Store, config: Config, report: Report, why: str) -> None:
 
 
 def _discard_staged(store: Store, md: ManagedDomain, why: str) -> None:
-    """A set that fails verification is useless: drop it and make the job retry."""
-    log.error("%s: staged certificates rejected: %s", md.name, why)
+    """A staged set that fails verification is useless, but it is not ours to delete
+    (an admin may have copied it there): move staging/<md> into archive/ and make the
+    job start over (mod_md logs AH10069 and purges it)."""
     job = load_job(store, md.name)
-    for spec in md.keyspecs:
-        store.remove(STAGING, md.name, spec.file_name("privkey"))
-        store.remove(STAGING, md.name, spec.file_name("pubcert"))
-    job.fail(20014, "activation failed", None, f"staged certificates rejected: {why}")
+    slot = store.archive_slot(f"{md.name}.staging")
+    try:
+        os.rename(store.dir(STAGING, md.name), slot)
+    except OSError as e:
+        log.error("%s: cannot move the staged set aside: %s", md.name, e)
+    log.error("%s: staged certificates rejected (moved to %s): %s", md.name, slot, why)
+    job.fail(20014, "activation failed", None,
+             f"staged certificates rejected (moved to {slot}): {why}")
     save_job(store, job)
 
 
+def prepare(store: Store, config: Config) -> tuple[dict[str, str], bool]:
+    """Before anything plans, tests or reloads: broken live sets repaired (serving.repair),
+    then every include and global.conf written, so Apache finds every file a vhost
+    includes and loads nothing broken. Returns (repaired, whether an include changed)."""
+    repaired = serving.repair_all(store, config)
+    changed, served = serving.write_includes(store, config)
+    if repaired or served != load_activation_state(store).get("served"):
+        save_activation_state(store, served=served, repaired=repaired)
+    return repaired, changed
 
 
 def activate_and_reload(store: Store, config: Config, reload_command: list[str] | None,
                         force: bool = False) -> Report:
-    """Activate what is ready, test Apache's config, reload; roll back on refusal.
+    """Repair, activate what is ready, test Apache's config, reload, and make sure Apache
+    still runs; roll back (and start Apache again) when it does not.
 
     The one entry point of the worker and of `apache-md activate`."""
     state.take_activation_request(store)
     messenger = Messenger(config.settings.message_cmd, None, str(store.base))
-    report = activate(store, config, messenger, force=force,
-                      precheck=lambda: ctl.configtest(config))
+    report = Report()
+    report.repaired, report.includes_changed = prepare(store, config)
+    activate(store, config, messenger, report, force=force,
+             precheck=lambda: ctl.configtest(config))
     for name, why in report.failed.items():
         log.error("%s: activation failed: %s", name, why)
-    for name, why in report.waiting.items():
+    for name, why in {**report.waiting, **report.blocked}.items():
         log.info("%s: staged certificates wait: %s", name, why)
     if report.activated:
         log.info("activated: %s", ", ".join(report.activated))
     if not (report.reload_needed and reload_command):
         return report
-    error = ctl.configtest(config) if report.activated else None
-    if error is None:
-        error = ctl.reload(reload_command)
-    if error:
-        log.error("Apache refused the new configuration: %s", error)
+    broken = serving.served_problems(store, config)
+    if broken:
+        # Not ours to repair (a vhost's own certificate): a reload would stop Apache.
+        report.error = f"not reloading Apache, it would exit: {'; '.join(broken)}"
+        log.error("%s", report.error)
         if report.activated:
-            rollback(store, config, report, error)
+            rollback(store, config, report, report.error)
+        else:
+            save_activation_state(store, error=report.error)
+        return report
+    report.error = ctl.configtest(config) if report.activated else None
+    if report.error is None:
+        report.error = _reload(store, config, reload_command)
+    if report.error:
+        log.error("Apache refused the new configuration: %s", report.error)
+        if report.activated:
+            rollback(store, config, report, report.error)
+        else:
+            save_activation_state(store, error=report.error)
+        _start_again(config, reload_command, report)
     else:
         save_activation_state(store, reloaded=now_utc())
     return report
 
 
+def _reload(store: Store, config: Config, reload_command: list[str]) -> str | None:
+    """Reload, then wait for Apache's new generation: a graceful reload returns 0 before
+    mod_ssl loads the keys, and Apache exits when one fails (AH02564, AH00020)."""
+    running = ctl.running(config)
+    if running is not None:
+        save_activation_state(store, pid_file=running.pid_file)  # for `status`
+    error = ctl.reload(reload_command)
+    if error is None and running is not None:
+        error = ctl.confirm_reload(config, running)
+    return error
+
+
+def _start_again(config: Config, reload_command: list[str], report: Report) -> None:
+    """After a failed reload and the rollback: Apache must not stay down."""
+    if ctl.running(config) is not None:
+        return
+    start = ctl.start_command(reload_command)
+    why = ctl.run(start, "starting Apache again") if start else \
+        f"no start command known for {reload_command!r}: start Apache by hand"
+    if why is None and ctl.running(config) is None:
+        why = "Apache did not come up"
+    report.error += "; Apache was started again" if why is None else \
+        f"; Apache is not running: {why}"
+    log.error("%s", report.error)
+
+
 def request(store: Store, config: Config) -> None:
-    """For a worker that may not reload Apache: ask the root side (apache-md-activate.path)
-    to activate the MDs whose staged sets are ready."""
+    """For a worker that may not reload Apache: repair and write the includes (the store
+    is its own), and ask the root side (apache-md-activate.path) to activate the MDs whose
+    staged sets are ready."""
+    prepare(store, config)
     staged = [m.name for m in config.mds if ready(read_facts(store, m), now_utc()) is None]
     if staged:
         state.request_activation(store, staged)

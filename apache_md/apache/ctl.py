@@ -1,10 +1,21 @@
-"""Running Apache: configuration test and reload (the only commands we send it)."""
+"""Running Apache: configuration test, reload, and whether it still runs after one.
+
+A graceful reload returns before Apache has read its configuration again; when
+mod_ssl then cannot load a key, the parent exits. `confirm_reload` waits for the
+new generation (children forked after the reload, a Listen port answering) or
+for the parent's death, by Apache's PidFile and /proc.
+"""
 from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
+import socket
+import ssl
 import subprocess
+import time
+from dataclasses import dataclass
 
 from ..core.model import Config
 
@@ -50,3 +61,116 @@ def configtest(config: Config) -> str | None:
 
 def reload(cmd: list[str]) -> str | None:
     return run(cmd, "reloading Apache")
+
+
+def start_command(reload_cmd: list[str]) -> list[str] | None:
+    """The start command that goes with a reload command (`systemctl reload apache2`,
+    `apache2ctl graceful`, `apache2 ... -k graceful`), or None for one we do not know."""
+    for i, word in enumerate(reload_cmd):
+        if word in ("reload", "graceful"):
+            return reload_cmd[:i] + ["start"] + reload_cmd[i + 1:]
+    return None
+
+
+# -- is it running? -----------------------------------------------------------------------
+@dataclass
+class Running:
+    pid: int
+    children: set[int]
+    pid_file: str
+
+
+def pid_file(config: Config) -> str | None:
+    """Apache's PidFile as Apache itself resolves it (Debian's envvars included)."""
+    cmd = configtest_command(config) + ["-D", "DUMP_RUN_CFG"]
+    try:
+        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r'^PidFile: "(.*)"$', proc.stdout.decode("utf-8", "replace"), re.M)
+    return m.group(1) if m else None
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (Apache's parent may be a child of whoever started it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+def _children(pid: int) -> set[int]:
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as f:
+                    if int(f.read().rsplit(b")", 1)[1].split()[1]) == pid:
+                        out.add(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return out
+
+
+def running(config: Config | None, path: str | None = None) -> Running | None:
+    """Apache's parent process, by its PidFile; None when it does not run."""
+    path = path or pid_file(config)
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            pid = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return Running(pid, _children(pid), path) if _alive(pid) else None
+
+
+def _listen_targets(config: Config) -> list[tuple[str, int, bool]]:
+    """(host, port, TLS) per Listen: a wildcard is reached on loopback."""
+    ssl_ports = {p for vh in config.vhosts if vh.ssl for p in vh.ports}
+    out = []
+    for addr in config.listens:
+        host, _, port = addr.rpartition(":")
+        if not port.isdigit():
+            continue
+        host = host.strip("[]")
+        host = {"": "127.0.0.1", "*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(
+            host, host)
+        out.append((host, int(port), int(port) in ssl_ports))
+    return sorted(out, key=lambda t: t[2])  # plain http first: cheaper to ask
+
+
+def answers(config: Config, timeout: float = 3) -> bool:
+    """Does one of Apache's Listen ports answer (an HTTP status line, or a TLS handshake)?"""
+    for host, port, tls in _listen_targets(config):
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as sock:
+                if tls:
+                    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                    with ctx.wrap_socket(sock):
+                        return True
+                sock.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+                if sock.recv(5) == b"HTTP/":
+                    return True
+        except (OSError, ssl.SSLError):
+            continue
+    return False
+
+
+def confirm_reload(config: Config, before: Running, timeout: float = 30) -> str | None:
+    """None once Apache's new generation serves, else what went wrong."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(before.pid):
+            return (f"Apache (pid {before.pid}) exited after the reload; its error log "
+                    "says why (e.g. AH02564: a certificate or key it could not load)")
+        if _children(before.pid) - before.children and answers(config):
+            return None
+        time.sleep(0.1)
+    log.warning("Apache (pid %d) runs, but no new generation answered within %d s of the "
+                "reload", before.pid, timeout)
+    return None

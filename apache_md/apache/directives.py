@@ -1062,6 +1062,7 @@ def build_config(parsed: syntax.ParseResult, main_file: str) -> Config:
         mds=[effective_md(d, c) for d in c.mds], vhosts=vhosts, listen_ports=list(listen),
         listens=list(c.listens),
         modules=set(parsed.modules), server_admin=c.server_admin, user=c.user, group=c.group,
+        files=list(parsed.files),
         errors=[p for p in parsed.errors if id(p) not in ours] + c.errors,
         warnings=list(parsed.warnings) + c.warnings,
     )

@@ -1,10 +1,14 @@
 """Generated Apache configuration: what mod_md does through hooks, as config text.
 
-* `<store>/apache/<md>.conf`, included by each SSL vhost of the MD: the
-  certificate and key of every key type, or the fallback certificate and a
-  503 until the first real certificate is active; OCSP stapling lines.
-* `<store>/apache/global.conf`, included once by the handler snippet:
-  MDRequireHttps redirects and HSTS, the stapling cache (and the relay's vhost).
+* `<store>/apache/<md>.conf`, included by each SSL vhost of the MD with
+  IncludeOptional: the certificate and key of every key type, or the MD's
+  fallback certificate until the first real certificate is active; OCSP
+  stapling lines.
+* `<store>/apache/global.conf`, included once by the handler snippet: the
+  server-wide fallback certificate (inherited by an SSL vhost whose include is
+  not written yet, so Apache starts whatever the order of the admin's steps)
+  and the 503 answered whenever a fallback is served, MDRequireHttps redirects
+  and HSTS, the stapling cache (and the relay's vhost).
 * `handler_snippet()`: what `apache-md apache-conf` prints, mounting the WSGI
   handlers (challenges, md-status, certificate-status, the OCSP relay).
 * OCSP stapling (docs/ocsp.md): mod_ssl staples with `SSLStaplingForceURL`
@@ -19,6 +23,7 @@ import os
 import sys
 from pathlib import Path
 
+from ..core.crypto import FALLBACK_CN
 from ..core.model import Config, ManagedDomain
 from .directives import address_port
 
@@ -51,7 +56,9 @@ def global_path(store_dir: str) -> str:
 
 
 def include_line(store_dir: str, md_name: str) -> str:
-    return f"Include {include_path(store_dir, md_name)}"
+    """What an SSL vhost of the MD adds. Optional: Apache starts before the file is
+    written (the vhost then inherits global.conf's fallback and answers 503)."""
+    return f"IncludeOptional {include_path(store_dir, md_name)}"
 
 
 def _quote(path: str) -> str:
@@ -154,11 +161,8 @@ def md_include(md: ManagedDomain, pairs: list[tuple[str, str]], fallback: bool,
         lines.append(f"SSLCertificateKeyFile {_quote(key)}\n")
     lines.append(stapling)
     if fallback:
-        # As mod_ssl does for mod_md: no real certificate yet, so nobody gets content
-        # signed by a self-made certificate; challenges and status stay reachable.
         lines.append("# No certificate from the CA yet: the fallback certificate above is\n"
-                     "# self-signed, and requests are answered with 503 until one arrives.\n")
-        lines.append('RedirectMatch 503 "^/(?!\\.well-known/|\\.httpd/)"\n')
+                     "# self-signed, and global.conf answers 503 until one arrives.\n")
     return "".join(lines)
 
 
@@ -192,9 +196,30 @@ def global_stapling(config: Config) -> str:
     return "".join(out)
 
 
-def global_conf(config: Config) -> str:
-    """Server-level rules for MDRequireHttps (inherited by every vhost), and OCSP stapling."""
-    out = [HEADER, global_stapling(config)]
+def global_fallback(fallback: str) -> str:
+    """The server-wide fallback, and a 503 for whatever request gets a fallback
+    certificate (this one or an MD's, all issued by FALLBACK_CN), as mod_md answers
+    before the first certificate; challenges and status stay reachable."""
+    return ("# An SSL vhost with no certificate of its own (e.g. its MD's include is not\n"
+            "# written yet) inherits this self-signed one, so Apache always starts.\n"
+            "<IfModule ssl_module>\n"
+            f"    SSLCertificateFile {_quote(fallback)}\n"
+            "</IfModule>\n"
+            f"<If \"%{{SSL_SERVER_I_DN_CN}} == '{FALLBACK_CN}'\">\n"
+            "    <IfModule alias_module>\n"
+            '        RedirectMatch 503 "^/(?!\\.well-known/|\\.httpd/)"\n'
+            "    </IfModule>\n"
+            "</If>\n")
+
+
+def global_conf(config: Config | None, fallback: str | None = None) -> str:
+    """Server-level rules: the fallback (the path of serving.server_fallback),
+    MDRequireHttps (inherited by every vhost), and OCSP stapling. `config` None: the
+    fallback only."""
+    out = [HEADER, global_fallback(fallback) if fallback else ""]
+    if config is None:
+        return "".join(out)
+    out.append(global_stapling(config))
     for md in config.mds:
         if not md.require_https:
             continue

@@ -2,22 +2,35 @@
 
 The include of an MD names its live set in domains/, the files of
 MDCertificateFile, or, before there is a certificate, a self-signed fallback
-(mod_md's `fallback-*.pem`, answered with 503). `write_includes` writes the
-per-MD includes and global.conf from apache/includes' text.
+(mod_md's `fallback-*.pem`). global.conf adds a server-wide fallback that every
+SSL vhost without a certificate of its own inherits (a vhost whose include is
+not written yet still starts), and answers 503 whenever a fallback is served.
+`write_includes` writes them all from apache/includes' text.
+
+mod_ssl loads every key at a (re)start and Apache exits when one is broken, so
+nothing here points Apache at a file that does not verify (`problem`, cached by
+stat): a broken live set is moved aside into archive/ and the previous good set
+restored from there, or else the MD is served the fallback and renewed.
 """
 from __future__ import annotations
 
+import logging
+import os
+import threading
 from datetime import timedelta
 from pathlib import Path
 
 from ..core import crypto
 from ..core.job import now_utc
-from ..core.model import Config, ManagedDomain
+from ..core.model import Config, KeySpec, ManagedDomain
 from ..store import credentials
-from ..store.fs import APACHE, DOMAINS, Store, atomic_write
+from ..store.fs import APACHE, ARCHIVE, DOMAINS, Store, StoreError, atomic_write
 from . import includes
 
+log = logging.getLogger(__name__)
 FALLBACK_MIN_LEFT = timedelta(days=2)
+SERVER_FALLBACK = "fallback.pem"  # <store>/apache/: certificate and key in one file
+FALLBACK_NAME = "fallback.apache-md.invalid"
 
 
 # One fallback key per key type for all MDs of this process. The key guards
@@ -53,44 +66,259 @@ def ensure_fallback(store: Store, md: ManagedDomain, spec) -> tuple[str, str]:
     return str(cert_f), str(key_f)
 
 
-def cert_pairs(store: Store, md: ManagedDomain) -> tuple[list[tuple[str, str]], bool]:
-    """What the MD's include points mod_ssl at, and whether that is the fallback."""
-    if not credentials.uses_managed(store, md):
-        return list(zip(md.cert_files, md.key_files)), False
-    pairs = []
+def server_fallback(store: Store) -> str:
+    """`<store>/apache/fallback.pem`, the server-wide fallback (certificate and key in
+    one file: a vhost with its own SSLCertificateFile but no SSLCertificateKeyFile
+    would otherwise inherit our key for its certificate)."""
+    path = store.dir(APACHE) / SERVER_FALLBACK
+    ok = False
+    try:
+        info = crypto.cert_info(crypto.load_chain(path.read_bytes())[0])
+        ok = info.not_after - now_utc() > FALLBACK_MIN_LEFT and problem(str(path)) is None
+    except (OSError, crypto.CryptoError, IndexError):
+        pass
+    if not ok:
+        key = _fallback_key(KeySpec("RSA", 2048))
+        _write(store, path, crypto.self_signed(key, [FALLBACK_NAME]) + crypto.key_to_pem(key),
+               0o600)
+    return str(path)
+
+
+# -- verification: would mod_ssl load this pair? ------------------------------------------------
+_checked: dict[tuple[str, str], tuple[tuple, str | None]] = {}
+_checked_lock = threading.Lock()
+
+
+def _stamp(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ()  # cannot tell (e.g. a directory we may not enter)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def problem(cert: str, key: str | None = None) -> str | None:
+    """Why mod_ssl would refuse the pair (naming the file), or None. `key` None: the key
+    sits in the certificate's file. Cached by the files' stat: a check over a thousand
+    unchanged sets reads nothing. Files we may not read (an unprivileged worker and
+    /etc/ssl/private) and passphrase-protected keys count as good: we cannot tell."""
+    key = key or cert
+    stamp = (_stamp(cert), _stamp(key))
+    with _checked_lock:
+        hit = _checked.get((cert, key))
+    if hit and hit[0] == stamp:
+        return hit[1]
+    result = _verify(cert, key)
+    with _checked_lock:
+        _checked[(cert, key)] = (stamp, result)
+    return result
+
+
+def _verify(cert: str, key: str) -> str | None:
+    try:
+        with open(cert, "rb") as f:
+            cert_pem = f.read()
+        with open(key, "rb") as f:
+            key_pem = cert_pem if key == cert else f.read()
+    except FileNotFoundError as e:
+        return f"{e.filename}: missing"
+    except PermissionError:
+        return None
+    except OSError as e:
+        return f"{e.filename}: {e.strerror}"
+    try:
+        chain = crypto.load_chain(cert_pem)
+    except crypto.CryptoError:
+        chain = []
+    if not chain:
+        return f"{cert}: no certificate in it"
+    if b"ENCRYPTED" in key_pem:
+        return None  # SSLPassPhraseDialog's business
+    try:
+        k = crypto.store_key_from_pem(key_pem)
+    except (ValueError, TypeError, crypto.CryptoError) as e:
+        return f"{key}: not a usable private key ({e})"
+    if not crypto.key_signs_for(k, chain[0]):
+        return f"{key}: the private key does not match the certificate in {cert}"
+    return None
+
+
+# -- what an include points at -------------------------------------------------------------------
+def live_pairs(store: Store, md: ManagedDomain) -> list[tuple[KeySpec, str, str]]:
+    """The (spec, cert, key) of each key type with a file in domains/<md>/."""
+    out = []
     for spec in md.keyspecs:
-        cert = store.path(DOMAINS, md.name, spec.file_name("pubcert"))
-        key = store.path(DOMAINS, md.name, spec.file_name("privkey"))
-        if cert.exists() and key.exists():
-            pairs.append((str(cert), str(key)))
-    if pairs:
-        return pairs, False
+        cert = store.fspath(DOMAINS, md.name, spec.file_name("pubcert"))
+        key = store.fspath(DOMAINS, md.name, spec.file_name("privkey"))
+        if os.path.exists(cert) or os.path.exists(key):
+            out.append((spec, cert, key))
+    return out
+
+
+def live_problem(store: Store, md: ManagedDomain) -> str | None:
+    """What is wrong with the MD's live set in domains/ (None: good, or nothing there)."""
+    for _, cert, key in live_pairs(store, md):
+        why = problem(cert, key)
+        if why:
+            return why
+    return None
+
+
+def static_problem(md: ManagedDomain) -> str | None:
+    """What is wrong with the files of MDCertificateFile / MDCertificateKeyFile."""
+    for i, cert in enumerate(md.cert_files):
+        why = problem(cert, md.key_files[i] if i < len(md.key_files) else None)
+        if why:
+            return why
+    return None
+
+
+def cert_pairs(store: Store, md: ManagedDomain) -> tuple[list[tuple[str, str]], bool]:
+    """What the MD's include points mod_ssl at, and whether that is the fallback:
+    only files that verify; else the fallback."""
+    if not credentials.uses_managed(store, md):
+        if static_problem(md) is None:
+            return list(zip(md.cert_files, md.key_files)), False
+    else:
+        pairs = [(c, k) for _, c, k in live_pairs(store, md)]
+        if pairs and all(problem(c, k) is None for c, k in pairs):
+            return pairs, False
     return [ensure_fallback(store, md, spec) for spec in md.keyspecs], True
 
 
-def write_if_changed(path: Path, text: str) -> bool:
+# -- repair ------------------------------------------------------------------------------------------
+def repair(store: Store, md: ManagedDomain) -> str | None:
+    """A broken live set is moved into archive/<md>.broken.<n> (nothing is lost) and the
+    newest good, unexpired set of archive/<md>.<n> copied back; without one the MD has
+    no live set, so its include points at the fallback and the next check renews it.
+    Returns what was found and done, for the log and md-status; None when all is well."""
+    if not credentials.uses_managed(store, md):
+        return None
+    why = live_problem(store, md)
+    if why is None:
+        return None
+    files = [f for spec in md.keyspecs for f in (spec.file_name("pubcert"),
+                                                  spec.file_name("privkey"))]
+    slot = store.archive_slot(f"{md.name}.broken")
+    for f in files:
+        try:
+            os.rename(store.fspath(DOMAINS, md.name, f), slot / f)
+        except FileNotFoundError:
+            pass
+    store.adopt(slot, recursive=True)
+    restored = _restore_from_archive(store, md, files)
+    done = (f"restored the set of {restored}" if restored else
+            "no good set in archive/: Apache gets the fallback until the renewal")
+    text = f"broken live set: {why}; moved to {slot}, {done}"
+    log.error("%s: %s", md.name, text)
+    return text
+
+
+def _restore_from_archive(store: Store, md: ManagedDomain, files: list[str]) -> str | None:
+    """Copy the newest archived set of `md` that verifies and has not expired into domains/."""
+    prefix = md.name + "."
+    slots = []
+    for name in store.names(ARCHIVE):
+        n = name[len(prefix):] if name.startswith(prefix) else ""
+        if n.isdigit():
+            slots.append((int(n), store.dir(ARCHIVE) / name))
+    now = now_utc()
+    for _, slot in sorted(slots, reverse=True):
+        pairs = [(str(slot / spec.file_name("pubcert")), str(slot / spec.file_name("privkey")))
+                 for spec in md.keyspecs]
+        if any(problem(c, k) for c, k in pairs):
+            continue
+        try:
+            if any(crypto.cert_info(crypto.load_chain(Path(c).read_bytes())[0]).not_after <= now
+                   for c, _ in pairs):
+                continue
+            for f in files:
+                data = (slot / f).read_bytes()
+                store.write_bytes(DOMAINS, md.name, f, data,
+                                  mode=0o600 if f.startswith("privkey") else None)
+        except (OSError, crypto.CryptoError, StoreError):
+            continue
+        return str(slot)
+    return None
+
+
+def repair_all(store: Store, config: Config) -> dict[str, str]:
+    """repair() for every MD: md -> what was done."""
+    out = {}
+    for md in config.mds:
+        try:
+            done = repair(store, md)
+        except (OSError, StoreError) as e:
+            done = f"broken live set, and it could not be moved aside: {e}"
+            log.error("%s: %s", md.name, done)
+        if done:
+            out[md.name] = done
+    return out
+
+
+def served_problems(store: Store, config: Config) -> list[str]:
+    """Every certificate/key pair Apache will load that would make it exit (after
+    write_includes): the MDs' includes, the fallback, and vhosts' own SSLCertificateFile."""
+    out = []
+    for md in config.mds:
+        if md.ssl_vhosts:
+            pairs, _ = cert_pairs(store, md)
+            out += [p for p in (problem(c, k) for c, k in pairs) if p]
+    mine = {c for md in config.mds for c in md.cert_files}
+    own = os.path.join(str(store.base), "")  # our includes, read into the vhosts: done above
+    for vh in config.vhosts:
+        for i, cert in enumerate(vh.cert_files):
+            if vh.ssl and cert not in mine and not cert.startswith(own):
+                why = problem(cert, vh.key_files[i] if i < len(vh.key_files) else None)
+                if why:
+                    out.append(why)
+    return out
+
+
+def _write(store: Store, path: Path, data: bytes, mode: int) -> None:
+    atomic_write(path, data, mode)
+    store.adopt(path)  # root writes, the store's owner (the worker) rewrites later
+
+
+def write_if_changed(store: Store, path: Path, text: str) -> bool:
     data = text.encode()
     try:
         if path.read_bytes() == data:
             return False
     except FileNotFoundError:
         pass
-    atomic_write(path, data, 0o644)
+    _write(store, path, data, 0o644)
     return True
 
 
-def write_includes(store: Store, config: Config) -> bool:
-    """Every MD's include and the global file; True when any file changed."""
-    changed = False
+def write_includes(store: Store, config: Config | None) -> tuple[bool, dict[str, str]]:
+    """Every MD's include and global.conf with the server-wide fallback: (whether any
+    include changed, md -> what its include serves: "certificate", "static" or
+    "fallback"). With `config` None (unreadable), only global.conf's fallback, when
+    there is no global.conf yet."""
     apache_dir = store.dir(APACHE)
     apache_dir.mkdir(parents=True, exist_ok=True)
+    store.adopt(apache_dir)
+    fallback = server_fallback(store)
+    if config is None:
+        glob = apache_dir / "global.conf"
+        if not glob.exists():
+            _write(store, glob, includes.global_conf(None, fallback).encode(), 0o644)
+        return False, {}
+    changed = False
+    served = {}
     setup = includes.relay_setup(config)  # once, not per MD: it walks every vhost
     for md in config.mds:
-        pairs, fallback = cert_pairs(store, md)
+        pairs, fallback_md = cert_pairs(store, md)
+        served[md.name] = "fallback" if fallback_md else \
+            "certificate" if credentials.uses_managed(store, md) else "static"
         responder = any(i and i.ocsp_url for i in credentials.active(store, md).values())
-        stapling = includes.md_stapling(config, md, fallback, responder, setup)
-        changed |= write_if_changed(apache_dir / includes.include_file(md.name),
-                                    includes.md_include(md, pairs, fallback, stapling))
-    changed |= write_if_changed(apache_dir / "global.conf", includes.global_conf(config))
+        stapling = includes.md_stapling(config, md, fallback_md, responder, setup)
+        changed |= write_if_changed(store, apache_dir / includes.include_file(md.name),
+                                    includes.md_include(md, pairs, fallback_md, stapling))
+    changed |= write_if_changed(store, apache_dir / "global.conf",
+                                includes.global_conf(config, fallback))
     # Includes of MDs removed from the config stay: a vhost may still include them.
-    return changed
+    return changed, served

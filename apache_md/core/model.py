@@ -233,6 +233,7 @@ class Config:
     server_admin: str | None = None
     user: str | None = None  # Apache's User (children / WSGI default)
     group: str | None = None
+    files: list[str] = field(default_factory=list)  # every config file read
     errors: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
 

@@ -69,11 +69,23 @@ def job_seems_valid(store: Store, md: ManagedDomain, job: Job) -> bool:
 # -- one MD --------------------------------------------------------------------------------
 def activation(md: ManagedDomain, complete: bool, job: Job | None, staged: bool,
                now: datetime, worker: dict | None, requested: bool,
-               waiting: str | None = None) -> dict[str, str]:
+               waiting: str | None = None, served: str | None = None,
+               repaired: dict | None = None) -> dict[str, str]:
     """Where the MD's certificate stands between the CA and Apache, for people.
 
-    `waiting` is what the last activation said about this MD (store.state.load_activation_state).
+    `waiting` is what the last activation said about this MD, `served` what its include
+    points at ("certificate", "static", "fallback"; None: not written yet) and `repaired`
+    a broken live set found and handled (store.state.load_activation_state).
     """
+    out = _activation(md, complete, job, staged, now, worker, requested, waiting, served)
+    if repaired:
+        out["detail"] += f" (at {repaired.get('when')}: {repaired.get('detail')})"
+    return out
+
+
+def _activation(md: ManagedDomain, complete: bool, job: Job | None, staged: bool,
+                now: datetime, worker: dict | None, requested: bool,
+                waiting: str | None, served: str | None) -> dict[str, str]:
     if staged and job is not None:
         if job.valid_from and job.valid_from > now:
             why = (f"activation delayed until {http_date(job.valid_from)} "
@@ -89,13 +101,20 @@ def activation(md: ManagedDomain, complete: bool, job: Job | None, staged: bool,
             why = ("no worker is running: run `apache-md activate --reload CMD` "
                    "(as root), or start the worker")
         return {"state": "staged", "detail": f"staged, waiting for activation: {why}"}
+    if served == "fallback":
+        return {"state": "pending",
+                "detail": ("the certificate files of MDCertificateFile are not usable" if
+                           md.is_static else "no certificate from the CA yet") +
+                          ": its include points Apache at a self-signed fallback "
+                          "certificate, answered with 503"}
     if md.is_static:
         return {"state": "active", "detail": "certificate files from MDCertificateFile"}
     if complete:
         return {"state": "active", "detail": "Apache serves the certificate from the CA"}
-    return {"state": "pending",
-            "detail": "no certificate from the CA yet: Apache serves a self-signed "
-                      "fallback certificate and answers 503"}
+    if served is None:
+        return {"state": "pending", "detail": "no certificate from the CA yet, and its "
+                "include is not written yet (`apache-md check` or the worker writes it)"}
+    return {"state": "pending", "detail": "no certificate from the CA yet"}
 
 
 def _next_check(md: ManagedDomain, job: Job | None, at: datetime, now: datetime,
@@ -163,9 +182,12 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
         put(renewal, "ca-url", job_ca)
         obj["renewal"] = renewal
     # apache-md extras
-    waiting = ((activation_state or {}).get("waiting") or {}).get(md.name)
+    act = activation_state or {}
     obj["activation"] = activation(md, reason is None, job, staged, now, worker,
-                                   md.name in (requested or ()), waiting)
+                                   md.name in (requested or ()),
+                                   (act.get("waiting") or {}).get(md.name),
+                                   (act.get("served") or {}).get(md.name),
+                                   (act.get("repaired") or {}).get(md.name))
     put(obj, "next-check", http_date(_next_check(md, job, at, now, worker)))
     put(obj, "last-renewal", http_date(_last_renewal(store, md, job)))
     ari = _ari_json(md, facts)

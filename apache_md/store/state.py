@@ -5,12 +5,14 @@
 - `activation/activation-requested`: MDs with staged sets, written by a worker
   that may not reload Apache and consumed by `apache-md activate` (root);
 - `activation/activation.json`: when Apache was last reloaded, what waits for
-  activation and why, and the last activation error.
+  activation and why, the last activation error, what each MD's include
+  serves (certificate, static files or fallback), broken live sets that were
+  repaired (until the MD's next activation), and Apache's PidFile.
 """
 from __future__ import annotations
 
 import os
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from ..core.jsonfmt import http_date, parse_http_date, put
@@ -74,11 +76,17 @@ def load_activation_state(store: Store) -> dict:
     except StoreError:
         doc = {}
     return {"last-reload": parse_http_date(doc.get("last-reload")),
-            "waiting": doc.get("waiting") or {}, "error": doc.get("error")}
+            "waiting": doc.get("waiting") or {}, "error": doc.get("error"),
+            "served": doc.get("served") or {}, "repaired": doc.get("repaired") or {},
+            "pid-file": doc.get("pid-file")}
 
 
 def save_activation_state(store: Store, *, reloaded: datetime | None = None,
-                          waiting: dict | None = None, error: str | None = None) -> None:
+                          waiting: dict | None = None, error: str | None = None,
+                          served: dict | None = None, repaired: dict | None = None,
+                          resolved: list[str] | None = None, pid_file: str | None = None) -> None:
+    """Update the record; `repaired` adds entries (md -> what was done), `resolved`
+    drops those of MDs that got a new set."""
     doc = load_activation_state(store)
     if reloaded:
         doc["last-reload"] = reloaded
@@ -87,7 +95,17 @@ def save_activation_state(store: Store, *, reloaded: datetime | None = None,
         doc["waiting"] = waiting
     if error is not None:
         doc["error"] = error
+    if served is not None:
+        doc["served"] = served
+    if pid_file is not None:
+        doc["pid-file"] = pid_file
+    now = http_date(datetime.now(timezone.utc))
+    doc["repaired"].update({md: {"when": now, "detail": text}
+                            for md, text in (repaired or {}).items()})
+    for md in resolved or ():
+        doc["repaired"].pop(md, None)
     out = {"last-reload": http_date(doc["last-reload"]), "waiting": doc["waiting"]}
-    if doc.get("error"):
-        out["error"] = doc["error"]
+    for key in ("error", "served", "repaired", "pid-file"):
+        if doc.get(key):
+            out[key] = doc[key]
     store.write_json(*ACTIVATION_STATE, out)

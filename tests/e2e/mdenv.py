@@ -46,7 +46,7 @@ class MDEnv:
         alias = f"    ServerAlias {' '.join(aliases)}\n" if aliases else ""
         return (f"<VirtualHost 127.0.0.1:{self.apache.https_port}>\n"
                 f"    ServerName {name}\n{alias}    SSLEngine on\n"
-                f"    Include {include_path(str(self.store), md)}\n{extra}</VirtualHost>\n")
+                f"    IncludeOptional {include_path(str(self.store), md)}\n{extra}</VirtualHost>\n")
 
     def write_config(self, mds: str, vhosts: str, extra_globals: str = "") -> None:
         self.apache.write_conf("10-md", self.md_globals(extra_globals + "\n" + mds) + "\n" + vhosts)

@@ -142,7 +142,7 @@ def test_check_prints_the_missing_include_line(env):
                           "    ServerName a.test\n    SSLEngine on\n</VirtualHost>\n")
     p = env.cli("check")
     assert p.returncode == 1
-    assert f"Include {env.store}/apache/a.test.conf" in p.stdout
+    assert f"IncludeOptional {env.store}/apache/a.test.conf" in p.stdout
 
 
 def test_a_second_driver_does_not_touch_a_locked_md(env):
