@@ -163,6 +163,7 @@ def _write_generated(config: Config, store: Store | None) -> int:
             serving.write_includes(store, None)
             return 0
         repaired, _ = activation.prepare(store, config)
+        snapshot.write_snapshot(store, config)  # the handlers know the MDs from now on
         pid_file = ctl.pid_file(config)
         if pid_file:
             state.save_activation_state(store, pid_file=pid_file)  # for `status`
@@ -364,7 +365,8 @@ def cmd_activate(args) -> int:
         print(f"apache-md: reload failed,{restored} {report.error}", file=sys.stderr)
     # Non-zero whenever something asked for did not go live (waiting as configured,
     # for MDActivationDelay/-Window or a running renewal, is not a failure).
-    return 1 if report.failed or report.blocked or report.error or report.repaired else 0
+    unresolved = set(report.repaired) - set(report.activated)  # a broken set not replaced
+    return 1 if report.failed or report.blocked or report.error or unresolved else 0
 
 
 # -- worker -----------------------------------------------------------------------------

@@ -40,6 +40,9 @@ SNAPSHOT_EVERY = 0.5  # seconds between status snapshots while drives run
 # node get activated within this time, and a cycle over unchanged certificates
 # costs only stat() calls.
 MAX_SLEEP = 60.0
+# How often a sleeping worker stats the config files (a few dozen stat() calls):
+# an MD added with `apache2ctl graceful` (no systemd to send SIGHUP) is seen soon.
+CONFIG_POLL = 5.0
 
 
 class Worker:
@@ -135,7 +138,7 @@ class Worker:
         if delay > 0 and not self.once:
             self._sleep_until(time.monotonic() + delay)
         while not self.stop.is_set():
-            if self.reread.is_set() or config_stamp(self.read_config) != self.config_stamp:
+            if self.reread.is_set():
                 self.reread.clear()
                 self.refresh_config()
                 self.activate_and_reload()
@@ -153,11 +156,15 @@ class Worker:
 
     def _sleep_until(self, deadline: float) -> None:
         while not self.stop.is_set() and not self.reread.is_set():
+            if self.read_config is not None and \
+                    config_stamp(self.read_config) != self.config_stamp:
+                log.info("the Apache configuration changed, re-reading it")
+                self.reread.set()
+                return
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            step = min(left, self.watchdog or left)
-            self.wake.wait(step)
+            self.wake.wait(min(left, self.watchdog or left, CONFIG_POLL))
             self.wake.clear()
             self.ping()
 

@@ -86,7 +86,7 @@ def ready(facts: MDFacts, now: datetime) -> str | None:
     set without a finished job of ours (placed by hand, or by another tool) is ready
     too, as mod_md activates it at a restart; activate() verifies it like our own."""
     job = facts.job
-    if facts.staged_complete and (job is None or not job.finished):
+    if facts.staged_by_hand:
         return None
     if job is None:
         return "nothing staged"

@@ -36,6 +36,13 @@ class MDFacts:
         """A renewal finished and its complete set waits in staging/ for activation."""
         return self.job is not None and self.job.finished and self.staged_complete
 
+    @property
+    def staged_by_hand(self) -> bool:
+        """A complete set in staging/ that no finished renewal of ours wrote (an admin's,
+        another tool's, or a drive cut short): activated after the same verification,
+        as mod_md does at a restart."""
+        return self.staged_complete and (self.job is None or not self.job.finished)
+
     def ari_entries(self) -> list[dict[str, Any]]:
         """The stored ARI entries of the live certificates."""
         return [self.ari[i.ari_id] for i in self.active.values() if i and i.ari_id in self.ari]

@@ -48,6 +48,8 @@ def decide(md: ManagedDomain, facts: MDFacts, now: datetime, force: bool = False
         wait = job.next_run if job.next_run and job.next_run > now else None
         return Decision(md, False, "staged, waiting for activation", wait,
                         warn=warn, staged_waiting=True)
+    if facts.staged_by_hand and not force:
+        return Decision(md, False, "a complete set in staging/ waits for activation", warn=warn)
     issuer = facts.issuer
     reason = "forced" if force else renewal_due(md, active, now, issuer)
     if reason is None and facts.revoked:

@@ -16,7 +16,7 @@ def read(store: Store, md: ManagedDomain) -> MDFacts:
     job = load_job(store, md.name) if store.exists(STAGING, md.name, "job.json") else None
     ari = watch.load_ari(store, md.name) if managed and md.ari_renewals else {}
     return MDFacts(managed=managed, active=active, ca=credentials.stored_ca(store, md), job=job,
-                   staged_complete=job is not None and credentials.staged_complete(store, md),
+                   staged_complete=credentials.staged_complete(store, md),
                    ari=ari, revoked=_revoked(store, md, active))
 
 
