@@ -1,8 +1,23 @@
-"""apache/activation: the move of a staged set into domains/ and back."""
+"""apache/activation and apache/serving: the move of a staged set into domains/ and back,
+what Apache will load (verified), repairs of broken live sets, the generated includes."""
 from __future__ import annotations
 
-from apache_md.apache.activation import replace_domain, replace_domain_back
-from apache_md.store.fs import DOMAINS, Store
+import os
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from apache_md.apache import ctl, includes, serving
+from apache_md.apache.activation import ready, replace_domain, replace_domain_back
+from apache_md.core import crypto
+from apache_md.core.facts import MDFacts
+from apache_md.core.job import Job
+from apache_md.core.model import KeySpec, Location, ManagedDomain, VHost
+from apache_md.core.plan import decide
+from apache_md.store.fs import ARCHIVE, DOMAINS, Store
+from tests.harness import pki
+
+NOW = datetime.now(timezone.utc)
 
 
 def test_replace_domain_archives(tmp_path):
@@ -18,3 +33,119 @@ def test_replace_domain_archives(tmp_path):
     rejected = replace_domain_back(s, "a.test", archived.replace(".1", ".2"))
     assert rejected.endswith("archive/a.test.rejected.1")
     assert s.read_bytes(DOMAINS, "a.test", "pubcert.pem") == b"new"
+
+
+# -- what Apache will load -------------------------------------------------------------------
+
+
+
+RSA = KeySpec("RSA", 2048)
+
+
+def pair(names=("a.test",)):
+    key = crypto.generate_key(RSA)
+    return crypto.key_to_pem(key), crypto.self_signed(key, list(names))
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    expired = pki.self_signed(tmp_path_factory.mktemp("old"), ["a.test"],
+                              not_before=NOW - timedelta(days=30),
+                              not_after=NOW - timedelta(days=1))
+    return [pair(), pair(), (expired.key.read_bytes(), expired.cert.read_bytes())]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "md")
+    s.init()
+    return s
+
+
+def md(name="a.test") -> ManagedDomain:
+    return ManagedDomain(name=name, domains=[name], location=Location("x.conf", 1),
+                         vhosts=[VHost(Location("x.conf", 2), server_name=name, ssl=True)])
+
+
+def put_live(store, key, cert, group=DOMAINS, name="a.test"):
+    store.write_bytes(group, name, "privkey.pem", key, mode=0o600)
+    store.write_bytes(group, name, "pubcert.pem", cert)
+
+
+def test_problem_names_the_file_and_follows_changes(tmp_path, pairs):
+    (key, cert), (other_key, _), _ = pairs
+    c, k = tmp_path / "c.pem", tmp_path / "k.pem"
+    c.write_bytes(cert)
+    k.write_bytes(key)
+    assert serving.problem(str(c), str(k)) is None
+    k.write_bytes(key[:200])
+    assert serving.problem(str(c), str(k)).startswith(f"{k}: not a usable private key")
+    k.write_bytes(other_key)
+    assert "does not match the certificate" in serving.problem(str(c), str(k))
+    c.write_bytes(b"")
+    assert serving.problem(str(c), str(k)) == f"{c}: no certificate in it"
+    c.write_bytes(cert + key)  # one file, as a vhost's SSLCertificateFile may be
+    assert serving.problem(str(c)) is None
+    assert serving.problem(str(tmp_path / "none.pem")) == f"{tmp_path / 'none.pem'}: missing"
+
+
+def test_a_broken_live_set_is_restored_from_the_archive(store, pairs):
+    (key, cert), (new_key, new_cert), (old_key, old_cert) = pairs
+    m = md()
+    put_live(store, old_key, old_cert, ARCHIVE, "a.test.2")  # expired: not taken
+    put_live(store, key, cert, ARCHIVE, "a.test.1")
+    put_live(store, new_key[:100], new_cert)
+    done = serving.repair(store, m)
+    assert "privkey.pem: not a usable private key" in done
+    assert "restored the set of" in done and done.endswith("a.test.1")
+    assert store.read_bytes(DOMAINS, "a.test", "pubcert.pem") == cert
+    assert store.read_bytes(ARCHIVE, "a.test.broken.1", "privkey.pem") == new_key[:100]
+    assert serving.repair(store, m) is None
+    assert serving.cert_pairs(store, m)[1] is False
+
+
+def test_a_broken_live_set_without_archive_gives_the_fallback(store, pairs):
+    (key, cert), _, _ = pairs
+    m = md()
+    put_live(store, key, b"")
+    assert "pubcert.pem: no certificate in it" in serving.repair(store, m)
+    assert not store.exists(DOMAINS, "a.test", "pubcert.pem")
+    files, fallback = serving.cert_pairs(store, m)
+    assert fallback and files[0][0].endswith("fallback-pubcert.pem")
+
+
+def test_includes_are_optional_and_global_conf_carries_the_fallback(store):
+    assert includes.include_line("/s", "a.test") == "IncludeOptional /s/apache/a.test.conf"
+    changed, served = serving.write_includes(store, None)
+    glob = (store.base / "apache" / "global.conf").read_text()
+    assert f'SSLCertificateFile "{store.base}/apache/fallback.pem"' in glob
+    assert f"%{{SSL_SERVER_I_DN_CN}} == '{crypto.FALLBACK_CN}'" in glob
+    assert "RedirectMatch 503" in glob
+    assert os.stat(store.base / "apache" / "fallback.pem").st_mode & 0o777 == 0o600
+    assert serving.problem(str(store.base / "apache" / "fallback.pem")) is None
+    inc = includes.md_include(md(), [("c", "k")], True)
+    assert "RedirectMatch" not in inc  # global.conf answers 503 for every fallback
+
+
+def test_start_command_follows_the_reload_command():
+    assert ctl.start_command(["systemctl", "reload", "apache2"]) == \
+        ["systemctl", "start", "apache2"]
+    assert ctl.start_command(["apache2ctl", "graceful"]) == ["apache2ctl", "start"]
+    assert ctl.start_command(["apache2", "-d", "/r", "-k", "graceful"]) == \
+        ["apache2", "-d", "/r", "-k", "start"]
+    assert ctl.start_command(["/bin/false"]) is None
+
+
+
+def test_a_set_placed_by_hand_is_ready_and_not_driven_over():
+    m = md()
+    by_hand = MDFacts(managed=True, active={"rsa": None}, staged_complete=True)
+    assert by_hand.staged_by_hand and ready(by_hand, NOW) is None
+    assert decide(m, by_hand, NOW).drive is False
+    assert decide(m, by_hand, NOW, force=True).drive is True
+    ours = Job("a.test")
+    ours.finished = True
+    ours.valid_from = NOW + timedelta(hours=1)
+    waits = MDFacts(managed=True, active={"rsa": None}, staged_complete=True, job=ours)
+    assert not waits.staged_by_hand and ready(waits, NOW).startswith("activation delayed")
+    assert ready(MDFacts(managed=True, active={"rsa": None}), NOW) == "nothing staged"
