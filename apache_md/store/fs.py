@@ -141,6 +141,7 @@ class Store:
                     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                     with os.fdopen(fd, "w") as f:
                         f.write(jsonfmt.dumps(doc))
+                    self.adopt(p)  # root (e.g. `check` in postinst) must not lock the worker out
                     self._key = raw
                     return raw
                 except FileExistsError:  # another process won the race: read theirs
