@@ -45,13 +45,16 @@ def _loader(args):
 def _load(args) -> Config | None:
     """The config, or None after printing its errors (exit 1)."""
     config = _loader(args)()
+    return config if _usable(config) else None
+
+
+def _usable(config: Config) -> bool:
+    """Print the config's warnings and errors; False when it has errors."""
     for p in config.warnings:
         print(f"warning: {p}", file=sys.stderr)
-    if config.errors:
-        for p in config.errors:
-            print(p, file=sys.stderr)
-        return None
-    return config
+    for p in config.errors:
+        print(p, file=sys.stderr)
+    return not config.errors
 
 
 def _drop_privileges(store_dir: str) -> None:
@@ -96,11 +99,7 @@ def _store(config: Config) -> Store | None:
 # -- check ---------------------------------------------------------------------------
 def cmd_check(args) -> int:
     config = _loader(args)()
-    for p in config.warnings:
-        print(f"warning: {p}", file=sys.stderr)
-    if config.errors:
-        for p in config.errors:
-            print(p, file=sys.stderr)
+    if not _usable(config):
         _write_generated(config, None)  # at least the fallback, so Apache can start
         return 1
     store_dir = config.settings.store_dir
