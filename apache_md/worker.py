@@ -204,7 +204,7 @@ class Worker:
             log.info("renewing: %s", ", ".join(f"{d.md.name} ({d.reason})" for d in due))
             held_back = {r.md for r in self._drive_all(driver(), due)
                          if r.outcome in ("vetoed", "busy")}
-        changed |= bool(due) | self.activate_and_reload(snapshot=False)
+        changed |= bool(due) | self.activate_and_reload(snapshot=False, prepared=True)
         # OCSP after activation, so new certificates get their response in this cycle.
         # (A revoked status it finds wakes us at once through ocsp_wake.)
         ocsp_wake = self.stapler.run_safely(store, config, messenger)
@@ -257,14 +257,17 @@ class Worker:
         return results
 
     # -- activation ------------------------------------------------------------------------
-    def activate_and_reload(self, snapshot: bool = True) -> bool:
-        """True when activation changed the store (activated, or discarded a failed set)."""
+    def activate_and_reload(self, snapshot: bool = True, prepared: bool = False) -> bool:
+        """True when activation changed the store (activated, or discarded a failed set).
+        `prepared`: activation.prepare() ran in this cycle already."""
         config, store = self.config, self.store
         changed = False
         if self.reload_command is None and os.geteuid() != 0:
-            activation.request(store, config)  # not allowed to reload Apache: root does it
+            # not allowed to reload Apache: root does it
+            activation.request(store, config, prepared=prepared)
         else:
-            report = activation.activate_and_reload(store, config, self.reload_command)
+            report = activation.activate_and_reload(store, config, self.reload_command,
+                                                    prepared=prepared)
             changed = bool(report.activated or report.failed)
         if snapshot:
             self.write_snapshot()

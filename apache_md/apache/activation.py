@@ -290,15 +290,17 @@ def prepare(store: Store, config: Config) -> tuple[dict[str, str], bool]:
 
 
 def activate_and_reload(store: Store, config: Config, reload_command: list[str] | None,
-                        force: bool = False) -> Report:
+                        force: bool = False, prepared: bool = False) -> Report:
     """Repair, activate what is ready, test Apache's config, reload, and make sure Apache
     still runs; roll back (and start Apache again) when it does not.
 
-    The one entry point of the worker and of `apache-md activate`."""
+    The one entry point of the worker and of `apache-md activate`. `prepared`: the
+    caller ran prepare() just before (the worker, at the start of its cycle)."""
     state.take_activation_request(store)
     messenger = Messenger(config.settings.message_cmd, None, str(store.base))
     report = Report()
-    report.repaired, report.includes_changed = prepare(store, config)
+    if not prepared:
+        report.repaired, report.includes_changed = prepare(store, config)
     activate(store, config, messenger, report, force=force,
              precheck=lambda: ctl.configtest(config))
     for name, why in report.failed.items():
@@ -360,11 +362,12 @@ def _start_again(config: Config, reload_command: list[str], report: Report) -> N
     log.error("%s", report.error)
 
 
-def request(store: Store, config: Config) -> None:
+def request(store: Store, config: Config, prepared: bool = False) -> None:
     """For a worker that may not reload Apache: repair and write the includes (the store
     is its own), and ask the root side (apache-md-activate.path) to activate the MDs whose
     staged sets are ready."""
-    prepare(store, config)
+    if not prepared:
+        prepare(store, config)
     staged = [m.name for m in config.mds if ready(read_facts(store, m), now_utc()) is None]
     if staged:
         state.request_activation(store, staged)
