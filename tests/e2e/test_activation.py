@@ -131,7 +131,9 @@ def test_check_writes_the_includes_and_the_fallback_first(env):
     assert (env.store / "apache" / "global.conf").exists()
     assert (env.store / "apache" / "fallback.pem").stat().st_mode & 0o777 == 0o600
     assert Path(include_path(str(env.store), "one.test")).exists()
+    assert "Apache is not running" in env.cli_ok("status").stdout
     env.apache.start()
+    assert "Apache is not running" not in env.cli_ok("status").stdout
     assert FALLBACK_CN in served_cn(env, "one.test")
     assert https_status(env, "one.test") == 503
     st = env.status("one.test")

@@ -114,6 +114,20 @@ def test_a_broken_live_set_without_archive_gives_the_fallback(store, pairs):
     assert fallback and files[0][0].endswith("fallback-pubcert.pem")
 
 
+def test_static_files_that_do_not_load_give_the_fallback(store, tmp_path, pairs):
+    (key, cert), (other_key, _), _ = pairs
+    c, k = tmp_path / "static.pem", tmp_path / "static.key"
+    c.write_bytes(cert)
+    k.write_bytes(key)
+    m = md()
+    m.cert_files, m.key_files = [str(c)], [str(k)]
+    assert serving.cert_pairs(store, m) == ([(str(c), str(k))], False)
+    k.write_bytes(other_key)
+    files, fallback = serving.cert_pairs(store, m)
+    assert fallback and files[0][0].endswith("fallback-pubcert.pem")
+    assert "does not match" in serving.static_problem(m)
+
+
 def test_includes_are_optional_and_global_conf_carries_the_fallback(store):
     assert includes.include_line("/s", "a.test") == "IncludeOptional /s/apache/a.test.conf"
     changed, served = serving.write_includes(store, None)
