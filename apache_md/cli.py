@@ -110,8 +110,7 @@ def cmd_check(args) -> int:
     now = now_utc()
     for md in config.mds:
         print(f"\n{md.name}: {' '.join(md.domains)}")
-        mode = {0: "manual", 1: "auto", 2: "always"}.get(md.renew_mode, md.renew_mode)
-        print(f"  CA: {' '.join(md.ca_urls)}   renew: {mode}"
+        print(f"  CA: {' '.join(md.ca_urls)}   renew: {md.renew_mode.name.lower()}"
               f"   keys: {' '.join(s.name for s in md.keyspecs)}")
         if not md.is_static and not tailscale.applies(md):
             _check_challenges(config, md)

@@ -20,7 +20,7 @@ from ..core import crypto
 from ..core.facts import MDFacts
 from ..core.job import now_utc
 from ..core.mdjson import md_to_json
-from ..core.model import RENEW_ALWAYS, Config, GlobalSettings, ManagedDomain
+from ..core.model import Config, GlobalSettings, ManagedDomain, RenewMode
 from ..notify import Messenger
 from ..store import state
 from ..store.facts import read as read_facts
@@ -208,7 +208,7 @@ def activate(store: Store, config: Config, messenger: Messenger, report: Report,
     held = None if force else gate(config.settings, act_state.get("last-reload"), now)
     candidates = []
     for md in config.mds:
-        if md.is_static and md.renew_mode != RENEW_ALWAYS:
+        if md.is_static and md.renew_mode != RenewMode.ALWAYS:
             continue  # static files only; with `always` the renewed set takes over
         why = ready(read_facts(store, md), now)
         if why is None and held:

@@ -23,15 +23,13 @@ from ..core.model import (
     DEFAULT_CA,
     KNOWN_CA_NAMES,
     KNOWN_CAS,
-    RENEW_ALWAYS,
-    RENEW_AUTO,
-    RENEW_MANUAL,
     Config,
     GlobalSettings,
     KeySpec,
     Location,
     ManagedDomain,
     Problem,
+    RenewMode,
     VHost,
 )
 from . import syntax
@@ -151,14 +149,14 @@ def schemify(value: str, scheme: str = "mailto") -> str:
     return value if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", value) else f"{scheme}:{value}"
 
 
-def parse_renew_mode(value: str) -> int:
+def parse_renew_mode(value: str) -> RenewMode:
     v = value.lower()
     if v in ("auto", "automatic"):
-        return RENEW_AUTO
+        return RenewMode.AUTO
     if v == "always":
-        return RENEW_ALWAYS
+        return RenewMode.ALWAYS
     if v in ("manual", "stick"):
-        return RENEW_MANUAL
+        return RenewMode.MANUAL
     raise Invalid(f"unknown MDDriveMode {value}")
 
 
@@ -882,7 +880,7 @@ def effective_md(draft: _MDDraft, c: _Collected) -> ManagedDomain:
         contacts=[contact] if contact else [],
         eab_kid=kid, eab_hmac=hmac,
         pkey_specs=list(get("pkeys") or []),
-        renew_mode=get("renew_mode", RENEW_AUTO),
+        renew_mode=get("renew_mode", RenewMode.AUTO),
         renew_window=get("renew_window", Timeslice(percent=33)),
         warn_window=get("warn_window", Timeslice(percent=10)),
         require_https=None if require in (None, "off") else require,

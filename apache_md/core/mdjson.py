@@ -4,11 +4,11 @@ from __future__ import annotations
 from typing import Any
 
 from .jsonfmt import put
-from .model import RENEW_AUTO, ManagedDomain
+from .model import ManagedDomain, MDState
 
 
 def md_to_json(md: ManagedDomain, *, ca_url: str | None = None, account: str | None = None,
-               state: int = 0, state_descr: str | None = None,
+               state: MDState = MDState.UNKNOWN, state_descr: str | None = None,
                public: bool = False) -> dict[str, Any]:
     """Keys in mod_md's order (formats §1.3). `public` masks the EAB hmac."""
     ca: dict[str, Any] = {}
@@ -30,9 +30,9 @@ def md_to_json(md: ManagedDomain, *, ca_url: str | None = None, account: str | N
     if md.pkey_specs:
         specs = [s.to_json() for s in md.pkey_specs]
         obj["privkey"] = specs[0] if len(specs) == 1 else specs
-    obj["state"] = state
+    obj["state"] = int(state)
     put(obj, "state-descr", state_descr)
-    obj["renew-mode"] = md.renew_mode if md.renew_mode is not None else RENEW_AUTO
+    obj["renew-mode"] = int(md.renew_mode)
     obj["renew-window"] = md.renew_window.format()
     obj["warn-window"] = md.warn_window.format()
     put(obj, "require-https", md.require_https)

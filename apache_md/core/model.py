@@ -9,6 +9,7 @@ mod_md's default.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 from .durations import Timeslice
@@ -22,10 +23,32 @@ KNOWN_CAS = {
 }
 KNOWN_CA_NAMES = "LetsEncrypt LetsEncrypt-Test Buypass Buypass-Test"
 
-# md_state_t
-STATE_UNKNOWN, STATE_INCOMPLETE, STATE_COMPLETE, STATE_EXPIRED, STATE_ERROR = 0, 1, 2, 3, 4
-# md_renew_mode_t
-RENEW_MANUAL, RENEW_AUTO, RENEW_ALWAYS = 0, 1, 2
+
+
+class MDState(IntEnum):
+    """mod_md's md_state_t: `state` in md.json and md-status."""
+
+    UNKNOWN = 0
+    INCOMPLETE = 1
+    COMPLETE = 2
+    EXPIRED = 3
+    ERROR = 4
+
+
+class RenewMode(IntEnum):
+    """mod_md's md_renew_mode_t: MDRenewMode, `renew-mode` in md.json."""
+
+    MANUAL = 0
+    AUTO = 1
+    ALWAYS = 2
+
+
+def name_of(kind: type[IntEnum], value: Any) -> str:
+    """`value`'s lowercase name in `kind` ("auto"), "?" for anything else (JSON read back)."""
+    try:
+        return kind(value).name.lower()
+    except (ValueError, TypeError):
+        return "?"
 
 
 @dataclass(frozen=True)
@@ -130,7 +153,7 @@ class ManagedDomain:
     eab_kid: str | None = None
     eab_hmac: str | None = None
     pkey_specs: list[KeySpec] = field(default_factory=list)  # empty: not configured (RSA 2048)
-    renew_mode: int = RENEW_AUTO
+    renew_mode: RenewMode = RenewMode.AUTO
     renew_window: Timeslice = field(default_factory=lambda: Timeslice(percent=33))
     warn_window: Timeslice = field(default_factory=lambda: Timeslice(percent=10))
     require_https: str | None = None  # "temporary" | "permanent"
@@ -169,18 +192,18 @@ class ManagedDomain:
     @property
     def will_renew(self) -> bool:
         """Driven by the worker (mod_md md_will_renew_cert + check_usage)."""
-        if self.renew_mode == RENEW_MANUAL:
+        if self.renew_mode == RenewMode.MANUAL:
             return False
-        if self.renew_mode == RENEW_ALWAYS:
+        if self.renew_mode == RenewMode.ALWAYS:
             return True
         return bool(self.vhosts) and not self.is_static
 
     @property
     def is_watched(self) -> bool:
         """Supervised for renewal or expiry warnings (mod_md init_cert_watch_status)."""
-        if self.renew_mode == RENEW_MANUAL or self.is_static:
+        if self.renew_mode == RenewMode.MANUAL or self.is_static:
             return True  # still watched for `expiring`
-        return bool(self.vhosts) or self.renew_mode == RENEW_ALWAYS
+        return bool(self.vhosts) or self.renew_mode == RenewMode.ALWAYS
 
 
 @dataclass

@@ -22,12 +22,7 @@ from ..core.facts import MDFacts
 from ..core.job import Job, now_utc
 from ..core.jsonfmt import http_date, parse_http_date, period, put
 from ..core.mdjson import md_to_json
-from ..core.model import (
-    STATE_COMPLETE,
-    STATE_INCOMPLETE,
-    GlobalSettings,
-    ManagedDomain,
-)
+from ..core.model import GlobalSettings, ManagedDomain, MDState
 from ..core.schedule import missing_reason, renew_at
 from ..store import credentials, staples
 from ..store.facts import read as read_facts
@@ -164,7 +159,7 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
     # ca.url: the CA that issued the live certificate; before there is one, the CA in use.
     ca_url = ca.get("url") if any(active.values()) else None
     obj = md_to_json(md, ca_url=ca_url or job_ca or ca.get("url"), account=ca.get("account"),
-                     state=STATE_INCOMPLETE if reason else STATE_COMPLETE,
+                     state=MDState.INCOMPLETE if reason else MDState.COMPLETE,
                      state_descr=reason, public=True)
     obj["cert"] = certs_json(active)
     staples.add_status(obj["cert"], store, md, active, settings, with_log)

@@ -11,10 +11,9 @@ from datetime import datetime
 from typing import Any, Iterable
 
 from ..core.jsonfmt import parse_http_date
+from ..core.model import MDState, RenewMode, name_of
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# mod_md's md_state_t, as the `state` label of apache_md_state
-STATES = {0: "unknown", 1: "incomplete", 2: "complete", 3: "expired", 4: "error"}
 ACTIVATION_STATES = ("pending", "staged", "active")
 
 
@@ -102,9 +101,9 @@ def render(mds: Iterable[dict[str, Any]], ca_stats: dict[str, dict[str, Any]],
         name = md.get("name", "")
         ca = (md.get("ca") or {}).get("url") or ""
         info.add(1, md=name, domains=",".join(md.get("domains", [])), ca=ca,
-                 renew_mode={0: "manual", 1: "auto", 2: "always"}.get(md.get("renew-mode"), "?"))
-        for code, label in STATES.items():
-            state.add(1 if md.get("state") == code else 0, md=name, state=label)
+                 renew_mode=name_of(RenewMode, md.get("renew-mode")))
+        for code in MDState:
+            state.add(1 if md.get("state") == code else 0, md=name, state=code.name.lower())
         current = (md.get("activation") or {}).get("state")
         for label in ACTIVATION_STATES:
             act.add(1 if current == label else 0, md=name, state=label)

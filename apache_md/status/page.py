@@ -15,8 +15,7 @@ from typing import Any
 
 from ..core.durations import Timeslice
 from ..core.jsonfmt import parse_http_date
-
-RENEW_MODES = {0: "manual", 1: "auto", 2: "always"}
+from ..core.model import MDState, RenewMode, name_of
 
 
 @dataclass
@@ -62,17 +61,17 @@ def status_label(md: dict[str, Any], now: datetime) -> tuple[str, str]:
     until = parse_http_date(((md.get("cert") or {}).get("valid") or {}).get("until"))
     if renewal.get("errors"):
         return "bad", "error"
-    if md.get("state") == 4:
+    if md.get("state") == MDState.ERROR:
         return "bad", "error"
     if until and until <= now:
         return "bad", "expired"
     if (md.get("activation") or {}).get("state") == "staged":
         return "busy", "staged"
-    if md.get("state") == 1:
+    if md.get("state") == MDState.INCOMPLETE:
         return "wait", "incomplete"
     if renewal:
         return "busy", "renewing"
-    if md.get("state") == 2:
+    if md.get("state") == MDState.COMPLETE:
         return "ok", "good"
     return "wait", "unknown"
 
@@ -94,11 +93,11 @@ def activity(md: dict[str, Any], now: datetime) -> str:
         detail = next((e.get("detail") for e in entries if e.get("type") == "progress"
                        and e.get("detail")), None)
         return f"renewing: {detail or last.get('activity') or 'started'}"
-    if md.get("renew-mode") == 0:
+    if md.get("renew-mode") == RenewMode.MANUAL:
         return "manual renewal (MDRenewMode manual)"
     if md.get("watched") is False:
         return "no VirtualHost uses it: not renewed (unless MDRenewMode always)"
-    if md.get("state") == 1:
+    if md.get("state") == MDState.INCOMPLETE:
         return f"certificate needed: {md.get('state-descr') or 'incomplete'}"
     at = parse_http_date(md.get("renew-at"))
     if at and at > now:
@@ -337,7 +336,7 @@ def render_md(md: dict[str, Any], ctx: PageContext) -> str:
         ("Activation", (md.get("activation") or {}).get("detail", "-")),
         ("Activity", activity(md, now)),
         ("CA", ca.get("url", "-") + (f" (account {ca['account']})" if ca.get("account") else "")),
-        ("Renew mode", RENEW_MODES.get(md.get("renew-mode"), "?")),
+        ("Renew mode", name_of(RenewMode, md.get("renew-mode"))),
         ("Renew window", f"{md.get('renew-window')} before expiry, renew at "
                          f"{_date(parse_http_date(md.get('renew-at')))}"),
         ("Warn window", f"{md.get('warn-window')} before expiry"),

@@ -14,7 +14,7 @@ from cryptography import x509
 
 from ..core import crypto
 from ..core.crypto import CertInfo
-from ..core.model import RENEW_ALWAYS, KeySpec, ManagedDomain
+from ..core.model import KeySpec, ManagedDomain, RenewMode
 from .fs import DOMAINS, STAGING, Store, StoreError
 
 _cache: dict[str, tuple[tuple[float, int], list[x509.Certificate], CertInfo]] = {}
@@ -82,7 +82,7 @@ def uses_managed(store: Store, md: ManagedDomain) -> bool:
     """
     if not md.is_static:
         return True
-    return md.renew_mode == RENEW_ALWAYS and managed_complete(store, DOMAINS, md)
+    return md.renew_mode == RenewMode.ALWAYS and managed_complete(store, DOMAINS, md)
 
 
 def stored_ca(store: Store, md: ManagedDomain) -> dict:

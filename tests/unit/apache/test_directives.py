@@ -243,7 +243,7 @@ def test_defaults(tmp_path):
     md, s = cfg.mds[0], cfg.settings
     assert cfg.errors == []
     assert md.ca_urls == [model.DEFAULT_CA] and not md.ca_urls_configured
-    assert md.renew_mode == model.RENEW_AUTO and md.transitive
+    assert md.renew_mode == model.RenewMode.AUTO and md.transitive
     assert md.renew_window == Timeslice(percent=33) and md.warn_window == Timeslice(percent=10)
     assert md.pkey_specs == [] and md.keyspecs == [KeySpec("Default")]
     assert md.require_https is None and not md.must_staple and not md.stapling
@@ -291,7 +291,7 @@ def test_md_section_overrides_global(tmp_path):
     assert (g.require_https, s.require_https) == ("permanent", None)
     assert (g.must_staple, s.must_staple) == (True, False)
     assert (g.challenges, s.challenges) == (["http-01"], ["dns-01", "http-01"])
-    assert (g.renew_mode, s.renew_mode) == (model.RENEW_ALWAYS, model.RENEW_MANUAL)
+    assert (g.renew_mode, s.renew_mode) == (model.RenewMode.ALWAYS, model.RenewMode.MANUAL)
     assert s.ca_urls == ["https://acme.example/dir", model.KNOWN_CAS["buypass"]]
     assert (g.profile, s.profile, g.profile_mandatory, s.profile_mandatory) == \
         ("shortlived", "shortlived", False, True)
@@ -700,7 +700,7 @@ def test_mdomain_inside_vhost_is_global(tmp_path):
     """)
     assert cfg.errors == []
     a, b = cfg.mds
-    assert a.vhosts == cfg.vhosts and b.renew_mode == model.RENEW_ALWAYS
+    assert a.vhosts == cfg.vhosts and b.renew_mode == model.RenewMode.ALWAYS
     assert [w for w in warnings(cfg) if "b.example" in w] == [
         "AH10045: No VirtualHost matches Managed Domain b.example"]
 

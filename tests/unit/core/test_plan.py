@@ -7,11 +7,10 @@ from apache_md.core.crypto import cert_info, load_chain
 from apache_md.core.job import Job
 from apache_md.core.jsonfmt import http_date
 from apache_md.core.model import (
-    RENEW_ALWAYS,
-    RENEW_MANUAL,
     KeySpec,
     Location,
     ManagedDomain,
+    RenewMode,
     VHost,
 )
 from apache_md.core.plan import decide, next_wake
@@ -138,9 +137,9 @@ def test_who_is_driven_and_who_is_warned(store, tmp_path):
     assert judge(store, make_md(), NOW).drive
     unused = judge(store, make_md(vhosts=[]), NOW)
     assert not unused.drive and not unused.warn  # auto + no vhost: not watched
-    always = judge(store, make_md(vhosts=[], renew_mode=RENEW_ALWAYS), NOW)
+    always = judge(store, make_md(vhosts=[], renew_mode=RenewMode.ALWAYS), NOW)
     assert always.drive
-    manual = judge(store, make_md(renew_mode=RENEW_MANUAL), NOW)
+    manual = judge(store, make_md(renew_mode=RenewMode.MANUAL), NOW)
     assert not manual.drive and manual.warn
 
 
@@ -150,11 +149,11 @@ def test_static_files_are_watched_and_only_renewed_with_always(store, tmp_path):
     static = dict(cert_files=[str(files.cert)], key_files=[str(files.key)])
     d = judge(store, make_md(**static), NOW)
     assert not d.drive and d.warn
-    d = judge(store, make_md(renew_mode=RENEW_ALWAYS, **static), NOW)
+    d = judge(store, make_md(renew_mode=RenewMode.ALWAYS, **static), NOW)
     assert d.drive
     # once a managed set is active it takes over and is judged instead
     install(store, tmp_path, days_left=80)
-    d = judge(store, make_md(renew_mode=RENEW_ALWAYS, **static), NOW)
+    d = judge(store, make_md(renew_mode=RenewMode.ALWAYS, **static), NOW)
     assert not d.drive and not d.warn
 
 
