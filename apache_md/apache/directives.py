@@ -8,6 +8,7 @@ would refuse to start with. Nothing here raises for bad input.
 """
 from __future__ import annotations
 
+import copy
 import ipaddress
 import json
 import os
@@ -20,7 +21,6 @@ from urllib.parse import urlsplit
 from ..core import crypto, tailscale
 from ..core.durations import Timeslice, parse_duration
 from ..core.model import (
-    DEFAULT_CA,
     KNOWN_CA_NAMES,
     KNOWN_CAS,
     Config,
@@ -160,10 +160,10 @@ def parse_renew_mode(value: str) -> RenewMode:
     raise Invalid(f"unknown MDDriveMode {value}")
 
 
-def parse_require_https(value: str) -> str:
+def parse_require_https(value: str) -> str | None:
     v = value.lower()
     if v in ("off", "temporary", "permanent"):
-        return v
+        return None if v == "off" else v
     raise Invalid(f"unknown '{value}', supported parameter values are 'temporary' and 'permanent'")
 
 
@@ -467,7 +467,7 @@ _SPECS = [
          "the email address for the ACME account"),
     Spec("MDExternalAccountBinding", ALL, TAKE12, PROP, "eab", lambda a, r: parse_eab(a, r),
          "key id and hmac, a JSON file with both, or 'none'"),
-    Spec("MDPrivateKeys", ALL, ARGV, PROP, "pkeys", lambda a, r: parse_pkeys(a),
+    Spec("MDPrivateKeys", ALL, ARGV, PROP, "pkey_specs", lambda a, r: parse_pkeys(a),
          "the type(s) of private keys"),
     Spec("MDRenewWindow", ALL, TAKE1, PROP, "renew_window",
          _one(lambda v: parse_window("MDRenewWindow", v)),
@@ -484,7 +484,7 @@ _SPECS = [
     Spec("MDMustStaple", ALL, TAKE1, PROP, "must_staple", _one(parse_on_off), "on or off"),
     Spec("MDStapling", ALL, TAKE1, PROP, "stapling", _one(parse_on_off), "on or off"),
     Spec("MDStapleOthers", ALL, TAKE1, GLOBAL, "staple_others", _one(parse_on_off), "on or off"),
-    Spec("MDCAChallenges", ALL, ARGV, PROP, "challenges", lambda a, r: list(a),
+    Spec("MDCAChallenges", ALL, ARGV, PROP, "challenges", lambda a, r: list(a) or None,
          "the challenge types to use, in order"),
     Spec("MDProfile", ALL, TAKE1, PROP, "profile", _one(str), "the ACME order profile"),
     Spec("MDProfileMandatory", ALL, TAKE1, PROP, "profile_mandatory", _one(parse_on_off), "on or off"),
@@ -541,7 +541,7 @@ _SPECS = [
 SPECS: dict[str, Spec] = {s.name.lower(): s for s in _SPECS}
 
 # MD properties set in a <VirtualHost> that mod_md ignores for MDs (worth a warning).
-_VHOST_IGNORED = frozenset({"ca_urls", "ca_proto", "ca_agreement", "eab", "pkeys", "renew_window",
+_VHOST_IGNORED = frozenset({"ca_urls", "ca_proto", "ca_agreement", "eab", "pkey_specs", "renew_window",
                             "warn_window", "renew_mode", "require_https", "must_staple",
                             "challenges", "profile", "profile_mandatory", "ari_renewals", "transitive"})
 
@@ -778,9 +778,9 @@ class _Walker:
             self.error(str(e), d.location)
             return
         if spec.key == "challenges":
-            for msg in challenge_type_warnings(value):
+            for msg in challenge_type_warnings(value or []):
                 self.warn(msg, d.location)
-        elif spec.key == "pkeys":
+        elif spec.key == "pkey_specs":
             for ks in value:
                 if ks.kind == "EC" and crypto.curve(ks.curve) is None:
                     # mod_md accepts it here and fails each renewal with this text
@@ -849,54 +849,39 @@ class _Walker:
 # Effective values
 
 
+# MD properties stored under the name of their ManagedDomain field.
+_MD_FIELDS = ("ca_proto", "ca_agreement", "pkey_specs", "renew_mode", "renew_window",
+              "warn_window", "require_https", "must_staple", "stapling", "challenges", "profile",
+              "profile_mandatory", "ari_renewals")
+# mod_md's module env (MDHttpProxy & co.): the MD's own value, else the module-global one.
+_ENV_FIELDS = ("dns01_cmd", "proxy_url", "ca_certs", "proxy_ca_certs")
+
+
 def effective_md(draft: _MDDraft, c: _Collected) -> ManagedDomain:
-    """The MD with its own settings, else the server level's, else defaults."""
-    p, g, env = draft.props, c.global_props, c.module_env
-
-    def get(key: str, default: Any = None) -> Any:
-        if key in p:
-            return p[key]
-        return g.get(key, default)
-
-    def get_env(key: str) -> Any:
-        v = p[key] if key in p else env.get(key)
-        return v or None  # "" means `none`
-
-    transitive = p.get("transitive", draft.transitive if draft.transitive is not None
-                       else g.get("transitive", True))
-    eab = get("eab")
-    kid, hmac = (eab if eab and eab[0] != "none" else (None, None))
-    require = get("require_https")
-    contact = get("contact")
-    if not contact and c.server_admin:
-        contact = schemify(c.server_admin)
-    return ManagedDomain(
-        name=draft.names[0], domains=list(draft.names), location=draft.location,
-        transitive=transitive,
-        ca_urls=list(get("ca_urls") or [DEFAULT_CA]),
-        ca_urls_configured="ca_urls" in p or "ca_urls" in g,
-        ca_proto=get("ca_proto", "ACME"),
-        ca_agreement=get("ca_agreement"),
-        contacts=[contact] if contact else [],
-        eab_kid=kid, eab_hmac=hmac,
-        pkey_specs=list(get("pkeys") or []),
-        renew_mode=get("renew_mode", RenewMode.AUTO),
-        renew_window=get("renew_window", Timeslice(percent=33)),
-        warn_window=get("warn_window", Timeslice(percent=10)),
-        require_https=None if require in (None, "off") else require,
-        must_staple=get("must_staple", False),
-        stapling=get("stapling", False),
-        challenges=list(get("challenges")) if get("challenges") else None,
-        dns01_cmd=get_env("dns01_cmd"),
-        dns01_cmd_md=p.get("dns01_cmd") or None,
-        proxy_url=get_env("proxy_url"),
-        ca_certs=get_env("ca_certs"),
-        proxy_ca_certs=get_env("proxy_ca_certs"),
-        profile=get("profile"),
-        profile_mandatory=get("profile_mandatory", False),
-        ari_renewals=get("ari_renewals", True),
-        cert_files=list(draft.cert_files), key_files=list(draft.key_files),
-    )
+    """The MD with its own settings, else the server level's; the rest are the model's defaults."""
+    p, env = draft.props, c.module_env
+    merged = {**c.global_props, **p}
+    kw: dict[str, Any] = {k: copy.copy(merged[k]) for k in _MD_FIELDS if k in merged}  # own lists
+    kw.update({k: (p[k] if k in p else env[k]) or None  # "" means `none`
+               for k in _ENV_FIELDS if k in p or k in env})
+    kw["dns01_cmd_md"] = p.get("dns01_cmd")
+    if merged.get("ca_urls"):
+        kw["ca_urls"] = list(merged["ca_urls"])
+    kw["ca_urls_configured"] = "ca_urls" in merged
+    if "transitive" in p:  # MDMembers auto|manual inside the section
+        kw["transitive"] = p["transitive"]
+    elif draft.transitive is not None:  # auto|manual on the MDomain line
+        kw["transitive"] = draft.transitive
+    elif "transitive" in merged:  # MDMembers auto|manual at server level
+        kw["transitive"] = merged["transitive"]
+    eab = merged.get("eab")
+    if eab and eab[0] != "none":
+        kw["eab_kid"], kw["eab_hmac"] = eab
+    contact = merged.get("contact") or (schemify(c.server_admin) if c.server_admin else None)
+    if contact:
+        kw["contacts"] = [contact]
+    return ManagedDomain(name=draft.names[0], domains=list(draft.names), location=draft.location,
+                         cert_files=list(draft.cert_files), key_files=list(draft.key_files), **kw)
 
 
 # --------------------------------------------------------------------------
@@ -1037,9 +1022,11 @@ def build_config(parsed: syntax.ParseResult, main_file: str) -> Config:
     w = _Walker(parsed.server_root)
     c = w.c
     w.walk(parsed.directives, _Scope("server", c.global_props))
-    c.settings.stapling = bool(c.global_props.get("stapling", False))
-    c.settings.proxy_url = c.module_env.get("proxy_url") or None
-    c.settings.proxy_ca_certs = c.module_env.get("proxy_ca_certs") or None
+    if "stapling" in c.global_props:
+        c.settings.stapling = c.global_props["stapling"]
+    for key in ("proxy_url", "proxy_ca_certs"):
+        if c.module_env.get(key):
+            setattr(c.settings, key, c.module_env[key])
     listen = c.listen_ports
     for vh in c.vhosts:
         if id(vh) in w.any_port:
