@@ -57,6 +57,11 @@ class Invalid(Exception):
 # Value parsers: pure functions, (args) -> value or raise Invalid
 
 
+def is_none(value: str) -> bool:
+    """`none` (any case): the value that switches a setting off, as mod_md spells it."""
+    return value.lower() == "none"
+
+
 def parse_on_off(value: str) -> bool:
     v = value.lower()
     if v in ("on", "off"):
@@ -347,8 +352,9 @@ def parse_activation_window(value: str) -> tuple[int, int]:
     raise Invalid(f"MDActivationWindow '{value}' must look like HH:MM-HH:MM, e.g. 02:00-05:00")
 
 
-def parse_eab(args: list[str], server_root: str) -> tuple[str, str | None]:
-    """(kid, hmac) from `kid hmac`, `none` or a JSON file relative to ServerRoot.
+def parse_eab(args: list[str], server_root: str) -> tuple[str | None, str | None]:
+    """(kid, hmac) from `kid hmac`, a JSON file relative to ServerRoot, or (None, None)
+    for `none` (which overrides a global value).
 
     The file holds a secret: like an SSH key it is refused when others may read
     it (mod_md reads it as root and does not check; apache-md's `check` and
@@ -357,8 +363,8 @@ def parse_eab(args: list[str], server_root: str) -> tuple[str, str | None]:
     if len(args) == 2:
         return args[0], args[1]
     arg = args[0]
-    if arg.lower() == "none":
-        return "none", None
+    if is_none(arg):
+        return None, None
     if not arg or "\0" in arg:
         raise Invalid(f"MDExternalAccountBinding: Invalid file path {arg}")
     path = os.path.normpath(os.path.join(server_root, arg))
@@ -443,9 +449,9 @@ def _one(f: Callable[[str], Any]) -> Parser:
     return lambda args, root: f(args[0])
 
 
-def _path_or_none(args: list[str], root: str) -> str:
-    """A path relative to ServerRoot; "" stands for `none` (overrides a global value)."""
-    return "" if args[0].lower() == "none" else os.path.normpath(os.path.join(root, args[0]))
+def _path_or_none(args: list[str], root: str) -> str | None:
+    """A path relative to ServerRoot, or None for `none` (which overrides a global value)."""
+    return None if is_none(args[0]) else os.path.normpath(os.path.join(root, args[0]))
 
 
 def _abs_path(args: list[str], root: str) -> str:
@@ -862,8 +868,7 @@ def effective_md(draft: _MDDraft, c: _Collected) -> ManagedDomain:
     p, env = draft.props, c.module_env
     merged = {**c.global_props, **p}
     kw: dict[str, Any] = {k: copy.copy(merged[k]) for k in _MD_FIELDS if k in merged}  # own lists
-    kw.update({k: (p[k] if k in p else env[k]) or None  # "" means `none`
-               for k in _ENV_FIELDS if k in p or k in env})
+    kw.update({k: p[k] if k in p else env[k] for k in _ENV_FIELDS if k in p or k in env})
     kw["dns01_cmd_md"] = p.get("dns01_cmd")
     if merged.get("ca_urls"):
         kw["ca_urls"] = list(merged["ca_urls"])
@@ -874,9 +879,8 @@ def effective_md(draft: _MDDraft, c: _Collected) -> ManagedDomain:
         kw["transitive"] = draft.transitive
     elif "transitive" in merged:  # MDMembers auto|manual at server level
         kw["transitive"] = merged["transitive"]
-    eab = merged.get("eab")
-    if eab and eab[0] != "none":
-        kw["eab_kid"], kw["eab_hmac"] = eab
+    if "eab" in merged:
+        kw["eab_kid"], kw["eab_hmac"] = merged["eab"]
     contact = merged.get("contact") or (schemify(c.server_admin) if c.server_admin else None)
     if contact:
         kw["contacts"] = [contact]
@@ -1025,7 +1029,7 @@ def build_config(parsed: syntax.ParseResult, main_file: str) -> Config:
     if "stapling" in c.global_props:
         c.settings.stapling = c.global_props["stapling"]
     for key in ("proxy_url", "proxy_ca_certs"):
-        if c.module_env.get(key):
+        if key in c.module_env:
             setattr(c.settings, key, c.module_env[key])
     listen = c.listen_ports
     for vh in c.vhosts:

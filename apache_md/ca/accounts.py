@@ -44,10 +44,9 @@ def _id_prefix(ca_url: str) -> str:
 
 
 def _eab_matches(stored: dict | None, md: ManagedDomain) -> bool:
-    kid = md.eab_kid if md.eab_kid and md.eab_kid != "none" else None
-    if not kid:
+    if not md.eab_kid:
         return not stored or not stored.get("kid")
-    return bool(stored) and stored.get("kid") == kid and stored.get("hmac") == md.eab_hmac
+    return bool(stored) and stored.get("kid") == md.eab_kid and stored.get("hmac") == md.eab_hmac
 
 
 def find(store: Store, md: ManagedDomain, ca_url: str) -> Account | None:
@@ -73,7 +72,7 @@ def find(store: Store, md: ManagedDomain, ca_url: str) -> Account | None:
 
 
 def _eab_binding(conn: CAConnection, md: ManagedDomain, jwk: jose.JWK) -> dict | None:
-    if not md.eab_kid or md.eab_kid == "none":
+    if not md.eab_kid:
         return None
     try:
         jose.b64.b64decode(md.eab_hmac or "")
@@ -103,7 +102,7 @@ def register(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
             22, "Invalid argument", None,
             f"No contact information is available for MD {md.name}. Configure one using the "
             "MDContactEmail or ServerAdmin directive.")
-    if meta.get("externalAccountRequired") and not (md.eab_kid and md.eab_kid != "none"):
+    if meta.get("externalAccountRequired") and not md.eab_kid:
         raise CAProblem(
             22, "Invalid argument", "urn:ietf:params:acme:error:externalAccountRequired",
             "the CA requires 'External Account Binding' which is not configured. This means "
@@ -125,7 +124,7 @@ def register(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
     }
     if md.ca_agreement:
         doc["agreement"] = tos or md.ca_agreement
-    if md.eab_kid and md.eab_kid != "none":
+    if md.eab_kid:
         doc["eab"] = {"kid": md.eab_kid, "hmac": md.eab_hmac}
     store.write_bytes(ACCOUNTS, acct_id, "account.pem", crypto.key_to_pem(key, store.key))
     # mod_md leaves account.json 0644 with the hmac in clear; only the worker reads it.

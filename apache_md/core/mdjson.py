@@ -47,7 +47,7 @@ def md_to_json(md: ManagedDomain, *, ca_url: str | None = None, account: str | N
     put(obj, "proxy-url", md.proxy_url)
     put(obj, "ca-certs", md.ca_certs)
     put(obj, "proxy-ca-certs", md.proxy_ca_certs)
-    if md.eab_kid and md.eab_kid != "none":
+    if md.eab_kid:
         obj["eab"] = {"kid": md.eab_kid, "hmac": "***" if public else md.eab_hmac}
     put(obj, "profile", md.profile)
     obj["profile-mandatory"] = md.profile_mandatory
