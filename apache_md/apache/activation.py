@@ -25,6 +25,7 @@ from ..notify import Messenger
 from ..store import state
 from ..store.facts import read as read_facts
 from ..store.fs import (
+    ACCOUNTS,
     CHALLENGES,
     DOMAINS,
     STAGING,
@@ -170,9 +171,9 @@ def _account_for(store: Store, ca_url: str | None) -> str | None:
     """The account id used at `ca_url` (for md.json's ca.account)."""
     if not ca_url:
         return None
-    for acct in store.names("accounts"):
+    for acct in store.names(ACCOUNTS):
         try:
-            doc = store.read_json("accounts", acct, "account.json") or {}
+            doc = store.read_json(ACCOUNTS, acct, "account.json") or {}
         except StoreError:
             continue
         if doc.get("ca-url") == ca_url and doc.get("status") == "valid":

@@ -32,6 +32,7 @@ from ..core.model import (
     RenewMode,
     VHost,
 )
+from ..store.fs import APACHE
 from . import syntax
 from .syntax import Directive
 
@@ -1044,7 +1045,7 @@ def build_config(parsed: syntax.ParseResult, main_file: str) -> Config:
         vhosts.insert(0, base)
     # Includes of apache-md's own generated files may not exist before the first
     # `apache-md activate`; that is expected, not an error.
-    generated = os.path.join(c.settings.store_dir, "apache") + os.sep
+    generated = os.path.join(c.settings.store_dir, APACHE) + os.sep
     ours = {id(p) for path, p in parsed.missing_includes if path.startswith(generated)}
     config = Config(
         main_file=main_file, server_root=parsed.server_root, settings=c.settings,

@@ -165,7 +165,7 @@ def obtain(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
     """The account to use for `md` at this CA, registering one if needed."""
     acct = find(store, md, conn.url)
     if acct is None:
-        with store_lock(store, "accounts"):
+        with store_lock(store, ACCOUNTS):
             acct = find(store, md, conn.url) or register(store, conn, md)
     conn.use_account(acct.jwk, acct.regr)
     return acct

@@ -24,7 +24,7 @@ from ..core.model import GlobalSettings, ManagedDomain
 from ..core.schedule import backoff_delay, missing_reason, next_check, ready_at
 from ..notify import Messenger
 from ..store import castats, credentials
-from ..store.fs import STAGING, Store, StoreError
+from ..store.fs import DOMAINS, STAGING, Store, StoreError
 from ..store.jobs import load_job, save_job  # noqa: F401 - load_job re-exported
 from ..store.locks import Busy, md_lock
 from . import accounts, preflight, tailscale
@@ -194,7 +194,7 @@ class Driver:
         return None
 
     def _replaces(self, md: ManagedDomain, spec) -> str | None:
-        ch = credentials.chain(self.store, "domains", md.name, spec)
+        ch = credentials.chain(self.store, DOMAINS, md.name, spec)
         return crypto.ari_cert_id(ch[0]) if ch else None
 
     def _new_order(self, conn: CAConnection, md: ManagedDomain, profile, replaces):
