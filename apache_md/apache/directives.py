@@ -19,7 +19,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from ..core import crypto, tailscale
-from ..core.durations import Timeslice, parse_duration
+from ..core.durations import DurationError, Timeslice, parse_duration
 from ..core.model import (
     KNOWN_CA_NAMES,
     KNOWN_CAS,
@@ -222,16 +222,19 @@ def parse_pkeys(args: list[str]) -> list[KeySpec]:
 
 
 def parse_window(name: str, value: str) -> Timeslice:
-    ts = Timeslice.parse(value, "d")
-    if isinstance(ts, str):
-        raise Invalid(f"{name} {ts}")
-    return ts
+    try:
+        return Timeslice.parse(value, "d")
+    except DurationError as e:
+        raise Invalid(f"{name} {e}") from None
 
 
 def parse_keep_response(value: str) -> float:
     """Seconds; a percentage is of mod_md's 7-day norm and may exceed 100%."""
-    secs = parse_duration(value, "d")
-    if secs is not None and secs >= 0:
+    try:
+        secs = parse_duration(value, "d")
+    except DurationError:
+        secs = -1
+    if secs >= 0:
         return secs
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value)
     if m:
@@ -240,10 +243,10 @@ def parse_keep_response(value: str) -> float:
 
 
 def _duration(value: str, unit: str = "s") -> float:
-    secs = parse_duration(value, unit)
-    if secs is None:
-        raise Invalid("unrecognized duration format")
-    return secs
+    try:
+        return parse_duration(value, unit)
+    except DurationError as e:
+        raise Invalid(str(e)) from None
 
 
 def parse_check_interval(value: str) -> float:
@@ -280,9 +283,10 @@ def parse_store_locks(value: str) -> float | None:
         return None
     if v == "on":
         return STORE_LOCK_WAIT
-    secs = parse_duration(value, "s")
-    if secs is None:
-        raise Invalid("neither 'on', 'off' or a duration specified")
+    try:
+        secs = parse_duration(value, "s")
+    except DurationError:
+        raise Invalid("neither 'on', 'off' or a duration specified") from None
     return secs if secs else None
 
 
@@ -332,9 +336,10 @@ def parse_port_map(args: list[str]) -> dict[int, int | None]:
 
 
 def parse_activation_interval(value: str) -> float:
-    secs = parse_duration(value, "s")
-    if secs is None:
-        raise Invalid("MDActivationInterval: unrecognized duration format")
+    try:
+        secs = parse_duration(value, "s")
+    except DurationError as e:
+        raise Invalid(f"MDActivationInterval: {e}") from None
     if secs < 0:
         raise Invalid("MDActivationInterval must not be negative")
     return secs

@@ -13,15 +13,19 @@ _UNITS = {"d": 86400.0, "h": 3600.0, "mi": 60.0, "s": 1.0, "ms": 0.001}
 _DURATION = re.compile(r"^\s*(-?\d+)\s*(d|h|mi|s|ms)?\s*$", re.IGNORECASE)
 
 
-def parse_duration(text: str, default_unit: str = "s") -> float | None:
-    """Seconds for `text`, or None when it is not a duration.
+class DurationError(ValueError):
+    """Not a duration or time slice; the text is mod_md's words for what is wrong."""
+
+
+def parse_duration(text: str, default_unit: str = "s") -> float:
+    """Seconds for `text`; DurationError when it is not a duration.
 
     mod_md accepts an integer and an optional unit; the default unit differs
     per directive (days for windows and MDActivationDelay, seconds otherwise).
     """
     m = _DURATION.match(text)
     if not m:
-        return None
+        raise DurationError("unrecognized duration format")
     unit = (m.group(2) or default_unit).lower()
     return int(m.group(1)) * _UNITS[unit]
 
@@ -43,21 +47,24 @@ class Timeslice:
     percent: float | None = None
 
     @classmethod
-    def parse(cls, text: str, default_unit: str = "d") -> "Timeslice | str":
-        """A Timeslice, or an error message fragment (mod_md's wording)."""
-        secs = parse_duration(text, default_unit)
-        if secs is not None:
+    def parse(cls, text: str, default_unit: str = "d") -> "Timeslice":
+        """A Timeslice; DurationError (a message fragment in mod_md's words) if it is none."""
+        try:
+            secs = parse_duration(text, default_unit)
+        except DurationError:
+            pass
+        else:
             if secs < 0:
-                return "has unrecognized format"
+                raise DurationError("has unrecognized format")
             return cls(seconds=secs)
         m = re.match(r"^\s*(-?\d+(?:\.\d+)?)\s*%\s*$", text)
         if not m:
-            return "has unrecognized format"
+            raise DurationError("has unrecognized format")
         pct = float(m.group(1))
         if pct < 0:
-            return "percent must be less than 100"
+            raise DurationError("percent must be less than 100")
         if pct >= 100:
-            return "with a length of 100% or more is not allowed."
+            raise DurationError("with a length of 100% or more is not allowed.")
         return cls(percent=pct)
 
     def length(self, not_before: datetime, not_after: datetime) -> timedelta:

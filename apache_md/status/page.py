@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from ..core.durations import Timeslice
+from ..core.durations import DurationError, Timeslice
 from ..core.jsonfmt import parse_http_date
 from ..core.model import MDState, RenewMode, name_of
 
@@ -123,8 +123,10 @@ def window_marks(md: dict[str, Any]) -> dict[str, datetime] | None:
     if not start or not end or end <= start:
         return None
     renew = parse_http_date(md.get("renew-at")) or end
-    warn_slice = Timeslice.parse(str(md.get("warn-window", "10%")))
-    warn = warn_slice.start(start, end) if isinstance(warn_slice, Timeslice) else end
+    try:
+        warn = Timeslice.parse(str(md.get("warn-window", "10%"))).start(start, end)
+    except DurationError:  # not from md_status: no warn mark
+        warn = end
     clamp = lambda t: min(max(t, start), end)  # noqa: E731
     return {"from": start, "renew": clamp(renew), "warn": clamp(max(warn, renew)), "until": end}
 

@@ -2,7 +2,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from apache_md.core.durations import Timeslice, format_duration, parse_duration
+from apache_md.core.durations import (
+    DurationError,
+    Timeslice,
+    format_duration,
+    parse_duration,
+)
 
 
 @pytest.mark.parametrize("text,unit,seconds", [
@@ -14,7 +19,8 @@ def test_parse_duration(text, unit, seconds):
 
 @pytest.mark.parametrize("text", ["1y", "5m", "dec-31", "", "d"])
 def test_parse_duration_rejects(text):
-    assert parse_duration(text) is None
+    with pytest.raises(DurationError, match="unrecognized duration format"):
+        parse_duration(text)
 
 
 @pytest.mark.parametrize("seconds,text", [(864000, "10d"), (43200, "12h"), (90, "90s"),
@@ -35,4 +41,5 @@ def test_timeslice_percent_and_absolute():
 @pytest.mark.parametrize("text,msg", [("100%", "100% or more"), ("-5%", "less than 100"),
                                       ("1y", "unrecognized format")])
 def test_timeslice_errors(text, msg):
-    assert msg in Timeslice.parse(text)
+    with pytest.raises(DurationError, match=msg):
+        Timeslice.parse(text)
