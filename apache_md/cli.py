@@ -35,7 +35,7 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _loader(args):
-    from .apache.directives import load_config
+    from .apache.config import load_config
 
     def load() -> Config:
         return load_config(args.config, server_root=args.server_root, defines=args.define)

@@ -70,7 +70,7 @@ def md_conf(store: Path, domains: list[str], includes: bool) -> str:
 
 def build_store(apache: Apache, store: Path, domains: list[str]) -> float:
     """N certificates from a local CA, in mod_md's layout; returns seconds taken."""
-    from apache_md.apache.directives import load_config
+    from apache_md.apache.config import load_config
     from apache_md.core.mdjson import md_to_json
     from apache_md.store.fs import DOMAINS, Store
 
@@ -154,7 +154,7 @@ def run_live(apache: Apache, tmp: Path) -> dict:
 def cycle_cpu(apache: Apache, cycles: int = 3) -> list[float]:
     """CPU seconds of Worker.cycle() in this process: the first parses every
     certificate, later ones find them in the parse cache."""
-    from apache_md.apache.directives import load_config
+    from apache_md.apache.config import load_config
     from apache_md.worker import Worker
 
     w = Worker(lambda: load_config(str(apache.main_conf)), ["true"], once=True)

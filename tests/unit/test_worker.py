@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from apache_md.apache.directives import load_config
+from apache_md.apache.config import load_config
 from apache_md.worker import config_stamp
 
 

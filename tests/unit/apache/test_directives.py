@@ -10,16 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from apache_md.apache.directives import (
-    Invalid,
-    NameIndex,
-    link,
-    load_config,
-    overlap,
-    parse_pkeys,
-    uri_problem,
-    vhost_mds,
-)
+from apache_md.apache.config import NameIndex, link, load_config, overlap, vhost_mds
+from apache_md.apache.directives import Invalid, parse_pkeys, uri_problem
 from apache_md.core import model
 from apache_md.core.durations import Timeslice
 from apache_md.core.model import (

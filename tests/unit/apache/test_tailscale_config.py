@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from apache_md.apache.directives import load_text
+from apache_md.apache.config import load_text
 from apache_md.ca import ari
 from apache_md.core import tailscale
 from apache_md.core.crypto import CertInfo

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from apache_md.apache import includes
-from apache_md.apache.directives import load_config
+from apache_md.apache.config import load_config
 from apache_md.ca import stapler
 from apache_md.core import ocsp
 from apache_md.core.compat import load_pem_x509_certificates

@@ -1,0 +1,569 @@
+"""The Apache configuration -> `model.Config`, as mod_md sees it.
+
+Walks the tree from `syntax`, applies every MD* directive from the table in
+`directives` in its context (server, <VirtualHost>, <MDomain>), collects Listen
+ports and virtual hosts, computes each Managed Domain's effective settings (MD
+section > server level > default), matches vhosts to MDs and reports the
+start-up conflicts mod_md would refuse to start with. Nothing here raises for
+bad input.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..core import crypto, tailscale
+from ..core.model import (
+    Config,
+    GlobalSettings,
+    Location,
+    ManagedDomain,
+    Problem,
+    VHost,
+)
+from ..store.fs import APACHE
+from . import syntax
+from .directives import (
+    ENV,
+    GLOBAL,
+    MD,
+    MD_SECTION,
+    PROP,
+    RAW,
+    SPECIAL,
+    SPECS,
+    SRV,
+    TAKE1,
+    VHOST_IGNORED,
+    Invalid,
+    Spec,
+    arg_count_problem,
+    challenge_type_warnings,
+    normalize_name,
+    parse_names,
+    parse_transitive,
+    schemify,
+)
+from .syntax import Directive
+
+# Sections whose content is per-directory: MD directives cannot go there.
+DIR_SECTIONS = frozenset({"directory", "directorymatch", "location", "locationmatch",
+                          "files", "filesmatch", "proxy", "proxymatch"})
+# mod_md 1.x names, removed in v1.99.5: httpd rejects them as unknown.
+REMOVED = frozenset({"manageddomain"})
+# Sections that only exist at request time and do not scope server config.
+TRANSPARENT_SECTIONS = frozenset({"if", "elseif", "else"})
+
+
+# --------------------------------------------------------------------------
+# Reading the tree
+
+
+@dataclass
+class _MDDraft:
+    names: list[str]
+    location: Location
+    transitive: bool | None = None  # auto/manual on the MDomain line
+    props: dict[str, Any] = field(default_factory=dict)
+    cert_files: list[str] = field(default_factory=list)
+    key_files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Scope:
+    kind: str  # "server" | "vhost" | "md"
+    props: dict[str, Any]
+    md: _MDDraft | None = None
+    vhost: VHost | None = None
+    dir_section: str | None = None  # name of an enclosing <Directory>-like section
+
+
+@dataclass
+class _Collected:
+    """Everything read from the tree, before effective values are computed."""
+
+    server_root: str
+    settings: GlobalSettings
+    global_props: dict[str, Any] = field(default_factory=dict)
+    module_env: dict[str, Any] = field(default_factory=dict)
+    mds: list[_MDDraft] = field(default_factory=list)
+    vhosts: list[VHost] = field(default_factory=list)
+    listen_ports: list[int] = field(default_factory=list)
+    listens: list[str] = field(default_factory=list)
+    server_name: str | None = None
+    server_name_loc: Location | None = None
+    server_admin: str | None = None
+    base_ssl: bool = False
+    base_protocols: list[str] = field(default_factory=list)
+    base_cert_files: list[str] = field(default_factory=list)
+    base_key_files: list[str] = field(default_factory=list)
+    user: str | None = None
+    group: str | None = None
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def server_name_host(value: str) -> str:
+    """ServerName `[scheme://]host[:port]` -> lowercased host (IPv6 without brackets)."""
+    v = value.split("://", 1)[1] if "://" in value else value
+    if v.startswith("["):
+        return normalize_name(v[: v.find("]") + 1] if "]" in v else v)
+    return normalize_name(v.rsplit(":", 1)[0] if v.count(":") == 1 else v)
+
+
+def address_port(addr: str) -> int | None:
+    """The port of a Listen/VirtualHost address, None when it has none (or `*`)."""
+    host_port = addr.rsplit("]", 1)[1] if addr.startswith("[") else addr
+    if ":" not in host_port:
+        return int(host_port) if host_port.isdigit() and not addr.startswith("[") else None
+    port = host_port.rsplit(":", 1)[1]
+    return int(port) if port.isdigit() else None
+
+
+class _Walker:
+    def __init__(self, server_root: str):
+        self.c = _Collected(server_root=server_root,
+                            settings=GlobalSettings(store_dir=os.path.join(server_root, "md")))
+        self.any_port: set[int] = set()  # ids of vhosts with an address without port
+
+    def error(self, msg: str, loc: Location | None, md: str | None = None) -> None:
+        self.c.errors.append(Problem(msg, loc, md))
+
+    def warn(self, msg: str, loc: Location | None, md: str | None = None) -> None:
+        self.c.warnings.append(Problem(msg, loc, md))
+
+    def invalid_command(self, name: str, loc: Location) -> None:
+        self.error(f"Invalid command '{name}', perhaps misspelled or defined by a module "
+                   "not included in the server configuration", loc)
+
+    def walk(self, directives: list[Directive], scope: _Scope) -> None:
+        for d in directives:
+            if d.is_section:
+                self.section(d, scope)
+            elif d.lname in SPECS:
+                self.md_directive(SPECS[d.lname], d, scope)
+            elif d.lname.startswith("md") or d.lname in REMOVED:
+                self.invalid_command(d.name, d.location)
+            elif scope.dir_section is None and scope.kind != "md":
+                self.core_directive(d, scope)
+
+    # --- sections
+
+    def section(self, d: Directive, scope: _Scope) -> None:
+        ln = d.lname
+        if ln in ("mdomain", "mdomainset"):
+            self.md_section(d, scope)
+        elif ln.startswith("md") or ln in REMOVED:
+            self.invalid_command("<" + d.name, d.location)
+        elif ln == "virtualhost":
+            if scope.kind != "server" or scope.dir_section:
+                where = scope.dir_section or ("VirtualHost" if scope.kind == "vhost" else "MDomainSet")
+                self.error(f"<VirtualHost> cannot occur within <{where}> section", d.location)
+                return
+            self.virtual_host(d)
+        elif ln in DIR_SECTIONS:
+            self.walk(d.children or [], _Scope(scope.kind, scope.props, scope.md, scope.vhost,
+                                               scope.dir_section or d.name))
+        elif ln == "macro":
+            return  # a template, not configuration (mod_macro expands it at use)
+        else:  # <If>, <Limit>, unknown module sections: no scope of their own for us
+            self.walk(d.children or [], scope)
+
+    def md_section(self, d: Directive, scope: _Scope) -> None:
+        if scope.kind == "md":
+            self.error(f"<{d.name}> is not allowed inside an '{MD_SECTION}' context", d.location)
+            return
+        if scope.dir_section:
+            self.error(f"<{d.name}> cannot occur within <{scope.dir_section}> section", d.location)
+            return
+        names, transitive = parse_names(d.args)
+        if not d.args:
+            self.error(f"{MD_SECTION} > section must specify a unique domain name", d.location)
+            return
+        if not names:
+            self.error("needs at least one domain name", d.location)
+            return
+        md = _MDDraft(names, d.location, transitive)
+        self.c.mds.append(md)
+        self.walk(d.children or [], _Scope("md", md.props, md=md))
+
+    def virtual_host(self, d: Directive) -> None:
+        vh = VHost(location=d.location, addresses=list(d.args))
+        for a in d.args:
+            p = address_port(a)
+            if p is None:
+                self.any_port.add(id(vh))  # every Listen port, known only at the end
+            elif p not in vh.ports:
+                vh.ports.append(p)
+        self.c.vhosts.append(vh)
+        self.walk(d.children or [], _Scope("vhost", {}, vhost=vh))
+
+    # --- plain httpd directives we need
+
+    def core_directive(self, d: Directive, scope: _Scope) -> None:
+        ln, args, vh = d.lname, d.args, scope.vhost
+        root = self.c.server_root
+        if ln == "listen" and scope.kind == "server" and args:
+            p = address_port(args[0])
+            if p is not None and p not in self.c.listen_ports:
+                self.c.listen_ports.append(p)
+            self.c.listens.append(args[0])
+        elif ln == "servername" and args:
+            if vh:
+                vh.server_name = server_name_host(args[0])
+            else:
+                self.c.server_name, self.c.server_name_loc = server_name_host(args[0]), d.location
+        elif ln == "serveralias" and vh:
+            for a in args:
+                if normalize_name(a) not in vh.aliases:
+                    vh.aliases.append(normalize_name(a))
+        elif ln == "serveradmin" and args:
+            if vh:
+                vh.server_admin = args[0]
+            else:
+                self.c.server_admin = args[0]
+        elif ln == "user" and args and not vh:
+            self.c.user = args[0]
+        elif ln == "group" and args and not vh:
+            self.c.group = args[0]
+        elif ln == "sslengine" and args:
+            on = args[0].lower() == "on"
+            if vh:
+                vh.ssl = on
+            else:
+                self.c.base_ssl = on
+        elif ln == "protocols":
+            if vh:
+                vh.protocols = list(args)
+            else:
+                self.c.base_protocols = list(args)
+        elif ln in ("sslcertificatefile", "sslcertificatekeyfile") and args:
+            path = os.path.normpath(os.path.join(root, args[0]))
+            if vh:
+                (vh.cert_files if ln == "sslcertificatefile" else vh.key_files).append(path)
+            else:
+                (self.c.base_cert_files if ln == "sslcertificatefile" else self.c.base_key_files).append(path)
+        elif ln in ("include", "includeoptional") and vh and d.include_path:
+            vh.includes.append(d.include_path)
+
+    # --- MD directives
+
+    def md_directive(self, spec: Spec, d: Directive, scope: _Scope) -> None:
+        args = [d.raw] if spec.nargs == RAW else d.args
+        problem = arg_count_problem(spec, d.args, d.raw)
+        if problem:
+            self.error(problem, d.location)
+            return
+        in_md = scope.kind == "md"
+        if spec.name in ("MDMember", "MDMembers"):
+            self.members(spec, d, scope)
+            return
+        if spec.ctx == MD and not in_md:
+            self.error(f"{spec.name} is only valid inside a '{MD_SECTION}' context, not here", d.location)
+            return
+        if spec.ctx == SRV and in_md:
+            self.error(f"{spec.name} is not allowed inside an '{MD_SECTION}' context", d.location)
+            return
+        if scope.dir_section:
+            self.error(f"{spec.name} cannot occur within <{scope.dir_section}> section", d.location)
+            return
+        try:
+            value = spec.parse(args, self.c.server_root)
+        except Invalid as e:
+            self.error(str(e), d.location)
+            return
+        if spec.key == "challenges":
+            for msg in challenge_type_warnings(value or []):
+                self.warn(msg, d.location)
+        elif spec.key == "pkey_specs":
+            for ks in value:
+                if ks.kind == "EC" and crypto.curve(ks.curve) is None:
+                    # mod_md accepts it here and fails each renewal with this text
+                    self.warn(f"MDPrivateKeys: ec curve unknown: {ks.curve} (renewals will "
+                              "fail); use e.g. P-256, P-384 or secp521r1", d.location)
+        self.store(spec, value, d, scope)
+
+    def members(self, spec: Spec, d: Directive, scope: _Scope) -> None:
+        if scope.kind != "md":
+            if len(d.args) == 1:
+                t = parse_transitive(d.args[0])
+                if t is None:
+                    self.error('unknown value, use "auto|manual"', d.location)
+                elif scope.dir_section:
+                    self.error(f"{spec.name} cannot occur within <{scope.dir_section}> section", d.location)
+                else:
+                    self.store(replace(spec, nargs=TAKE1, store=PROP, key="transitive"), t, d, scope)
+                return
+            self.error(f"{spec.name} is only valid inside a '{MD_SECTION}' context, not here", d.location)
+            return
+        assert scope.md is not None
+        for a in d.args:
+            t = parse_transitive(a)
+            if t is not None:
+                scope.props["transitive"] = t
+            elif normalize_name(a) not in scope.md.names:
+                scope.md.names.append(normalize_name(a))
+
+    def store(self, spec: Spec, value: Any, d: Directive, scope: _Scope) -> None:
+        if spec.name == "MDomain":
+            names, transitive = value
+            if not names:
+                self.error("needs at least one domain name", d.location)
+            else:
+                self.c.mds.append(_MDDraft(names, d.location, transitive))
+        elif spec.store == SPECIAL:  # MDCertificateFile / MDCertificateKeyFile
+            assert scope.md is not None
+            getattr(scope.md, spec.key).append(value)
+        elif spec.store == GLOBAL:
+            if spec.key == "port_map":
+                self.c.settings.port_map = {**self.c.settings.port_map, **value}
+            elif spec.key == "staple_others" and scope.kind != "server":
+                pass  # per-vhost stapling of non-MD certs: nothing apache-md can do there
+            else:
+                setattr(self.c.settings, spec.key, value)
+        elif spec.store == ENV:
+            if scope.kind == "md":
+                scope.props[spec.key] = value
+            else:
+                self.c.module_env[spec.key] = value  # module-global, even inside a vhost
+        elif scope.kind == "vhost":
+            vh = scope.vhost
+            assert vh is not None
+            if spec.key == "contact":
+                vh.md_contact = value
+            elif spec.key == "stapling":
+                vh.stapling = value
+            elif spec.key in VHOST_IGNORED:
+                self.warn(f"{spec.name} inside <VirtualHost> has no effect on Managed Domains "
+                          "(as with mod_md); set it at server level or inside <MDomain>", d.location)
+        else:
+            scope.props[spec.key] = value
+
+
+# --------------------------------------------------------------------------
+# Effective values
+
+
+# MD properties stored under the name of their ManagedDomain field.
+_MD_FIELDS = ("ca_proto", "ca_agreement", "pkey_specs", "renew_mode", "renew_window",
+              "warn_window", "require_https", "must_staple", "stapling", "challenges", "profile",
+              "profile_mandatory", "ari_renewals")
+# mod_md's module env (MDHttpProxy & co.): the MD's own value, else the module-global one.
+_ENV_FIELDS = ("dns01_cmd", "proxy_url", "ca_certs", "proxy_ca_certs")
+
+
+def effective_md(draft: _MDDraft, c: _Collected) -> ManagedDomain:
+    """The MD with its own settings, else the server level's; the rest are the model's defaults."""
+    p, env = draft.props, c.module_env
+    merged = {**c.global_props, **p}
+    kw: dict[str, Any] = {k: copy.copy(merged[k]) for k in _MD_FIELDS if k in merged}  # own lists
+    kw.update({k: p[k] if k in p else env[k] for k in _ENV_FIELDS if k in p or k in env})
+    kw["dns01_cmd_md"] = p.get("dns01_cmd")
+    if merged.get("ca_urls"):
+        kw["ca_urls"] = list(merged["ca_urls"])
+    kw["ca_urls_configured"] = "ca_urls" in merged
+    if "transitive" in p:  # MDMembers auto|manual inside the section
+        kw["transitive"] = p["transitive"]
+    elif draft.transitive is not None:  # auto|manual on the MDomain line
+        kw["transitive"] = draft.transitive
+    elif "transitive" in merged:  # MDMembers auto|manual at server level
+        kw["transitive"] = merged["transitive"]
+    if "eab" in merged:
+        kw["eab_kid"], kw["eab_hmac"] = merged["eab"]
+    contact = merged.get("contact") or (schemify(c.server_admin) if c.server_admin else None)
+    if contact:
+        kw["contacts"] = [contact]
+    return ManagedDomain(name=draft.names[0], domains=list(draft.names), location=draft.location,
+                         cert_files=list(draft.cert_files), key_files=list(draft.key_files), **kw)
+
+
+# --------------------------------------------------------------------------
+# Vhosts <-> MDs
+
+
+class NameIndex:
+    """Which MDs claim a name, literally or by a `*.` wildcard, as
+    ManagedDomain.covers() decides: vhosts find their MDs, and overlaps are
+    found, by lookup rather than by comparing every MD with every other (a
+    million comparisons at each configuration load with a thousand MDs)."""
+
+    def __init__(self, mds: list[ManagedDomain]):
+        self.exact: dict[str, set[int]] = {}
+        self.wild: dict[str, set[int]] = {}
+        for i, md in enumerate(mds):
+            for p in md.domains:
+                self.exact.setdefault(p, set()).add(i)
+                if p.startswith("*."):
+                    self.wild.setdefault(p[2:], set()).add(i)
+
+    def covering(self, name: str) -> list[int]:
+        """Indexes (ascending) of the MDs that cover `name` or list it literally."""
+        norm = name.lower().rstrip(".")
+        found = self.exact.get(name, set()) | self.exact.get(norm, set())
+        if "." in norm:
+            found = found | self.wild.get(norm.split(".", 1)[1], set())
+        return sorted(found)
+
+
+def vhost_mds(vh: VHost, mds: list[ManagedDomain], match_names: str,
+              index: NameIndex | None = None) -> list[ManagedDomain]:
+    """The MDs a vhost belongs to, in MD order (mod_md's matching)."""
+    index = index or NameIndex(mds)
+    if match_names == "servernames":
+        if not vh.server_name:
+            return []
+        found = [mds[i] for i in index.covering(vh.server_name)]
+        exact = [md for md in found if vh.server_name in md.domains]
+        return exact or found  # a specific MD pre-empts a wildcard MD
+    return [mds[i] for i in sorted({i for n in vh.names for i in index.covering(n)})]
+
+
+def overlap(a: ManagedDomain, b: ManagedDomain) -> str | None:
+    """A name both MDs claim (wildcards included), or None."""
+    for n in b.domains:
+        if a.covers(n) or n in a.domains:
+            return n
+    for n in a.domains:
+        if b.covers(n):
+            return n
+    return None
+
+
+def _loc_text(loc: Location) -> str:
+    return f"{loc.file}(line {loc.line})"
+
+
+def link(config: Config, errors: list[Problem], warnings: list[Problem]) -> None:
+    """Assign vhosts, add auto members, and check what mod_md checks at start."""
+    s = config.settings
+    index = NameIndex(config.mds)
+    if s.match_names == "all":
+        # Only pairs sharing a name can overlap; overlap() then names it as before.
+        pairs = {(min(i, j), max(i, j)) for j, md in enumerate(config.mds)
+                 for n in md.domains for i in index.covering(n) if i != j}
+        for i, j in sorted(pairs):
+            a, b = config.mds[i], config.mds[j]
+            n = overlap(a, b)
+            if n:
+                errors.append(Problem(
+                    f"AH10038: two Managed Domains have an overlap in domain '{n}', first definition "
+                    f"in {_loc_text(a.location)}, second in {_loc_text(b.location)}", b.location, b.name))
+    only_md: dict[int, list[VHost]] = {}  # id(md) -> SSL vhosts that match it alone
+    for vh in config.vhosts:
+        mds = vhost_mds(vh, config.mds, s.match_names, index)
+        for md in mds:
+            md.vhosts.append(vh)
+        if vh.ssl and len(mds) > 1:
+            errors.append(Problem(f"AH10042: conflict: {len(mds)} MDs match to SSL VirtualHost "
+                                  f"{vh.server_name or vh.label}, there can at most be one.", vh.location))
+        if vh.ssl and len(mds) == 1:
+            only_md.setdefault(id(mds[0]), []).append(vh)
+    for md in config.mds:
+        for vh in only_md.get(id(md), []):
+            for n in vh.names:
+                if md.covers(n):
+                    continue
+                if md.transitive:
+                    md.domains.append(n)
+                else:
+                    warnings.append(Problem(
+                        f"AH10040: Virtual Host {vh.label} matches Managed Domain '{md.name}', but the "
+                        f"name/alias {n} itself is not managed. A requested MD certificate will not "
+                        "match ServerName.", vh.location, md.name))
+        if not md.contacts:
+            for vh in md.vhosts:
+                contact = vh.md_contact or vh.server_admin
+                if contact:
+                    md.contacts = [schemify(contact)]
+                    break
+        if len(md.cert_files) != len(md.key_files):
+            msg = (f"AH10171: The Managed Domain '{md.name}' has MDCertificateKeyFile(s) but no "
+                   "MDCertificateFile." if not md.cert_files else
+                   f"AH10170: The Managed Domain '{md.name}' needs one MDCertificateKeyFile for each "
+                   "MDCertificateFile.")
+            errors.append(Problem(msg, md.location, md.name))
+        complete_protocol(md, errors, warnings)
+        if not md.vhosts:
+            warnings.append(Problem(f"AH10045: No VirtualHost matches Managed Domain {md.name}",
+                                    md.location, md.name))
+        elif md.require_https and not md.ssl_vhosts:
+            warnings.append(Problem(
+                f"AH10105: MD {md.name} does not match any VirtualHost with 'SSLEngine on', but is "
+                "configured to require https. This cannot work.", md.location, md.name))
+
+
+def complete_protocol(md: ManagedDomain, errors: list[Problem], warnings: list[Problem]) -> None:
+    """mod_md's store sync: an unknown MDCertificateProtocol is fatal (AH10172), and the
+    protocol completes the MD (tailscale: its socket as default CA, the daemon's key)."""
+    if md.ca_proto.lower() not in ("acme", tailscale.PROTO):
+        errors.append(Problem(f"AH10172: md[{md.name}]: error syncing to store: [{md.name}] uses "
+                              f"unknown CA protocol '{md.ca_proto}' (known: ACME, tailscale)",
+                              md.location, md.name))
+    elif tailscale.applies(md):
+        if not md.ca_urls_configured:
+            md.ca_urls = [tailscale.DEFAULT_URL]
+        warnings.extend(Problem(m, md.location, md.name) for m in tailscale.config_problems(md))
+        md.pkey_specs = []
+
+
+# --------------------------------------------------------------------------
+# Entry points
+
+
+def build_config(parsed: syntax.ParseResult, main_file: str) -> Config:
+    """Interpret a parsed Apache configuration."""
+    w = _Walker(parsed.server_root)
+    c = w.c
+    w.walk(parsed.directives, _Scope("server", c.global_props))
+    if "stapling" in c.global_props:
+        c.settings.stapling = c.global_props["stapling"]
+    for key in ("proxy_url", "proxy_ca_certs"):
+        if key in c.module_env:
+            setattr(c.settings, key, c.module_env[key])
+    listen = c.listen_ports
+    for vh in c.vhosts:
+        if id(vh) in w.any_port:
+            vh.ports = list(dict.fromkeys(vh.ports + listen))
+    vhosts = list(c.vhosts)
+    if c.settings.base_server and c.server_name:
+        base = VHost(location=c.server_name_loc or Location(main_file, 1), server_name=c.server_name,
+                     ports=list(listen), ssl=c.base_ssl, server_admin=c.server_admin,
+                     protocols=list(c.base_protocols), cert_files=list(c.base_cert_files),
+                     key_files=list(c.base_key_files), is_base=True)
+        vhosts.insert(0, base)
+    # Includes of apache-md's own generated files may not exist before the first
+    # `apache-md activate`; that is expected, not an error.
+    generated = os.path.join(c.settings.store_dir, APACHE) + os.sep
+    ours = {id(p) for path, p in parsed.missing_includes if path.startswith(generated)}
+    config = Config(
+        main_file=main_file, server_root=parsed.server_root, settings=c.settings,
+        mds=[effective_md(d, c) for d in c.mds], vhosts=vhosts, listen_ports=list(listen),
+        listens=list(c.listens),
+        modules=set(parsed.modules), server_admin=c.server_admin, user=c.user, group=c.group,
+        files=list(parsed.files),
+        errors=[p for p in parsed.errors if id(p) not in ours] + c.errors,
+        warnings=list(parsed.warnings) + c.warnings,
+    )
+    # mod_md's can_http: public port 80 is mapped to a local port Apache listens on.
+    local_80 = c.settings.port_map.get(80)
+    c.settings.can_http = local_80 is not None and (not listen or local_80 in listen)
+    c.settings.listen_ports = list(listen)
+    link(config, config.errors, config.warnings)
+    return config
+
+
+def load_config(main_file: str = "/etc/apache2/apache2.conf", server_root: str | None = None,
+                defines: tuple[str, ...] | list[str] = (), env: dict[str, str] | None = None) -> Config:
+    """Read the Apache configuration and return apache-md's model of it."""
+    main_file = os.path.abspath(main_file)
+    parsed = syntax.parse(main_file, server_root=server_root, defines=defines, env=env)
+    return build_config(parsed, main_file)
+
+
+def load_text(text: str, path: str = "test.conf", server_root: str = "/",
+              defines: tuple[str, ...] = (), env: dict[str, str] | None = None) -> Config:
+    """Interpret configuration text directly (tests, snippets)."""
+    parsed = syntax.parse_text(text, path, server_root, defines, env)
+    return build_config(parsed, path)
