@@ -31,7 +31,6 @@ from .directives import (
     MD,
     MD_SECTION,
     PROP,
-    RAW,
     SPECIAL,
     SPECS,
     SRV,
@@ -39,14 +38,14 @@ from .directives import (
     VHOST_IGNORED,
     Invalid,
     Spec,
-    arg_count_problem,
     challenge_type_warnings,
     normalize_name,
     parse_names,
     parse_transitive,
     schemify,
+    spec_args,
 )
-from .syntax import Directive
+from .syntax import AP_MAX_ARGC, ARGV, Directive
 
 # Sections whose content is per-directory: MD directives cannot go there.
 DIR_SECTIONS = frozenset({"directory", "directorymatch", "location", "locationmatch",
@@ -251,14 +250,18 @@ class _Walker:
     # --- MD directives
 
     def md_directive(self, spec: Spec, d: Directive, scope: _Scope) -> None:
-        args = [d.raw] if spec.nargs == RAW else d.args
-        problem = arg_count_problem(spec, d.args, d.raw)
-        if problem:
-            self.error(problem, d.location)
+        try:
+            args = spec_args(spec, d.args, d.raw)
+        except Invalid as e:
+            self.error(str(e), d.location)
             return
+        dropped = len(d.args) - AP_MAX_ARGC - (d.args[-1:] == [""]) if spec.nargs == ARGV else 0
+        if dropped > 0:
+            self.warn(f"{spec.name}: httpd hands a directive at most {AP_MAX_ARGC} arguments; the "
+                      f"{dropped} after the {AP_MAX_ARGC}th are ignored (by mod_md too)", d.location)
         in_md = scope.kind == "md"
         if spec.name in ("MDMember", "MDMembers"):
-            self.members(spec, d, scope)
+            self.members(spec, args, d, scope)
             return
         if spec.ctx == MD and not in_md:
             self.error(f"{spec.name} is only valid inside a '{MD_SECTION}' context, not here", d.location)
@@ -285,10 +288,10 @@ class _Walker:
                               "fail); use e.g. P-256, P-384 or secp521r1", d.location)
         self.store(spec, value, d, scope)
 
-    def members(self, spec: Spec, d: Directive, scope: _Scope) -> None:
+    def members(self, spec: Spec, args: list[str], d: Directive, scope: _Scope) -> None:
         if scope.kind != "md":
-            if len(d.args) == 1:
-                t = parse_transitive(d.args[0])
+            if len(args) == 1:
+                t = parse_transitive(args[0])
                 if t is None:
                     self.error('unknown value, use "auto|manual"', d.location)
                 elif scope.dir_section:
@@ -299,7 +302,7 @@ class _Walker:
             self.error(f"{spec.name} is only valid inside a '{MD_SECTION}' context, not here", d.location)
             return
         assert scope.md is not None
-        for a in d.args:
+        for a in args:
             t = parse_transitive(a)
             if t is not None:
                 scope.props["transitive"] = t

@@ -22,6 +22,7 @@ from ..core.model import (
     KeySpec,
     RenewMode,
 )
+from .syntax import ARGV, RAW, TAKE1, TAKE2, TAKE12, count_message, take
 
 MD_SECTION = "<MDomainSet"  # the name mod_md uses in its messages, also for <MDomain>
 RSA_BITS_MIN = 2048
@@ -412,7 +413,6 @@ def parse_proxy(value: str) -> str:
 # The directive table
 
 ALL, SRV, MD = "ALL", "SRV", "MD"
-TAKE1, TAKE2, TAKE12, ARGV, RAW = "TAKE1", "TAKE2", "TAKE12", "ARGV", "RAW"
 # Where a value goes: an MD property (per scope), a module-global setting, or
 # mod_md's module "env" table (proxy & co.: per MD inside a section, else global).
 PROP, GLOBAL, ENV, SPECIAL = "prop", "global", "env", "special"
@@ -538,15 +538,14 @@ VHOST_IGNORED = frozenset({"ca_urls", "ca_proto", "ca_agreement", "eab", "pkey_s
                             "challenges", "profile", "profile_mandatory", "ari_renewals", "transitive"})
 
 
-def arg_count_problem(spec: Spec, args: list[str], raw: str) -> str | None:
-    """httpd core's messages for a wrong number of arguments."""
-    n = len(args)
-    if spec.nargs == TAKE1 and n != 1:
-        return f"{spec.name} takes one argument, {spec.help}"
-    if spec.nargs == TAKE2 and n != 2:
-        return f"{spec.name} takes two arguments, {spec.help}"
-    if spec.nargs == TAKE12 and not 1 <= n <= 2:
-        return f"{spec.name} takes 1-2 arguments, {spec.help}"
-    if spec.nargs == RAW and not raw:
-        return f"{spec.name} needs a command line, {spec.help}"
-    return None
+def spec_args(spec: Spec, words: list[str], raw: str) -> list[str]:
+    """The arguments httpd hands the directive (RAW: its line as written), or
+    Invalid with httpd core's message when their number is wrong."""
+    if spec.nargs == RAW:
+        if not raw:
+            raise Invalid(f"{spec.name} needs a command line, {spec.help}")
+        return [raw]
+    args = take(spec.nargs, words)
+    if args is None:
+        raise Invalid(count_message(spec.name, spec.nargs, spec.help))
+    return args

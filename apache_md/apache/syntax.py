@@ -4,7 +4,9 @@ The reader behaves like httpd's own config reader where it matters for
 apache-md: Include/IncludeOptional are inlined in order, `<IfModule>`,
 `<IfDefine>`, `<IfVersion>`, `<IfFile>` are decided while reading (so they see
 the LoadModule and Define lines read so far), `${VAR}` is expanded per line
-from Defines and then the environment. Because apache-md replaces mod_md,
+from Defines and then the environment. Lines, continuations, quotes and
+backslashes are read exactly as httpd's ap_cfg_getline and ap_getword_conf
+read them, and argument counts follow its invoke_cmd. Because apache-md replaces mod_md,
 `<IfModule md_module>` is read as if mod_md were loaded.
 
 Bad input never raises: every problem becomes a `model.Problem` with file:line.
@@ -36,6 +38,12 @@ PRETEND_MODULE = "md_module"
 CONDITIONALS = frozenset({"ifmodule", "ifdefine", "ifversion", "iffile", "ifdirective", "ifsection"})
 DEFAULT_APACHE_VERSION = (2, 4, 62)
 MAX_INCLUDE_DEPTH = 128
+INCLUDE_HELP = {  # httpd's help texts, the end of its "takes one argument" messages
+    "include": "Name(s) of the config file(s) to be included; fails if the wildcard does "
+               "not match at least one file",
+    "includeoptional": "Name or pattern of the config file(s) to be included; ignored if the "
+                       "file does not exist or the pattern does not match any files",
+}
 
 _VAR = re.compile(r"\$\{([^}]*)\}")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -177,55 +185,122 @@ def apache_version() -> tuple[int, int, int]:
 
 
 # --------------------------------------------------------------------------
-# Tokenizing
+# Tokenizing, as httpd's server/util.c and server/config.c do it
+
+SPACE = " \t\n\v\f\r"  # apr_isspace: C's isspace, not Python's (no NBSP, no U+2028)
+# How httpd's invoke_cmd hands a directive its arguments (http_config.h cmd_how).
+TAKE1, TAKE2, TAKE12, ITERATE, ARGV, RAW = "TAKE1", "TAKE2", "TAKE12", "ITERATE", "ARGV", "RAW"
+AP_MAX_ARGC = 64  # TAKE_ARGV reads this many arguments and silently drops the rest
+_COUNT_TEXT = {TAKE1: "takes one argument", TAKE2: "takes two arguments",
+               TAKE12: "takes 1-2 arguments", ITERATE: "requires at least one argument"}
+
+
+def _unescape(text: str, quote: str) -> str:
+    r"""substring_conf: `\\` stands for `\`, and inside quotes `\"` (`\'`) for the quote."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        if text[i] == "\\" and i + 1 < n and (text[i + 1] == "\\" or (quote and text[i + 1] == quote)):
+            i += 1
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
+def getword_conf(line: str, pos: int = 0) -> tuple[str, int]:
+    """httpd's ap_getword_conf: the word at `pos` and where the next one starts.
+
+    A word in double or single quotes ends at the same quote (a backslash
+    escapes the quote and itself), or at the end of the line when the quote is
+    not closed: a lone `"` is an empty word. Any other word ends at white space.
+    The white space after a word is skipped.
+    """
+    n = len(line)
+    while pos < n and line[pos] in SPACE:
+        pos += 1
+    if pos >= n:
+        return "", pos
+    quote = line[pos]
+    if quote in "\"'":
+        end = pos + 1
+        while end < n and line[end] != quote:
+            end += 2 if line[end] == "\\" and line[end + 1:end + 2] in (quote, "\\") else 1
+        word = _unescape(line[pos + 1:end], quote)
+        if end < n:
+            end += 1  # the closing quote
+    else:
+        end = pos
+        while end < n and line[end] not in SPACE:
+            end += 1
+        word = _unescape(line[pos:end], "")
+    while end < n and line[end] in SPACE:
+        end += 1
+    return word, end
 
 
 def split_args(text: str) -> list[str]:
-    """httpd's ap_getword_conf over a whole line: quotes removed, `\\"` unescaped."""
-    args: list[str] = []
-    i, n = 0, len(text)
-    while True:
-        while i < n and text[i].isspace():
-            i += 1
-        if i >= n:
-            return args
-        q = text[i]
-        if q in "\"'":
-            j = i + 1
-            buf = []
-            while j < n and text[j] != q:
-                if text[j] == "\\" and j + 1 < n and text[j + 1] == q:
-                    buf.append(q)
-                    j += 2
-                else:
-                    buf.append(text[j])
-                    j += 1
-            args.append("".join(buf))
-            i = j + 1
-        else:
-            j = i
-            while j < n and not text[j].isspace():
-                j += 1
-            args.append(text[i:j])
-            i = j
+    """Every word of `text` as ap_getword_conf reads them one after the other
+    (empty words included: `""` is one)."""
+    words, pos, n = [], 0, len(text.rstrip(SPACE))
+    while pos < n:
+        word, pos = getword_conf(text, pos)
+        words.append(word)
+    return words
+
+
+def take(how: str, words: list[str]) -> list[str] | None:
+    """The arguments httpd passes a directive of kind `how`, or None when it
+    refuses their number. An empty word counts as missing for TAKE1/TAKE2 and
+    as absent in TAKE12's second place; ITERATE stops at the first one;
+    TAKE_ARGV drops a trailing one and everything after 64 arguments."""
+    if how == TAKE1:
+        return words if len(words) == 1 and words[0] else None
+    if how == TAKE2:
+        return words if len(words) == 2 and all(words) else None
+    if how == TAKE12:
+        if not 1 <= len(words) <= 2 or not words[0]:
+            return None
+        return words if all(words) else words[:1]
+    if how == ITERATE:
+        first_empty = words.index("") if "" in words else len(words)
+        return words[:first_empty] or None
+    if how == ARGV:
+        return (words[:-1] if words and not words[-1] else words)[:AP_MAX_ARGC]
+    return words
+
+
+def count_message(name: str, how: str, help_text: str = "") -> str:
+    """httpd's complaint about the number of arguments ("X takes one argument, ...")."""
+    text = f"{name} {_COUNT_TEXT[how]}"
+    return f"{text}, {help_text}" if help_text else text
 
 
 def logical_lines(text: str) -> Iterator[tuple[int, str]]:
-    """(first line number, joined line) with `\\` continuations resolved."""
+    """(line number, line) as httpd's ap_varbuf_cfg_getline reads them.
+
+    Lines end at LF only. A backslash right before the LF (or CR LF) joins the
+    next line; one followed by white space does not. A NUL ends the line's
+    text. The joined line is trimmed of white space. The number is that of the
+    last physical line, as in httpd's "Syntax error on line N".
+    """
+    parts = text.split("\n")
     buf: list[str] = []
-    start = 0
-    for no, line in enumerate(text.splitlines(), 1):
-        stripped = line.rstrip()
-        if not buf:
-            start = no
-        if stripped.endswith("\\"):
-            buf.append(stripped[:-1])
-            continue
-        buf.append(stripped)
-        yield start, "".join(buf).strip()
-        buf = []
+    for no, seg in enumerate(parts, 1):
+        last = no == len(parts)  # no LF after it (or the empty rest after the final LF)
+        if last and not seg and not buf:
+            return
+        if "\0" in seg:
+            seg, cont = seg[:seg.index("\0")], False
+        else:
+            body = seg[:-1] if seg.endswith("\r") else seg
+            cont = not last and body.endswith("\\")
+            if cont:
+                seg = body[:-1]
+        buf.append(seg)
+        if not cont:
+            yield no, "".join(buf).strip(SPACE)
+            buf = []
     if buf:
-        yield start, "".join(buf).strip()
+        yield len(parts), "".join(buf).strip(SPACE)
 
 
 def module_id(name: str) -> str:
@@ -320,7 +395,8 @@ class _Reader:
                 return self.defines[name]  # type: ignore[return-value]
             if name in self.env:
                 return self.env[name]
-            self.warn(f"Config variable ${{{name}}} is not defined", loc)
+            if ":" not in name:
+                self.warn(f"Config variable ${{{name}}} is not defined", loc)
             return m.group(0)
 
         return _VAR.sub(sub, line) if "${" in line else line
@@ -360,135 +436,154 @@ class _Reader:
                 continue
             loc = Location(path, lineno)
             if skip:
-                self._skip_line(line, loc, skip)
+                self._soak(line, loc, skip)
                 continue
             line = self.expand(line, loc)
+            # ap_build_config_sub: the first word names the directive, and a '>'
+            # ending it is dropped (`<VirtualHost>` and even `Listen>`).
+            name, pos = getword_conf(line)
+            if not name:
+                continue  # a line of `""`: httpd ignores it
             current = stack[-1].out if stack else out
-            if line.startswith("</"):
-                self._close(line, loc, stack)
-            elif line.startswith("<"):
-                self._open(line, loc, stack, skip, current)
+            if name.startswith("</"):
+                self._close(name, loc, stack)
+                continue
+            if name.endswith(">") and name[1:2] != "/":
+                name = name[:-1]
+            if name.startswith("<"):
+                self._open(name[1:], line[pos:] or ">", loc, stack, skip, current)
             else:
-                self._directive(line, loc, current)
+                self._directive(name, line[pos:], loc, current)
         for frame in reversed(stack):
             self.error(f"<{frame.name}> was not closed.", frame.location)
-        for name, sloc in reversed(skip):
-            self.error(f"<{name}> was not closed.", sloc)
+        if skip:
+            name, sloc = skip[-1]
+            self.error(f"Expected </{name}> before end of configuration", sloc)
 
     # --- sections
 
-    def _skip_line(self, line: str, loc: Location, skip: list[tuple[str, Location]]) -> None:
-        if line.startswith("</"):
-            name = line[2:].rstrip(">").strip()
-            top = skip.pop()
-            if name.lower() != top[0].lower():
-                self.error(f"Expected </{top[0]}> but saw </{name}>", loc)
-        elif line.startswith("<"):
-            skip.append((re.split(r"[\s>]", line[1:], maxsplit=1)[0], loc))
-
-    def _close(self, line: str, loc: Location, stack: list[_Frame]) -> None:
-        name = line[2:].rstrip(">").strip()
-        if not stack:
-            self.error(f"</{name}> without matching <{name}> section", loc)
+    def _soak(self, line: str, loc: Location, skip: list[tuple[str, Location]]) -> None:
+        """ap_soak_end_container: inside a false conditional only sections count."""
+        name, pos = getword_conf(line)
+        if not name.startswith("<"):
             return
-        if stack[-1].name.lower() == name.lower():
+        if name[1:2] == "/":
+            inner = name[2:-1]  # httpd drops the last character, '>' or not
+            top = skip.pop()
+            if inner.lower() != top[0].lower():
+                self.error(f"Expected </{top[0]}> but saw </{inner}>", loc)
+        else:
+            if pos >= len(line) and name.endswith(">"):
+                name = name[:-1]
+            skip.append((name[1:], loc))
+
+    def _close(self, name: str, loc: Location, stack: list[_Frame]) -> None:
+        if not stack:
+            self.error(f"{name} without matching <{name[2:]} section", loc)
+            return
+        if not name.endswith(">"):
+            self.error(f"{name}> directive missing closing '>'", loc)
+        inner = name[2:-1] if name.endswith(">") else name[2:]
+        if stack[-1].name.lower() == inner.lower():
             stack.pop()
             return
-        self.error(f"Expected </{stack[-1].name}> but saw </{name}>", loc)
+        self.error(f"Expected </{stack[-1].name}> but saw </{inner}>", loc)
         # Recover: close up to a matching outer section, if there is one.
         for i in range(len(stack) - 1, -1, -1):
-            if stack[i].name.lower() == name.lower():
+            if stack[i].name.lower() == inner.lower():
                 del stack[i:]
                 return
 
-    def _open(self, line: str, loc: Location, stack: list[_Frame],
+    def _open(self, name: str, rest: str, loc: Location, stack: list[_Frame],
               skip: list[tuple[str, Location]], current: list[Directive]) -> None:
-        m = re.match(r"<([^\s>]*)", line)
-        name = m.group(1) if m else ""
-        rest = line[m.end() if m else 1:]
+        """A section's start: `rest` is what follows `<name` (httpd makes it ">"
+        when nothing does); its argument is what stands before the last '>'."""
         end = rest.rfind(">")
         if end < 0:
             shown = "MDomainSet" if name.lower() in ("mdomain", "mdomainset") else name
             self.error(f"<{shown}> directive missing closing '>'", loc)
-            inner = rest.strip()
+            inner = rest.strip(SPACE)
         else:
-            inner = rest[:end].strip()
-        args = split_args(inner)
+            inner = rest[:end].strip(SPACE)
         lname = name.lower()
         if lname in CONDITIONALS:
-            decision = self._condition(lname, name, args, loc)
+            decision = end >= 0 and self._condition(lname, name, inner, loc)
             if decision:
                 stack.append(_Frame(name, loc, current, None))
             else:
                 skip.append((name, loc))
             return
-        d = Directive(name, args, loc, children=[], raw=inner)
+        d = Directive(name, split_args(inner), loc, children=[], raw=inner)
         current.append(d)
         stack.append(_Frame(name, loc, d.children, d))  # type: ignore[arg-type]
 
-    def _condition(self, lname: str, name: str, args: list[str], loc: Location) -> bool:
+    def _condition(self, lname: str, name: str, arg: str, loc: Location) -> bool:
         if lname == "ifversion":
-            res = if_version(args, apache_version())
+            res = if_version(split_args(arg), apache_version())
             if isinstance(res, str):
                 self.error(res, loc)
                 return False
             return res
-        if len(args) != 1:
-            self.error(f"<{name}> takes one argument", loc)
-            return False
-        arg = args[0]
+        # start_cond_section: `!` right at the start negates; only the first word counts.
         neg = arg.startswith("!")
-        arg = arg[1:] if neg else arg
+        word, _ = getword_conf(arg[1:] if neg else arg)
+        if not word:
+            self.error(f"<{name}> directive requires additional arguments", loc)
+            return False
         if lname == "ifmodule":
-            res = self.module_loaded(arg)
+            res = self.module_loaded(word)
         elif lname == "ifdefine":
-            res = arg in self.defines
+            res = word in self.defines
         elif lname == "iffile":
-            res = os.path.exists(self.relative(arg))
+            res = os.path.exists(self.relative(word))
         else:  # IfDirective / IfSection: everything we may meet is known
             res = True
         return res != neg
 
     # --- plain directives
 
-    def _directive(self, line: str, loc: Location, current: list[Directive]) -> None:
-        m = re.match(r"(\S+)\s*(.*)$", line)
-        assert m  # line is non-empty
-        name, raw = m.group(1), m.group(2).strip()
-        args = split_args(raw)
-        d = Directive(name, args, loc, raw=raw)
+    def _directive(self, name: str, raw: str, loc: Location, current: list[Directive]) -> None:
+        words = split_args(raw)
+        d = Directive(name, words, loc, raw=raw)
         current.append(d)
         lname = name.lower()
         if lname == "define":
-            if not 1 <= len(args) <= 2:
-                self.error("Define takes 1-2 arguments, Define a variable, optionally to a value.", loc)
+            args = take(TAKE12, words)
+            if args is None:
+                self.error(count_message("Define", TAKE12, "Define a variable, optionally to a value.  "
+                                         "Same as passing -D to the command line."), loc)
             elif ":" in args[0]:
                 self.error(f"Variable name must not contain ':': {args[0]}", loc)
             else:
                 self.defines[args[0]] = args[1] if len(args) > 1 else None
         elif lname == "undefine":
-            if len(args) != 1:
-                self.error("UnDefine takes one argument, Undefine the existence of a variable.", loc)
+            args = take(TAKE1, words)
+            if args is None:
+                self.error(count_message("UnDefine", TAKE1, "Undefine the existence of a variable. "
+                                         "Undo a Define."), loc)
             else:
                 self.defines.pop(args[0], None)
         elif lname == "serverroot":
-            if len(args) != 1:
-                self.error("ServerRoot takes one argument, Common directory of server-related files", loc)
+            args = take(TAKE1, words)
+            if args is None:
+                self.error(count_message("ServerRoot", TAKE1, "Common directory of server-related "
+                                         "files (logs, confs, etc.)"), loc)
             elif not os.path.isdir(self.relative(args[0])):
                 self.error("ServerRoot must be a valid directory", loc)
             else:
                 self.server_root = self.relative(args[0])
         elif lname == "loadmodule":
-            self._load_module(args, loc)
+            self._load_module(take(TAKE2, words), loc)
         elif lname in ("include", "includeoptional"):
-            if len(args) != 1:
-                self.error(f"{name} takes one argument, Name(s) of the config file(s) to be included", loc)
+            args = take(TAKE1, words)
+            if args is None:
+                self.error(count_message(name, TAKE1, INCLUDE_HELP[lname]), loc)
                 return
             d.include_path = self.relative(args[0])
             self.include(d.include_path, lname == "includeoptional", current, loc)
 
-    def _load_module(self, args: list[str], loc: Location) -> None:
-        if len(args) != 2:
+    def _load_module(self, args: list[str] | None, loc: Location) -> None:
+        if args is None:
             self.error("LoadModule takes two arguments, a module name and the name of a "
                        "shared object file to load it from", loc)
             return

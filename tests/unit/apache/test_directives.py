@@ -135,6 +135,12 @@ CA_MSG = ("The CA name '{}' is not known and it is not a URL either (missing uri
     ("MDActivationWindow 2-5", "MDActivationWindow '2-5' must look like HH:MM-HH:MM, e.g. 02:00-05:00"),
     ("MDActivationWindow 02:00-02:00", "MDActivationWindow must not be empty (start and end are equal)"),
     ("MDActivationInterval x", "MDActivationInterval: unrecognized duration format"),
+    # httpd's ap_getword_conf: a lone quote is an empty argument, and an empty one is missing
+    ('MDContactEmail "', "MDContactEmail takes one argument, the email address for the ACME account"),
+    ('MDStoreDir "', "MDStoreDir takes one argument, the directory of the store"),
+    ('MDCertificateCheck crt.sh ""', "MDCertificateCheck takes two arguments, the name and URL "
+                                     "prefix of a certificate monitoring site"),
+    ('MDomain ""', "needs at least one domain name"),
 ])
 def test_parse_time_messages(tmp_path, line, message):
     err = only_error(tmp_path, f"# first\n{line}\n")
@@ -796,3 +802,18 @@ def test_name_index_agrees_with_pairwise_matching():
                  ([m for m in mds if m.covers("www.x.test") and "www.x.test" in m.domains]
                   or [m for m in mds if m.covers("www.x.test")]))
         assert vhost_mds(vh, mds, mode) == brute
+
+
+def test_argument_lists_as_httpd_hands_them_over(tmp_path):
+    names = " ".join(f"n{i}.example" for i in range(66))
+    cfg = load(tmp_path, f"""\
+        MDomain {names}
+        MDPortMap http:8080 ""
+        MDCAChallenges dns-01 "" http-01
+    """)
+    assert errors(cfg) == []
+    assert cfg.mds[0].domains == [f"n{i}.example" for i in range(64)]  # TAKE_ARGV: 64 at most
+    assert ("MDomain: httpd hands a directive at most 64 arguments; the 2 after the 64th are "
+            "ignored (by mod_md too)") in warnings(cfg)
+    assert cfg.settings.port_map[80] == 8080  # TAKE12: an empty second argument is none
+    assert cfg.mds[0].challenges == ["dns-01", "", "http-01"]  # TAKE_ARGV keeps inner empty ones

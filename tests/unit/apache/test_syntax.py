@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from apache_md.apache.syntax import (
     parse,
     split_args,
 )
+
+APACHE2 = "/usr/sbin/apache2"
 
 
 def write(root: Path, rel: str, text: str) -> Path:
@@ -49,15 +52,93 @@ def messages(problems) -> list[str]:
     (r'"back\slash"', [r"back\slash"]),
     (r"unquoted\"x", [r'unquoted\"x']),
     ('""', [""]),
+    ('"', [""]),  # a lone quote is an empty word
+    ('"a"b', ["a", "b"]),
+    (r"a\\b", [r"a\b"]),
+    ("a\fb\vc", ["a", "b", "c"]),  # C's isspace
+    ("a\u00a0b", ["a\u00a0b"]),  # not Python's
     ("", []),
 ])
 def test_split_args(line, args):
     assert split_args(line) == args
 
 
-def test_logical_lines_continuations_keep_first_line():
+# `Define <text>` as Debian's httpd 2.4 reads it (`apache2 -t -D DUMP_RUN_CFG` lists the
+# defines): the value, None for a name alone, "error" when httpd refuses the line. Each
+# case runs through our logical_lines, ap_getword_conf and TAKE12 (test_httpd_agrees).
+HTTPD_DEFINES = [
+    ('A "two words"', {"A": "two words"}),
+    ("A 'single quoted'", {"A": "single quoted"}),
+    ('A "', {"A": None}),  # a lone quote: an empty second argument, i.e. none
+    ('A ""', {"A": None}),
+    ('A "unterminated value', {"A": "unterminated value"}),
+    (r'A "say \"hi\""', {"A": 'say "hi"'}),
+    (r"A 'it\'s'", {"A": "it's"}),
+    (r'A "back\\slash"', {"A": "back\\slash"}),
+    (r'A "keep\xsingle"', {"A": r"keep\xsingle"}),
+    (r"A un\\quoted", {"A": r"un\quoted"}),
+    (r'A un\"quoted', {"A": r'un\"quoted'}),
+    (r"A '\"'", {"A": r'\"'}),  # only the quote in use is escaped
+    (r'A "a\\"', {"A": "a\\"}),
+    ('"A"B', {"A": "B"}),  # no space needed after a closing quote
+    ("A\fv", {"A": "v"}),
+    ("A v\u00a0w", {"A": "v\u00a0w"}),
+    ('A "x" ""', "error"),  # a third (empty) argument
+    ('A ""x', "error"),
+    ('"" v', "error"),  # an empty first argument is a missing one
+    ('A "v"#c', "error"),  # `#` starts a comment only at the start of a line
+    ('A "one \\\ntwo"', {"A": "one two"}),  # continuation inside quotes
+    ("A one\\\r\nx", {"A": "onex"}),
+    ("A one\\  \n#x", {"A": "one\\"}),  # a backslash before spaces continues nothing
+    ("A v\x00ignored \\\n", {"A": "v"}),  # a NUL ends the line, continuation included
+    ("A v\rw", "error"),  # CR is white space inside a line
+]
+
+
+def _ours(text: str):
+    r = syntax.parse_text("Define " + text + "\n")
+    return "error" if r.errors else r.defines
+
+
+@pytest.mark.parametrize("text,expected", HTTPD_DEFINES)
+def test_words_as_httpd_reads_them(text, expected):
+    assert _ours(text) == expected
+
+
+def _httpd_defines(tmp: Path, text: str):
+    conf = tmp / "httpd.conf"
+    conf.write_bytes((f"ServerRoot {tmp}\nServerName localhost\nErrorLog {tmp}/error.log\n"
+                      "LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so\n"
+                      f"Define {text}\n").encode())
+    out = subprocess.run([APACHE2, "-d", str(tmp), "-f", str(conf), "-t", "-D", "DUMP_RUN_CFG"],
+                         capture_output=True, text=True, errors="replace")
+    if out.returncode:
+        return "error"
+    pairs = [ln[8:].partition("=") for ln in out.stdout.splitlines() if ln.startswith("Define: ")]
+    return {n: v if eq else None for n, eq, v in pairs if n != "DUMP_RUN_CFG"}
+
+
+@pytest.mark.skipif(not os.access(APACHE2, os.X_OK), reason="no apache2 here")
+def test_httpd_agrees(tmp_path):
+    """The table above is httpd's behaviour: ask the real one."""
+    assert {t: _httpd_defines(tmp_path, t) for t, _ in HTTPD_DEFINES} == dict(HTTPD_DEFINES)
+
+
+@pytest.mark.parametrize("how,words,args", [
+    (syntax.TAKE1, ["a"], ["a"]), (syntax.TAKE1, [""], None), (syntax.TAKE1, ["a", "b"], None),
+    (syntax.TAKE2, ["a", ""], None), (syntax.TAKE12, ["a", ""], ["a"]),
+    (syntax.TAKE12, ["", "b"], None), (syntax.ITERATE, ["a", "", "b"], ["a"]),
+    (syntax.ITERATE, [""], None), (syntax.ARGV, ["a", ""], ["a"]), (syntax.ARGV, ["", "a"], ["", "a"]),
+    (syntax.ARGV, [], []), (syntax.ARGV, [str(i) for i in range(70)], [str(i) for i in range(64)]),
+])
+def test_take_counts_arguments_as_invoke_cmd(how, words, args):
+    assert syntax.take(how, words) == args
+
+
+def test_logical_lines_continuations_take_the_last_line_number():
+    # httpd: "Syntax error on line 4" for a directive on lines 2-4
     text = "A 1\nB 2 \\\n  3 \\\n 4\n\nC\n"
-    assert list(logical_lines(text)) == [(1, "A 1"), (2, "B 2   3  4"), (5, ""), (6, "C")]
+    assert list(logical_lines(text)) == [(1, "A 1"), (4, "B 2   3  4"), (5, ""), (6, "C")]
 
 
 @pytest.mark.parametrize("name,mid", [
@@ -340,11 +421,11 @@ def test_comments_case_and_sections(tmp_path):
     assert vh.children[1].args == ["/var/www"] and vh.children[1].children[0].name == "Require"
 
 
-def test_continuation_location_is_first_line(tmp_path):
+def test_continuation_location_is_the_last_line_as_in_httpd(tmp_path):
     write(tmp_path, "main.conf", "One 1\nServerAlias a \\\n  b \\\n  c\nTwo 2\n")
     r = parse(str(tmp_path / "main.conf"), env={})
     alias = find(r, "serveralias")[0]
-    assert alias.args == ["a", "b", "c"] and alias.location.line == 2
+    assert alias.args == ["a", "b", "c"] and alias.location.line == 4
     assert find(r, "two")[0].location.line == 5
 
 
@@ -356,7 +437,12 @@ def test_continuation_location_is_first_line(tmp_path):
     ("<MDomain example.org\n</MDomain>\n", "<MDomainSet> directive missing closing '>'", 1),
     ("<VirtualHost *:80\n</VirtualHost>\n", "<VirtualHost> directive missing closing '>'", 1),
     ("<IfModule nope>\n<A>\n</B>\n</IfModule>\n", "Expected </A> but saw </B>", 3),
-    ("<IfModule nope>\nX\n", "<IfModule> was not closed.", 1),
+    ("<IfModule nope>\nX\n", "Expected </IfModule> before end of configuration", 1),
+    # httpd 2.4's own words for these (apache2 -t)
+    ("<VirtualHost *:80>\n</VirtualHost >\n", "</VirtualHost> directive missing closing '>'", 2),
+    ("</VirtualHost >\n", "</VirtualHost without matching <VirtualHost section", 1),
+    ("<IfModule>\n</IfModule>\n", "<IfModule> directive requires additional arguments", 1),
+    ("<IfModule nope>\n<Foo>\n", "Expected </Foo> before end of configuration", 2),
 ])
 def test_section_errors(tmp_path, text, message, line):
     write(tmp_path, "main.conf", text)
@@ -385,3 +471,27 @@ def test_debian_default_config_parses():
     assert r.errors == [] and r.warnings == []
     assert "mpm_event_module" in r.modules or "mpm_prefork_module" in r.modules
     assert find(r, "user")[0].args != ["${APACHE_RUN_USER}"]
+
+
+def test_conditions_read_their_first_word_only(tmp_path):
+    # start_cond_section: `<IfModule a b>` tests `a`; `!` negates only right after the name
+    write(tmp_path, "main.conf", """\
+        <IfModule md_module ignored words>
+          A 1
+        </IfModule>
+        <IfModule ! nope_module>
+          B 2
+        </IfModule>
+        <IfModule "!nope_module">
+          C 3
+        </IfModule>
+    """)
+    r = parse(str(tmp_path / "main.conf"), env={})
+    assert r.errors == [] and names(r) == ["A", "B"]
+
+
+def test_variables_with_a_colon_are_not_warned_about(tmp_path):
+    # ap_resolve_env keeps `${x:y}` quietly (mod_rewrite and mod_macro spell such things)
+    write(tmp_path, "main.conf", "A ${x:y}\nB ${nope}\n")
+    r = parse(str(tmp_path / "main.conf"), env={})
+    assert messages(r.warnings) == ["Config variable ${nope} is not defined"]
