@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from ..core.durations import DurationError, Timeslice, parse_duration
+from ..core.durations import (
+    MAX_DURATION,
+    MAX_DURATION_TEXT,
+    DurationError,
+    OutOfRange,
+    Timeslice,
+    leading_int,
+    parse_duration,
+)
 from ..core.model import (
     KNOWN_CA_NAMES,
     KNOWN_CAS,
@@ -26,6 +34,7 @@ from .syntax import ARGV, RAW, TAKE1, TAKE2, TAKE12, count_message, take
 
 MD_SECTION = "<MDomainSet"  # the name mod_md uses in its messages, also for <MDomain>
 RSA_BITS_MIN = 2048
+RSA_BITS_MAX = 16384  # OpenSSL's OPENSSL_RSA_MAX_MODULUS_BITS
 INT_MAX = 2**31 - 1
 STORE_LOCK_WAIT = 5.0
 OCSP_KEEP_NORM = 7 * 86400.0  # MDStaplingKeepResponse percentages are of 7 days
@@ -154,17 +163,22 @@ def parse_require_https(value: str) -> str | None:
     raise Invalid(f"unknown '{value}', supported parameter values are 'temporary' and 'permanent'")
 
 
-def _leading_int(text: str) -> int:
-    m = re.match(r"\s*[+-]?\d+", text)
-    return int(m.group(0)) if m else 0
+def _atoi(text: str) -> int | None:
+    """C's atoi/apr_atoi64 as mod_md uses them (trailing text ignored), None for
+    no number or one beyond 64 bits (where C would return garbage)."""
+    lead = leading_int(text)
+    return lead[0] if lead else None
 
 
 def _rsa_bits(text: str) -> int:
-    bits = _leading_int(text)
-    if bits < RSA_BITS_MIN:
+    bits = _atoi(text)  # `text` starts with a digit
+    if bits is not None and bits < RSA_BITS_MIN:
         raise Invalid(f"must be {RSA_BITS_MIN} or higher in order to be considered safe.")
-    if bits >= INT_MAX:
+    if bits is None or bits >= INT_MAX:
         raise Invalid("is too large for an RSA key length.")
+    if bits > RSA_BITS_MAX:  # mod_md takes any size below 2^31 and would try to make the key
+        raise Invalid(f"RSA {bits} is too large: OpenSSL uses RSA keys of at most "
+                      f"{RSA_BITS_MAX} bits (and making one that size takes minutes)")
     return bits
 
 
@@ -202,58 +216,78 @@ def parse_pkeys(args: list[str]) -> list[KeySpec]:
     return specs
 
 
+def _too_long(name: str, value: str, e: OutOfRange) -> Invalid:
+    return Invalid(f"{name} {value} {e}")
+
+
 def parse_window(name: str, value: str) -> Timeslice:
     try:
         return Timeslice.parse(value, "d")
+    except OutOfRange as e:
+        raise _too_long(name, value, e) from None
     except DurationError as e:
         raise Invalid(f"{name} {e}") from None
 
 
 def parse_keep_response(value: str) -> float:
     """Seconds; a percentage is of mod_md's 7-day norm and may exceed 100%."""
+    name = "MDStaplingKeepResponse"
     try:
-        secs = parse_duration(value, "d")
+        ts = Timeslice.parse(value, "d", whole=True)
+    except OutOfRange as e:
+        raise _too_long(name, value, e) from None
     except DurationError:
-        secs = -1
-    if secs >= 0:
-        return secs
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*%\s*", value)
-    if m:
-        return OCSP_KEEP_NORM * float(m.group(1)) / 100.0
-    raise Invalid("MDStaplingKeepResponse has unrecognized format")
+        raise Invalid(f"{name} has unrecognized format") from None
+    if ts.percent is None:
+        return ts.seconds or 0.0
+    secs = OCSP_KEEP_NORM * ts.percent / 100.0
+    if secs > MAX_DURATION:
+        raise Invalid(f"{name} {value} is out of range: at most "
+                      f"{int(MAX_DURATION * 100 / OCSP_KEEP_NORM)}% (of 7 days, {MAX_DURATION_TEXT})")
+    return secs
 
 
-def _duration(value: str, unit: str = "s") -> float:
+def _duration(name: str, value: str, unit: str = "s") -> float:
+    """Seconds: mod_md's message when malformed, the name and value when too long."""
     try:
         return parse_duration(value, unit)
+    except OutOfRange as e:
+        raise _too_long(name, value, e) from None
     except DurationError as e:
         raise Invalid(str(e)) from None
 
 
 def parse_check_interval(value: str) -> float:
-    secs = _duration(value)
+    secs = _duration("MDCheckInterval", value)
     if secs < 1:
         raise Invalid("check interval cannot be less than one second")
     return secs
 
 
 def parse_initial_delay(value: str) -> float:
-    secs = _duration(value)
+    secs = _duration("MDInitialDelay", value)
     if secs < 0:
         raise Invalid("initial delay must not be negative")
     return secs
 
 
 def parse_retry_delay(value: str) -> float:
-    secs = _duration(value)
+    secs = _duration("MDRetryDelay", value)
     if secs <= 0:
         raise Invalid("minimum delay must be greater than 0")
     return secs
 
 
+def parse_activation_delay(value: str) -> float:
+    """Days by default; negative values move activation earlier (mod_md)."""
+    return _duration("MDActivationDelay", value, "d")
+
+
 def parse_retry_failover(value: str) -> int:
-    n = _leading_int(value)
-    if n <= 0:
+    n = _atoi(value)
+    if n is not None and n > INT_MAX:  # C's atoi would wrap it
+        raise Invalid(f"MDRetryFailover {value} is out of range: at most {INT_MAX}")
+    if n is None or n <= 0:
         raise Invalid("invalid argument, must be a number > 0")
     return n
 
@@ -266,8 +300,12 @@ def parse_store_locks(value: str) -> float | None:
         return STORE_LOCK_WAIT
     try:
         secs = parse_duration(value, "s")
+    except OutOfRange as e:
+        raise _too_long("MDStoreLocks", value, e) from None
     except DurationError:
         raise Invalid("neither 'on', 'off' or a duration specified") from None
+    if secs < 0:  # mod_md would turn locks on with a negative wait
+        raise Invalid("MDStoreLocks: the time to wait for the lock must not be negative")
     return secs if secs else None
 
 
@@ -290,10 +328,10 @@ def _port_map_entry(text: str) -> tuple[int, int | None]:
     elif text.startswith("https:"):
         net, rest = 443, text[6:]
     else:
-        m = re.match(r"[+-]?\d+", text)
-        if not m:
+        lead = leading_int(text)
+        if lead is None:
             raise Invalid("unable to parse first port number")
-        net, rest = int(m.group(0)), text[m.end():]
+        net, rest = lead
         if not rest.startswith(":"):
             raise Invalid("no ':' after first port number")
         rest = rest[1:]
@@ -301,10 +339,10 @@ def _port_map_entry(text: str) -> tuple[int, int | None]:
     if rest.startswith("-"):
         local = None
     else:
-        m = re.match(r"[+-]?\d+", rest)
-        if not m:
+        lead = leading_int(rest)
+        if lead is None:
             raise Invalid("unable to parse second port number")
-        local = int(m.group(0))
+        local = lead[0]
         if not 0 < local <= 65535:
             raise Invalid("invalid number for port map, must be in ]0,65535]")
     if net not in (80, 443):
@@ -319,6 +357,8 @@ def parse_port_map(args: list[str]) -> dict[int, int | None]:
 def parse_activation_interval(value: str) -> float:
     try:
         secs = parse_duration(value, "s")
+    except OutOfRange as e:
+        raise _too_long("MDActivationInterval", value, e) from None
     except DurationError as e:
         raise Invalid(f"MDActivationInterval: {e}") from None
     if secs < 0:
@@ -517,7 +557,7 @@ _SPECS = [
          "delay of the first retry, doubled on every further error"),
     Spec("MDRetryFailover", SRV, TAKE1, GLOBAL, "retry_failover", _one(parse_retry_failover),
          "number of errors before switching to the next CA"),
-    Spec("MDActivationDelay", SRV, TAKE1, GLOBAL, "activation_delay", _one(lambda v: _duration(v, "d")),
+    Spec("MDActivationDelay", SRV, TAKE1, GLOBAL, "activation_delay", _one(parse_activation_delay),
          "how long to delay activation of new certificates"),
     Spec("MDMessageCmd", SRV, RAW, GLOBAL, "message_cmd", lambda a, r: a[0],
          "the command run for messages about a domain"),

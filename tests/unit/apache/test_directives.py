@@ -5,12 +5,20 @@ import itertools
 import json
 import os
 import random
+import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from apache_md.apache.config import NameIndex, link, load_config, overlap, vhost_mds
+from apache_md.apache.config import (
+    NameIndex,
+    link,
+    load_config,
+    load_text,
+    overlap,
+    vhost_mds,
+)
 from apache_md.apache.directives import Invalid, parse_pkeys, uri_problem
 from apache_md.core import model
 from apache_md.core.durations import Timeslice
@@ -24,6 +32,7 @@ from apache_md.core.model import (
 )
 
 LE = model.KNOWN_CAS["letsencrypt"]
+APACHE2 = "/usr/sbin/apache2"
 
 
 def load(tmp_path: Path, text: str, **kw) -> model.Config:
@@ -817,3 +826,105 @@ def test_argument_lists_as_httpd_hands_them_over(tmp_path):
             "ignored (by mod_md too)") in warnings(cfg)
     assert cfg.settings.port_map[80] == 8080  # TAKE12: an empty second argument is none
     assert cfg.mds[0].challenges == ["dns-01", "", "http-01"]  # TAKE_ARGV keeps inner empty ones
+
+
+# --- numbers and durations: range checks (issue 12.3)
+#
+# (line, mod_md 2.6's verdict with Debian's httpd (`apache2 -t`, test_mod_md_agrees),
+#  apache-md's error or None when accepted). Where the two differ, mod_md accepts a value
+# it then computes garbage from (apr_time_t or C int overflow); apache-md refuses it.
+OOR = "is out of range: at most 36500d (100 years)"
+RANGES = [
+    ("MDCheckInterval 100000000000000", "Syntax OK", f"MDCheckInterval 100000000000000 {OOR}"),
+    ("MDCheckInterval 2000000000d", "Syntax OK", f"MDCheckInterval 2000000000d {OOR}"),
+    ("MDCheckInterval 9223372036854775808", "unrecognized duration format",
+     "unrecognized duration format"),
+    ("MDCheckInterval 999ms", "check interval cannot be less than one second",
+     "check interval cannot be less than one second"),
+    ('MDCheckInterval "10 s"', "unrecognized duration format", "unrecognized duration format"),
+    ("MDCheckInterval 10sec", "Syntax OK", None),  # mod_md reads a unit by its first letters
+    ("MDInitialDelay 36501d", "Syntax OK", f"MDInitialDelay 36501d {OOR}"),
+    ("MDRetryDelay 1ms", "Syntax OK", None),
+    ("MDRetryDelay 36501d", "Syntax OK", f"MDRetryDelay 36501d {OOR}"),
+    ("MDActivationDelay -1d", "Syntax OK", None),
+    ("MDActivationDelay -36501d", "Syntax OK", f"MDActivationDelay -36501d {OOR}"),
+    ("MDRenewWindow 999999999999999999999999999999", "MDRenewWindow has unrecognized format",
+     "MDRenewWindow has unrecognized format"),
+    ("MDRenewWindow 2000000000d", "Syntax OK", f"MDRenewWindow 2000000000d {OOR}"),
+    ("MDRenewWindow 30days", "Syntax OK", None),
+    ("MDRenewWindow 33.5%", "MDRenewWindow has unrecognized format",
+     "MDRenewWindow has unrecognized format"),
+    ("MDWarnWindow 36501", "Syntax OK", f"MDWarnWindow 36501 {OOR}"),
+    ("MDStaplingRenewWindow 40000d", "Syntax OK", f"MDStaplingRenewWindow 40000d {OOR}"),
+    ("MDStaplingKeepResponse 99999999999999999999999d", "MDStaplingKeepResponse has unrecognized format",
+     "MDStaplingKeepResponse has unrecognized format"),
+    ("MDStaplingKeepResponse 36501d", "Syntax OK", f"MDStaplingKeepResponse 36501d {OOR}"),
+    ("MDStaplingKeepResponse 1000000%", "Syntax OK", "MDStaplingKeepResponse 1000000% is out of "
+                                                     "range: at most 521428% (of 7 days, 36500d (100 years))"),
+    ("MDStaplingKeepResponse 200%", "Syntax OK", None),
+    ("MDRetryFailover 999999999999999999999999999999", "invalid argument, must be a number > 0",
+     "invalid argument, must be a number > 0"),
+    ("MDRetryFailover 4294967297", "Syntax OK", "MDRetryFailover 4294967297 is out of range: "
+                                                "at most 2147483647"),
+    ("MDStoreLocks 99999999999999999999", "neither 'on', 'off' or a duration specified",
+     "neither 'on', 'off' or a duration specified"),
+    ("MDStoreLocks 36501d", "Syntax OK", f"MDStoreLocks 36501d {OOR}"),
+    ("MDStoreLocks -5", "Syntax OK", "MDStoreLocks: the time to wait for the lock must not be negative"),
+    ("MDPortMap 99999999999999999999:80", "unable to parse first port number",
+     "unable to parse first port number"),
+    ("MDPortMap 80:99999999999999999999", "unable to parse second port number",
+     "unable to parse second port number"),
+    ("MDPortMap http:99999", "invalid number for port map, must be in ]0,65535]",
+     "invalid number for port map, must be in ]0,65535]"),
+    ("MDPrivateKeys RSA 2147483647", "is too large for an RSA key length.",
+     "is too large for an RSA key length."),
+    ("MDPrivateKeys RSA 99999999999", "Syntax OK", "is too large for an RSA key length."),
+    ("MDPrivateKeys rsa16385", "Syntax OK", "RSA 16385 is too large: OpenSSL uses RSA keys of at "
+                                            "most 16384 bits (and making one that size takes minutes)"),
+    ("MDPrivateKeys RSA 16384", "Syntax OK", None),
+]
+
+
+@pytest.mark.parametrize("line,mod_md,message", RANGES)
+def test_numbers_are_range_checked(tmp_path, line, mod_md, message):
+    cfg = load(tmp_path, f"{line}\n")
+    assert errors(cfg) == ([message] if message else [])
+    if message:
+        assert cfg.errors[0].location == model.Location(str(tmp_path / "main.conf"), 1)
+
+
+def test_accepted_extremes_compute_without_overflow():
+    from datetime import datetime, timedelta, timezone
+
+    from apache_md.core.schedule import backoff_delay, next_check, ready_at
+    cfg = load_text("MDCheckInterval 36500d\nMDRetryDelay 36500d\nMDActivationDelay -36500d\n"
+                    "MDRenewWindow 36500d\nMDStaplingKeepResponse 521428%\nMDomain a.example\n")
+    assert cfg.errors == []
+    s, md = cfg.settings, cfg.mds[0]
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert now + timedelta(seconds=next_check(s.check_interval)) > now
+    assert backoff_delay(99, s.retry_delay) > 0
+    assert ready_at(now, {}, True, s.activation_delay, now) == now
+    assert now - timedelta(seconds=s.stapling_keep_response) < now
+    old = datetime(30, 1, 1, tzinfo=timezone.utc)  # a window reaching back before year 1
+    assert md.renew_window.start(old, old + timedelta(days=90)) == datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _mod_md_says(tmp: Path, line: str) -> str:
+    mods = "/usr/lib/apache2/modules"
+    conf = tmp / "httpd.conf"
+    (tmp / "md").mkdir(exist_ok=True)
+    conf.write_text(f"ServerRoot {tmp}\nServerName localhost\nErrorLog {tmp}/error.log\n"
+                    f"LoadModule mpm_event_module {mods}/mod_mpm_event.so\n"
+                    f"LoadModule ssl_module {mods}/mod_ssl.so\n"
+                    f"LoadModule md_module {mods}/mod_md.so\nMDStoreDir {tmp}/md\n{line}\n")
+    out = subprocess.run([APACHE2, "-d", str(tmp), "-f", str(conf), "-t"],
+                         capture_output=True, text=True, errors="replace")
+    return (out.stderr + out.stdout).strip().splitlines()[-1]
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/lib/apache2/modules/mod_md.so"), reason="no mod_md")
+def test_mod_md_agrees(tmp_path):
+    """The middle column of RANGES is what the real mod_md says."""
+    assert [(line, _mod_md_says(tmp_path, line)) for line, _, _ in RANGES] == \
+        [(line, verdict) for line, verdict, _ in RANGES]

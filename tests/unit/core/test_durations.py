@@ -3,7 +3,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from apache_md.core.durations import (
+    MAX_DURATION,
     DurationError,
+    OutOfRange,
     Timeslice,
     format_duration,
     parse_duration,
@@ -43,3 +45,30 @@ def test_timeslice_percent_and_absolute():
 def test_timeslice_errors(text, msg):
     with pytest.raises(DurationError, match=msg):
         Timeslice.parse(text)
+
+
+@pytest.mark.parametrize("text,seconds", [
+    ("30days", 30 * 86400), ("10sec", 10), ("5min", 300), ("+5s", 5), (" 7", 7 * 86400), ("007h", 7 * 3600)])
+def test_parse_duration_reads_units_as_mod_md(text, seconds):
+    # md_duration_parse: strtoi64, then the unit by its first letters, the rest ignored
+    assert parse_duration(text, "d") == seconds
+
+
+@pytest.mark.parametrize("text", ["10 d", "5m", "9223372036854775808", "9" * 5000, "1.5d"])
+def test_parse_duration_refuses_what_mod_md_refuses(text):
+    with pytest.raises(DurationError, match="unrecognized duration format"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["36501d", "-36501d", "2000000000d", "100000000000000"])
+def test_parse_duration_refuses_more_than_a_century(text):
+    with pytest.raises(OutOfRange, match="at most 36500d"):
+        parse_duration(text)
+    assert parse_duration("36500d") == MAX_DURATION
+
+
+def test_timeslice_percent_is_an_integer_as_in_mod_md():
+    assert Timeslice.parse("33%abc") == Timeslice(percent=33)
+    assert Timeslice.parse("150%", whole=True) == Timeslice(percent=150)
+    with pytest.raises(DurationError, match="has unrecognized format"):
+        Timeslice.parse("33.5%")
