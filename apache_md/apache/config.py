@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..core import crypto, tailscale
+from ..core import tailscale
 from ..core.model import (
     Config,
     GlobalSettings,
@@ -43,6 +43,7 @@ from .directives import (
     parse_names,
     parse_transitive,
     schemify,
+    servable_keys,
     spec_args,
 )
 from .syntax import AP_MAX_ARGC, ARGV, Directive
@@ -281,11 +282,12 @@ class _Walker:
             for msg in challenge_type_warnings(value or []):
                 self.warn(msg, d.location)
         elif spec.key == "pkey_specs":
-            for ks in value:
-                if ks.kind == "EC" and crypto.curve(ks.curve) is None:
-                    # mod_md accepts it here and fails each renewal with this text
-                    self.warn(f"MDPrivateKeys: ec curve unknown: {ks.curve} (renewals will "
-                              "fail); use e.g. P-256, P-384 or secp521r1", d.location)
+            value, notes = servable_keys(value)
+            for msg in notes:
+                self.warn(msg, d.location)
+            if not value:
+                self.warn("MDPrivateKeys: no key type is left; the directive is ignored", d.location)
+                return
         self.store(spec, value, d, scope)
 
     def members(self, spec: Spec, args: list[str], d: Directive, scope: _Scope) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from ..core import crypto
 from ..core.durations import (
     MAX_DURATION,
     MAX_DURATION_TEXT,
@@ -218,6 +219,45 @@ def parse_pkeys(args: list[str]) -> list[KeySpec]:
 
 def _too_long(name: str, value: str, e: OutOfRange) -> Invalid:
     return Invalid(f"{name} {value} {e}")
+
+
+# What Debian 12's mod_ssl (OpenSSL 3.0, security level 2) does with a server key
+# of each kind, tried with a real Apache and `openssl s_client`: RSA from 2048 bits
+# and ECDSA on P-256/P-384/P-521 start and serve; a P-192 key stops Apache from
+# starting ("ee key too small"); P-224, secp256k1 and brainpool start, but no
+# handshake finds a signature algorithm for them; X25519/X448 cannot sign at all.
+_AGREEMENT_ONLY = frozenset({"x25519", "x448"})
+_REFUSED_CURVES = frozenset({"SECP192R1"})
+_FEW_CLIENTS = frozenset({"SECP224R1", "SECP256K1", "BrainpoolP256R1", "BrainpoolP384R1",
+                          "BrainpoolP512R1"})
+
+
+def servable_keys(specs: list[KeySpec]) -> tuple[list[KeySpec], list[str]]:
+    """The key specs mod_ssl can serve a certificate for, and a message for each
+    that is left out (mod_md accepts them and fails every renewal, or Apache
+    would not start) or that few clients can use."""
+    kept, notes = [], []
+    for ks in specs:
+        if ks.kind != "EC":
+            kept.append(ks)
+            continue
+        c = crypto.curve(ks.curve)
+        if ks.curve.lower() in _AGREEMENT_ONLY:
+            notes.append(f"MDPrivateKeys: {ks.curve} is a key-agreement key: no certificate can "
+                         "be made for it (mod_md accepts it and fails every renewal); left out")
+        elif c is None:
+            notes.append(f"MDPrivateKeys: ec curve unknown: {ks.curve} (mod_md accepts it and "
+                         "fails every renewal); left out; use e.g. P-256, P-384 or secp521r1")
+        elif c.__name__ in _REFUSED_CURVES:
+            notes.append(f"MDPrivateKeys: Apache would not start with a {ks.curve} key (OpenSSL's "
+                         "security level refuses it: \"ee key too small\"); left out")
+        else:
+            kept.append(ks)
+            if c.__name__ in _FEW_CLIENTS:
+                notes.append(f"MDPrivateKeys: a {ks.curve} certificate is served, but TLS clients "
+                             "sign with ECDSA on P-256, P-384 and P-521 only: most will not "
+                             "connect with it (and CAs may not issue it)")
+    return kept, notes
 
 
 def parse_window(name: str, value: str) -> Timeslice:

@@ -766,9 +766,44 @@ def test_challenge_and_curve_warnings(tmp_path):
                "http-01 (port 80 reachable) and/or dns-01 (MDChallengeDns01).") in w
     assert (2, "MDCAChallenges: unknown challenge type 'magic-01' is ignored; known types are "
                "http-01 and dns-01") in w
-    assert (3, "MDPrivateKeys: ec curve unknown: X25519 (renewals will fail); use e.g. P-256, "
-               "P-384 or secp521r1") in w
-    assert not [m for _, m in w if "secp256r1" in m or "brainpool" in m]
+    assert (3, "MDPrivateKeys: X25519 is a key-agreement key: no certificate can be made for it "
+               "(mod_md accepts it and fails every renewal); left out") in w
+    assert not [m for _, m in w if "secp256r1" in m]
+    assert cfg.mds[0].pkey_specs == [KeySpec("EC", curve="secp256r1"), KeySpec("EC", curve="brainpoolP256r1")]
+
+
+# Key types by what Debian 12's mod_ssl does with them (tests/e2e/test_key_types.py
+# starts a real Apache with each): (spec, kept, the warning's distinctive words or None).
+KEY_TYPES = [
+    ("rsa2048", True, None), ("RSA 16384", True, None), ("P-256", True, None),
+    ("secp384r1", True, None), ("P-521", True, None),
+    ("X25519", False, "key-agreement key"), ("x448", False, "key-agreement key"),
+    ("P-192", False, "Apache would not start"), ("prime192v1", False, "Apache would not start"),
+    ("Ed25519", False, "ec curve unknown"), ("nonsense", False, "ec curve unknown"),
+    ("P-224", True, "most will not connect"), ("secp256k1", True, "most will not connect"),
+    ("brainpoolP384r1", True, "most will not connect"),
+]
+
+
+@pytest.mark.parametrize("spec,kept,words", KEY_TYPES)
+def test_key_types_mod_ssl_cannot_serve_are_left_out(tmp_path, spec, kept, words):
+    cfg = load(tmp_path, f"MDPrivateKeys P-384 {spec}\nMDomain a.example\n")
+    assert cfg.errors == []
+    ours = [w for w in cfg.warnings if w.message.startswith("MDPrivateKeys")]
+    assert [w.location.line for w in ours] == ([1] if words else [])
+    assert all(words in w.message for w in ours)
+    assert len(cfg.mds[0].pkey_specs) == (2 if kept else 1)
+
+
+def test_key_types_none_left_means_the_directive_is_not_there(tmp_path):
+    cfg = load(tmp_path, """\
+        MDPrivateKeys secp384r1
+        <MDomain a.example>
+          MDPrivateKeys X25519
+        </MDomain>
+    """)
+    assert cfg.mds[0].pkey_specs == [KeySpec("EC", curve="secp384r1")]  # the global one
+    assert "MDPrivateKeys: no key type is left; the directive is ignored" in warnings(cfg)
 
 
 @pytest.mark.parametrize("text,can_http", [
