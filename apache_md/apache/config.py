@@ -53,8 +53,6 @@ DIR_SECTIONS = frozenset({"directory", "directorymatch", "location", "locationma
                           "files", "filesmatch", "proxy", "proxymatch"})
 # mod_md 1.x names, removed in v1.99.5: httpd rejects them as unknown.
 REMOVED = frozenset({"manageddomain"})
-# Sections that only exist at request time and do not scope server config.
-TRANSPARENT_SECTIONS = frozenset({"if", "elseif", "else"})
 
 
 # --------------------------------------------------------------------------
@@ -73,11 +71,20 @@ class _MDDraft:
 
 @dataclass
 class _Scope:
+    """Where a directive stands. <MDomain> scopes MD directives only: inside it,
+    other directives (and <VirtualHost>) belong to the enclosing server or vhost."""
+
     kind: str  # "server" | "vhost" | "md"
     props: dict[str, Any]
     md: _MDDraft | None = None
-    vhost: VHost | None = None
+    vhost: VHost | None = None  # the vhost whose directives these are (also around an MD)
     dir_section: str | None = None  # name of an enclosing <Directory>-like section
+    within: _MDDraft | None = None  # a <VirtualHost> written inside this <MDomain>
+
+    @property
+    def inside_md(self) -> bool:
+        """mod_md's inside_md_section(): an <MDomain> anywhere around, as written."""
+        return self.kind == "md" or self.within is not None
 
 
 @dataclass
@@ -127,6 +134,7 @@ class _Walker:
         self.c = _Collected(server_root=server_root,
                             settings=GlobalSettings(store_dir=os.path.join(server_root, "md")))
         self.any_port: set[int] = set()  # ids of vhosts with an address without port
+        self.nested: list[tuple[VHost, _MDDraft]] = []  # <VirtualHost> written inside <MDomain>
 
     def error(self, msg: str, loc: Location | None, md: str | None = None) -> None:
         self.c.errors.append(Problem(msg, loc, md))
@@ -146,7 +154,7 @@ class _Walker:
                 self.md_directive(SPECS[d.lname], d, scope)
             elif d.lname.startswith("md") or d.lname in REMOVED:
                 self.invalid_command(d.name, d.location)
-            elif scope.dir_section is None and scope.kind != "md":
+            elif scope.dir_section is None:
                 self.core_directive(d, scope)
 
     # --- sections
@@ -158,11 +166,11 @@ class _Walker:
         elif ln.startswith("md") or ln in REMOVED:
             self.invalid_command("<" + d.name, d.location)
         elif ln == "virtualhost":
-            if scope.kind != "server" or scope.dir_section:
-                where = scope.dir_section or ("VirtualHost" if scope.kind == "vhost" else "MDomainSet")
+            if scope.vhost or scope.dir_section:
+                where = scope.dir_section or "VirtualHost"
                 self.error(f"<VirtualHost> cannot occur within <{where}> section", d.location)
                 return
-            self.virtual_host(d)
+            self.virtual_host(d, scope.md)
         elif ln in DIR_SECTIONS:
             self.walk(d.children or [], _Scope(scope.kind, scope.props, scope.md, scope.vhost,
                                                scope.dir_section or d.name))
@@ -172,24 +180,30 @@ class _Walker:
             self.walk(d.children or [], scope)
 
     def md_section(self, d: Directive, scope: _Scope) -> None:
-        if scope.kind == "md":
-            self.error(f"<{d.name}> is not allowed inside an '{MD_SECTION}' context", d.location)
+        if scope.inside_md:
+            self.error(f"<{d.name} is not allowed inside an '{MD_SECTION}' context", d.location)
             return
         if scope.dir_section:
             self.error(f"<{d.name}> cannot occur within <{scope.dir_section}> section", d.location)
             return
-        names, transitive = parse_names(d.args)
-        if not d.args:
+        if not d.raw:
             self.error(f"{MD_SECTION} > section must specify a unique domain name", d.location)
             return
+        # md_config_sec_start takes the first word as a name, whatever it says.
+        first, (names, transitive) = d.args[:1], parse_names(d.args[1:])
+        if parse_transitive(d.args[0]) is not None:
+            self.warn(f"<{d.name} {d.args[0]} ...>: the first word is a domain name here (as for "
+                      f"mod_md), so '{d.args[0]}' is managed as one; put auto/manual after the "
+                      "names", d.location)
+        names = [n for n in dict.fromkeys(normalize_name(a) for a in first + names) if n]
         if not names:
             self.error("needs at least one domain name", d.location)
             return
         md = _MDDraft(names, d.location, transitive)
         self.c.mds.append(md)
-        self.walk(d.children or [], _Scope("md", md.props, md=md))
+        self.walk(d.children or [], _Scope("md", md.props, md=md, vhost=scope.vhost))
 
-    def virtual_host(self, d: Directive) -> None:
+    def virtual_host(self, d: Directive, within: _MDDraft | None) -> None:
         vh = VHost(location=d.location, addresses=list(d.args))
         for a in d.args:
             p = address_port(a)
@@ -198,14 +212,16 @@ class _Walker:
             elif p not in vh.ports:
                 vh.ports.append(p)
         self.c.vhosts.append(vh)
-        self.walk(d.children or [], _Scope("vhost", {}, vhost=vh))
+        if within:
+            self.nested.append((vh, within))
+        self.walk(d.children or [], _Scope("vhost", {}, vhost=vh, within=within))
 
     # --- plain httpd directives we need
 
     def core_directive(self, d: Directive, scope: _Scope) -> None:
         ln, args, vh = d.lname, d.args, scope.vhost
         root = self.c.server_root
-        if ln == "listen" and scope.kind == "server" and args:
+        if ln == "listen" and not vh and args:
             p = address_port(args[0])
             if p is not None and p not in self.c.listen_ports:
                 self.c.listen_ports.append(p)
@@ -260,14 +276,19 @@ class _Walker:
         if dropped > 0:
             self.warn(f"{spec.name}: httpd hands a directive at most {AP_MAX_ARGC} arguments; the "
                       f"{dropped} after the {AP_MAX_ARGC}th are ignored (by mod_md too)", d.location)
-        in_md = scope.kind == "md"
+        if scope.within and (spec.ctx == MD or spec.name in ("MDMember", "MDMembers")):
+            # mod_md lets these pass and then aborts on an assertion (no MD is being defined)
+            self.error(f"{spec.name} inside a <VirtualHost> has no Managed Domain to go to, not even "
+                       f"within <MDomain {scope.within.names[0]}>; put it directly inside the "
+                       "<MDomain> section", d.location)
+            return
         if spec.name in ("MDMember", "MDMembers"):
             self.members(spec, args, d, scope)
             return
-        if spec.ctx == MD and not in_md:
+        if spec.ctx == MD and scope.kind != "md":
             self.error(f"{spec.name} is only valid inside a '{MD_SECTION}' context, not here", d.location)
             return
-        if spec.ctx == SRV and in_md:
+        if spec.ctx == SRV and scope.inside_md:
             self.error(f"{spec.name} is not allowed inside an '{MD_SECTION}' context", d.location)
             return
         if scope.dir_section:
@@ -308,7 +329,7 @@ class _Walker:
             t = parse_transitive(a)
             if t is not None:
                 scope.props["transitive"] = t
-            elif normalize_name(a) not in scope.md.names:
+            elif a and normalize_name(a) not in scope.md.names:
                 scope.md.names.append(normalize_name(a))
 
     def store(self, spec: Spec, value: Any, d: Directive, scope: _Scope) -> None:
@@ -340,6 +361,10 @@ class _Walker:
                 vh.md_contact = value
             elif spec.key == "stapling":
                 vh.stapling = value
+            elif spec.key in VHOST_IGNORED and scope.within:
+                self.warn(f"{spec.name} inside <VirtualHost> has no effect on Managed Domains, also "
+                          f"within <MDomain {scope.within.names[0]}> (as with mod_md); put it "
+                          "directly inside the <MDomain> section", d.location)
             elif spec.key in VHOST_IGNORED:
                 self.warn(f"{spec.name} inside <VirtualHost> has no effect on Managed Domains "
                           "(as with mod_md); set it at server level or inside <MDomain>", d.location)
@@ -556,6 +581,14 @@ def build_config(parsed: syntax.ParseResult, main_file: str) -> Config:
     c.settings.can_http = local_80 is not None and (not listen or local_80 in listen)
     c.settings.listen_ports = list(listen)
     link(config, config.errors, config.warnings)
+    mds = dict(zip(map(id, c.mds), config.mds))
+    for vh, draft in w.nested:
+        md = mds[id(draft)]
+        if all(v is not vh for v in md.vhosts):
+            config.warnings.append(Problem(
+                f"<VirtualHost> {vh.label} is written inside <MDomain {md.name}> but does not belong "
+                "to it: its names are none of the MD's, and <MDomain> does not make a vhost use it "
+                "(as with mod_md)", vh.location, md.name))
     return config
 
 

@@ -85,7 +85,7 @@ def parse_names(args: list[str]) -> tuple[list[str], bool | None]:
         t = parse_transitive(a)
         if t is not None:
             transitive = t
-        elif normalize_name(a) not in names:
+        elif a and normalize_name(a) not in names:  # mod_md would make a domain ""
             names.append(normalize_name(a))
     return names, transitive
 

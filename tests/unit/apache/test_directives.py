@@ -168,7 +168,7 @@ def test_parse_time_messages(tmp_path, line, message):
     ("<MDomain a.example>\n  MDPortMap 80:8080\n</MDomain>",
      "MDPortMap is not allowed inside an '<MDomainSet' context", 2),
     ("<MDomain a.example>\n  <MDomain b.example>\n  </MDomain>\n</MDomain>",
-     "<MDomain> is not allowed inside an '<MDomainSet' context", 2),
+     "<MDomain is not allowed inside an '<MDomainSet' context", 2),  # mod_md's words
     ("<Directory /var/www>\n  MDRequireHttps permanent\n</Directory>",
      "MDRequireHttps cannot occur within <Directory> section", 2),
     ("<VirtualHost *:443>\n  <Location /x>\n    MDStapling on\n  </Location>\n</VirtualHost>",
@@ -963,3 +963,73 @@ def test_mod_md_agrees(tmp_path):
     """The middle column of RANGES is what the real mod_md says."""
     assert [(line, _mod_md_says(tmp_path, line)) for line, _, _ in RANGES] == \
         [(line, verdict) for line, verdict, _ in RANGES]
+
+
+# --- sections inside <MDomain> (issue 11.10): it scopes MD directives only
+
+NESTED = [  # (inside <MDomain a.example>, mod_md's verdict (test_mod_md_agrees_on_nesting), ours)
+    ("<VirtualHost *:443>\n ServerName a.example\n</VirtualHost>", "Syntax OK", None),
+    ("<VirtualHost *:443>\n ServerName a.example\n MDRenewMode always\n</VirtualHost>", "Syntax OK", None),
+    ("<VirtualHost *:443>\n MDStoreDir /x\n</VirtualHost>",
+     "MDStoreDir is not allowed inside an '<MDomainSet' context",
+     "MDStoreDir is not allowed inside an '<MDomainSet' context"),
+    ("<VirtualHost *:443>\n <MDomain b.example>\n </MDomain>\n</VirtualHost>",
+     "<MDomain is not allowed inside an '<MDomainSet' context",
+     "<MDomain is not allowed inside an '<MDomainSet' context"),
+    ("<VirtualHost *:443>\n MDCertificateFile /x.pem\n</VirtualHost>",
+     "apache2: mod_md_config.c:1147: md_config_add_cert_file: Assertion `sc->current' failed.",
+     "MDCertificateFile inside a <VirtualHost> has no Managed Domain to go to, not even within "
+     "<MDomain a.example>; put it directly inside the <MDomain> section"),
+    ("ServerAdmin admin@a.example", "Syntax OK", None),
+]
+
+
+@pytest.mark.parametrize("inner,mod_md,message", NESTED)
+def test_sections_nested_in_mdomain(tmp_path, inner, mod_md, message):
+    cfg = load(tmp_path, f"<MDomain a.example>\n{inner}\n</MDomain>\n")
+    assert errors(cfg) == ([message] if message else [])
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/lib/apache2/modules/mod_md.so"), reason="no mod_md")
+def test_mod_md_agrees_on_nesting(tmp_path):
+    assert [_mod_md_says(tmp_path, f"<MDomain a.example>\n{inner}\n</MDomain>") for inner, _, _ in NESTED] \
+        == [verdict for _, verdict, _ in NESTED]
+
+
+def test_vhost_inside_mdomain_is_a_normal_vhost(tmp_path):
+    cfg = load(tmp_path, """\
+        <MDomain a.example>
+          MDRenewMode always
+          ServerAdmin admin@a.example
+          <VirtualHost *:443>
+            ServerName a.example
+            ServerAlias www.a.example
+            SSLEngine on
+            MDPrivateKeys secp384r1
+          </VirtualHost>
+          <VirtualHost *:443>
+            ServerName other.example
+          </VirtualHost>
+        </MDomain>
+    """)
+    assert errors(cfg) == []
+    md = cfg.mds[0]
+    assert md.renew_mode == model.RenewMode.ALWAYS and md.pkey_specs == []  # the vhost's is not the MD's
+    assert [v.server_name for v in md.vhosts] == ["a.example"]
+    assert md.domains == ["a.example", "www.a.example"]  # auto members from the SSL vhost
+    assert md.contacts == ["mailto:admin@a.example"]  # ServerAdmin in <MDomain> is the server's
+    w = [(p.location.line, p.message) for p in cfg.warnings]
+    assert (8, "MDPrivateKeys inside <VirtualHost> has no effect on Managed Domains, also within "
+               "<MDomain a.example> (as with mod_md); put it directly inside the <MDomain> section") in w
+    assert (10, "<VirtualHost> other.example:443 is written inside <MDomain a.example> but does not "
+                "belong to it: its names are none of the MD's, and <MDomain> does not make a vhost "
+                "use it (as with mod_md)") in w
+
+
+def test_mdomain_section_reads_its_first_word_as_a_name(tmp_path):
+    # md_config_sec_start: the first word is a domain, auto/manual only count after it
+    cfg = load(tmp_path, "<MDomain auto a.example manual>\n</MDomain>\n")
+    assert errors(cfg) == [] and cfg.mds[0].domains == ["auto", "a.example"]
+    assert not cfg.mds[0].transitive
+    assert ("<MDomain auto ...>: the first word is a domain name here (as for mod_md), so 'auto' "
+            "is managed as one; put auto/manual after the names") in warnings(cfg)
