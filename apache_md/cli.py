@@ -24,11 +24,15 @@ from .store.state import load_activation_state
 DEFAULT_CONF = "/etc/apache2/apache2.conf"
 
 
+def _default_level(verbose: bool) -> int:
+    return logging.DEBUG if verbose else logging.INFO
+
+
 def _setup_logging(verbose: bool) -> None:
     # Under systemd the journal adds time stamps itself.
     fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") \
         else "%(asctime)s %(levelname)s %(message)s"
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format=fmt,
+    logging.basicConfig(level=_default_level(verbose), format=fmt,
                         stream=sys.stderr)
     for noisy in ("urllib3", "acme", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -38,7 +42,13 @@ def _loader(args):
     from .apache.config import load_config
 
     def load() -> Config:
-        return load_config(args.config, server_root=args.server_root, defines=args.define)
+        config = load_config(args.config, server_root=args.server_root, defines=args.define)
+        # `LogLevel md:<level>` is apache-md's level too (at each load: the worker's SIGHUP)
+        level = config.settings.log_level
+        if args.verbose or level is None:
+            level = _default_level(args.verbose)
+        logging.getLogger().setLevel(level)
+        return config
     return load
 
 

@@ -10,6 +10,7 @@ bad input.
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -46,11 +47,24 @@ from .directives import (
     servable_keys,
     spec_args,
 )
-from .syntax import AP_MAX_ARGC, ARGV, Directive
+from .syntax import (
+    AP_MAX_ARGC,
+    ARGV,
+    ITERATE,
+    PRETEND_MODULE,
+    Directive,
+    module_id,
+    take,
+)
 
 # Sections whose content is per-directory: MD directives cannot go there.
 DIR_SECTIONS = frozenset({"directory", "directorymatch", "location", "locationmatch",
                           "files", "filesmatch", "proxy", "proxymatch"})
+# httpd's log levels (ap_parse_log_level) as Python's: notice and info are both INFO.
+LOG_LEVELS = {"emerg": logging.CRITICAL, "alert": logging.CRITICAL, "crit": logging.CRITICAL,
+              "error": logging.ERROR, "warn": logging.WARNING, "notice": logging.INFO,
+              "info": logging.INFO, "debug": logging.DEBUG,
+              **{f"trace{i}": logging.DEBUG for i in range(1, 9)}}
 # mod_md 1.x names, removed in v1.99.5: httpd rejects them as unknown.
 REMOVED = frozenset({"manageddomain"})
 
@@ -112,6 +126,12 @@ class _Collected:
     warnings: list[Problem] = field(default_factory=list)
 
 
+def md_module_id(name: str) -> str:
+    """The module a LogLevel `name:` means (core's find_module: `md`, `md_module`, `mod_md.c`)."""
+    mid = module_id(name)
+    return mid if mid == PRETEND_MODULE else module_id(name + "_module")
+
+
 def server_name_host(value: str) -> str:
     """ServerName `[scheme://]host[:port]` -> lowercased host (IPv6 without brackets)."""
     v = value.split("://", 1)[1] if "://" in value else value
@@ -130,7 +150,8 @@ def address_port(addr: str) -> int | None:
 
 
 class _Walker:
-    def __init__(self, server_root: str):
+    def __init__(self, server_root: str, md_loaded: bool = False):
+        self.md_loaded = md_loaded  # the real mod_md is loaded (an error of its own)
         self.c = _Collected(server_root=server_root,
                             settings=GlobalSettings(store_dir=os.path.join(server_root, "md")))
         self.any_port: set[int] = set()  # ids of vhosts with an address without port
@@ -152,6 +173,8 @@ class _Walker:
                 self.section(d, scope)
             elif d.lname in SPECS:
                 self.md_directive(SPECS[d.lname], d, scope)
+            elif d.lname == "loglevel":
+                self.log_level(d, scope)
             elif d.lname.startswith("md") or d.lname in REMOVED:
                 self.invalid_command(d.name, d.location)
             elif scope.dir_section is None:
@@ -263,6 +286,23 @@ class _Walker:
                 (self.c.base_cert_files if ln == "sslcertificatefile" else self.c.base_key_files).append(path)
         elif ln in ("include", "includeoptional") and vh and d.include_path:
             vh.includes.append(d.include_path)
+
+    def log_level(self, d: Directive, scope: _Scope) -> None:
+        """`md:<level>` (also md_module:, mod_md.c:) sets apache-md's own log level,
+        inside <IfModule md_module>; outside, Apache without mod_md refuses to start."""
+        for arg in take(ITERATE, d.args) or []:
+            module, sep, level = arg.rpartition(":")
+            if not sep or md_module_id(module) != PRETEND_MODULE or self.md_loaded:
+                continue
+            if not d.md_guarded:
+                self.error(f"LogLevel {arg}: Apache refuses to start with this while mod_md is not "
+                           f"loaded (\"Cannot find module {module}\"); put that LogLevel inside "
+                           "<IfModule md_module>", d.location)
+            elif level.lower() not in LOG_LEVELS:
+                self.error(f"{arg}: Log level keyword must be one of emerg/alert/crit/error/"
+                           "warn/notice/info/debug/trace1/.../trace8", d.location)
+            elif not scope.vhost and not scope.dir_section:
+                self.c.settings.log_level = LOG_LEVELS[level.lower()]
 
     # --- MD directives
 
@@ -544,7 +584,7 @@ def complete_protocol(md: ManagedDomain, errors: list[Problem], warnings: list[P
 
 def build_config(parsed: syntax.ParseResult, main_file: str) -> Config:
     """Interpret a parsed Apache configuration."""
-    w = _Walker(parsed.server_root)
+    w = _Walker(parsed.server_root, md_loaded=parsed.md_module_loaded is not None)
     c = w.c
     w.walk(parsed.directives, _Scope("server", c.global_props))
     if "stapling" in c.global_props:

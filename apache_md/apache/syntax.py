@@ -66,6 +66,7 @@ class Directive:
     children: list["Directive"] | None = None
     raw: str = ""
     include_path: str | None = None
+    md_guarded: bool = False  # inside <IfModule md_module>: Apache without mod_md skips it
 
     @property
     def lname(self) -> str:
@@ -358,6 +359,7 @@ class _Frame:
     location: Location
     out: list[Directive]  # where the section's content goes
     directive: Directive | None  # None for a conditional that was true (content inlined)
+    md_guard: bool = False  # an <IfModule md_module> true only because apache-md stands in
 
 
 class _Reader:
@@ -374,6 +376,7 @@ class _Reader:
         self.module_files: dict[str, str] = {}
         self.files: list[str] = []
         self.reading: list[str] = []  # include stack, for the recursion guard
+        self.stacks: list[list[_Frame]] = []  # open sections of each file being read
         self.missing_includes: list[tuple[str, Problem]] = []
         self.md_loaded: Location | None = None
 
@@ -428,8 +431,18 @@ class _Reader:
         finally:
             self.reading.pop()
 
+    def md_guarded(self) -> bool:
+        return any(f.md_guard for stack in self.stacks for f in stack)
+
     def read_text(self, text: str, path: str, out: list[Directive]) -> None:
         stack: list[_Frame] = []
+        self.stacks.append(stack)
+        try:
+            self._read_lines(text, path, out, stack)
+        finally:
+            self.stacks.pop()
+
+    def _read_lines(self, text: str, path: str, out: list[Directive], stack: list[_Frame]) -> None:
         skip: list[tuple[str, Location]] = []  # sections inside a false conditional
         for lineno, line in logical_lines(text):
             if not line or line.startswith("#"):
@@ -507,29 +520,33 @@ class _Reader:
             inner = rest[:end].strip(SPACE)
         lname = name.lower()
         if lname in CONDITIONALS:
-            decision = end >= 0 and self._condition(lname, name, inner, loc)
+            decision, guard = self._condition(lname, name, inner, loc) if end >= 0 else (False, False)
             if decision:
-                stack.append(_Frame(name, loc, current, None))
+                stack.append(_Frame(name, loc, current, None, guard))
             else:
                 skip.append((name, loc))
             return
-        d = Directive(name, split_args(inner), loc, children=[], raw=inner)
+        d = Directive(name, split_args(inner), loc, children=[], raw=inner, md_guarded=self.md_guarded())
         current.append(d)
         stack.append(_Frame(name, loc, d.children, d))  # type: ignore[arg-type]
 
-    def _condition(self, lname: str, name: str, arg: str, loc: Location) -> bool:
+    def _condition(self, lname: str, name: str, arg: str, loc: Location) -> tuple[bool, bool]:
+        """Whether the section's content counts, and whether only because apache-md
+        stands in for mod_md (`<IfModule md_module>` without LoadModule md_module)."""
         if lname == "ifversion":
             res = if_version(split_args(arg), apache_version())
             if isinstance(res, str):
                 self.error(res, loc)
-                return False
-            return res
+                return False, False
+            return res, False
         # start_cond_section: `!` right at the start negates; only the first word counts.
         neg = arg.startswith("!")
         word, _ = getword_conf(arg[1:] if neg else arg)
         if not word:
             self.error(f"<{name}> directive requires additional arguments", loc)
-            return False
+            return False, False
+        guard = (lname == "ifmodule" and not neg and module_id(word) == PRETEND_MODULE
+                 and PRETEND_MODULE not in self.modules)
         if lname == "ifmodule":
             res = self.module_loaded(word)
         elif lname == "ifdefine":
@@ -538,13 +555,13 @@ class _Reader:
             res = os.path.exists(self.relative(word))
         else:  # IfDirective / IfSection: everything we may meet is known
             res = True
-        return res != neg
+        return res != neg, guard
 
     # --- plain directives
 
     def _directive(self, name: str, raw: str, loc: Location, current: list[Directive]) -> None:
         words = split_args(raw)
-        d = Directive(name, words, loc, raw=raw)
+        d = Directive(name, words, loc, raw=raw, md_guarded=self.md_guarded())
         current.append(d)
         lname = name.lower()
         if lname == "define":

@@ -239,6 +239,7 @@ class GlobalSettings:
     # apache-md's own additions (documented in the README)
     activation_interval: float = 0.0  # MDActivationInterval: min seconds between reloads
     activation_window: tuple[int, int] | None = None  # MDActivationWindow: minutes of day [from, to)
+    log_level: int | None = None  # `LogLevel md:<level>` in <IfModule md_module>, as Python's
 
 
 @dataclass

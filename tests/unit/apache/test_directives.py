@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import random
 import subprocess
@@ -1033,3 +1034,63 @@ def test_mdomain_section_reads_its_first_word_as_a_name(tmp_path):
     assert not cfg.mds[0].transitive
     assert ("<MDomain auto ...>: the first word is a domain name here (as for mod_md), so 'auto' "
             "is managed as one; put auto/manual after the names") in warnings(cfg)
+
+
+# --- LogLevel md:... (issue 11.11)
+
+LOGLEVEL_MSG = ("LogLevel md:notice: Apache refuses to start with this while mod_md is not loaded "
+                "(\"Cannot find module md\"); put that LogLevel inside <IfModule md_module>")
+
+
+def test_md_loglevel_outside_ifmodule_is_flagged(tmp_path):
+    (tmp_path / "sites").mkdir()
+    (tmp_path / "sites/a.conf").write_text("<VirtualHost *:443>\n  LogLevel info mod_md.c:debug\n"
+                                           "</VirtualHost>\n")
+    cfg = load(tmp_path, """\
+        LogLevel warn md:notice
+        <IfModule md_module>
+          LogLevel md_module:trace2
+          Include sites/a.conf
+        </IfModule>
+        <IfModule ssl_module>
+          LogLevel md:debug
+        </IfModule>
+        LogLevel ssl:warn core:info
+    """)
+    assert [(p.location.line, p.message) for p in cfg.errors] == [(1, LOGLEVEL_MSG)]
+    assert cfg.settings.log_level == logging.DEBUG  # md_module:trace2; the vhost's is its own
+
+
+@pytest.mark.parametrize("text,level,problem", [
+    ("LogLevel warn md:notice", logging.INFO, None),
+    ("LogLevel md:warn", logging.WARNING, None),
+    ("LogLevel md:Error", logging.ERROR, None),
+    ("LogLevel md:crit", logging.CRITICAL, None),
+    ("LogLevel info", None, None),
+    ("LogLevel md:verbose", None, "md:verbose: Log level keyword must be one of "
+                                  "emerg/alert/crit/error/warn/notice/info/debug/trace1/.../trace8"),
+])
+def test_md_loglevel_is_apache_mds_own(tmp_path, text, level, problem):
+    cfg = load(tmp_path, f"<IfModule md_module>\n  {text}\n</IfModule>\n")
+    assert errors(cfg) == ([problem] if problem else [])
+    assert cfg.settings.log_level == level
+
+
+def test_md_loglevel_with_mod_md_loaded_is_not_flagged(tmp_path):
+    cfg = load(tmp_path, "LoadModule md_module /usr/lib/apache2/modules/mod_md.so\nLogLevel md:debug\n")
+    assert len(cfg.errors) == 1 and "a2dismod md" in cfg.errors[0].message
+
+
+@pytest.mark.skipif(not os.access(APACHE2, os.X_OK), reason="no apache2 here")
+def test_httpd_without_mod_md_refuses_md_loglevel(tmp_path):
+    """The fact behind LOGLEVEL_MSG, from the real httpd (mod_md not loaded)."""
+    def says(text: str) -> str:
+        conf = tmp_path / "httpd.conf"
+        conf.write_text(f"ServerRoot {tmp_path}\nServerName localhost\nErrorLog {tmp_path}/e.log\n"
+                        "LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so\n"
+                        f"{text}\n")
+        out = subprocess.run([APACHE2, "-d", str(tmp_path), "-f", str(conf), "-t"],
+                             capture_output=True, text=True)
+        return (out.stderr + out.stdout).strip().splitlines()[-1]
+    assert says("LogLevel warn md:notice") == "Cannot find module md"
+    assert says("<IfModule md_module>\nLogLevel warn md:notice\n</IfModule>") == "Syntax OK"

@@ -1,0 +1,31 @@
+"""The command line's own behaviour (the commands are exercised end to end in tests/e2e)."""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from apache_md import cli
+
+
+@pytest.fixture
+def root_level():
+    level = logging.getLogger().level
+    yield
+    logging.getLogger().setLevel(level)
+
+
+@pytest.mark.parametrize("conf,verbose,level", [
+    ("<IfModule md_module>\nLogLevel warn md:warn\n</IfModule>\n", False, logging.WARNING),
+    ("<IfModule md_module>\nLogLevel md:trace1\n</IfModule>\n", False, logging.DEBUG),
+    ("<IfModule md_module>\nLogLevel md:error\n</IfModule>\n", True, logging.DEBUG),  # -v wins
+    ("LogLevel warn\n", False, logging.INFO),
+])
+def test_loglevel_md_sets_apache_mds_level(tmp_path, root_level, conf, verbose, level):
+    main = tmp_path / "apache2.conf"
+    main.write_text(conf)
+    args = cli.build_parser().parse_args(["-f", str(main), "-d", str(tmp_path)]
+                                         + (["-v"] if verbose else []) + ["check"])
+    logging.getLogger().setLevel(logging.CRITICAL)  # whatever a previous load set
+    cli._loader(args)()
+    assert logging.getLogger().level == level
