@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -142,11 +143,12 @@ def server_name_host(value: str) -> str:
 
 def address_port(addr: str) -> int | None:
     """The port of a Listen/VirtualHost address, None when it has none (or `*`)."""
-    host_port = addr.rsplit("]", 1)[1] if addr.startswith("[") else addr
+    host_port = addr.rpartition("]")[2] if addr.startswith("[") else addr
     if ":" not in host_port:
-        return int(host_port) if host_port.isdigit() and not addr.startswith("[") else None
-    port = host_port.rsplit(":", 1)[1]
-    return int(port) if port.isdigit() else None
+        port = "" if addr.startswith("[") else host_port
+    else:
+        port = host_port.rsplit(":", 1)[1]
+    return int(port) if re.fullmatch(r"[0-9]{1,5}", port) else None  # not '²', not 5000 digits
 
 
 class _Walker:

@@ -38,6 +38,9 @@ PRETEND_MODULE = "md_module"
 CONDITIONALS = frozenset({"ifmodule", "ifdefine", "ifversion", "iffile", "ifdirective", "ifsection"})
 DEFAULT_APACHE_VERSION = (2, 4, 62)
 MAX_INCLUDE_DEPTH = 128
+# Sections inside sections: deeper ones are refused (httpd has no limit, but nobody
+# writes 64 levels, and the tree is walked recursively).
+MAX_SECTION_DEPTH = 64
 INCLUDE_HELP = {  # httpd's help texts, the end of its "takes one argument" messages
     "include": "Name(s) of the config file(s) to be included; fails if the wildcard does "
                "not match at least one file",
@@ -198,6 +201,8 @@ _COUNT_TEXT = {TAKE1: "takes one argument", TAKE2: "takes two arguments",
 
 def _unescape(text: str, quote: str) -> str:
     r"""substring_conf: `\\` stands for `\`, and inside quotes `\"` (`\'`) for the quote."""
+    if "\\" not in text:
+        return text
     out, i, n = [], 0, len(text)
     while i < n:
         if text[i] == "\\" and i + 1 < n and (text[i + 1] == "\\" or (quote and text[i + 1] == quote)):
@@ -315,7 +320,7 @@ def module_id(name: str) -> str:
 
 
 def _version_tuple(text: str) -> tuple[int, int, int] | None:
-    m = re.fullmatch(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?", text)
+    m = re.fullmatch(r"([0-9]{1,9})(?:\.([0-9]{1,9}))?(?:\.([0-9]{1,9}))?", text)
     if not m:
         return None
     return tuple(int(g or 0) for g in m.groups())  # type: ignore[return-value]
@@ -525,6 +530,11 @@ class _Reader:
                 stack.append(_Frame(name, loc, current, None, guard))
             else:
                 skip.append((name, loc))
+            return
+        if sum(1 for st in self.stacks for f in st if f.directive) >= MAX_SECTION_DEPTH:
+            self.error(f"<{name}> is nested more than {MAX_SECTION_DEPTH} sections deep; "
+                       "its content is not read", loc)
+            skip.append((name, loc))
             return
         d = Directive(name, split_args(inner), loc, children=[], raw=inner, md_guarded=self.md_guarded())
         current.append(d)
