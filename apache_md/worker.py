@@ -30,9 +30,8 @@ from .core.plan import next_wake, plan
 from .core.schedule import next_check
 from .notify import Messenger
 from .status import snapshot
-from .store import facts, state, watch
-from .store.fs import STAGING, Store, StoreError
-from .store.jobs import load_job
+from .store import facts, jobs, state
+from .store.fs import STAGING, WATCH, Store, StoreError
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVERY = 0.5  # seconds between status snapshots while drives run
@@ -232,14 +231,14 @@ class Worker:
         Its rate limit lives in watch/<md>/job.json: the staging job vanishes
         at activation and must not exist for MDs that are not renewed.
         """
-        if store.exists(STAGING, md.name, "job.json") and load_job(store, md.name).finished:
+        if jobs.exists(store, STAGING, md.name) and jobs.load(store, STAGING, md.name).finished:
             return
-        job = watch.load_job(store, md.name)
+        job = jobs.load(store, WATCH, md.name)
         if messenger.rate_limited(job, "expiring"):
             return
         if not messenger.send(job, "expiring", md.name):
             log.warning("%s: %s", md.name, job.last.get("detail"))
-        watch.save_job(store, job)
+        jobs.save(store, WATCH, job)
 
     def _drive_all(self, driver, decisions) -> list:
         results = []

@@ -22,7 +22,7 @@ from ..core.job import now_utc
 from ..core.mdjson import md_to_json
 from ..core.model import Config, GlobalSettings, ManagedDomain, RenewMode
 from ..notify import Messenger
-from ..store import state
+from ..store import jobs, state
 from ..store.facts import read as read_facts
 from ..store.fs import (
     ACCOUNTS,
@@ -33,7 +33,6 @@ from ..store.fs import (
     Store,
     StoreError,
 )
-from ..store.jobs import load_job, save_job
 from ..store.locks import Busy, md_lock
 from ..store.state import load_activation_state, save_activation_state
 from . import ctl, serving
@@ -118,7 +117,7 @@ def gate(settings: GlobalSettings, last_reload: datetime | None, now: datetime) 
 def activate_md(store: Store, md: ManagedDomain, messenger: Messenger,
                 now: datetime | None = None) -> str | None:
     """Move a complete staged set into domains/; returns the archived previous set."""
-    job = load_job(store, md.name)
+    job = jobs.load(store, STAGING, md.name)
     sets = verify_staged(store, md)
     staged_md = store.read_json(STAGING, md.name, "md.json") or {}  # by hand: may be absent
     ca_url = (staged_md.get("ca") or {}).get("url")
@@ -255,10 +254,10 @@ def rollback(store: Store, config: Config, report: Report, why: str) -> None:
             rejected = replace_domain_back(store, name, archived)
             log.error("%s: activation rolled back (%s); rejected set kept in %s",
                       name, why, rejected)
-        job = load_job(store, name)
+        job = jobs.load(store, STAGING, name)
         job.fail(20014, "activation failed", "apache-md:activation-failed",
                  f"Apache refused the new certificates and the previous ones were restored: {why}")
-        save_job(store, job)
+        jobs.save(store, STAGING, job)
     serving.write_includes(store, config)
     save_activation_state(store, error=why)
 
@@ -267,7 +266,7 @@ def _discard_staged(store: Store, md: ManagedDomain, why: str) -> None:
     """A staged set that fails verification is useless, but it is not ours to delete
     (an admin may have copied it there): move staging/<md> into archive/ and make the
     job start over (mod_md logs AH10069 and purges it)."""
-    job = load_job(store, md.name)
+    job = jobs.load(store, STAGING, md.name)
     slot = store.archive_slot(f"{md.name}.staging")
     try:
         os.rename(store.dir(STAGING, md.name), slot)
@@ -276,7 +275,7 @@ def _discard_staged(store: Store, md: ManagedDomain, why: str) -> None:
     log.error("%s: staged certificates rejected (moved to %s): %s", md.name, slot, why)
     job.fail(20014, "activation failed", None,
              f"staged certificates rejected (moved to {slot}): {why}")
-    save_job(store, job)
+    jobs.save(store, STAGING, job)
 
 
 def prepare(store: Store, config: Config) -> tuple[dict[str, str], bool]:

@@ -23,9 +23,8 @@ from ..core.mdjson import md_to_json
 from ..core.model import GlobalSettings, ManagedDomain
 from ..core.schedule import backoff_delay, missing_reason, next_check, ready_at
 from ..notify import Messenger
-from ..store import castats, credentials
+from ..store import castats, credentials, jobs
 from ..store.fs import DOMAINS, STAGING, Store, StoreError
-from ..store.jobs import load_job, save_job  # noqa: F401 - load_job re-exported
 from ..store.locks import Busy, md_lock
 from . import accounts, preflight, tailscale
 from .challenges import (
@@ -83,8 +82,8 @@ class Driver:
             return RunResult(md.name, "busy", "another apache-md process is driving this MD")
 
     def _run_locked(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
-        fresh = not self.store.exists(STAGING, md.name, "job.json")
-        job = load_job(self.store, md.name)
+        fresh = not jobs.exists(self.store, STAGING, md.name)
+        job = jobs.load(self.store, STAGING, md.name)
         issuer = credentials.issuer_url(self.store, md)
         n = len(md.ca_urls)
         if fresh and issuer in md.ca_urls:
@@ -98,7 +97,7 @@ class Driver:
             # asked again at the next check (MDCheckInterval), not at every wake-up
             job.next_run = now_utc() + timedelta(
                 seconds=next_check(self.settings.check_interval, self.rnd))
-            save_job(self.store, job)
+            jobs.save(self.store, STAGING, job)
             return RunResult(md.name, "vetoed", "MDMessageCmd vetoed the renewal", job)
         if n > 1 and job.errors >= self.settings.retry_failover:
             job.ca_index = (job.ca_index + 1) % n  # failover: round robin over ca.urls
@@ -305,7 +304,7 @@ class Driver:
                                 f"successfully and can be used (valid since "
                                 f"{valid_from.strftime('%a, %d %b %Y %H:%M:%S GMT')}).")
         self._notify_renewed(md, job)
-        save_job(self.store, job)
+        jobs.save(self.store, STAGING, job)
         return RunResult(md.name, "renewed", "certificates staged", job)
 
     def _notify_renewed(self, md: ManagedDomain, job: Job) -> None:
@@ -320,13 +319,13 @@ class Driver:
 
     def notify_pending(self, md: ManagedDomain) -> bool:
         """Send a deferred `renewed` for a finished job; True when the job changed."""
-        job = load_job(self.store, md.name)
+        job = jobs.load(self.store, STAGING, md.name)
         if not job.finished or job.notified_renewed:
             return False
         if job.next_run and job.next_run > now_utc():
             return False  # not valid yet, or backing off after a failed notification
         self._notify_renewed(md, job)
-        save_job(self.store, job)
+        jobs.save(self.store, STAGING, job)
         return True
 
     def _failed(self, md: ManagedDomain, job: Job, p: CAProblem, ca_url: str = "") -> RunResult:
@@ -339,7 +338,7 @@ class Driver:
             delay = max(delay, p.retry_after)
         job.next_run = now_utc() + timedelta(seconds=delay)
         self.messenger.send(job, "errored", md.name)
-        save_job(self.store, job)
+        jobs.save(self.store, STAGING, job)
         log.warning("%s: renewal failed: %s", md.name, p.detail or p.description)
         return RunResult(md.name, "failed", p.detail or p.description, job)
 
@@ -350,7 +349,7 @@ class Driver:
 
     def _progress(self, job: Job, md: ManagedDomain, activity: str | None, detail: str) -> None:
         job.progress(activity, detail)
-        save_job(self.store, job)
+        jobs.save(self.store, STAGING, job)
         if self.progress_cb:
             self.progress_cb(md.name, detail)
 

@@ -23,6 +23,7 @@ from ..core.model import Config, GlobalSettings
 from ..core.ocsp import OCSPError
 from ..core.schedule import backoff_delay
 from ..notify import Messenger
+from ..store import jobs
 from ..store.fs import OCSP, Store, StoreError
 from ..store.locks import Busy, store_lock
 from ..store.staples import (
@@ -31,9 +32,7 @@ from ..store.staples import (
     Target,
     cleanup,
     load,
-    load_job,
     refresh_at,
-    save_job,
     targets,
 )
 
@@ -166,7 +165,7 @@ class Stapler:
                 report.wake_at(at)
         if not due:
             return
-        job = load_job(store, md)
+        job = jobs.load(store, OCSP, md)
         if job.errors and job.next_run and job.next_run > now:
             report.wake_at(job.next_run)  # backing off
             return
@@ -179,7 +178,7 @@ class Stapler:
     def _refresh(self, store: Store, md: str, due: list[Target], stored: dict,
                  settings: GlobalSettings, messenger: Messenger, now: datetime,
                  report: Report) -> None:
-        job = load_job(store, md)
+        job = jobs.load(store, OCSP, md)
         job.start_run(now)
         errors: list[tuple[Target, OCSPError]] = []
         for t in due:
@@ -229,7 +228,7 @@ class Stapler:
             job.add_log("finished")
         if len(errors) < len(due):
             messenger.send(job, "ocsp-renewed", md)
-        save_job(store, job)
+        jobs.save(store, OCSP, job)
 
     def ask(self, t: Target, now: datetime) -> ocsp.Answer:
         """Request, fetch and verify one response."""

@@ -2,7 +2,7 @@
 
 A Job is the persistent memory of one MD's renewal: progress, errors and
 backoff survive restarts of the worker because they live in this file
-(store/jobs.py reads and writes it).
+(store/jobs.py reads and writes it in every group that keeps one).
 """
 from __future__ import annotations
 

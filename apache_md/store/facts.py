@@ -5,15 +5,14 @@ from ..core import ocsp
 from ..core.crypto import CertInfo
 from ..core.facts import MDFacts
 from ..core.model import Config, ManagedDomain
-from . import credentials, staples, watch
+from . import credentials, jobs, staples, watch
 from .fs import DOMAINS, STAGING, Store
-from .jobs import load_job
 
 
 def read(store: Store, md: ManagedDomain) -> MDFacts:
     managed = credentials.uses_managed(store, md)
     active = credentials.infos(store, DOMAINS, md) if managed else credentials.static_infos(md)
-    job = load_job(store, md.name) if store.exists(STAGING, md.name, "job.json") else None
+    job = jobs.load(store, STAGING, md.name) if jobs.exists(store, STAGING, md.name) else None
     ari = watch.load_ari(store, md.name) if managed and md.ari_renewals else {}
     return MDFacts(managed=managed, active=active, ca=credentials.stored_ca(store, md), job=job,
                    staged_complete=credentials.staged_complete(store, md),

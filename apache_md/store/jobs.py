@@ -1,19 +1,29 @@
-"""Reading and writing jobs (`job.json`) in the store: staging, watch and OCSP."""
+"""Jobs (`job.json`) in the store, one accessor for every group that keeps one:
+
+- `staging/<md>/job.json`: the renewal job (mod_md's; copied to `domains/<md>/` at activation);
+- `watch/<md>/job.json`: the `message-<reason>` history of messages sent outside a renewal;
+- `ocsp/<md>/job.json`: the OCSP fetching job (mod_md's).
+"""
 from __future__ import annotations
 
 import logging
 
 from ..core.job import Job
-from .fs import STAGING, StoreError
+from .fs import Store, StoreError
 
 log = logging.getLogger(__name__)
+FILE = "job.json"
 
 
-def load(store, group: str, name: str) -> Job:
-    """The job in `<group>/<name>/job.json`; a corrupt file is replaced by a fresh
-    job whose log notes the loss (the store error names the file)."""
+def exists(store: Store, group: str, name: str) -> bool:
+    return store.exists(group, name, FILE)
+
+
+def load(store: Store, group: str, name: str) -> Job:
+    """The job in `<group>/<name>/job.json` (a fresh one when there is none); a corrupt
+    file is replaced by a fresh job whose log notes the loss (the store error names the file)."""
     try:
-        return Job.from_json(name, store.read_json(group, name, "job.json"))
+        return Job.from_json(name, store.read_json(group, name, FILE))
     except StoreError as e:
         log.warning("%s", e)
         job = Job(name)
@@ -21,10 +31,5 @@ def load(store, group: str, name: str) -> Job:
         return job
 
 
-def load_job(store, md_name: str) -> Job:
-    """The staging job (renewal) of an MD."""
-    return load(store, STAGING, md_name)
-
-
-def save_job(store, job: Job) -> None:
-    store.write_json(STAGING, job.name, "job.json", job.to_json())
+def save(store: Store, group: str, job: Job) -> None:
+    store.write_json(group, job.name, FILE, job.to_json())

@@ -23,8 +23,7 @@ from ..core.crypto import CertInfo
 from ..core.job import Job
 from ..core.jsonfmt import http_date, period, put
 from ..core.model import Config, GlobalSettings, ManagedDomain, VHost
-from . import credentials
-from . import jobs as jobfile
+from . import credentials, jobs
 from .fs import DOMAINS, OCSP, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -146,19 +145,6 @@ def refresh_at(stored: ocsp.Stored | None, fetched: datetime | None,
     return max(start, fetched + spacing)
 
 
-def load_job(store: Store, md: str) -> Job:
-    """The OCSP job of an MD (or of "other")."""
-    return jobfile.load(store, OCSP, md)
-
-
-def job_exists(store: Store, md: str) -> bool:
-    return store.exists(OCSP, md, "job.json")
-
-
-def save_job(store: Store, job: Job) -> None:
-    store.write_json(OCSP, job.name, "job.json", job.to_json())
-
-
 def cleanup(store: Store, keep: float, in_use: set[tuple[str, str]], now: datetime) -> None:
     """Remove responses of certificates no longer stapled once older than MDStaplingKeepResponse."""
     limit = (now - timedelta(seconds=keep)).timestamp()
@@ -204,8 +190,8 @@ def add_status(cert_obj: dict[str, Any], store: Store, md: ManagedDomain,
         return
     settings = settings or GlobalSettings()
     job = None
-    if job_exists(store, md.name):
-        job = load_job(store, md.name).to_json(with_log=with_log)
+    if jobs.exists(store, OCSP, md.name):
+        job = jobs.load(store, OCSP, md.name).to_json(with_log=with_log)
         job.pop("ca-index", None)
     for name, info in active.items():
         if info and name in cert_obj:
@@ -223,13 +209,14 @@ def relay_index(ts: list[Target]) -> dict[str, str]:
 def rows(store: Store, ts: list[Target], settings: GlobalSettings) -> list[dict[str, Any]]:
     """One row per stapled certificate (mod_md's "Managed Staplings" table), for status pages
     and metrics."""
-    jobs: dict[str, Job | None] = {}
+    loaded: dict[str, Job | None] = {}
     out = []
     for t in ts:
         s, fetched = load(store, t.md, t.id)
-        if t.md not in jobs:
-            jobs[t.md] = load_job(store, t.md) if job_exists(store, t.md) else None
-        job = jobs[t.md]
+        if t.md not in loaded:
+            loaded[t.md] = jobs.load(store, OCSP, t.md) if jobs.exists(store, OCSP, t.md) \
+                else None
+        job = loaded[t.md]
         row: dict[str, Any] = {"md": t.md, "certificate": t.label, "id": t.id,
                                "serial": t.serial, "status": s.status if s else ocsp.UNKNOWN}
         put(row, "responder", t.url)

@@ -3,16 +3,16 @@
 mod_md keeps everything in the staging job, which exists only while a
 renewal runs and is purged at activation. What must outlive that lives here:
 - `ari.json`: the CA's renewalInfo answers per certificate (core/schedule.py's entries);
-- `job.json`: a job in mod_md's format whose log holds the `message-<reason>`
-  entries of messages sent outside a renewal run (`expiring`), so their rate
-  limits survive restarts, without making md-status show a renewal.
+- `job.json` (read and written by store/jobs.py): a job in mod_md's format whose
+  log holds the `message-<reason>` entries of messages sent outside a renewal run
+  (`expiring`), so their rate limits survive restarts, without making md-status
+  show a renewal.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from ..core.job import Job
 from .fs import WATCH, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,3 @@ def load_ari(store: Store, md_name: str) -> dict[str, dict[str, Any]]:
 def save_ari(store: Store, md_name: str, entries: dict[str, dict[str, Any]]) -> None:
     store.write_json(WATCH, md_name, "ari.json", {"certs": entries})
 
-
-def load_job(store: Store, md_name: str) -> Job:
-    try:
-        return Job.from_json(md_name, store.read_json(WATCH, md_name, "job.json"))
-    except StoreError as e:
-        log.warning("%s (message history discarded)", e)
-        return Job(md_name)
-
-
-def save_job(store: Store, job: Job) -> None:
-    store.write_json(WATCH, job.name, "job.json", job.to_json())

@@ -17,8 +17,8 @@ from apache_md.core.durations import Timeslice
 from apache_md.core.model import GlobalSettings, Location, ManagedDomain, VHost
 from apache_md.core.problem import CAProblem
 from apache_md.notify import Messenger
+from apache_md.store import jobs
 from apache_md.store.fs import DOMAINS, STAGING, Store
-from apache_md.store.jobs import load_job
 from tests.harness.tailscaled import Tailscaled, go_duration
 
 NODE = "node.tailnet-test.ts.net"
@@ -216,7 +216,7 @@ def test_a_renewal_stages_the_daemons_pair_like_an_acme_result(daemon, store):
     assert crypto.key_matches_cert(key, chain[0]) and len(chain) == 2
     staged = store.read_json(STAGING, md.name, "md.json")
     assert staged["ca"] == {"proto": "tailscale", "url": md.ca_urls[0], "urls": md.ca_urls}
-    job = load_job(store, md.name)
+    job = jobs.load(store, STAGING, md.name)
     assert job.finished and job.errors == 0
     details = [e.get("detail", "") for e in job.log]
     assert any(f"Asking tailscaled at {daemon.socket_path} for the certificate of {NODE}" in d
@@ -229,7 +229,7 @@ def test_an_md_the_daemon_cannot_cover_fails_before_asking(daemon, store):
     result = drive(store, md)
     assert result.outcome == "failed" and "one name" in result.detail
     assert not daemon.requests
-    last = load_job(store, md.name).last
+    last = jobs.load(store, STAGING, md.name).last
     assert (last["status"], last["status-description"]) == (22, "Invalid argument")
 
 
@@ -240,7 +240,7 @@ def test_the_same_certificate_again_is_not_a_renewal(daemon, store, tmp_path):
     store.write_bytes(DOMAINS, NODE, "privkey.pem", key_pem, mode=0o600)
     result = drive(store, ts_md(daemon))
     assert result.outcome == "failed"
-    job = load_job(store, NODE)
+    job = jobs.load(store, STAGING, NODE)
     assert "tailscale has not renewed the certificate yet" in job.last["detail"]
     assert (job.next_run - datetime.now(timezone.utc)) > timedelta(hours=23)  # daily, as mod_md
     assert not store.exists(STAGING, NODE, "pubcert.pem")

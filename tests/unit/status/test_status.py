@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from apache_md.ca.drive import save_job
 from apache_md.core import crypto
 from apache_md.core.job import Job
 from apache_md.core.jsonfmt import http_date
@@ -20,7 +19,7 @@ from apache_md.core.model import (
     VHost,
 )
 from apache_md.status import mdstatus, metrics, page, snapshot
-from apache_md.store import castats
+from apache_md.store import castats, jobs
 from apache_md.store.fs import DOMAINS, STAGING, Store
 from apache_md.wsgi import app
 from tests.e2e import mdstatus_ref as ref
@@ -64,13 +63,13 @@ def config(store):
     job.start_run()
     job.succeed(datetime.now(timezone.utc), "renewed")
     job.notified = job.notified_renewed = True
-    save_job(store, job)
+    jobs.save(store, STAGING, job)
     job = Job(failing.name)
     job.start_run()
     job.fail(20014, "General error", "urn:ietf:params:acme:error:rejectedIdentifier",
              "<b>no</b> & \"never\"")
     job.next_run = datetime.now(timezone.utc) + timedelta(minutes=5)
-    save_job(store, job)
+    jobs.save(store, STAGING, job)
     return Config(main_file="x.conf", server_root="/", settings=GlobalSettings(
         store_dir=str(store.base)), mds=[staged, new, failing, active])
 
