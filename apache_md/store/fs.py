@@ -45,9 +45,43 @@ def safe_name(name: str) -> str:
     return name
 
 
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make the entries of a directory durable: a rename or a new file is only safe from a
+    power loss once its directory is synced (a renewal reported done must stay done)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: Path, mode: int) -> None:
+    """mkdir -p with `mode` for each new level (whatever the umask), each one made durable."""
+    missing = []
+    while not path.is_dir():
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=mode)
+        except FileExistsError:
+            continue  # made by another process meanwhile
+        os.chmod(d, mode)
+        fsync_dir(d.parent)
+
+
+def rename(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """rename(2), durable: both directories synced."""
+    os.rename(src, dst)
+    fsync_dir(os.path.dirname(os.path.abspath(dst)))
+    src_dir = os.path.dirname(os.path.abspath(src))
+    if src_dir != os.path.dirname(os.path.abspath(dst)):
+        fsync_dir(src_dir)
+
+
 def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int) -> None:
     """`data` may come in chunks, so a large file need not be held in memory whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent, 0o755)
     for attempt in range(100):
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{attempt}.tmp")
         try:
@@ -74,6 +108,7 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int) -> None:
         except OSError:
             pass
         raise
+    fsync_dir(path.parent)
 
 
 class Store:
@@ -110,13 +145,11 @@ class Store:
         """Create the base layout and md_store.json; idempotent."""
         try:
             if not self.base.exists():
-                self.base.mkdir(parents=True, mode=0o700)
-                os.chmod(self.base, 0o755)
+                make_dirs(self.base, 0o755)
             for group, (dmode, _) in GROUP_MODES.items():
                 d = self.base / group
                 if not d.exists():
-                    d.mkdir(mode=dmode)
-                    os.chmod(d, dmode)
+                    make_dirs(d, dmode)
                     self.adopt(d)  # a group added by an upgrade, made by root
             self.key  # noqa: B018 - creates md_store.json on first use
         except OSError as e:
@@ -141,6 +174,9 @@ class Store:
                     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                     with os.fdopen(fd, "w") as f:
                         f.write(jsonfmt.dumps(doc))
+                        f.flush()
+                        os.fsync(f.fileno())
+                    fsync_dir(self.base)
                     self.adopt(p)  # root (e.g. `check` in postinst) must not lock the worker out
                     self._key = raw
                     return raw
@@ -187,9 +223,7 @@ class Store:
                     mode: int | None = None) -> Path:
         dmode, fmode = GROUP_MODES.get(group, (0o755, 0o644))
         d = self.dir(group, name)
-        if not d.exists():
-            d.mkdir(parents=True, mode=dmode)
-            os.chmod(d, dmode)
+        make_dirs(d, dmode)
         p = d / safe_name(file)
         atomic_write(p, data, fmode if mode is None else mode)
         if os.geteuid() == 0:

@@ -80,3 +80,26 @@ def test_keyspec_file_names():
     assert KeySpec("Default").file_name("privkey") == "privkey.pem"
     assert KeySpec("RSA", 4096).file_name("pubcert") == "pubcert.pem"
     assert KeySpec("EC", curve="P-256").file_name("pubcert") == "pubcert.p-256.pem"
+
+
+def test_writes_and_new_directories_are_durable(tmp_path, monkeypatch):
+    """A power loss after a write must not lose it: the file, its directory entry and
+    each new directory's entry in its parent are synced (fsync of the directory)."""
+    s = Store(tmp_path / "md")
+    s.init()
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+    monkeypatch.setattr(os, "fsync", fsync)
+    p = s.write_bytes(STAGING, "a.test", "pubcert.pem", b"cert")
+    staging = str(s.base / "staging")
+    # the new directory's entry in staging/, the temp file's data, then the renamed entry
+    data = next(i for i, f in enumerate(synced) if f.startswith(f"{p.parent}/pubcert.pem."))
+    assert synced.index(staging) < data < synced.index(str(p.parent))
+    synced.clear()
+    from apache_md.store.fs import rename
+    rename(p, s.base / "tmp" / "moved.pem")
+    assert set(synced) == {str(s.base / "tmp"), str(p.parent)}
