@@ -238,6 +238,7 @@ def cmd_status(args) -> int:
         print(snap["bodies"]["list"])
         return 0
     _print_table(snap["list"].get("managed-domains", []), now)
+    _print_broken(snap["list"].get("broken-files"))
     worker = state.read_worker_info(store)
     if not worker:
         print("\nNo apache-md worker is running: certificates are not renewed automatically.")
@@ -273,6 +274,13 @@ def _print_table(objs: list[dict], now) -> None:
         err = page.last_error(o)
         if err:
             print(f"{o['name']}: last error: {err}")
+        _print_broken(o.get("broken-files"), f"{o['name']}: ")
+
+
+def _print_broken(entries: list[dict] | None, prefix: str = "") -> None:
+    for b in entries or []:
+        print(f"{prefix}broken store file {b.get('file')}: {b.get('problem')}; "
+              f"{b.get('action')} ({_fmt_time(b.get('when'))})")
 
 
 def _print_details(obj: dict, now) -> None:

@@ -231,7 +231,8 @@ class Worker:
         Its rate limit lives in watch/<md>/job.json: the staging job vanishes
         at activation and must not exist for MDs that are not renewed.
         """
-        if jobs.exists(store, STAGING, md.name) and jobs.load(store, STAGING, md.name).finished:
+        staged = jobs.find(store, STAGING, md.name)
+        if staged is not None and staged.finished:
             return
         job = jobs.load(store, WATCH, md.name)
         if messenger.rate_limited(job, "expiring"):

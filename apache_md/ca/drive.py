@@ -82,8 +82,9 @@ class Driver:
             return RunResult(md.name, "busy", "another apache-md process is driving this MD")
 
     def _run_locked(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
-        fresh = not jobs.exists(self.store, STAGING, md.name)
-        job = jobs.load(self.store, STAGING, md.name)
+        job = jobs.find(self.store, STAGING, md.name)
+        fresh = job is None
+        job = job or Job(md.name)
         issuer = credentials.issuer_url(self.store, md)
         n = len(md.ca_urls)
         if fresh and issuer in md.ca_urls:

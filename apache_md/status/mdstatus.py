@@ -8,8 +8,10 @@ or serializing anything.
 apache-md adds keys after mod_md's own (scrapers ignore what they do not know):
 `activation` (is the certificate live, staged, or still missing, and why),
 `next-check` (when apache-md next looks at the MD), `last-renewal` (when a
-renewal last succeeded) and, inside `renewal`, `ca-url` (the CA that renewal
-uses, which differs from `ca.url` after a failover).
+renewal last succeeded), `broken-files` (store files of the MD found broken
+during the last week and what was done about them, status/snapshot.py) and,
+inside `renewal`, `ca-url` (the CA that renewal uses, which differs from
+`ca.url` after a failover).
 """
 from __future__ import annotations
 
@@ -24,9 +26,9 @@ from ..core.jsonfmt import http_date, parse_http_date, period, put
 from ..core.mdjson import md_to_json
 from ..core.model import GlobalSettings, ManagedDomain, MDState
 from ..core.schedule import missing_reason, renew_at
-from ..store import credentials, staples
+from ..store import credentials, jobs, staples
 from ..store.facts import read as read_facts
-from ..store.fs import DOMAINS, STAGING, Store, StoreError
+from ..store.fs import DOMAINS, STAGING, Store
 
 
 def cert_json(info: CertInfo) -> dict[str, Any]:
@@ -132,11 +134,8 @@ def _last_renewal(store: Store, md: ManagedDomain, job: Job | None) -> datetime 
         when = job.last_log_time("finished")
         if when:
             return when
-    try:
-        active_job = store.read_json(DOMAINS, md.name, "job.json")
-    except StoreError:
-        return None
-    return Job.from_json(md.name, active_job).last_log_time("finished") if active_job else None
+    active_job = jobs.find(store, DOMAINS, md.name)
+    return active_job.last_log_time("finished") if active_job else None
 
 
 def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,

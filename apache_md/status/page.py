@@ -352,6 +352,9 @@ def render_md(md: dict[str, Any], ctx: PageContext) -> str:
     err = last_error(md)
     if err:
         facts.append(("Last error", err))
+    for b in md.get("broken-files") or []:
+        facts.append(("Broken file", f"{b.get('file')}: {b.get('problem')}; {b.get('action')} "
+                                     f"({b.get('when')})"))
     body = (f'<p class="meta"><a href="../md-status">all managed domains</a></p>'
             f'<h1 class="{css}">{_e(name)} <span class="badge">{_e(word)}</span></h1>'
             f'<p class="meta">as of {_e(_date(now))} &middot; {_worker_line(ctx)}</p>'

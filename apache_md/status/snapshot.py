@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 from ..core.job import now_utc
 from ..core.jsonfmt import dumps, http_date
 from ..core.model import Config
-from ..store import castats, staples
+from ..store import broken, castats, staples
 from ..store.fs import STATUS, Store, StoreError
 from ..store.state import activation_requested, load_activation_state, read_worker_info
 from . import metrics, page
@@ -54,9 +54,13 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
                                requested=requested, activation_state=act_state,
                                settings=config.settings)
             for md in mds}
-    top = list_json(list(full.values()))
+    ca_stats = castats.load(store)
     stapled = staples.targets(store, config)
     rows = staples.rows(store, stapled, config.settings)
+    store_broken = _add_broken(full, broken.recent(store, now))  # after every other read
+    top = list_json(list(full.values()))
+    if store_broken:
+        top["broken-files"] = store_broken
     domains: dict[str, str] = {}
     for md in mds:
         for d in md.domains:
@@ -72,7 +76,7 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
     bodies = {"list": _render("list", "", top, lambda: dumps(top)),
               "html": _render("html", "", (list(full.values()), page_key),
                               lambda: page.render_list(list(full.values()), ctx)),
-              "metrics": metrics.render(list(full.values()), castats.load(store), worker, now,
+              "metrics": metrics.render(list(full.values()), ca_stats, worker, now,
                                         rows)}
     for md in mds:
         obj = full[md.name]
@@ -94,6 +98,21 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
         "ocsp-relay": staples.relay_index(stapled),
         "staplings": rows,
     }
+
+
+def _add_broken(full: dict[str, dict[str, Any]], entries: list[dict[str, Any]]
+                ) -> list[dict[str, Any]]:
+    """`broken-files` (apache-md): store files found broken during the last week, put into
+    the object of their MD; returns the others (the store's own files) for the list."""
+    rest = []
+    for e in entries:
+        shown = {k: v for k, v in e.items() if k != "md"}
+        obj = full.get(e.get("md") or "")
+        if obj is None:
+            rest.append(shown)
+        else:
+            obj.setdefault("broken-files", []).append(shown)
+    return rest
 
 
 def write_snapshot(store: Store, config: Config) -> dict[str, Any]:

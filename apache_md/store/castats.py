@@ -13,7 +13,8 @@ from typing import Any
 
 from ..core.job import now_utc
 from ..core.jsonfmt import http_date
-from .fs import STATUS, Store, StoreError
+from . import broken
+from .fs import STATUS, Store
 from .locks import store_lock
 
 log = logging.getLogger(__name__)
@@ -23,11 +24,7 @@ COUNTERS = ("request-failures", "renewals", "renewal-failures")
 
 def load(store: Store) -> dict[str, dict[str, Any]]:
     """The counters per CA url; an unreadable file counts as empty (a counter reset)."""
-    try:
-        doc = store.read_json(GROUP, NAME, FILE) or {}
-    except StoreError as e:
-        log.warning("%s", e)
-        return {}
+    doc = broken.read_json(store, GROUP, NAME, FILE, "the counters start from zero") or {}
     return {url: entry for url, entry in doc.items()
             if isinstance(url, str) and isinstance(entry, dict)}
 

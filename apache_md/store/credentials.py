@@ -15,7 +15,8 @@ from cryptography import x509
 from ..core import crypto
 from ..core.crypto import CertInfo
 from ..core.model import KeySpec, ManagedDomain, RenewMode
-from .fs import DOMAINS, STAGING, Store, StoreError
+from . import broken
+from .fs import DOMAINS, STAGING, Store
 
 _cache: dict[str, tuple[tuple[float, int], list[x509.Certificate], CertInfo]] = {}
 _cache_lock = threading.Lock()
@@ -98,10 +99,9 @@ def stored_ca(store: Store, md: ManagedDomain) -> dict:
     hit = _stored_ca.get(path)
     if hit is not None and stamp is not None and hit[0] == stamp:
         return hit[1]
-    try:
-        doc = store.read_json(DOMAINS, md.name, "md.json") or {}
-    except StoreError:
-        return {}
+    doc = broken.read_json(store, DOMAINS, md.name, "md.json",
+                           "it is written again from the configuration; the CA of the live "
+                           "certificate is no longer known") or {}
     ca = doc.get("ca") if isinstance(doc.get("ca"), dict) else {}
     if stamp is not None:
         _stored_ca[path] = (stamp, ca)

@@ -12,7 +12,7 @@ from .fs import DOMAINS, STAGING, Store
 def read(store: Store, md: ManagedDomain) -> MDFacts:
     managed = credentials.uses_managed(store, md)
     active = credentials.infos(store, DOMAINS, md) if managed else credentials.static_infos(md)
-    job = jobs.load(store, STAGING, md.name) if jobs.exists(store, STAGING, md.name) else None
+    job = jobs.find(store, STAGING, md.name)
     ari = watch.load_ari(store, md.name) if managed and md.ari_renewals else {}
     return MDFacts(managed=managed, active=active, ca=credentials.stored_ca(store, md), job=job,
                    staged_complete=credentials.staged_complete(store, md),

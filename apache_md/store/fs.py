@@ -38,6 +38,23 @@ class StoreError(Exception):
     """A store problem a user can act on; the message names the file."""
 
 
+class CorruptFile(StoreError):
+    """A store file that is there but does not parse. `seen` identifies the version that
+    was read, so that only that one is set aside (Store.set_aside), not a good one a
+    writer put in its place meanwhile."""
+
+    def __init__(self, path: Path, problem: str, seen: tuple | None = None):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+        self.seen = seen
+
+
+def identity(st: os.stat_result) -> tuple:
+    """Which version of a file a stat() saw: every write replaces the file (a new inode)."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def safe_name(name: str) -> str:
     """Refuse names that would escape their group directory."""
     if not name or name in (".", "..") or "/" in name or "\0" in name:
@@ -197,27 +214,57 @@ class Store:
     def exists(self, group: str, name: str, file: str) -> bool:
         return os.path.exists(self.fspath(group, name, file))
 
-    def read_bytes(self, group: str, name: str, file: str) -> bytes | None:
+    def _read(self, group: str, name: str, file: str) -> tuple[bytes, tuple] | None:
+        """The content and identity() of a file; None when absent."""
         try:
             with open(self.fspath(group, name, file), "rb") as f:
-                return f.read()
+                return f.read(), identity(os.fstat(f.fileno()))
         except FileNotFoundError:
             return None
         except OSError as e:
             raise StoreError(f"{self.path(group, name, file)}: {e.strerror}") from None
 
+    def read_bytes(self, group: str, name: str, file: str) -> bytes | None:
+        got = self._read(group, name, file)
+        return got[0] if got else None
+
     def read_json(self, group: str, name: str, file: str) -> dict[str, Any] | None:
-        """The JSON object, None when absent; StoreError (naming the file) when corrupt."""
-        data = self.read_bytes(group, name, file)
-        if data is None:
+        """The JSON object, None when absent; CorruptFile (naming the file) when it does not
+        parse, StoreError when it cannot be read."""
+        got = self._read(group, name, file)
+        if got is None:
             return None
+        path = self.path(group, name, file)
         try:
-            obj = json.loads(data)
+            obj = json.loads(got[0])
         except ValueError as e:
-            raise StoreError(f"{self.path(group, name, file)}: corrupt JSON ({e})") from None
+            raise CorruptFile(path, f"corrupt JSON ({e})", got[1]) from None
         if not isinstance(obj, dict):
-            raise StoreError(f"{self.path(group, name, file)}: not a JSON object")
+            raise CorruptFile(path, "not a JSON object", got[1])
         return obj
+
+    def set_aside(self, path: str | os.PathLike, seen: tuple | None = None) -> Path | None:
+        """Move a broken file out of the way, next to itself as `<name>.broken.<n>` (n from
+        1), where it stays for inspection. None when it is gone, or was replaced since it
+        was read as `seen` (whoever replaced it wrote a good one)."""
+        path = Path(path)
+        for n in range(1, 1000):
+            aside = path.with_name(f"{path.name}.broken.{n}")
+            try:
+                os.link(path, aside)  # never replaces an earlier broken copy
+            except FileExistsError:
+                continue
+            except FileNotFoundError:
+                return None
+            break
+        else:
+            raise StoreError(f"{path}: no free name to set it aside")
+        if seen is not None and identity(os.stat(aside)) != seen:
+            os.unlink(aside)
+            return None
+        os.unlink(path)
+        fsync_dir(path.parent)
+        return aside
 
     def write_bytes(self, group: str, name: str, file: str, data: bytes | Iterable[bytes],
                     mode: int | None = None) -> Path:

@@ -3,32 +3,32 @@
 - `staging/<md>/job.json`: the renewal job (mod_md's; copied to `domains/<md>/` at activation);
 - `watch/<md>/job.json`: the `message-<reason>` history of messages sent outside a renewal;
 - `ocsp/<md>/job.json`: the OCSP fetching job (mod_md's).
+
+A job.json that does not parse is set aside and reported (store/broken.py); the
+job then starts afresh, as if there had been none.
 """
 from __future__ import annotations
 
-import logging
-
 from ..core.job import Job
-from .fs import Store, StoreError
+from . import broken
+from .fs import DOMAINS, OCSP, STAGING, WATCH, Store
 
-log = logging.getLogger(__name__)
 FILE = "job.json"
+THEN = {STAGING: "the renewal job starts afresh",
+        DOMAINS: "the time of the last renewal is no longer known",
+        WATCH: "the history of sent messages starts afresh",
+        OCSP: "the OCSP job starts afresh"}
 
 
-def exists(store: Store, group: str, name: str) -> bool:
-    return store.exists(group, name, FILE)
+def find(store: Store, group: str, name: str) -> Job | None:
+    """The job in `<group>/<name>/job.json`; None when there is none (or it was broken)."""
+    obj = broken.read_json(store, group, name, FILE, THEN.get(group, "the job starts afresh"))
+    return None if obj is None else Job.from_json(name, obj)
 
 
 def load(store: Store, group: str, name: str) -> Job:
-    """The job in `<group>/<name>/job.json` (a fresh one when there is none); a corrupt
-    file is replaced by a fresh job whose log notes the loss (the store error names the file)."""
-    try:
-        return Job.from_json(name, store.read_json(group, name, FILE))
-    except StoreError as e:
-        log.warning("%s", e)
-        job = Job(name)
-        job.add_log("progress", detail=f"discarded corrupt job.json: {e}")
-        return job
+    """The job, or a fresh one."""
+    return find(store, group, name) or Job(name)
 
 
 def save(store: Store, group: str, job: Job) -> None:

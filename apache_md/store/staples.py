@@ -23,8 +23,8 @@ from ..core.crypto import CertInfo
 from ..core.job import Job
 from ..core.jsonfmt import http_date, period, put
 from ..core.model import Config, GlobalSettings, ManagedDomain, VHost
-from . import credentials, jobs
-from .fs import DOMAINS, OCSP, Store, StoreError
+from . import broken, credentials, jobs
+from .fs import DOMAINS, OCSP, Store
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +124,11 @@ def targets(store: Store, config: Config) -> list[Target]:
 def load(store: Store, md: str, cid: str) -> tuple[ocsp.Stored | None, datetime | None]:
     """The stored response for a certificate id and when it was stored (file mtime)."""
     path = store.path(OCSP, md, f"ocsp-{cid}.json")
+    obj = broken.read_json(store, OCSP, md, path.name, "the response is fetched again",
+                           md if md != OTHER else None)
     try:
-        obj = store.read_json(OCSP, md, path.name)
         mtime = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc) if obj else None
-    except (StoreError, OSError) as e:
-        log.warning("%s", e)
+    except OSError:  # removed meanwhile
         return None, None
     return ocsp.from_json(obj), mtime
 
@@ -189,9 +189,10 @@ def add_status(cert_obj: dict[str, Any], store: Store, md: ManagedDomain,
     if not md.stapling:
         return
     settings = settings or GlobalSettings()
+    found = jobs.find(store, OCSP, md.name)
     job = None
-    if jobs.exists(store, OCSP, md.name):
-        job = jobs.load(store, OCSP, md.name).to_json(with_log=with_log)
+    if found is not None:
+        job = found.to_json(with_log=with_log)
         job.pop("ca-index", None)
     for name, info in active.items():
         if info and name in cert_obj:
@@ -214,8 +215,7 @@ def rows(store: Store, ts: list[Target], settings: GlobalSettings) -> list[dict[
     for t in ts:
         s, fetched = load(store, t.md, t.id)
         if t.md not in loaded:
-            loaded[t.md] = jobs.load(store, OCSP, t.md) if jobs.exists(store, OCSP, t.md) \
-                else None
+            loaded[t.md] = jobs.find(store, OCSP, t.md)
         job = loaded[t.md]
         row: dict[str, Any] = {"md": t.md, "certificate": t.label, "id": t.id,
                                "serial": t.serial, "status": s.status if s else ocsp.UNKNOWN}

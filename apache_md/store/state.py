@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..core.jsonfmt import http_date, parse_http_date, put
-from .fs import STATUS, Store, StoreError
+from . import broken
+from .fs import STATUS, Store
 
 WORKER = (STATUS, "worker", "worker.json")
 ACTIVATION_REQUEST = (STATUS, "activation", "activation-requested")
@@ -37,10 +38,7 @@ def clear_worker_info(store: Store) -> None:
 
 def read_worker_info(store: Store) -> dict[str, Any] | None:
     """The running worker's info, None when no worker runs."""
-    try:
-        info = store.read_json(*WORKER)
-    except StoreError:
-        return None
+    info = broken.read_json(store, *WORKER, "the worker writes it again at its next wake-up")
     pid = info.get("pid") if info else None
     if not isinstance(pid, int) or pid <= 0:
         return None
@@ -71,10 +69,8 @@ def activation_requested(store: Store) -> set[str]:
 
 # -- activation state: when Apache was last reloaded, what waits and why ----------------
 def load_activation_state(store: Store) -> dict:
-    try:
-        doc = store.read_json(*ACTIVATION_STATE) or {}
-    except StoreError:
-        doc = {}
+    doc = broken.read_json(store, *ACTIVATION_STATE,
+                           "the time of the last reload is no longer known") or {}
     return {"last-reload": parse_http_date(doc.get("last-reload")),
             "waiting": doc.get("waiting") or {}, "error": doc.get("error"),
             "served": doc.get("served") or {}, "repaired": doc.get("repaired") or {},

@@ -10,20 +10,15 @@ renewal runs and is purged at activation. What must outlive that lives here:
 """
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from .fs import WATCH, Store, StoreError
-
-log = logging.getLogger(__name__)
+from . import broken
+from .fs import WATCH, Store
 
 
 def load_ari(store: Store, md_name: str) -> dict[str, dict[str, Any]]:
-    try:
-        doc = store.read_json(WATCH, md_name, "ari.json") or {}
-    except StoreError as e:
-        log.warning("%s (ARI state discarded)", e)
-        return {}
+    doc = broken.read_json(store, WATCH, md_name, "ari.json",
+                           "the CA's renewalInfo is asked again") or {}
     certs = doc.get("certs")
     return {k: v for k, v in certs.items() if isinstance(v, dict)} \
         if isinstance(certs, dict) else {}
