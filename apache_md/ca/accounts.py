@@ -6,8 +6,9 @@ driven in parallel do not register one account each.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
@@ -17,10 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..core import crypto
 from ..core.model import ManagedDomain
-from ..store.fs import ACCOUNTS, Store, StoreError
+from ..store import broken
+from ..store.fs import ACCOUNTS, CorruptFile, Store, StoreError
 from ..store.locks import store_lock
 from .client import CAConnection, CAProblem
 
+log = logging.getLogger(__name__)
 ACCOUNT_KEY_BITS = 3072  # mod_md's MD_ACME_ACCT_PKEY_BITS
 SECRET_MODE = 0o600  # files that hold an EAB hmac
 
@@ -31,6 +34,8 @@ class Account:
     url: str
     key: Any  # cryptography private key
     regr: messages.RegistrationResource
+    new: bool = False  # registered by this run
+    replaced: list[str] = field(default_factory=list)  # unusable accounts set aside for it
 
     @property
     def jwk(self) -> jose.JWK:
@@ -49,26 +54,65 @@ def _eab_matches(stored: dict | None, md: ManagedDomain) -> bool:
     return bool(stored) and stored.get("kid") == md.eab_kid and stored.get("hmac") == md.eab_hmac
 
 
-def find(store: Store, md: ManagedDomain, ca_url: str) -> Account | None:
+def find(store: Store, md: ManagedDomain, ca_url: str
+         ) -> tuple[Account | None, list[tuple[str, str, str]]]:
+    """The account to use at `ca_url`, and the accounts found unusable as (id, file,
+    problem): an account.json that does not parse or lacks the URLs mod_md requires, or,
+    for an account that would be used, a missing or undecryptable key."""
+    found, unusable = None, []
     for acct_id in store.names(ACCOUNTS):
         try:
             doc = store.read_json(ACCOUNTS, acct_id, "account.json")
-        except StoreError:
-            continue  # a corrupt account is skipped, a new one registered
-        if not doc or doc.get("status") != "valid" or doc.get("ca-url") != ca_url \
-                or not doc.get("url") or not _eab_matches(doc.get("eab"), md):
+        except CorruptFile as e:
+            unusable.append((acct_id, "account.json", e.problem))
             continue
-        pem = store.read_bytes(ACCOUNTS, acct_id, "account.pem")
-        if not pem:
+        except StoreError as e:  # cannot be read at all: left as it is
+            broken.unreadable(store, store.path(ACCOUNTS, acct_id, "account.json"), e,
+                              "the account is not used", md.name)
+            continue
+        if not doc:
+            continue  # no account here (set aside before)
+        if not isinstance(doc.get("url"), str) or not isinstance(doc.get("ca-url"), str):
+            unusable.append((acct_id, "account.json", "no 'url' or 'ca-url'"))
+            continue
+        if found or doc.get("status") != "valid" or doc.get("ca-url") != ca_url \
+                or not _eab_matches(doc.get("eab"), md):
             continue
         try:
-            key = crypto.key_from_pem_cached(pem, store.key)
+            pem = store.read_bytes(ACCOUNTS, acct_id, "account.pem")
+            key = crypto.key_from_pem_cached(pem, store.key) if pem else None
+        except StoreError as e:
+            broken.unreadable(store, store.path(ACCOUNTS, acct_id, "account.pem"), e,
+                              "the account is not used", md.name)
+            continue
         except (ValueError, TypeError):
+            unusable.append((acct_id, "account.pem", "the key does not decrypt with the store's "
+                             "key (md_store.json) or is not a private key"))
+            continue
+        if key is None:
+            unusable.append((acct_id, "account.pem", "missing"))
             continue
         regr = messages.RegistrationResource(
             uri=doc["url"], body=messages.Registration.from_json(doc.get("registration") or {}))
-        return Account(acct_id, doc["url"], key, regr)
-    return None
+        found = Account(acct_id, doc["url"], key, regr)
+    return found, unusable
+
+
+def set_aside(store: Store, acct_id: str, file: str, problem: str, md: ManagedDomain) -> None:
+    """Take an unusable account out of use, keeping its files: each is moved next to
+    itself (account.json.broken.1, ...), so neither apache-md nor mod_md picks it again."""
+    moved = []
+    for name in ("account.json", "account.pem"):
+        try:
+            aside = store.set_aside(store.path(ACCOUNTS, acct_id, name))
+        except (OSError, StoreError) as e:
+            log.warning("%s: cannot set it aside: %s", store.path(ACCOUNTS, acct_id, name), e)
+            continue
+        if aside is not None:
+            moved.append(aside.name)
+    broken.report(store, store.path(ACCOUNTS, acct_id, file), problem,
+                  f"account {acct_id} set aside ({', '.join(moved) or 'nothing to move'}); "
+                  "a new account is registered", md.name)
 
 
 def _eab_binding(conn: CAConnection, md: ManagedDomain, jwk: jose.JWK) -> dict | None:
@@ -162,10 +206,16 @@ def _free_id(store: Store, ca_url: str) -> str:
 
 
 def obtain(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
-    """The account to use for `md` at this CA, registering one if needed."""
-    acct = find(store, md, conn.url)
-    if acct is None:
+    """The account to use for `md` at this CA, registering one if needed (`new` says so)."""
+    acct, unusable = find(store, md, conn.url)
+    if acct is None or unusable:
         with store_lock(store, ACCOUNTS):
-            acct = find(store, md, conn.url) or register(store, conn, md)
+            acct, unusable = find(store, md, conn.url)
+            for acct_id, file, problem in unusable:
+                set_aside(store, acct_id, file, problem, md)
+            if acct is None:
+                acct = register(store, conn, md)
+                acct.new = True
+                acct.replaced = [acct_id for acct_id, _, _ in unusable]
     conn.use_account(acct.jwk, acct.regr)
     return acct

@@ -144,6 +144,11 @@ class Driver:
         self.store.write_json(STAGING, md.name, "md.json",
                               md_to_json(md, ca_url=conn.url, account=account.id),
                               mode=accounts.SECRET_MODE if md.eab_hmac else None)
+        if account.new:
+            replaced = (f"; the unusable account(s) {', '.join(account.replaced)} were set aside"
+                        if account.replaced else "")
+            self._progress(job, md, None, f"Registered a new account {account.id} at "
+                                          f"{conn.url}{replaced}")
         self._progress(job, md, None, f"Using account {account.id}")
         # `replaces` only where it can mean something: ARI on, offered by this CA,
         # and the current certificate issued by this very CA.

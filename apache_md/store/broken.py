@@ -45,10 +45,15 @@ def read_json(store: Store, group: str, name: str, file: str, then: str,
     except CorruptFile as e:
         set_aside(store, e.path, e.problem, then, md, e.seen)
     except StoreError as e:
-        path = store.path(group, name, file)
-        report(store, path, str(e).removeprefix(f"{path}: "), f"left in place; {then}", md,
-               once=True)
+        unreadable(store, store.path(group, name, file), e, then, md)
     return None
+
+
+def unreadable(store: Store, path: Path, error: StoreError, then: str,
+               md: str | None = None) -> None:
+    """A file that is there but cannot be read (permissions): reported once, left alone."""
+    report(store, path, str(error).removeprefix(f"{path}: "), f"left in place; {then}", md,
+           once=True)
 
 
 def set_aside(store: Store, path: Path, problem: str, then: str, md: str | None = None,

@@ -1,0 +1,64 @@
+"""Accounts in the store: unusable ones are named and set aside, never lost."""
+import pytest
+
+from apache_md.ca import accounts
+from apache_md.core import crypto
+from apache_md.core.model import Location, ManagedDomain
+from apache_md.store import broken
+from apache_md.store.fs import ACCOUNTS, Store
+
+CA = "https://ca.test/dir"
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "md")
+    s.init()
+    return s
+
+
+def md() -> ManagedDomain:
+    return ManagedDomain(name="a.test", domains=["a.test"], location=Location("x.conf", 1),
+                         ca_urls=[CA])
+
+
+def put_account(store, acct_id, pem=None, doc=None):
+    key = crypto.generate_key_rsa(2048)
+    store.write_bytes(ACCOUNTS, acct_id, "account.pem",
+                      crypto.key_to_pem(key, store.key) if pem is None else pem)
+    store.write_json(ACCOUNTS, acct_id, "account.json", doc or {
+        "status": "valid", "url": f"{CA}/acct/{acct_id}", "ca-url": CA, "contact": []})
+
+
+def test_unusable_accounts_are_named_and_set_aside_good_ones_used(store):
+    put_account(store, "ACME-ca.test-0000", pem=b"-----BEGIN garbage")
+    put_account(store, "ACME-ca.test-0001")
+    store.write_bytes(ACCOUNTS, "ACME-ca.test-0002", "account.json", b"{not json")
+    put_account(store, "ACME-other-0000", pem=b"x", doc={
+        "status": "valid", "url": "https://other/acct/1", "ca-url": "https://other/dir"})
+    acct, unusable = accounts.find(store, md(), CA)
+    assert acct.id == "ACME-ca.test-0001"
+    # the broken key of an account of another CA is not looked at (mod_md neither)
+    assert [(i, f) for i, f, _ in unusable] == [("ACME-ca.test-0000", "account.pem"),
+                                                ("ACME-ca.test-0002", "account.json")]
+    for acct_id, file, problem in unusable:
+        accounts.set_aside(store, acct_id, file, problem, md())
+    d = store.dir(ACCOUNTS, "ACME-ca.test-0000")
+    assert sorted(p.name for p in d.iterdir()) == ["account.json.broken.1", "account.pem.broken.1"]
+    assert (d / "account.pem.broken.1").read_bytes() == b"-----BEGIN garbage"
+    assert accounts.find(store, md(), CA) == (acct, [])  # nothing to report any more
+    entries = broken.recent(store)
+    assert [e["file"] for e in entries] == ["accounts/ACME-ca.test-0002/account.json",
+                                           "accounts/ACME-ca.test-0000/account.pem"]
+    assert entries[1]["md"] == "a.test" and "does not decrypt" in entries[1]["problem"]
+    assert entries[1]["action"] == ("account ACME-ca.test-0000 set aside (account.json.broken.1, "
+                                    "account.pem.broken.1); a new account is registered")
+    # the id stays taken: a new account gets a fresh one
+    assert accounts._free_id(store, CA) == "ACME-ca.test-0003"
+
+
+def test_an_account_without_key_is_unusable(store):
+    put_account(store, "ACME-ca.test-0000")
+    store.remove(ACCOUNTS, "ACME-ca.test-0000", "account.pem")
+    assert accounts.find(store, md(), CA) == (None, [("ACME-ca.test-0000", "account.pem",
+                                                      "missing")])
