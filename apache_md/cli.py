@@ -18,7 +18,7 @@ from .core.plan import plan
 from .notify import Messenger
 from .status import page, snapshot
 from .store import credentials, facts, state
-from .store.fs import Store, StoreError
+from .store.fs import Store, StoreError, StoreKeyError
 from .store.state import load_activation_state
 
 DEFAULT_CONF = "/etc/apache2/apache2.conf"
@@ -87,23 +87,23 @@ def _drop_privileges(store_dir: str) -> None:
     logging.getLogger(__name__).info("running as uid %d (owner of %s)", st.st_uid, store_dir)
 
 
-def _config_and_store(args) -> tuple[Config, Store] | None:
-    """The loaded config and its initialised store, or None after printing why."""
+def _config_and_store(args, need_key: bool = True) -> tuple[Config, Store] | None:
+    """The loaded config and its initialised store, or None after printing why.
+    Without `need_key` an unusable md_store.json is only a warning (status)."""
     config = _load(args)
     if config is None:
         return None
-    store = _store(config)
-    return (config, store) if store is not None else None
-
-
-def _store(config: Config) -> Store | None:
     store = Store(config.settings.store_dir)
     try:
         store.init()
+    except StoreKeyError as e:
+        print(f"apache-md: {e}", file=sys.stderr)
+        if need_key:
+            return None
     except StoreError as e:
         print(f"apache-md: {e}", file=sys.stderr)
         return None
-    return store
+    return config, store
 
 
 # -- check ---------------------------------------------------------------------------
@@ -216,7 +216,7 @@ def _check_stapling(config: Config) -> None:
 
 # -- status ---------------------------------------------------------------------------
 def cmd_status(args) -> int:
-    loaded = _config_and_store(args)
+    loaded = _config_and_store(args, need_key=False)
     if loaded is None:
         return 1
     config, store = loaded

@@ -30,8 +30,8 @@ from .core.plan import next_wake, plan
 from .core.schedule import next_check
 from .notify import Messenger
 from .status import snapshot
-from .store import facts, jobs, state
-from .store.fs import STAGING, WATCH, Store, StoreError
+from .store import broken, facts, jobs, state
+from .store.fs import STAGING, WATCH, Store, StoreError, StoreKeyError
 
 log = logging.getLogger(__name__)
 SNAPSHOT_EVERY = 0.5  # seconds between status snapshots while drives run
@@ -42,6 +42,7 @@ MAX_SLEEP = 60.0
 # How often a sleeping worker stats the config files (a few dozen stat() calls):
 # an MD added with `apache2ctl graceful` (no systemd to send SIGHUP) is seen soon.
 CONFIG_POLL = 5.0
+RETRY_REFUSED = 60.0  # seconds between looks at an unusable md_store.json
 
 
 class Worker:
@@ -66,6 +67,7 @@ class Worker:
         self._snapshot_cost = 0.0  # seconds the last snapshot took
         self.next_cycle = None  # datetime of the next planned check
         self.stapler = Stapler(rnd=self.rnd)
+        self.refused: StoreKeyError | None = None  # md_store.json cannot be used
 
     # -- systemd -----------------------------------------------------------------------
     def sd(self, *lines: str) -> None:
@@ -111,14 +113,48 @@ class Worker:
         for p in config.warnings:
             log.warning("%s", p)
         store = Store(config.settings.store_dir)
+        refusal = None
         try:
             store.init()
+        except StoreKeyError as e:
+            refusal = e  # the store is there, its key is not: see store_usable()
         except StoreError as e:
             log.error("%s", e)
             return self.config is not None
         self.config, self.store = config, store
         log.info("configuration: %d managed domain(s), store %s", len(config.mds), store.base)
+        if refusal is not None:
+            self._refuse(refusal)
         return True
+
+    # -- md_store.json -------------------------------------------------------------------------
+    def store_usable(self) -> bool:
+        """False while md_store.json cannot be used: then nothing is renewed or activated
+        (Apache keeps what it serves), the reason is logged once and shown in md-status,
+        and the file is looked at again at every wake-up (RETRY_REFUSED, SIGHUP)."""
+        try:
+            if self.refused:
+                store = Store(self.store.base)  # a fresh look, with no cached key
+                store.init()
+                self.store = store
+            else:
+                self.store.check_key()
+        except StoreKeyError as e:
+            self._refuse(e)
+            return False
+        if self.refused:
+            log.info("%s is usable again: renewing and activating again", self.refused.path)
+            self.refused = None
+        return True
+
+    def _refuse(self, e: StoreKeyError) -> None:
+        if self.refused is None or str(self.refused) != str(e):
+            log.error("%s", e)
+            broken.record(self.store, e.path, e.problem,
+                          "refused: nothing is renewed or activated until it is repaired",
+                          once=True)
+        self.refused = e
+        self.sd(f"STATUS=refusing to work: {e.path}: {e.problem}")
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -132,16 +168,24 @@ class Worker:
             if self.stop.is_set():
                 return 1
         delay = self.config.settings.initial_delay
-        self.activate_and_reload()
-        self.sd("READY=1", f"STATUS=managing {len(self.config.mds)} domain(s)")
+        if self.store_usable():
+            self.activate_and_reload()
+            self.sd("READY=1", f"STATUS=managing {len(self.config.mds)} domain(s)")
+        else:
+            self.sd("READY=1")
         if delay > 0 and not self.once:
             self._sleep_until(time.monotonic() + delay)
         while not self.stop.is_set():
             if self.reread.is_set():
                 self.reread.clear()
                 self.refresh_config()
-                self.activate_and_reload()
-            next_wake = self.cycle()
+                if self.store_usable():
+                    self.activate_and_reload()
+            if self.store_usable():
+                next_wake = self.cycle()
+            else:
+                self.write_snapshot()  # md-status says why
+                next_wake = RETRY_REFUSED
             if self.once:
                 break
             self._sleep_until(time.monotonic() + min(MAX_SLEEP, max(0.05, next_wake)))
@@ -151,7 +195,7 @@ class Worker:
             state.clear_worker_info(self.store)
             self.write_snapshot()  # says: no worker runs
         log.info("stopped")
-        return 0
+        return 1 if self.refused else 0
 
     def _sleep_until(self, deadline: float) -> None:
         while not self.stop.is_set() and not self.reread.is_set():

@@ -74,13 +74,20 @@ def report(store: Store, path: Path, problem: str, action: str, md: str | None =
            once: bool = False) -> None:
     """Log a broken file and record it for md-status. `once`: the file stays as it is,
     so only its first sighting in this process counts."""
+    if record(store, path, problem, action, md, once):
+        log.warning("%s: %s; %s", path, problem, action)
+
+
+def record(store: Store, path: Path, problem: str, action: str, md: str | None = None,
+           once: bool = False) -> bool:
+    """Record a broken file for md-status (report() also logs it); False when `once` and
+    this process has recorded it already."""
     rel = _relative(store, path)
     if once:
         with _reported_lock:
             if (rel, problem) in _reported:
-                return
+                return False
             _reported.add((rel, problem))
-    log.warning("%s: %s; %s", path, problem, action)
     entry: dict[str, Any] = {"when": http_date(now_utc()), "file": rel, "problem": problem,
                              "action": action}
     if md:
@@ -90,10 +97,11 @@ def report(store: Store, path: Path, problem: str, action: str, md: str | None =
             entries = _entries(store)
             if once and any(e.get("file") == rel and e.get("problem") == problem
                             for e in entries):
-                return  # seen by an earlier process already
+                return True  # recorded by an earlier process already
             store.write_json(*RECORD, {"entries": ([entry] + entries)[:KEEP]})
-    except Exception as e:  # noqa: BLE001 - the log line above is what counts
+    except Exception as e:  # noqa: BLE001 - the log line is what counts
         log.debug("cannot record %s in %s: %s", rel, RECORD, e)
+    return True
 
 
 def recent(store: Store, now: datetime | None = None) -> list[dict[str, Any]]:

@@ -7,10 +7,15 @@ store can be handed back and forth between mod_md and apache-md.
 from __future__ import annotations
 
 import base64
+import errno
+import grp
 import json
 import os
+import pwd
 import secrets
 import shutil
+import stat
+import threading
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -32,10 +37,24 @@ GROUP_MODES = {
 }
 KEY_MODE = 0o600
 STORE_FILE = "md_store.json"
+REFUSAL = ("It holds the key that protects the ACME account keys and the staged private keys, "
+           "so apache-md never replaces it, and renews and activates nothing until it is "
+           "repaired (Apache goes on serving the certificates it has). Restore it from a "
+           "backup; without one, move it away: a new key is made, and the accounts and staged "
+           "keys it protected are set aside and made anew (a new ACME account)")
 
 
 class StoreError(Exception):
     """A store problem a user can act on; the message names the file."""
+
+
+class StoreKeyError(StoreError):
+    """md_store.json cannot be used: nothing that needs the store's key may go on."""
+
+    def __init__(self, path: Path, problem: str, advice: str):
+        super().__init__(f"{path}: {problem}. {advice}")
+        self.path = path
+        self.problem = problem
 
 
 class CorruptFile(StoreError):
@@ -48,6 +67,34 @@ class CorruptFile(StoreError):
         self.path = path
         self.problem = problem
         self.seen = seen
+
+
+def _access_problem(path: Path, e: OSError) -> str:
+    """e.strerror, and for a permission problem who owns what (the usual cause: a file
+    root made in a store that belongs to the worker's user)."""
+    if e.errno != errno.EACCES:
+        return e.strerror or str(e)
+    try:
+        st, base = os.stat(path), os.stat(path.parent)
+    except OSError:
+        return e.strerror
+    return (f"{e.strerror} (it belongs to {_user(st.st_uid)}:{_group(st.st_gid)}, mode "
+            f"{stat.S_IMODE(st.st_mode):04o}, the store to {_user(base.st_uid)}; "
+            f"chown {_user(base.st_uid)}: {path})")
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
 
 
 def identity(st: os.stat_result) -> tuple:
@@ -132,6 +179,7 @@ class Store:
     def __init__(self, base: str | os.PathLike):
         self.base = Path(base)
         self._key: bytes | None = None
+        self._key_seen: tuple | None = None  # identity() of md_store.json when read
         self._dirs: dict[tuple[str, str | None], Path] = {}
         self._fsdirs: dict[tuple[str, str], str] = {}
 
@@ -174,41 +222,75 @@ class Store:
 
     @property
     def key(self) -> bytes:
-        """The 48 raw bytes mod_md encrypts staged and account keys with."""
+        """The 48 raw bytes mod_md encrypts staged and account keys with (md_store.json,
+        made on first use); StoreKeyError when the file cannot be used."""
         if self._key is None:
-            p = self.base / STORE_FILE
-            try:
-                data = json.loads(p.read_bytes())
-            except FileNotFoundError:
-                data = None
-            except (OSError, ValueError) as e:
-                raise StoreError(f"{p}: unreadable store file ({e})") from None
-            if data is None:
-                raw = secrets.token_bytes(48)
-                doc = {"store": {"version": 3.0},
-                       "key": base64.urlsafe_b64encode(raw).rstrip(b"=").decode()}
-                try:
-                    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                    with os.fdopen(fd, "w") as f:
-                        f.write(jsonfmt.dumps(doc))
-                        f.flush()
-                        os.fsync(f.fileno())
-                    fsync_dir(self.base)
-                    self.adopt(p)  # root (e.g. `check` in postinst) must not lock the worker out
-                    self._key = raw
-                    return raw
-                except FileExistsError:  # another process won the race: read theirs
-                    return self.key
-            try:
-                text = data["key"]
-                raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-                version = float(data.get("store", {}).get("version", 0))
-            except (KeyError, TypeError, ValueError, AttributeError):
-                raise StoreError(f"{p}: no valid 'key' in store file") from None
-            if len(raw) != 48 or version > 3:
-                raise StoreError(f"{p}: unsupported store version or key length")
-            self._key = raw
+            self._key, self._key_seen = self._read_key(create=True)
         return self._key
+
+    def check_key(self) -> None:
+        """StoreKeyError unless md_store.json still holds the key in use: a long-running
+        process must not go on with a key the file no longer has (cheap: one stat)."""
+        if self._key is None:
+            self.key  # noqa: B018
+            return
+        p = self.base / STORE_FILE
+        try:
+            seen = identity(os.stat(p))
+        except OSError:
+            seen = None
+        if seen == self._key_seen:
+            return
+        key, seen = self._read_key(create=False)
+        if key != self._key:
+            raise StoreKeyError(p, "replaced by a file with another key while apache-md was "
+                                   "using it", REFUSAL)
+        self._key_seen = seen
+
+    def _read_key(self, create: bool) -> tuple[bytes, tuple]:
+        p = self.base / STORE_FILE
+        try:
+            with open(p, "rb") as f:
+                data, seen = f.read(), identity(os.fstat(f.fileno()))
+        except FileNotFoundError:
+            if not create:
+                raise StoreKeyError(p, "removed while apache-md was using it", REFUSAL) from None
+            return self._create_key(p)
+        except OSError as e:
+            raise StoreKeyError(p, _access_problem(p, e), REFUSAL if e.errno != errno.EACCES
+                                else "apache-md renews and activates nothing until it can "
+                                     "read it") from None
+        try:
+            doc = json.loads(data)
+            text = doc["key"]
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            version = float(doc.get("store", {}).get("version", 0))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise StoreKeyError(p, "corrupt: no valid 'key'", REFUSAL) from None
+        if version > 3:
+            raise StoreKeyError(p, f"store version {version} is newer than this apache-md "
+                                   "knows (3)", "Upgrade apache-md") from None
+        if len(raw) != 48:
+            raise StoreKeyError(p, f"corrupt: the key has {len(raw)} bytes, not 48", REFUSAL)
+        return raw, seen
+
+    def _create_key(self, p: Path) -> tuple[bytes, tuple]:
+        """A new md_store.json, complete before it appears: a process that starts at the
+        same moment reads either none or the whole file, and the first one wins."""
+        raw = secrets.token_bytes(48)
+        doc = {"store": {"version": 3.0},
+               "key": base64.urlsafe_b64encode(raw).rstrip(b"=").decode()}
+        tmp = p.with_name(f"{p.name}.{os.getpid()}.{threading.get_ident()}.new")
+        atomic_write(tmp, jsonfmt.dumps(doc).encode(), 0o600)
+        try:
+            os.link(tmp, p)
+        except FileExistsError:  # another process won the race: read theirs
+            return self._read_key(create=False)
+        finally:
+            os.unlink(tmp)
+        fsync_dir(self.base)
+        self.adopt(p)  # root (e.g. `check` in postinst) must not lock the worker out
+        return raw, identity(os.stat(p))
 
     # -- files ----------------------------------------------------------------
     def exists(self, group: str, name: str, file: str) -> bool:
@@ -222,7 +304,8 @@ class Store:
         except FileNotFoundError:
             return None
         except OSError as e:
-            raise StoreError(f"{self.path(group, name, file)}: {e.strerror}") from None
+            path = self.path(group, name, file)
+            raise StoreError(f"{path}: {_access_problem(path, e)}") from None
 
     def read_bytes(self, group: str, name: str, file: str) -> bytes | None:
         got = self._read(group, name, file)

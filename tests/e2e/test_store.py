@@ -8,6 +8,9 @@ running worker.
 from __future__ import annotations
 
 import json
+import signal
+import time
+from pathlib import Path
 
 from tests.e2e.mdenv import MDEnv
 
@@ -80,3 +83,58 @@ def test_broken_files_are_named_once_set_aside_and_a_new_account_replaces_a_brok
     env.await_served("one.test", second)
     worker_once(env)  # the new account is used from now on, nothing more is set aside
     assert sorted(p.name for p in (store / "accounts").iterdir()) == accounts
+
+
+def await_log(proc, text: str, count: int = 1, timeout: float = 60) -> str:
+    """The worker's log once `text` appears `count` times in it (the worker must be alive)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        log = Path(proc.log_path).read_text(errors="replace")
+        if log.count(text) >= count:
+            return log
+        assert proc.poll() is None, f"worker exited with {proc.returncode}:\n{log}"
+        assert time.monotonic() < deadline, f"no {count}x {text!r} in the worker's log:\n{log}"
+        time.sleep(0.2)
+
+
+# -- a corrupt md_store.json (issue 11.5) ---------------------------------------------------
+def test_a_corrupt_store_file_is_refused_never_replaced_and_the_worker_waits(env):
+    first = issued(env, "one.test")
+    store_file = env.store / "md_store.json"
+    good = store_file.read_bytes()
+    store_file.write_bytes(b'{"store": {"version": 3.0}, "key": "tr')
+
+    p = env.cli("check")
+    assert p.returncode == 1
+    assert f"{store_file}: corrupt: no valid 'key'" in p.stderr and \
+        "never replaces it" in p.stderr and "Restore it from a backup" in p.stderr, p.stderr
+    p = env.cli("activate", "--reload", env.reload_command())
+    assert p.returncode == 1 and f"{store_file}: corrupt" in p.stderr, p.stderr
+    p = env.cli("renew", "--force")
+    assert p.returncode == 1 and f"{store_file}: corrupt" in p.stderr, p.stderr
+    assert store_file.read_bytes().endswith(b'"key": "tr')
+
+    # the worker stays up (no restart loop under systemd), says why once, renews nothing
+    worker = env.start_worker()
+    refusal = f"{store_file}: corrupt: no valid 'key'"
+    await_log(worker, refusal)
+    for n in (1, 2):
+        worker.send_signal(signal.SIGHUP)  # each one: another look at the file
+        await_log(worker, "received SIGHUP", n)
+    log = await_log(worker, "refusing", 0)
+    assert log.count(refusal) == 1, log
+    listed = env.status().get("broken-files") or []
+    assert [b["file"] for b in listed] == ["md_store.json"], listed
+    assert listed[0]["action"].startswith("refused")
+    env.await_served("one.test", first)
+    assert store_file.read_bytes().endswith(b'"key": "tr')
+
+    # repaired: the worker goes back to work at its next look, e.g. for a new MD
+    store_file.write_bytes(good)
+    env.write_config("MDomain one.test\nMDomain two.test\n",
+                     env.ssl_vhost("one.test") + env.ssl_vhost("two.test"))
+    worker.send_signal(signal.SIGHUP)
+    await_log(worker, "is usable again")
+    env.await_state(["two.test"], timeout=90)
+    env.await_served("two.test", serial(env, "two.test"))
+    env.await_served("one.test", first)

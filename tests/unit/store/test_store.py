@@ -7,7 +7,7 @@ import pytest
 from apache_md.core import crypto
 from apache_md.core.job import Job
 from apache_md.core.model import KeySpec
-from apache_md.store.fs import DOMAINS, STAGING, Store, StoreError
+from apache_md.store.fs import DOMAINS, STAGING, Store, StoreError, StoreKeyError
 
 
 def mode(p):
@@ -43,10 +43,41 @@ def test_corrupt_json_names_the_file(tmp_path):
         s.read_json(STAGING, "a.test", "job.json")
 
 
-def test_corrupt_store_file_is_an_error(tmp_path):
-    (tmp_path / "md_store.json").write_text('{"store": {"version": 3.0}, "key": "short"}')
-    with pytest.raises(StoreError, match="md_store.json"):
-        Store(tmp_path).key
+@pytest.mark.parametrize("content, problem", [
+    ('{"store": {"version": 3.0}, "key": "shorty"}', "the key has 4 bytes, not 48"),
+    ("", "corrupt: no valid 'key'"), ("[]", "corrupt: no valid 'key'"),
+    ('{"store": {"version": 4.0}, "key": "' + "A" * 64 + '"}', "version 4.0 is newer"),
+])
+def test_an_unusable_store_file_is_refused_and_never_replaced(tmp_path, content, problem):
+    p = tmp_path / "md_store.json"
+    p.write_text(content)
+    with pytest.raises(StoreKeyError, match=problem) as e:
+        Store(tmp_path).init()
+    assert str(e.value).startswith(f"{p}: ") and e.value.path == p
+    assert p.read_text() == content
+
+
+def test_a_store_file_changed_under_a_running_process_is_noticed(tmp_path):
+    s = Store(tmp_path)
+    s.init()
+    s.check_key()
+    doc = json.loads((tmp_path / "md_store.json").read_text())
+    os.utime(tmp_path / "md_store.json", ns=(1, 1))  # touched: same key, fine
+    s.check_key()
+    doc["key"] = "A" * 64
+    (tmp_path / "md_store.json").write_text(json.dumps(doc))
+    with pytest.raises(StoreKeyError, match="replaced by a file with another key"):
+        s.check_key()
+    (tmp_path / "md_store.json").unlink()
+    with pytest.raises(StoreKeyError, match="removed while apache-md was using it"):
+        s.check_key()
+
+
+def test_concurrent_first_use_agrees_on_one_key(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(8) as pool:
+        keys = set(pool.map(lambda _: Store(tmp_path).key, range(32)))
+    assert len(keys) == 1 and not list(tmp_path.glob("*.new"))
 
 
 def test_traversal_names_refused(tmp_path):
