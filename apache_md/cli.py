@@ -17,7 +17,7 @@ from .core.model import Config
 from .core.plan import plan
 from .notify import Messenger
 from .status import page, snapshot
-from .store import credentials, facts, state
+from .store import credentials, facts, owner, state
 from .store.fs import Store, StoreError, StoreKeyError
 from .store.state import load_activation_state
 
@@ -67,32 +67,9 @@ def _usable(config: Config) -> bool:
     return not config.errors
 
 
-def _drop_privileges(store_dir: str) -> None:
-    """The network-facing commands run as the store's owner, never as root.
-
-    When root runs `renew` or `worker` on a store owned by a service user
-    (apache-md on Debian), it becomes that user first, as mod_md runs ACME in
-    an unprivileged child."""
-    if os.geteuid() != 0:
-        return
-    try:
-        st = os.stat(store_dir)
-    except OSError:
-        return
-    if st.st_uid == 0:
-        return
-    os.setgroups([])
-    os.setgid(st.st_gid)
-    os.setuid(st.st_uid)
-    logging.getLogger(__name__).info("running as uid %d (owner of %s)", st.st_uid, store_dir)
-
-
-def _config_and_store(args, need_key: bool = True) -> tuple[Config, Store] | None:
-    """The loaded config and its initialised store, or None after printing why.
-    Without `need_key` an unusable md_store.json is only a warning (status)."""
-    config = _load(args)
-    if config is None:
-        return None
+def _open_store(config: Config, need_key: bool = True) -> Store | None:
+    """The config's store, initialised, or None after printing why. Without `need_key`
+    an unusable md_store.json is only a warning (status)."""
     store = Store(config.settings.store_dir)
     try:
         store.init()
@@ -103,15 +80,20 @@ def _config_and_store(args, need_key: bool = True) -> tuple[Config, Store] | Non
     except StoreError as e:
         print(f"apache-md: {e}", file=sys.stderr)
         return None
-    return config, store
+    return store
 
 
 # -- check ---------------------------------------------------------------------------
 def cmd_check(args) -> int:
     config = _loader(args)()
-    if not _usable(config):
-        _write_generated(config, None)  # at least the fallback, so Apache can start
-        return 1
+    with owner.acting_as(config.settings.store_dir):
+        if not _usable(config):
+            _write_generated(config, None)  # at least the fallback, so Apache can start
+            return 1
+        return _check(config)
+
+
+def _check(config: Config) -> int:
     store_dir = config.settings.store_dir
     missing = 0
     print(f"{len(config.mds)} managed domain(s), store {store_dir}")
@@ -216,10 +198,15 @@ def _check_stapling(config: Config) -> None:
 
 # -- status ---------------------------------------------------------------------------
 def cmd_status(args) -> int:
-    loaded = _config_and_store(args, need_key=False)
-    if loaded is None:
+    config = _load(args)
+    if config is None:
         return 1
-    config, store = loaded
+    with owner.acting_as(config.settings.store_dir):
+        store = _open_store(config, need_key=False)
+        return _status(args, config, store) if store else 1
+
+
+def _status(args, config: Config, store: Store) -> int:
     snap = snapshot.snapshot(store, config)
     now = now_utc()
     if args.name:
@@ -321,11 +308,13 @@ def _print_details(obj: dict, now) -> None:
 
 # -- renew ----------------------------------------------------------------------------
 def cmd_renew(args) -> int:
-    loaded = _config_and_store(args)
-    if loaded is None:
+    config = _load(args)
+    if config is None:
         return 1
-    config, store = loaded
-    _drop_privileges(config.settings.store_dir)
+    owner.become(config.settings.store_dir)
+    store = _open_store(config)
+    if store is None:
+        return 1
     unknown = [n for n in args.names if not config.md_by_name(n)]
     if unknown:
         print(f"apache-md: unknown managed domain(s): {', '.join(unknown)}", file=sys.stderr)
@@ -360,10 +349,15 @@ def cmd_renew(args) -> int:
 
 # -- activate -------------------------------------------------------------------------
 def cmd_activate(args) -> int:
-    loaded = _config_and_store(args)
-    if loaded is None:
+    config = _load(args)
+    if config is None:
         return 1
-    config, store = loaded
+    with owner.acting_as(config.settings.store_dir):
+        store = _open_store(config)
+        return _activate(args, config, store) if store else 1
+
+
+def _activate(args, config: Config, store: Store) -> int:
     from .apache.activation import activate_and_reload
     reload_cmd = shlex.split(args.reload) if args.reload else None
     report = activate_and_reload(store, config, reload_cmd, force=not args.respect_window)
@@ -388,9 +382,8 @@ def cmd_activate(args) -> int:
 # -- worker -----------------------------------------------------------------------------
 def cmd_worker(args) -> int:
     from .worker import run_worker
-    config = _loader(args)()
-    if not config.errors:
-        _drop_privileges(config.settings.store_dir)
+    # a worker that root starts renews as the store's owner, config errors or not
+    owner.become(_loader(args)().settings.store_dir)
     return run_worker(_loader(args), args.reload_command, once=args.once,
                       max_parallel=args.parallel)
 

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from . import MOD_MD_COMPAT_VERSION
 from .core.job import Job, now_utc
+from .store import owner
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,10 @@ def run_command(cmdline: str, args: list[str], store_dir: str | None = None) -> 
     if store_dir:
         env["MD_STORE"] = store_dir
     try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, env=env, timeout=COMMAND_TIMEOUT,
-                              check=False)
+        with owner.as_root():  # as mod_md: `activate` (root) runs them as root
+            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, env=env, timeout=COMMAND_TIMEOUT,
+                                  check=False)
     except FileNotFoundError:
         return 127, f"command not found: {argv[0]}"
     except PermissionError:

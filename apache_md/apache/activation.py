@@ -130,7 +130,6 @@ def activate_md(store: Store, md: ManagedDomain, messenger: Messenger,
                                                           state=2))
     messenger.send(job, "installed", md.name)  # mod_md: exit code ignored
     store.write_json(TMP, md.name, "job.json", job.to_json())
-    store.adopt(store.dir(TMP, md.name), recursive=True)
     archived = replace_domain(store, md.name)
     store.purge(STAGING, md.name)
     store.purge(CHALLENGES, md.name)

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from ..core.model import Config
+from ..store import owner
 
 log = logging.getLogger(__name__)
 DEBIAN_CONF = "/etc/apache2/apache2.conf"
@@ -44,8 +45,9 @@ def run(cmd: list[str], what: str, timeout: float = 120) -> str | None:
     """Run an Apache command; None on success, else a one-line error."""
     log.info("%s: %s", what, shlex.join(cmd))
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
-                              timeout=timeout, check=False)
+        with owner.as_root():  # `activate` works as the store's owner otherwise
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"{shlex.join(cmd)}: {e}"
     if proc.returncode != 0:
@@ -84,8 +86,9 @@ def pid_file(config: Config) -> str | None:
     """Apache's PidFile as Apache itself resolves it (Debian's envvars included)."""
     cmd = configtest_command(config) + ["-D", "DUMP_RUN_CFG"]
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
-                              check=False)
+        with owner.as_root():
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True,
+                                  timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     m = re.search(r'^PidFile: "(.*)"$', proc.stdout.decode("utf-8", "replace"), re.M)

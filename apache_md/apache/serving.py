@@ -79,7 +79,7 @@ def server_fallback(store: Store) -> str:
         pass
     if not ok:
         key = _fallback_key(KeySpec("RSA", 2048))
-        _write(store, path, crypto.self_signed(key, [FALLBACK_NAME]) + crypto.key_to_pem(key),
+        atomic_write(path, crypto.self_signed(key, [FALLBACK_NAME]) + crypto.key_to_pem(key),
                0o600)
     return str(path)
 
@@ -207,7 +207,6 @@ def repair(store: Store, md: ManagedDomain) -> str | None:
             os.rename(store.fspath(DOMAINS, md.name, f), slot / f)
         except FileNotFoundError:
             pass
-    store.adopt(slot, recursive=True)
     restored = _restore_from_archive(store, md, files)
     done = (f"restored the set of {restored}" if restored else
             "no good set in archive/: Apache gets the fallback until the renewal")
@@ -277,11 +276,6 @@ def served_problems(store: Store, config: Config) -> list[str]:
     return out
 
 
-def _write(store: Store, path: Path, data: bytes, mode: int) -> None:
-    atomic_write(path, data, mode)
-    store.adopt(path)  # root writes, the store's owner (the worker) rewrites later
-
-
 def write_if_changed(store: Store, path: Path, text: str) -> bool:
     data = text.encode()
     try:
@@ -289,7 +283,7 @@ def write_if_changed(store: Store, path: Path, text: str) -> bool:
             return False
     except FileNotFoundError:
         pass
-    _write(store, path, data, 0o644)
+    atomic_write(path, data, 0o644)
     return True
 
 
@@ -300,12 +294,11 @@ def write_includes(store: Store, config: Config | None) -> tuple[bool, dict[str,
     there is no global.conf yet."""
     apache_dir = store.dir(APACHE)
     apache_dir.mkdir(parents=True, exist_ok=True)
-    store.adopt(apache_dir)
     fallback = server_fallback(store)
     if config is None:
         glob = apache_dir / "global.conf"
         if not glob.exists():
-            _write(store, glob, includes.global_conf(None, fallback).encode(), 0o644)
+            atomic_write(glob, includes.global_conf(None, fallback).encode(), 0o644)
         return False, {}
     changed = False
     served = {}

@@ -212,10 +212,7 @@ class Store:
             if not self.base.exists():
                 make_dirs(self.base, 0o755)
             for group, (dmode, _) in GROUP_MODES.items():
-                d = self.base / group
-                if not d.exists():
-                    make_dirs(d, dmode)
-                    self.adopt(d)  # a group added by an upgrade, made by root
+                make_dirs(self.base / group, dmode)
             self.key  # noqa: B018 - creates md_store.json on first use
         except OSError as e:
             raise StoreError(f"cannot set up the store at {self.base}: {e.strerror}") from None
@@ -289,7 +286,6 @@ class Store:
         finally:
             os.unlink(tmp)
         fsync_dir(self.base)
-        self.adopt(p)  # root (e.g. `check` in postinst) must not lock the worker out
         return raw, identity(os.stat(p))
 
     # -- files ----------------------------------------------------------------
@@ -356,9 +352,6 @@ class Store:
         make_dirs(d, dmode)
         p = d / safe_name(file)
         atomic_write(p, data, fmode if mode is None else mode)
-        if os.geteuid() == 0:
-            self.adopt(d)
-            self.adopt(p)
         return p
 
     def write_json(self, group: str, name: str, file: str, obj: Any,
@@ -379,25 +372,6 @@ class Store:
             return sorted(p.name for p in self.dir(group).iterdir() if p.is_dir())
         except FileNotFoundError:
             return []
-
-    # -- ownership ------------------------------------------------------------------
-    def adopt(self, path: Path, recursive: bool = False) -> None:
-        """Give what root wrote to the store's owner, so the unprivileged worker
-        can read and replace it later (activation runs as root)."""
-        if os.geteuid() != 0:
-            return
-        try:
-            st = os.stat(self.base)
-        except OSError:
-            return
-        if st.st_uid == 0:
-            return
-        paths = [path] + (list(path.rglob("*")) if recursive and path.is_dir() else [])
-        for p in paths:
-            try:
-                os.lchown(p, st.st_uid, st.st_gid)
-            except OSError:
-                pass
 
     # -- the archive ---------------------------------------------------------------
     def archive_slot(self, stem: str) -> Path:

@@ -8,11 +8,18 @@ running worker.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import signal
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
-from tests.e2e.mdenv import MDEnv
+import pytest
+
+from tests.conftest import _OFF
+from tests.e2e.mdenv import APACHE_MD, MDEnv
 
 
 def worker_once(env: MDEnv, *extra: str) -> str:
@@ -138,3 +145,69 @@ def test_a_corrupt_store_file_is_refused_never_replaced_and_the_worker_waits(env
     env.await_state(["two.test"], timeout=90)
     env.await_served("two.test", serial(env, "two.test"))
     env.await_served("one.test", first)
+
+
+# -- root runs the CLI on a store that belongs to the worker's user (issue 10.2) ----------
+@pytest.fixture
+def service_user():
+    """An unprivileged system user, as the Debian package makes `apache-md`."""
+    name = f"apache-md-e2e{_OFF}"
+    for _ in range(20):  # other test runs may hold the passwd lock for a moment
+        p = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
+                            "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
+                           capture_output=True, text=True)
+        if p.returncode in (0, 9):  # 9: exists (left by a killed run)
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"useradd {name}: {p.stderr}")
+    yield pwd.getpwnam(name)
+    subprocess.run(["userdel", name], capture_output=True)
+
+
+def not_owned_by(store: Path, uid: int) -> list[str]:
+    return [f"{p} ({os.lstat(p).st_uid})" for p in [store, *store.rglob("*")]
+            if os.lstat(p).st_uid != uid]
+
+
+def test_root_leaves_a_store_owned_by_the_service_user_that_the_worker_can_use(
+        env, service_user):
+    uid, gid = service_user.pw_uid, service_user.pw_gid
+    env.store.mkdir(mode=0o755)
+    os.chown(env.store, uid, gid)  # as the package's postinst leaves it
+    env.write_config("MDomain one.test\nMDomain two.test\n",  # runs apache-conf as root
+                     env.ssl_vhost("one.test") + env.ssl_vhost("two.test"))
+    # every command as root on the fresh store
+    env.cli_ok("check")
+    env.cli_ok("status")
+    env.cli_ok("status", "--json", "one.test")
+    env.cli_ok("activate")  # includes and fallback certificates
+    env.apache.start()
+    assert not_owned_by(env.store, uid) == []
+    assert "running as uid" in env.cli_ok("renew", "two.test").stderr
+    env.cli_ok("activate", "--reload", env.reload_command())
+    env.await_served("two.test", serial(env, "two.test"))
+    assert not_owned_by(env.store, uid) == []
+
+    # the worker as the service user (User=apache-md in the unit): it may not reload Apache,
+    # so it asks for activation, which root does as the path unit would
+    log = Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
+    worker = subprocess.Popen(APACHE_MD + ["-f", str(env.apache.main_conf), "worker"],
+                              stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                              user=uid, group=gid, extra_groups=[])
+    worker.log_path = log
+    env.workers.append(worker)
+    request = env.store / "status/activation/activation-requested"
+    await_log(worker, "renewing: one.test")
+    deadline = time.monotonic() + 90
+    while "one.test" not in (request.read_text() if request.exists() else ""):
+        assert worker.poll() is None and time.monotonic() < deadline, log.read_text()
+        time.sleep(0.3)
+    env.cli_ok("activate", "--reload", env.reload_command())
+    env.await_served("one.test", serial(env, "one.test"))
+    text = log.read_text()
+    assert "Permission denied" not in text and "unreadable" not in text, text
+    env.stop_workers()
+    worker_once(env)  # root again: nothing it writes is root's
+    assert not_owned_by(env.store, uid) == []
+    log.unlink()
