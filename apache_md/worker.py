@@ -31,6 +31,7 @@ from .core.schedule import next_check
 from .notify import Messenger
 from .status import snapshot
 from .store import broken, facts, jobs, state
+from .store.changes import Changes
 from .store.fs import STAGING, WATCH, Store, StoreError, StoreKeyError
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,11 @@ SNAPSHOT_EVERY = 0.5  # seconds between status snapshots while drives run
 # node get activated within this time, and a cycle over unchanged certificates
 # costs only stat() calls.
 MAX_SLEEP = 60.0
-# How often a sleeping worker stats the config files (a few dozen stat() calls):
-# an MD added with `apache2ctl graceful` (no systemd to send SIGHUP) is seen soon.
-CONFIG_POLL = 5.0
+# How often a sleeping worker looks for changes made by others, by stat() alone: to
+# the config files (a few dozen; an MD added with `apache2ctl graceful`, no systemd
+# to send SIGHUP, is seen soon) and to the MDs' files in the store (store/changes.py:
+# a certificate copied in by hand shows in md-status within this time).
+POLL = 5.0
 RETRY_REFUSED = 60.0  # seconds between looks at an unusable md_store.json
 
 
@@ -68,6 +71,7 @@ class Worker:
         self.next_cycle = None  # datetime of the next planned check
         self.stapler = Stapler(rnd=self.rnd)
         self.refused: StoreKeyError | None = None  # md_store.json cannot be used
+        self.changes = Changes()
 
     # -- systemd -----------------------------------------------------------------------
     def sd(self, *lines: str) -> None:
@@ -198,6 +202,9 @@ class Worker:
         return 1 if self.refused else 0
 
     def _sleep_until(self, deadline: float) -> None:
+        """Sleep, pinging the watchdog; wake early for SIGHUP, SIGTERM, an edited
+        configuration and changes others made to the MDs' files (then the next cycle
+        shows them)."""
         while not self.stop.is_set() and not self.reread.is_set():
             if self.read_config is not None and \
                     config_stamp(self.read_config) != self.config_stamp:
@@ -207,9 +214,14 @@ class Worker:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self.wake.wait(min(left, self.watchdog or left, CONFIG_POLL))
+            self.wake.wait(min(left, self.watchdog or left, POLL))
             self.wake.clear()
             self.ping()
+            if not self.refused and self.store is not None:
+                changed = self.changes.changed(self.store, self.config)
+                if changed:
+                    log.debug("%s changed: checking now", changed)
+                    return
 
     def cycle(self) -> float:
         """One check over all MDs; returns seconds until the next one is needed.
@@ -220,6 +232,7 @@ class Worker:
         """
         config, store = self.config, self.store
         settings = config.settings
+        self.changes.mark(store, config)  # what this cycle writes is looked at once more
         messenger = Messenger(settings.message_cmd, settings.notify_cmd, str(store.base))
         drivers: list = []
 

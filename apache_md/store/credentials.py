@@ -1,8 +1,9 @@
 """Credential sets: the pubcert/privkey pairs of an MD, active or staged.
 
 Parsing a certificate costs far more than a stat(), so parsed results are
-cached per (path, mtime, size): a check cycle over a thousand unchanged
-certificates parses nothing.
+cached per path and changes.stamp() (inode, size, mtime, ctime): a check cycle
+over a thousand unchanged certificates parses nothing, and a file copied over
+with its old mtime and size is still read anew.
 """
 from __future__ import annotations
 
@@ -15,12 +16,12 @@ from cryptography import x509
 from ..core import crypto
 from ..core.crypto import CertInfo
 from ..core.model import KeySpec, ManagedDomain, RenewMode
-from . import broken
+from . import broken, changes
 from .fs import DOMAINS, STAGING, Store
 
-_cache: dict[str, tuple[tuple[float, int], list[x509.Certificate], CertInfo]] = {}
+_cache: dict[str, tuple[tuple, list[x509.Certificate], CertInfo]] = {}
 _cache_lock = threading.Lock()
-_stored_ca: dict[str, tuple[tuple[int, int, int], dict]] = {}  # md.json path: (stat, ca)
+_stored_ca: dict[str, tuple[tuple, dict]] = {}  # md.json path: (stamp, ca)
 
 
 def _load(path: str | Path) -> tuple[list[x509.Certificate], CertInfo] | None:
@@ -29,7 +30,7 @@ def _load(path: str | Path) -> tuple[list[x509.Certificate], CertInfo] | None:
         st = os.stat(key)
     except OSError:
         return None
-    stamp = (st.st_mtime, st.st_size)
+    stamp = changes.stamp(st)
     with _cache_lock:
         hit = _cache.get(key)
     if hit and hit[0] == stamp:
@@ -93,7 +94,7 @@ def stored_ca(store: Store, md: ManagedDomain) -> dict:
     path = store.fspath(DOMAINS, md.name, "md.json")
     try:
         st = os.stat(path)
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        stamp = changes.stamp(st)
     except OSError:
         stamp = None
     hit = _stored_ca.get(path)

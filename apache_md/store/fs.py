@@ -201,10 +201,14 @@ class Store:
     def fspath(self, group: str, name: str, file: str) -> str:
         """path() as a str: stat() and open() on it skip pathlib, whose joins cost more
         than the system calls when a cycle looks at the files of a thousand MDs."""
+        return os.path.join(self.fsdir(group, name), safe_name(file))
+
+    def fsdir(self, group: str, name: str) -> str:
+        """dir() as a str (see fspath)."""
         d = self._fsdirs.get((group, name))
         if d is None:
             d = self._fsdirs[(group, name)] = os.fspath(self.dir(group, name))
-        return os.path.join(d, safe_name(file))
+        return d
 
     def init(self) -> None:
         """Create the base layout and md_store.json; idempotent."""

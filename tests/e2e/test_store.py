@@ -18,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from apache_md.core import crypto
+from apache_md.core.model import KeySpec
 from tests.conftest import _OFF
 from tests.e2e.mdenv import APACHE_MD, MDEnv
+from tests.harness.client import curl
 
 
 def worker_once(env: MDEnv, *extra: str) -> str:
@@ -211,3 +214,59 @@ def test_root_leaves_a_store_owned_by_the_service_user_that_the_worker_can_use(
     worker_once(env)  # root again: nothing it writes is root's
     assert not_owned_by(env.store, uid) == []
     log.unlink()
+
+
+# -- changes made to the store by others (issue 11.6) --------------------------------------
+def md_status_over_http(env: MDEnv, name: str) -> dict:
+    r = curl(f"http://localhost:{env.apache.http_port}/md-status/{name}")
+    assert r.status == 200, r.body
+    return r.json()
+
+
+def await_md_status(env: MDEnv, name: str, pred, what: str, timeout: float = 20) -> dict:
+    """md-status as Apache serves it, once pred(obj) holds. The bound is well under the
+    worker's regular wake-up (60 s): what is tested is that it notices by itself."""
+    deadline = time.monotonic() + timeout
+    while True:
+        obj = md_status_over_http(env, name)
+        if pred(obj):
+            return obj
+        assert time.monotonic() < deadline, f"md-status never showed {what}: {obj}"
+        time.sleep(0.3)
+
+
+def await_first_cycle(env: MDEnv, worker) -> None:
+    """Until the worker's heartbeat says when it checks next (written after a cycle)."""
+    beat = env.store / "status/worker/worker.json"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            info = json.loads(beat.read_text())
+        except (OSError, ValueError):
+            info = {}
+        if info.get("pid") == worker.pid and "next-cycle" in info:
+            return
+        assert worker.poll() is None and time.monotonic() < deadline, \
+            Path(worker.log_path).read_text()
+        time.sleep(0.2)
+
+
+def test_a_certificate_copied_into_the_store_by_hand_shows_in_md_status_within_seconds(env):
+    first = issued(env, "one.test")
+    worker = env.start_worker()
+    await_first_cycle(env, worker)
+    live = env.store / "domains/one.test"
+    old = os.stat(live / "pubcert.pem")
+
+    # rewritten in place (same inode) with its old mtime, as `cp -p` does
+    key = crypto.generate_key(KeySpec("RSA", 2048))
+    (live / "privkey.pem").write_bytes(crypto.key_to_pem(key))
+    with open(live / "pubcert.pem", "wb") as f:
+        f.write(crypto.self_signed(key, ["one.test"], days=30))
+    os.utime(live / "pubcert.pem", ns=(old.st_atime_ns, old.st_mtime_ns))
+    copied = format(crypto.load_chain((live / "pubcert.pem").read_bytes())[0].serial_number,
+                    "X")
+    obj = await_md_status(env, "one.test", lambda o: o["cert"]["rsa"]["serial"] != first,
+                          "the copied certificate")
+    assert obj["cert"]["rsa"]["serial"].lstrip("0") == copied.lstrip("0")
+    assert worker.poll() is None
