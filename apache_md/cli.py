@@ -8,7 +8,7 @@ import shlex
 import sys
 
 from . import __version__
-from .apache import includes
+from .apache import includes, renames
 from .ca import ari
 from .core import tailscale
 from .core.job import now_utc
@@ -80,6 +80,7 @@ def _open_store(config: Config, need_key: bool = True) -> Store | None:
     except StoreError as e:
         print(f"apache-md: {e}", file=sys.stderr)
         return None
+    renames.follow(store, config)
     return store
 
 
@@ -152,6 +153,7 @@ def _write_generated(config: Config, store: Store | None) -> int:
         if config.errors:
             serving.write_includes(store, None)
             return 0
+        renames.follow(store, config)  # before anything is written for a new name
         repaired, _ = activation.prepare(store, config)
         snapshot.write_snapshot(store, config)  # the handlers know the MDs from now on
         pid_file = ctl.pid_file(config)

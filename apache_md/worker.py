@@ -20,7 +20,7 @@ from typing import Callable
 
 import sdnotify
 
-from .apache import activation
+from .apache import activation, renames
 from .apache.ctl import default_reload_command
 from .ca import ari
 from .ca.stapler import Stapler
@@ -129,6 +129,8 @@ class Worker:
         log.info("configuration: %d managed domain(s), store %s", len(config.mds), store.base)
         if refusal is not None:
             self._refuse(refusal)
+        else:
+            renames.follow(store, config)
         return True
 
     # -- md_store.json -------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from apache_md.core import crypto
 from apache_md.core.model import KeySpec
 from tests.conftest import _OFF
 from tests.e2e.mdenv import APACHE_MD, MDEnv
-from tests.harness.client import curl
+from tests.harness.client import curl, dns_names, s_client_cert
 
 
 def worker_once(env: MDEnv, *extra: str) -> str:
@@ -270,3 +270,67 @@ def test_a_certificate_copied_into_the_store_by_hand_shows_in_md_status_within_s
                           "the copied certificate")
     assert obj["cert"]["rsa"]["serial"].lstrip("0") == copied.lstrip("0")
     assert worker.poll() is None
+
+
+# -- renamed MDs keep their certificate (issue 11.2) ---------------------------------------
+def vhost(env: MDEnv, name: str, aliases=(), md: str | None = None) -> str:
+    return env.ssl_vhost(name, aliases=list(aliases), md=md)
+
+
+def served_serial(env: MDEnv, name: str) -> str:
+    chain = s_client_cert("127.0.0.1", env.apache.https_port, name)
+    assert "Fallback" not in chain[0].subject.rfc4514_string(), f"{name}: fallback served"
+    return format(chain[0].serial_number, "X")
+
+
+def same(a: str, b: str) -> bool:
+    return a.lstrip("0") == b.lstrip("0")
+
+
+def test_an_md_whose_first_name_is_dropped_keeps_its_certificate(env):
+    """mod_md test_702_030; a vhost still including the old name's file keeps working."""
+    first = issued(env, "x.test", mds="MDomain x.test a.test b.test\n",
+                   vhosts=vhost(env, "a.test", md="x.test") + vhost(env, "b.test", md="x.test"))
+    env.write_config("MDomain a.test b.test\n",
+                     vhost(env, "a.test", md="a.test") + vhost(env, "b.test", md="x.test"))
+    out = env.cli_ok("activate", "--reload", env.reload_command()).stderr
+    assert "MD x.test renamed to a.test (a.test b.test): it keeps its certificate" in out, out
+    assert not (env.store / "domains/x.test").exists()
+    for name in ("a.test", "b.test"):
+        assert same(served_serial(env, name), first)
+    assert same(serial(env, "a.test"), first) and env.status("a.test")["state"] == 2
+    log = worker_once(env)  # the certificate covers the new names: nothing to renew
+    assert "renewing" not in log, log
+    assert same(serial(env, "a.test"), first) and same(served_serial(env, "b.test"), first)
+
+
+def test_an_md_whose_server_name_and_alias_are_swapped_keeps_its_certificate(env):
+    """mod_md test_702_033: the MD is named for its vhost's ServerName."""
+    first = issued(env, "x.test", vhosts=vhost(env, "x.test", aliases=["a.test"]))
+    assert env.status("x.test")["domains"] == ["x.test", "a.test"]
+    env.write_config("MDomain a.test\n", vhost(env, "a.test", aliases=["x.test"]))
+    env.cli_ok("activate", "--reload", env.reload_command())
+    assert env.status("a.test")["domains"] == ["a.test", "x.test"]
+    for name in ("a.test", "x.test"):
+        assert same(served_serial(env, name), first)
+    assert "renewing" not in worker_once(env)
+    assert same(serial(env, "a.test"), first)
+
+
+def test_an_md_renamed_with_a_name_added_serves_its_old_certificate_until_renewed(env):
+    """mod_md test_702_031: the old certificate stays live (no fallback) while the MD renews
+    for the new set of names in the background."""
+    first = issued(env, "x.test", mds="MDomain x.test a.test b.test\n",
+                   vhosts=vhost(env, "a.test", md="x.test") + vhost(env, "b.test", md="x.test"))
+    env.write_config("MDomain a.test b.test c.test\n",
+                     "".join(vhost(env, n, md="a.test") for n in ("a.test", "b.test", "c.test")))
+    env.cli_ok("activate", "--reload", env.reload_command())
+    for name in ("a.test", "b.test", "c.test"):  # c.test is not in it yet, but no fallback
+        assert same(served_serial(env, name), first)
+    status = env.status("a.test")
+    assert status["state"] == 1 and "does not cover" in status.get("state-descr", ""), status
+    worker_once(env)
+    second = serial(env, "a.test")
+    assert not same(second, first)
+    chain = env.await_served("c.test", second)
+    assert sorted(dns_names(chain[0])) == ["a.test", "b.test", "c.test"]
