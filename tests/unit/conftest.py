@@ -11,3 +11,12 @@ _PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
 def _no_inherited_proxies(monkeypatch):
     for var in _PROXY_VARS:
         monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A fresh initialised store."""
+    from apache_md.store.fs import Store
+    s = Store(tmp_path / "md")
+    s.init()
+    return s

@@ -1,20 +1,12 @@
 """Accounts in the store: unusable ones are named and set aside, never lost."""
-import pytest
 
 from apache_md.ca import accounts
 from apache_md.core import crypto
 from apache_md.core.model import Location, ManagedDomain
 from apache_md.store import broken
-from apache_md.store.fs import ACCOUNTS, Store
+from apache_md.store.fs import ACCOUNTS
 
 CA = "https://ca.test/dir"
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "md")
-    s.init()
-    return s
 
 
 def md() -> ManagedDomain:

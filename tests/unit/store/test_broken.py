@@ -15,16 +15,8 @@ from apache_md.store.fs import (
     STAGING,
     WATCH,
     CorruptFile,
-    Store,
     identity,
 )
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "md")
-    s.init()
-    return s
 
 
 def warnings(caplog) -> list[str]:
