@@ -68,15 +68,15 @@ def _usable(config: Config) -> bool:
 
 
 def _open_store(config: Config, need_key: bool = True) -> Store | None:
-    """The config's store, initialised, or None after printing why. Without `need_key`
-    an unusable md_store.json is only a warning (status)."""
+    """The config's store, initialised (renamed MDs followed), or None after printing
+    why. Without `need_key` an unusable md_store.json is only a warning (status), and
+    the store is left as it is."""
     store = Store(config.settings.store_dir)
     try:
         store.init()
     except StoreKeyError as e:
         print(f"apache-md: {e}", file=sys.stderr)
-        if need_key:
-            return None
+        return None if need_key else store
     except StoreError as e:
         print(f"apache-md: {e}", file=sys.stderr)
         return None
