@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -32,6 +31,7 @@ from ..store.fs import (
     TMP,
     Store,
     StoreError,
+    rename,
 )
 from ..store.locks import Busy, md_lock
 from ..store.state import load_activation_state, save_activation_state
@@ -144,13 +144,13 @@ def replace_domain(store: Store, name: str) -> str | None:
     archived = None
     if dst.exists():
         slot = store.archive_slot(name)
-        os.rename(dst, slot)
+        rename(dst, slot)
         archived = str(slot)
     try:
-        os.rename(src, dst)
+        rename(src, dst)
     except OSError as e:
         if archived:
-            os.rename(archived, dst)
+            rename(archived, dst)
         if e.errno == errno.ENOENT:
             raise StoreError(f"{src}: staged set vanished during activation") from None
         raise
@@ -160,8 +160,8 @@ def replace_domain(store: Store, name: str) -> str | None:
 def replace_domain_back(store: Store, name: str, archived: str) -> str:
     """Undo replace_domain: the archived set returns; the rejected one is archived."""
     slot = store.archive_slot(f"{name}.rejected")
-    os.rename(store.dir(DOMAINS, name), slot)
-    os.rename(archived, store.dir(DOMAINS, name))
+    rename(store.dir(DOMAINS, name), slot)
+    rename(archived, store.dir(DOMAINS, name))
     return str(slot)
 
 
@@ -268,7 +268,7 @@ def _discard_staged(store: Store, md: ManagedDomain, why: str) -> None:
     job = jobs.load(store, STAGING, md.name)
     slot = store.archive_slot(f"{md.name}.staging")
     try:
-        os.rename(store.dir(STAGING, md.name), slot)
+        rename(store.dir(STAGING, md.name), slot)
     except OSError as e:
         log.error("%s: cannot move the staged set aside: %s", md.name, e)
     log.error("%s: staged certificates rejected (moved to %s): %s", md.name, slot, why)

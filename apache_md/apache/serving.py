@@ -24,7 +24,7 @@ from ..core import crypto
 from ..core.job import now_utc
 from ..core.model import Config, KeySpec, ManagedDomain
 from ..store import credentials
-from ..store.fs import APACHE, ARCHIVE, DOMAINS, Store, StoreError, atomic_write
+from ..store.fs import APACHE, ARCHIVE, DOMAINS, Store, StoreError, atomic_write, rename
 from . import includes
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def repair(store: Store, md: ManagedDomain) -> str | None:
     slot = store.archive_slot(f"{md.name}.broken")
     for f in files:
         try:
-            os.rename(store.fspath(DOMAINS, md.name, f), slot / f)
+            rename(store.fspath(DOMAINS, md.name, f), slot / f)
         except FileNotFoundError:
             pass
     restored = _restore_from_archive(store, md, files)
