@@ -201,7 +201,8 @@ class Store:
     def fspath(self, group: str, name: str, file: str) -> str:
         """path() as a str: stat() and open() on it skip pathlib, whose joins cost more
         than the system calls when a cycle looks at the files of a thousand MDs."""
-        return os.path.join(self.fsdir(group, name), safe_name(file))
+        d = self._fsdirs.get((group, name)) or self.fsdir(group, name)
+        return os.path.join(d, safe_name(file))
 
     def fsdir(self, group: str, name: str) -> str:
         """dir() as a str (see fspath)."""
