@@ -284,15 +284,17 @@ def handler_snippet(config: Config, *, python_home: str | None = None,
     WSGIScriptAlias /md-status {WSGI_SCRIPT}
     WSGIScriptAlias /.httpd/certificate-status {WSGI_SCRIPT}
     WSGIScriptAlias {RELAY_PATH} {WSGI_SCRIPT}
-    <LocationMatch "^/(\\.well-known/acme-challenge/|md-status|\\.httpd/(certificate-status|ocsp-relay))">
+    <Directory {WSGI_SCRIPT.parent}>
+        # By the script's directory, not by URL: every spelling of a mount point that
+        # reaches the script (no trailing slash, double slashes, %-escapes) finds the store.
         {group_line}
         # The main interpreter: mod_wsgi's sub-interpreters hang Apache's children at
         # exit (stop and graceful restart). wsgi/app.py keeps to itself: one module, no
         # global state outside it.
         WSGIApplicationGroup %{{GLOBAL}}
         SetEnv APACHE_MD_STORE {store}
-    </LocationMatch>
-    <Location /.well-known/acme-challenge/>
+    </Directory>
+    <Location /.well-known/acme-challenge>
         # The CA must always reach the challenge answers, whatever else is protected.
         Require all granted
     </Location>

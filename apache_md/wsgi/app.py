@@ -22,8 +22,10 @@ import base64
 import json
 import os
 import re
+import sys
 import threading
 import time
+import traceback
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Iterable
 
@@ -110,19 +112,6 @@ class Snapshot:
         return data if isinstance(data, dict) else {}
 
 
-_snapshots: dict[str, Snapshot] = {}
-
-
-def _snapshot(environ: dict) -> View | None:
-    store = environ.get("APACHE_MD_STORE") or os.environ.get("APACHE_MD_STORE")
-    if not store:
-        return None
-    snap = _snapshots.get(store)
-    if snap is None:
-        snap = _snapshots.setdefault(store, Snapshot(store))
-    return snap.current()
-
-
 def _quality(mtype: str, ranges: list[tuple[str, float]]) -> float:
     """q of the most specific Accept range matching `mtype` (0 when none does)."""
     major = mtype.split("/", 1)[0] + "/*"
@@ -161,25 +150,6 @@ def negotiate(accept: str) -> str:
     return best
 
 
-_negotiated: dict[str, str] = {}
-
-
-def _format(environ: dict) -> str:
-    query = environ.get("QUERY_STRING", "")
-    if query:
-        for pair in query.split("&"):
-            k, _, v = pair.partition("=")
-            if k == "format" and v in TYPES:
-                return v
-    accept = environ.get("HTTP_ACCEPT", "")
-    fmt = _negotiated.get(accept)
-    if fmt is None:
-        fmt = negotiate(accept)
-        if len(_negotiated) < 256:  # a handful of distinct clients in practice
-            _negotiated[accept] = fmt
-    return fmt
-
-
 def _host(environ: dict) -> str:
     host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME") or ""
     if host.startswith("["):  # [::1]:443
@@ -188,11 +158,33 @@ def _host(environ: dict) -> str:
 
 
 def _respond(start_response: Callable, status: str, body: bytes = b"",
-             headers: list[tuple[str, str]] | None = None) -> Iterable[bytes]:
+             headers: list[tuple[str, str]] | None = None, exc_info=None) -> Iterable[bytes]:
     hdrs = list(headers or [("Content-Type", "text/plain; charset=utf-8")])
     hdrs.append(("Content-Length", str(len(body))))
-    start_response(status, hdrs)
+    if exc_info:
+        start_response(status, hdrs, exc_info)
+    else:
+        start_response(status, hdrs)
     return [body]
+
+
+def _unavailable(start_response, headers=None, exc_info=None) -> Iterable[bytes]:
+    # What the public sees when apache-md cannot answer: no detail (that goes to the log).
+    return _respond(start_response, "503 Service Unavailable", b"Service Unavailable\n",
+                    headers, exc_info)
+
+
+def _shown(text: str, limit: int = 200) -> str:
+    """A client's text as it may appear in one log line: printable ASCII, bounded."""
+    return ascii(text[:limit])[1:-1] + ("..." if len(text) > limit else "")
+
+
+def log(environ: dict, text: str) -> None:
+    """One line in Apache's error log (mod_wsgi's wsgi.errors)."""
+    errors = environ.get("wsgi.errors")
+    if errors is not None:
+        errors.write(f"apache-md: {text}\n")
+        errors.flush()
 
 
 def _not_found(start_response) -> Iterable[bytes]:
@@ -221,8 +213,9 @@ def challenge(environ: dict, start_response, path: str, snap: View) -> Iterable[
             body = f.read(8192)
     except FileNotFoundError:
         return not_found()
-    except OSError:
-        return _respond(start_response, "500 Internal Server Error", b"challenge unreadable\n", mark)
+    except OSError as e:
+        log(environ, f"cannot read the http-01 answer for {_shown(host)}: {e}")
+        return _unavailable(start_response, mark)
     # The file holds "<token>.<thumbprint>": answer only for the token it was made for.
     if not body.startswith(token.encode() + b"."):
         return not_found()
@@ -248,12 +241,12 @@ def _from_document_root(environ: dict, start_response, path: str) -> Iterable[by
     return _respond(start_response, "200 OK", body, [("Content-Type", "text/plain")])
 
 
-def md_status(environ: dict, start_response, path: str, snap: View) -> Iterable[bytes]:
+def md_status(environ: dict, start_response, path: str, snap: View,
+              fmt: str) -> Iterable[bytes]:
     if not snap.bodies:
         return _respond(start_response, "503 Service Unavailable",
                         b"apache-md: no status snapshot yet; it is written by "
                         b"`apache-md worker`, `apache-md activate` and `apache-md renew`\n")
-    fmt = _format(environ)
     rest = path[len(STATUS_PREFIX):].strip("/")
     name = rest.rsplit("/", 1)[-1] if rest else ""
     if name == "metrics" and not snap.has_md(name):
@@ -326,7 +319,11 @@ def ocsp_relay(environ: dict, start_response, snap: View) -> Iterable[bytes]:
         size = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         size = 0
-    body = environ["wsgi.input"].read(min(max(size, 0), MAX_OCSP_REQUEST))
+    try:
+        body = environ["wsgi.input"].read(min(max(size, 0), MAX_OCSP_REQUEST))
+    except (OSError, ValueError) as e:  # mod_wsgi: the client sent less and went away
+        log(environ, f"ocsp-relay: request body unreadable ({size} bytes announced): {e}")
+        return _respond(start_response, "400 Bad Request", b"", OCSP_RESPONSE)
     try:
         key = relay_key(body)
     except (ValueError, IndexError):
@@ -347,20 +344,73 @@ def ocsp_relay(environ: dict, start_response, snap: View) -> Iterable[bytes]:
     return _respond(start_response, "200 OK", der or OCSP_TRY_LATER, OCSP_RESPONSE)
 
 
-def application(environ: dict, start_response) -> Iterable[bytes]:
-    path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
-    snap = _snapshot(environ)
-    if snap is None:
-        return _respond(start_response, "500 Internal Server Error",
-                        b"apache-md: APACHE_MD_STORE is not set (see apache-md apache-conf)\n")
-    if path.startswith(CHALLENGE_PREFIX):
-        return challenge(environ, start_response, path, snap)
-    if path == CERT_STATUS_PATH:
-        return certificate_status(environ, start_response, snap)
-    if path == RELAY_PATH:
-        return ocsp_relay(environ, start_response, snap)
-    if path == STATUS_PREFIX or path.startswith(STATUS_PREFIX + "/"):
-        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
-            return _respond(start_response, "501 Not Implemented", b"")
-        return md_status(environ, start_response, path, snap)
-    return _not_found(start_response)
+class Handlers:
+    """The WSGI application: routes a request to its handler.
+
+    Holds what it learns across requests: the snapshot of each store (reloaded when the
+    file changes) and the format each distinct Accept header negotiates to."""
+
+    def __init__(self) -> None:
+        self._snapshots: dict[str, Snapshot] = {}
+        self._negotiated: dict[str, str] = {}
+
+    def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
+        try:
+            return self._route(environ, start_response)
+        except Exception as e:  # public endpoints never answer 500: one line, then 503
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            log(environ, f"internal error answering {_shown(environ.get('REQUEST_METHOD', ''))} "
+                f"{_shown(_path(environ))}: {type(e).__name__}: {_shown(str(e))} "
+                f"({os.path.basename(where.filename)}:{where.lineno})")
+            return _unavailable(start_response, exc_info=sys.exc_info())
+
+    def _route(self, environ: dict, start_response) -> Iterable[bytes]:
+        path = _path(environ)
+        snap = self.snapshot(environ)
+        if snap is None:
+            log(environ, "APACHE_MD_STORE is not set for this request: mount the handlers "
+                "with what `apache-md apache-conf` prints")
+            return _unavailable(start_response)
+        if path.startswith(CHALLENGE_PREFIX) or path == CHALLENGE_PREFIX[:-1]:
+            return challenge(environ, start_response, path, snap)
+        if path == CERT_STATUS_PATH:
+            return certificate_status(environ, start_response, snap)
+        if path == RELAY_PATH:
+            return ocsp_relay(environ, start_response, snap)
+        if path == STATUS_PREFIX or path.startswith(STATUS_PREFIX + "/"):
+            if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+                return _respond(start_response, "501 Not Implemented", b"")
+            return md_status(environ, start_response, path, snap, self.format(environ))
+        return _not_found(start_response)
+
+    def snapshot(self, environ: dict) -> View | None:
+        store = environ.get("APACHE_MD_STORE") or os.environ.get("APACHE_MD_STORE")
+        if not store:
+            return None
+        snap = self._snapshots.get(store)
+        if snap is None:
+            snap = self._snapshots.setdefault(store, Snapshot(store))
+        return snap.current()
+
+    def format(self, environ: dict) -> str:
+        """json, html or metrics: `?format=`, else negotiated from Accept."""
+        query = environ.get("QUERY_STRING", "")
+        if query:
+            for pair in query.split("&"):
+                k, _, v = pair.partition("=")
+                if k == "format" and v in TYPES:
+                    return v
+        accept = environ.get("HTTP_ACCEPT", "")
+        fmt = self._negotiated.get(accept)
+        if fmt is None:
+            fmt = negotiate(accept)
+            if len(self._negotiated) < 256:  # a handful of distinct clients in practice
+                self._negotiated[accept] = fmt
+        return fmt
+
+
+def _path(environ: dict) -> str:
+    return (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) or "/"
+
+
+application = Handlers()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -217,6 +218,27 @@ def curl(url: str, resolve_host: str | None = None, port: int | None = None,
         raw_headers = Path(hfile).read_text(errors="replace") if os.path.exists(hfile) else ""
         body = Path(bfile).read_bytes().decode(errors="replace") if os.path.exists(bfile) else ""
         return CurlResult(status, _parse_headers(raw_headers), body)
+
+
+def raw_http(port: int, request: bytes, host: str = "127.0.0.1", timeout: float = 10,
+             body_sent: bool = True) -> CurlResult | None:
+    """Send `request` exactly as given (any method, path bytes as they are: curl would
+    normalise them) and read the answer until the server closes. With `body_sent=False`
+    the client hangs up right after sending, as one that sent less than it announced;
+    then there is no answer (None)."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(request)
+        if not body_sent:
+            return None
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if len(lines[0].split()) > 1 else 0
+    return CurlResult(status, _parse_headers(head.decode("latin-1")),
+                      body.decode(errors="replace"))
 
 
 class CurlError(RuntimeError):

@@ -47,6 +47,7 @@ def test_conf_available_mounts_what_apache_conf_prints():
                     group="www-data")
     snippet = includes.handler_snippet(config, python_home="/usr")
     snippet = snippet.replace(str(includes.WSGI_SCRIPT), DEBIAN_WSGI)
+    snippet = snippet.replace(str(includes.WSGI_SCRIPT.parent), os.path.dirname(DEBIAN_WSGI))
     snippet = re.sub(r"<IfModule !wsgi_module>.*?</IfModule>\n", "", snippet, flags=re.S)
     snippet = snippet.replace(" python-home=/usr", "")
     conf = (REPO / "conf-available" / "apache-md.conf").read_text()
