@@ -7,71 +7,20 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from apache_md.core import crypto
-from apache_md.core.job import Job
 from apache_md.core.jsonfmt import http_date
-from apache_md.core.model import (
-    Config,
-    GlobalSettings,
-    KeySpec,
-    Location,
-    ManagedDomain,
-    VHost,
-)
+from apache_md.core.model import Config, GlobalSettings
 from apache_md.status import mdstatus, metrics, page, snapshot
-from apache_md.store import castats, jobs
-from apache_md.store.fs import DOMAINS, STAGING, Store
+from apache_md.store import castats
 from apache_md.wsgi import app
 from tests.e2e import mdstatus_ref as ref
+from tests.unit.sample import CA, call, env, make_md, sample_config
 
 NOW = datetime(2026, 4, 11, 12, 0, tzinfo=timezone.utc)
-CA = "https://ca.test/dir"
-
-
-def make_md(name: str, **kw) -> ManagedDomain:
-    md = ManagedDomain(name=name, domains=[name, f"www.{name}"], location=Location("x.conf", 1),
-                       ca_urls=[CA], contacts=["mailto:a@b.test"], **kw)
-    md.vhosts = [VHost(server_name=name, aliases=[], ssl=True, location=Location("x.conf", 2))] \
-        if "vhosts" not in kw else md.vhosts
-    return md
-
-
-def put_cert(store: Store, group: str, md: ManagedDomain, spec: KeySpec = KeySpec("Default")):
-    key = crypto.generate_key(spec)
-    store.write_bytes(group, md.name, spec.file_name("pubcert"),
-                      crypto.self_signed(key, md.domains, days=90))
-    store.write_bytes(group, md.name, spec.file_name("privkey"), crypto.key_to_pem(key),
-                      mode=0o600)
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "md")
-    s.init()
-    return s
 
 
 @pytest.fixture
 def config(store):
-    active, staged, new, failing = (make_md(n) for n in ("active.test", "staged.test",
-                                                          "new.test", "failing.test"))
-    put_cert(store, DOMAINS, active)
-    put_cert(store, DOMAINS, staged)
-    put_cert(store, STAGING, staged)
-    store.write_json(STAGING, staged.name, "md.json", {"name": staged.name})
-    job = Job(staged.name)
-    job.start_run()
-    job.succeed(datetime.now(timezone.utc), "renewed")
-    job.notified = job.notified_renewed = True
-    jobs.save(store, STAGING, job)
-    job = Job(failing.name)
-    job.start_run()
-    job.fail(20014, "General error", "urn:ietf:params:acme:error:rejectedIdentifier",
-             "<b>no</b> & \"never\"")
-    job.next_run = datetime.now(timezone.utc) + timedelta(minutes=5)
-    jobs.save(store, STAGING, job)
-    return Config(main_file="x.conf", server_root="/", settings=GlobalSettings(
-        store_dir=str(store.base)), mds=[staged, new, failing, active])
+    return sample_config(store)
 
 
 def test_md_objects_follow_the_reference(store, config):
@@ -107,22 +56,6 @@ def test_next_check_follows_the_worker_and_the_job(store, config):
     obj = mdstatus.md_status(store, config.md_by_name("new.test"), now, worker=worker)
     assert obj["next-check"] == worker["next-cycle"]
     assert "next-check" not in mdstatus.md_status(store, md, now)
-
-
-def call(environ: dict) -> tuple[str, dict, bytes]:
-    out = {}
-
-    def start_response(st, headers):
-        out["status"], out["headers"] = st, dict(headers)
-    body = b"".join(app.application(environ, start_response))
-    return out["status"], out["headers"], body
-
-
-def env(store: Store, path: str, method: str = "GET", accept: str = "*/*", host: str = "x",
-        query: str = "") -> dict:
-    return {"APACHE_MD_STORE": str(store.base), "SCRIPT_NAME": path, "PATH_INFO": "",
-            "REQUEST_METHOD": method, "HTTP_ACCEPT": accept, "HTTP_HOST": host,
-            "QUERY_STRING": query}
 
 
 def test_wsgi_routes_answer_from_the_snapshot(store, config):
