@@ -227,7 +227,7 @@ def challenge(environ: dict, start_response, path: str, snap: View) -> Iterable[
 def _from_document_root(environ: dict, start_response, path: str) -> Iterable[bytes] | None:
     """The file at DOCUMENT_ROOT + path, if there is one inside the document root."""
     root = environ.get("DOCUMENT_ROOT")
-    if not root:
+    if not root or "\x00" in root + path:  # no file has a NUL in its name
         return None
     base = os.path.realpath(root)
     target = os.path.realpath(os.path.join(base, path.lstrip("/")))
@@ -358,7 +358,8 @@ class Handlers:
         try:
             return self._route(environ, start_response)
         except Exception as e:  # public endpoints never answer 500: one line, then 503
-            where = traceback.extract_tb(e.__traceback__)[-1]
+            frames = traceback.extract_tb(e.__traceback__)
+            where = next((f for f in reversed(frames) if f.filename == __file__), frames[-1])
             log(environ, f"internal error answering {_shown(environ.get('REQUEST_METHOD', ''))} "
                 f"{_shown(_path(environ))}: {type(e).__name__}: {_shown(str(e))} "
                 f"({os.path.basename(where.filename)}:{where.lineno})")
