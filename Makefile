@@ -31,7 +31,7 @@ deps:
 	  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; guard=1; \
 	fi; \
 	rc=0; \
-	{ apt-get update -q && apt-get install -y -q $$missing; } || rc=$$?; \
+	{ apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; } || rc=$$?; \
 	if [ -n "$$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
 	exit $$rc
 
@@ -48,8 +48,9 @@ $(STAMP): setup.cfg pyproject.toml requirements-test.txt
 	$(PY) -m pip install -q -e . -r requirements-test.txt
 	@touch $@
 
+# -rs: the summary says why a test was skipped
 test: deps venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs tests
 
 demo: deps venv
 	$(PY) scripts/demo.py

@@ -116,7 +116,7 @@ def test_activation_waits_for_its_window(env):
 
 
 def test_privilege_split(env, pebble):
-    """The worker runs as the store's owner; the WSGI daemon cannot read keys."""
+    """The worker runs as the store's owner; the handlers (Apache's children) cannot read keys."""
     user = "apache-md-test"
     if subprocess.run(["id", user], capture_output=True).returncode != 0:
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
@@ -137,7 +137,7 @@ def test_privilege_split(env, pebble):
     assert os.stat(key).st_uid == pw.pw_uid and oct(os.stat(key).st_mode & 0o777) == "0o600"
     serial = env.status("one.test")["cert"]["rsa"]["serial"]
     env.await_served("one.test", serial)
-    # www-data (Apache children, WSGI daemon) cannot read a private key
+    # www-data (Apache's children, where the handlers run) cannot read a private key
     p = subprocess.run(["runuser", "-u", "www-data", "--", "cat", str(key)], capture_output=True)
     assert p.returncode != 0
     p = subprocess.run(["runuser", "-u", "www-data", "--", "cat",
