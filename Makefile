@@ -52,8 +52,9 @@ $(STAMP): setup.cfg pyproject.toml requirements-test.txt
 test: deps venv
 	$(PY) -m pytest -q -rs tests
 
+# KEEP=1: keep the demo running until Ctrl-C and print the URLs of its status page
 demo: deps venv
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(if $(KEEP),--keep)
 
 # md-status requests/s of apache-md against Debian's mod_md (installs wrk if missing).
 bench-status: deps venv

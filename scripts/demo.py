@@ -3,12 +3,14 @@
 
 Everything runs in private directories under /tmp on ports of its own
 (ACME 14100, Apache http 5102 / https 5101), so it does not touch a system
-Apache nor a test run. It stops what it started when done.
+Apache nor a test run. When done, or with `--keep` (`make demo KEEP=1`) after
+Ctrl-C, it stops what it started and removes its directories.
 """
 from __future__ import annotations
 
+import argparse
 import json
-import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,7 +70,31 @@ def site_conf(store: str, pebble: Pebble) -> str:
 """
 
 
+def keep_running(pebble: Pebble) -> None:
+    """Print where to look, then wait for Ctrl-C (or SIGTERM)."""
+    base = f"http://127.0.0.1:{HTTP}"
+    root = pebble.root_pem_path
+    say("Running until you press Ctrl-C (on this machine: Apache listens on loopback only)")
+    print(f"status page (HTML):  {base}/md-status?format=html\n"
+          f"one domain (HTML):   {base}/md-status/demo.test?format=html\n"
+          f"md-status (JSON):    {base}/md-status\n"
+          f"metrics:             {base}/md-status/metrics\n"
+          f"a served site:       curl --cacert {root} --resolve demo.test:{HTTPS}:127.0.0.1 "
+          f"https://demo.test:{HTTPS}/", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        print()
+
+
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--keep", action="store_true",
+                    help="keep everything running until Ctrl-C, and print the URLs")
+    args = ap.parse_args()
     say("Starting Pebble (ACME CA) and pebble-challtestsrv (DNS)")
     pebble = Pebble(acme_port=14100, mgmt_port=15100, dns_port=8153, challtestsrv_port=8155,
                     http_port=HTTP, https_port=HTTPS)
@@ -111,16 +137,19 @@ def main() -> int:
                 if st != 200:
                     raise SystemExit(f"demo: {name} answered {st}")
         say("Done: both managed domains are served with certificates from the CA")
+        if args.keep:
+            keep_running(pebble)
         return 0
     finally:
+        say("Stopping the worker, Apache and Pebble; removing their directories")
         if worker is not None:
             worker.send_signal(signal.SIGTERM)
             worker.wait(30)
         apache.stop()
         pebble.stop()
-        if os.environ.get("DEMO_KEEP") is None:
-            import shutil
-            shutil.rmtree(apache.root, ignore_errors=True)
+        # Pebble's directory holds its CA key: nothing of the demo stays behind.
+        for path in (apache.root, pebble.work_dir):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 if __name__ == "__main__":

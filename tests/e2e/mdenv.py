@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -73,7 +72,8 @@ class MDEnv:
         return " ".join(self.apache.apache_cmd("-k", "graceful"))
 
     def start_worker(self, *extra: str, env=None, log: Path | None = None) -> subprocess.Popen:
-        log = log or Path(tempfile.mkstemp(prefix="worker-", suffix=".log")[1])
+        # In the ServerRoot: removed with it, kept with it when the test fails.
+        log = log or self.apache.root / "logs" / f"worker-{len(self.workers)}.log"
         proc = subprocess.Popen(
             APACHE_MD + ["-f", str(self.apache.main_conf), "worker", "--reload-command",
                          self.reload_command(), *extra],

@@ -216,8 +216,8 @@ def test_relay_has_a_vhost_of_its_own_on_a_wildcard_listen(apache, ocsp_pebble, 
     redirects everything but /.well-known/ to https: mod_ssl's relay requests must not
     be caught by that."""
     apache = Apache(http_port=apache.http_port, https_port=apache.https_port, listen_host="*")
+    env = MDEnv(apache, ocsp_pebble)
     try:
-        env = MDEnv(apache, ocsp_pebble)
         redirect = (f"<VirtualHost *:{apache.http_port}>\n    ServerName www.example\n"
                     "    RewriteEngine on\n    RewriteCond %{REQUEST_URI} !^/\\.well-known/\n"
                     "    RewriteRule ^ https://www.example/ [R=301,L]\n</VirtualHost>\n")
@@ -231,6 +231,6 @@ def test_relay_has_a_vhost_of_its_own_on_a_wildcard_listen(apache, ocsp_pebble, 
         r = until("a good staple", lambda: (x := stapled(env)).ocsp_cert_status == "good" and x)
         assert r.ocsp_stapled
         assert "ocsp-relay.apache-md.invalid" not in apache.access_log()  # Host is the address
-        env.stop_workers()
     finally:
-        apache.stop()
+        env.stop_workers()
+        apache.cleanup()
