@@ -12,6 +12,7 @@ from typing import Any, Iterable
 
 from ..core.jsonfmt import parse_http_date
 from ..core.model import MDState, RenewMode, name_of
+from . import condition
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ACTIVATION_STATES = ("pending", "staged", "active")
@@ -64,8 +65,9 @@ def render(mds: Iterable[dict[str, Any]], ca_stats: dict[str, dict[str, Any]],
         return fams.setdefault(name, _Family("apache_md_" + name, kind, help_))
 
     info = fam("info", "gauge", "Managed domain: its names, renew mode and CA (always 1).")
-    state = fam("state", "gauge", "1 for the MD's mod_md state (unknown, incomplete, "
-                "complete, expired, error), 0 for the others.")
+    state = fam("state", "gauge", "1 for the MD's state, 0 for the others: mod_md's "
+                "unknown, incomplete, complete, and expired (the certificate ran out) or error "
+                "(renewals keep failing, or broken files), as the status page shows them.")
     act = fam("activation_state", "gauge", "1 for where the certificate stands (pending: "
               "none from the CA yet; staged: waiting for activation; active), else 0.")
     nb = fam("cert_not_before_timestamp_seconds", "gauge",
@@ -102,8 +104,9 @@ def render(mds: Iterable[dict[str, Any]], ca_stats: dict[str, dict[str, Any]],
         ca = (md.get("ca") or {}).get("url") or ""
         info.add(1, md=name, domains=",".join(md.get("domains", [])), ca=ca,
                  renew_mode=name_of(RenewMode, md.get("renew-mode")))
+        current_state = condition.state(md, now)
         for code in MDState:
-            state.add(1 if md.get("state") == code else 0, md=name, state=code.name.lower())
+            state.add(1 if current_state == code else 0, md=name, state=code.name.lower())
         current = (md.get("activation") or {}).get("state")
         for label in ACTIVATION_STATES:
             act.add(1 if current == label else 0, md=name, state=label)

@@ -16,6 +16,7 @@ from typing import Any
 from ..core.durations import DurationError, Timeslice
 from ..core.jsonfmt import parse_http_date
 from ..core.model import MDState, RenewMode, name_of
+from .condition import condition
 
 
 @dataclass
@@ -55,25 +56,14 @@ def relative(dt: datetime | None, now: datetime) -> str:
     return f"in {span}" if dt >= now else f"{span} ago"
 
 
+CSS_CLASS = {"expired": "bad", "error": "bad", "staged": "busy", "renewing": "busy",
+             "good": "ok", "incomplete": "wait", "unknown": "wait"}
+
+
 def status_label(md: dict[str, Any], now: datetime) -> tuple[str, str]:
-    """(css class, words) for the MD's state, as mod_md's server-status names them."""
-    renewal = md.get("renewal") or {}
-    until = parse_http_date(((md.get("cert") or {}).get("valid") or {}).get("until"))
-    if renewal.get("errors"):
-        return "bad", "error"
-    if md.get("state") == MDState.ERROR:
-        return "bad", "error"
-    if until and until <= now:
-        return "bad", "expired"
-    if (md.get("activation") or {}).get("state") == "staged":
-        return "busy", "staged"
-    if md.get("state") == MDState.INCOMPLETE:
-        return "wait", "incomplete"
-    if renewal:
-        return "busy", "renewing"
-    if md.get("state") == MDState.COMPLETE:
-        return "ok", "good"
-    return "wait", "unknown"
+    """(css class, word) for the MD's condition."""
+    word = condition(md, now)
+    return CSS_CLASS[word], word
 
 
 def activity(md: dict[str, Any], now: datetime) -> str:

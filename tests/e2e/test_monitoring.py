@@ -287,6 +287,8 @@ def test_metrics_parse_and_say_what_md_status_says(scenario):
     assert _sample(fams, "apache_md_state", md="new.test", state="complete") == 0
     assert _sample(fams, "apache_md_activation_state", md="staged.test", state="staged") == 1
     assert _sample(fams, "apache_md_renewal_errors", md="blocked-domain.example") == 1
+    # failing renewals: what the page's red badge says, and what an alert looks for
+    assert _sample(fams, "apache_md_state", md="blocked-domain.example", state="error") == 1
     assert _sample(fams, "apache_md_renewal_errors", md="staged.test") == 0
     assert _sample(fams, "apache_md_last_renewal_timestamp_seconds", md="staged.test") > 0
     ca = scenario.env.pebble.directory_url

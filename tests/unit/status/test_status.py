@@ -107,6 +107,32 @@ def test_metrics_parse_with_prometheus_client(store, config):
     assert samples[("apache_md_worker_up", ())] == 0
 
 
+def _states(text: str) -> dict[str, str]:
+    fam = next(f for f in text_string_to_metric_families(text) if f.name == "apache_md_state")
+    on = [(s.labels["md"], s.labels["state"]) for s in fam.samples if s.value == 1]
+    assert len(on) == len({md for md, _ in on})  # one state per MD
+    return dict(on)
+
+
+def test_page_and_metrics_agree_on_what_error_means(store, config):
+    """Failing renewals make the page's badge red and apache_md_state{state="error"} 1;
+    an expired certificate is "expired" in both, failing renewals or not."""
+    now = datetime.now(timezone.utc)
+    snap = snapshot.snapshot(store, config, now)
+    states = _states(snap["bodies"]["metrics"])
+    words = {name: page.status_label(obj, now)[1] for name, obj in snap["mds"].items()}
+    assert words["failing.test"] == states["failing.test"] == "error"
+    assert '<span class="badge">error</span>' in snap["bodies"]["html:failing.test"]
+    assert states == {"active.test": "complete", "staged.test": "complete",
+                      "new.test": "incomplete", "failing.test": "error"}
+    assert (words["staged.test"], words["new.test"]) == ("staged", "incomplete")
+    gone = dict(snap["mds"]["failing.test"], state=2,
+                cert={"valid": {"from": http_date(now - timedelta(days=90)),
+                                "until": http_date(now - timedelta(minutes=1))}})
+    assert page.status_label(gone, now) == ("bad", "expired")
+    assert _states(metrics.render([gone], {}, None, now)) == {"failing.test": "expired"}
+
+
 def test_metric_labels_are_escaped():
     text = metrics.render([{"name": 'a"b\\c\nd', "domains": [], "state": 2, "cert": {}}],
                           {}, None, NOW)
