@@ -68,6 +68,7 @@ class Worker:
         self.watchdog = int(usec) / 2e6 if usec and usec.isdigit() else None
         self._last_ping = 0.0
         self._snapshot_cost = 0.0  # seconds the last snapshot took
+        self._renderer = snapshot.Renderer()  # bodies of MDs that did not change
         self.next_cycle = None  # datetime of the next planned check
         self.stapler = Stapler(rnd=self.rnd)
         self.refused: StoreKeyError | None = None  # md_store.json cannot be used
@@ -337,7 +338,7 @@ class Worker:
         try:
             if not self.stop.is_set():
                 state.write_worker_info(self.store, self.next_cycle)
-            snapshot.write_snapshot(self.store, self.config)
+            snapshot.write_snapshot(self.store, self.config, self._renderer)
         except (StoreError, OSError) as e:
             log.error("cannot write the status snapshot: %s", e)
         self._snapshot_cost = time.monotonic() - start

@@ -28,24 +28,36 @@ SNAPSHOT = (STATUS, "snapshot", "status.json")
 
 
 # -- the snapshot -----------------------------------------------------------------------------
-# Rendered bodies of the last snapshot, by (kind, name): (inputs, text). While a
-# drive runs the snapshot is rebuilt twice a second, and most MDs have not
-# changed; comparing their objects is far cheaper than encoding them again.
-_rendered: dict[tuple[str, str], tuple[Any, str]] = {}
+class Renderer:
+    """The bodies of the last snapshot, by (kind, name): (inputs, text).
 
+    While a drive runs the snapshot is rebuilt twice a second, the worker rebuilds it
+    every cycle, and most MDs have not changed: comparing their objects is far cheaper
+    than rendering them again. Whoever writes snapshots repeatedly keeps one; each
+    snapshot keeps only what it used, so MDs that left the configuration leave the cache.
+    """
 
-def _render(kind: str, name: str, inputs: Any, render: Callable[[], str]) -> str:
-    hit = _rendered.get((kind, name))
-    if hit is not None and hit[0] == inputs:
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, str], tuple[Any, str]] = {}
+        self._next: dict[tuple[str, str], tuple[Any, str]] = {}
+
+    def render(self, kind: str, name: str, inputs: Any, render: Callable[[], str]) -> str:
+        hit = self._last.get((kind, name))
+        if hit is None or hit[0] != inputs:
+            hit = (inputs, render())
+        self._next[(kind, name)] = hit
         return hit[1]
-    text = render()
-    _rendered[(kind, name)] = (inputs, text)
-    return text
+
+    def done(self) -> None:
+        """One snapshot is rendered: forget what it did not use."""
+        self._last, self._next = self._next, {}
 
 
-def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[str, Any]:
+def snapshot(store: Store, config: Config, now: datetime | None = None,
+             renderer: Renderer | None = None) -> dict[str, Any]:
     """Everything the WSGI handlers serve, rendered once."""
     now = now or now_utc()
+    r = renderer or Renderer()
     worker = read_worker_info(store)
     requested = activation_requested(store)
     act_state = load_activation_state(store)
@@ -73,18 +85,19 @@ def snapshot(store: Store, config: Config, now: datetime | None = None) -> dict[
     # the page shows times to the minute: re-render it when the minute changes
     page_key = (now.replace(second=0, microsecond=0), worker, settings.certificate_check,
                 ctx.last_reload, ctx.activation_error)
-    bodies = {"list": _render("list", "", top, lambda: dumps(top)),
-              "html": _render("html", "", (list(full.values()), page_key),
+    bodies = {"list": r.render("list", "", top, lambda: dumps(top)),
+              "html": r.render("html", "", (list(full.values()), page_key),
                               lambda: page.render_list(list(full.values()), ctx)),
               "metrics": metrics.render(list(full.values()), ca_stats, worker, now,
                                         rows)}
     for md in mds:
         obj = full[md.name]
         cs = cert_status(obj, _cert_status_keys(md))
-        bodies[f"md:{md.name}"] = _render("md", md.name, obj, lambda: dumps(obj))
-        bodies[f"html:{md.name}"] = _render("html", md.name, (obj, page_key),
+        bodies[f"md:{md.name}"] = r.render("md", md.name, obj, lambda: dumps(obj))
+        bodies[f"html:{md.name}"] = r.render("html", md.name, (obj, page_key),
                                             lambda: page.render_md(obj, ctx))
-        bodies[f"cs:{md.name}"] = _render("cs", md.name, cs, lambda: dumps(cs))
+        bodies[f"cs:{md.name}"] = r.render("cs", md.name, cs, lambda: dumps(cs))
+    r.done()
     return {
         "generated": http_date(now),
         "list": top,
@@ -115,8 +128,9 @@ def _add_broken(full: dict[str, dict[str, Any]], entries: list[dict[str, Any]]
     return rest
 
 
-def write_snapshot(store: Store, config: Config) -> dict[str, Any]:
-    snap = snapshot(store, config)
+def write_snapshot(store: Store, config: Config,
+                   renderer: Renderer | None = None) -> dict[str, Any]:
+    snap = snapshot(store, config, renderer=renderer)
     # The handlers need only what they serve; the objects stay for `status`.
     served = {k: v for k, v in snap.items() if k not in ("list", "mds")}
     store.write_bytes(*SNAPSHOT, _compact_chunks(served))
@@ -150,13 +164,14 @@ def refreshing(store: Store, config: Config, every: float = 0.5) -> Iterator[Non
     """Rewrite the snapshot every `every` seconds while the block runs (and after it),
     so progress in job.json shows on /md-status within a second."""
     done = threading.Event()
+    renderer = Renderer()
 
     def loop() -> None:
         cost = 0.0
         while not done.wait(max(every, 2 * cost)):  # a third of the time at most
             start = time.monotonic()
             try:
-                write_snapshot(store, config)
+                write_snapshot(store, config, renderer)
             except (StoreError, OSError):
                 pass  # the final write below reports
             cost = time.monotonic() - start
@@ -168,4 +183,4 @@ def refreshing(store: Store, config: Config, every: float = 0.5) -> Iterator[Non
     finally:
         done.set()
         t.join()
-        write_snapshot(store, config)
+        write_snapshot(store, config, renderer)
