@@ -78,28 +78,30 @@ def snapshot(store: Store, config: Config, now: datetime | None = None,
         for d in md.domains:
             domains.setdefault(d, md.name)
     settings = config.settings
-    ctx = page.PageContext(generated=now, worker=worker,
-                                  check=settings.certificate_check,
-                                  last_reload=act_state.get("last-reload"),
-                                  activation_error=act_state.get("error"))
-    # the page shows times to the minute: re-render it when the minute changes
-    page_key = (now.replace(second=0, microsecond=0), worker, settings.certificate_check,
-                ctx.last_reload, ctx.activation_error)
+    ctx = page.PageContext(worker_pid=worker.get("pid") if worker else None,
+                           check=settings.certificate_check,
+                           last_reload=act_state.get("last-reload"),
+                           activation_error=act_state.get("error"))
+    # A page is rendered again when its view changes, not every minute.
+    views = {name: page.view(obj, now) for name, obj in full.items()}
+    html_rows = [r.render("row", name, v, lambda: page.list_row(*v)) for name, v in views.items()]
     bodies = {"list": r.render("list", "", top, lambda: dumps(top)),
-              "html": r.render("html", "", (list(full.values()), page_key),
-                              lambda: page.render_list(list(full.values()), ctx)),
+              "html": page.render_list(html_rows, [m.condition for _, m in views.values()],
+                                       ctx),
               "metrics": metrics.render(list(full.values()), ca_stats, worker, now,
                                         rows)}
     for md in mds:
-        obj = full[md.name]
+        obj, v = full[md.name], views[md.name]
         cs = cert_status(obj, _cert_status_keys(md))
         bodies[f"md:{md.name}"] = r.render("md", md.name, obj, lambda: dumps(obj))
-        bodies[f"html:{md.name}"] = r.render("html", md.name, (obj, page_key),
-                                            lambda: page.render_md(obj, ctx))
+        bodies[f"html:{md.name}"] = r.render("html", md.name, (v, ctx),
+                                             lambda: page.render_md(*v, ctx))
         bodies[f"cs:{md.name}"] = r.render("cs", md.name, cs, lambda: dumps(cs))
     r.done()
     return {
         "generated": http_date(now),
+        # what the pages' GENERATED mark becomes: the handlers cannot import the page
+        "generated-page": page.date(now),
         "list": top,
         "mds": full,
         "domains": domains,

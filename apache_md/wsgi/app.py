@@ -35,6 +35,7 @@ STATUS_PREFIX = "/md-status"
 RELAY_PATH = "/.httpd/ocsp-relay"
 JSON = "application/json"
 MARK_HEADER = "X-Apache-MD"  # = preflight.MARK_HEADER (this file must not import the package)
+GENERATED = "<!--apache-md:generated-->"  # = status.page.GENERATED
 TYPES = {"json": JSON, "html": "text/html; charset=utf-8",
          "metrics": "text/plain; version=0.0.4; charset=utf-8"}
 # What a client may ask for, per body format; the first format wins a tie, so
@@ -58,8 +59,11 @@ class View:
         self.store = store
         self.data = data
         bodies = data.get("bodies")
-        self.bodies: dict[str, bytes] = {k: v.encode("utf-8") for k, v in bodies.items()} \
-            if isinstance(bodies, dict) else {}
+        # The pages say when the snapshot was made: the one thing that changes each time.
+        when = str(data.get("generated-page", ""))
+        self.bodies: dict[str, bytes] = {
+            k: (v.replace(GENERATED, when) if k.startswith("html") else v).encode("utf-8")
+            for k, v in bodies.items()} if isinstance(bodies, dict) else {}
 
     def body(self, key: str) -> bytes | None:
         return self.bodies.get(key)

@@ -341,6 +341,15 @@ def test_html_page_renders_in_chromium(scenario, tmp_path):
     one = decode_png(screenshot(f"{scenario.http}/md-status/blocked-domain.example",
                                 tmp_path / "one.png"))
     assert one.variance() > 100 and one.count_near((0x2F, 0x3B, 0x48)) > 2000
+    # On a phone (390 px) the tables turn into cards: nothing runs off the right edge,
+    # where only the page's background shows.
+    for path in ("/md-status", "/md-status/staged.test"):
+        img = decode_png(screenshot(f"{scenario.http}{path}", tmp_path / "phone.png",
+                                    width=390, height=1600))
+        edge = [img.pixels[y * img.width + x] for y in range(img.height)
+                for x in range(img.width - 8, img.width)]
+        assert all(abs(r - 0xF6) + abs(g - 0xF7) + abs(b - 0xF9) < 12 for r, g, b in edge), path
+        assert img.count_near((0x2E, 0x9E, 0x4F)) > 500, path  # a validity bar, full width
 
 
 # -- fresh -------------------------------------------------------------------------------------

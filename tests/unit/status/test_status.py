@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -146,7 +147,7 @@ def test_page_escapes_what_it_shows(store, config):
     assert "<b>no</b>" not in html and "&lt;b&gt;no&lt;/b&gt; &amp; &quot;never&quot;" in html
     one = snap["bodies"]["html:failing.test"]
     assert "renewal-error" in one and "<b>no</b>" not in one
-    empty = page.render_list([], page.PageContext(generated=NOW))
+    empty = page.render_list([], [], page.PageContext())
     assert "No managed domains are configured" in empty
 
 
@@ -157,8 +158,87 @@ def test_validity_bar_marks_the_windows():
     marks = page.window_marks(md)
     assert marks["renew"] == start + timedelta(days=60)
     assert marks["warn"] == start + timedelta(days=81)
-    bar = page.validity_bar(md, NOW)
+    bar = page.validity_bar(md, page.moment(md, NOW).mark)
     assert 'left:66.67%' in bar and 'left:90.0%' in bar
+    assert '<i class="now" style="left:66%">' in bar  # whole percent: see Moment
+
+
+def test_pages_are_rendered_again_only_when_what_they_say_changes(store, config, monkeypatch):
+    """Issue 15: absolute times, so a minute later (or an hour) nothing is rendered again;
+    the time of the snapshot is the handler's to fill in."""
+    rendered = []
+    for name in ("render_md", "list_row"):
+        real = getattr(page, name)
+        monkeypatch.setattr(page, name, lambda *a, real=real: rendered.append(a) or real(*a))
+    renderer = snapshot.Renderer()
+    now = datetime.now(timezone.utc)
+    first = snapshot.snapshot(store, config, now, renderer)
+    assert len(rendered) == 2 * len(config.mds)
+    rendered.clear()
+    for later in (timedelta(minutes=1), timedelta(hours=1)):
+        again = snapshot.snapshot(store, config, now + later, renderer)
+        assert rendered == []
+        assert again["bodies"]["html"] == first["bodies"]["html"]
+        for md in config.mds:
+            assert again["bodies"][f"html:{md.name}"] is first["bodies"][f"html:{md.name}"]
+    assert first["bodies"]["html"].count(page.GENERATED) == 1
+    # MDs that left the configuration leave the cache
+    config.mds = [m for m in config.mds if m.name != "new.test"]
+    snapshot.snapshot(store, config, now, renderer)
+    assert "new.test" not in {name for _, name in renderer._last}
+    assert {name for _, name in renderer._last} == {m.name for m in config.mds} | {""}
+
+
+def test_a_view_stands_still_while_mod_md_moves_renew_at_with_now():
+    """An MD with a certificate but a key type missing: mod_md's renew-at is "now"."""
+    start = NOW - timedelta(days=30)
+
+    def obj(now):
+        return {"name": "x.test", "state": 1, "renew-at": http_date(now),
+                "next-check": http_date(now + timedelta(seconds=30)),
+                "cert": {"valid": {"from": http_date(start),
+                                   "until": http_date(start + timedelta(days=90))}}}
+    later = NOW + timedelta(minutes=10)
+    assert page.view(obj(NOW), NOW) == page.view(obj(later), later)
+    assert page.view(obj(NOW), NOW)[1].mark == 33
+    # the next whole percent of the lifetime moves the mark, and the page with it
+    assert page.view(obj(NOW + timedelta(days=1)), NOW + timedelta(days=1))[1].mark == 34
+
+
+def test_the_handler_says_when_the_snapshot_was_made(store, config):
+    snap = snapshot.write_snapshot(store, config)
+    for path in ("/md-status", "/md-status/active.test"):
+        body = call(env(store, path, accept="text/html"))[2].decode()
+        assert page.GENERATED not in body
+        assert f"apache-md status as of {snap['generated-page']} &middot;" in body
+    assert app.GENERATED == page.GENERATED
+
+
+def test_certificate_check_only_where_it_can_find_the_certificate(store, config):
+    obj = snapshot.snapshot(store, config)["mds"]["active.test"]
+    m = page.moment(obj, NOW)
+    private = page.render_md(obj, m, page.PageContext())
+    assert "crt.sh" not in private  # the sample's CA is a private one
+    public = dict(obj, ca={"url": "https://acme-v02.api.letsencrypt.org/directory"})
+    fp = obj["cert"]["rsa"]["sha256-fingerprint"]
+    assert f'<a href="https://crt.sh?q={fp}">crt.sh</a>' in page.render_md(
+        public, m, page.PageContext())
+    own = page.PageContext(check=("monitor", "https://ct.example/?sha256="))
+    assert f'<a href="https://ct.example/?sha256={fp}">monitor</a>' in page.render_md(
+        obj, m, own)
+
+
+def test_page_wraps_names_between_names_and_writes_one_date_format(store, config):
+    snap = snapshot.snapshot(store, config)
+    one = snap["bodies"]["html:staged.test"]
+    names = ('<span class="name"><span>staged.</span><wbr><span>test</span></span> '
+             '<span class="name"><span>www.</span><wbr><span>staged.</span><wbr>'
+             '<span>test</span></span>')
+    assert names in one  # a break between names, or after a dot, never at a hyphen
+    assert '<code class="serial">' in one
+    log = one[one.index("Renewal log"):]
+    assert re.search(r'data-label="When">\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<', log)
+    assert "GMT" not in one  # md-status's HTTP dates never reach the page
 
 
 def test_ca_stats_count_and_survive_a_corrupt_file(store):
