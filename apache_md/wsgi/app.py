@@ -3,7 +3,8 @@
 Thin and read-only: they answer from the challenge files and the status
 snapshot that the worker writes, never talk to a CA and never write the
 store. The snapshot holds every body ready-made and is re-read only when
-the file changes, so a request costs a stat() and a dict lookup.
+the file changes, so a request costs a dict lookup and, at most every
+STATUS_MAX_AGE, a stat().
 
 Loaded by mod_wsgi by file path, possibly in Apache's own children with the
 system Python: standard library only, no import of the apache_md package.
@@ -49,11 +50,16 @@ OCSP_MALFORMED = bytes.fromhex("30030a0101")
 OCSP_TRY_LATER = bytes.fromhex("30030a0103")
 OCSP_UNAUTHORIZED = bytes.fromhex("30030a0106")
 MAX_OCSP_REQUEST = 16384
+# md-status and certificate-status look at the snapshot file at most this often (seconds):
+# a stat() per request releases the interpreter lock, which cost a fifth of the rate.
+# The rest (challenges, the relay) always look: a new MD's answer must be found at once.
+STATUS_MAX_AGE = 0.1
+MAX_ANSWERS = 4096  # md-status answers kept per snapshot (paths are the client's choice)
 _RELAY_FILE = re.compile(r"^[^/\\]+/ocsp-[0-9a-f]{40}\.json$")
 
 
 class View:
-    """One loaded snapshot; never changed after creation, so threads share it safely."""
+    """One loaded snapshot: what it serves never changes after creation."""
 
     def __init__(self, store: str, data: dict[str, Any]):
         self.store = store
@@ -64,6 +70,9 @@ class View:
         self.bodies: dict[str, bytes] = {
             k: (v.replace(GENERATED, when) if k.startswith("html") else v).encode("utf-8")
             for k, v in bodies.items()} if isinstance(bodies, dict) else {}
+        # md-status answers by (path, format), made on first request: the one thing
+        # that changes after creation (a dict, so threads share it safely)
+        self.answers: dict[tuple[str, str], tuple[str, list[tuple[str, str]], bytes]] = {}
 
     def body(self, key: str) -> bytes | None:
         return self.bodies.get(key)
@@ -89,10 +98,15 @@ class Snapshot:
         self.store = store
         self.path = os.path.join(store, "status", "snapshot", "status.json")
         self._stamp: tuple[int, int, int] | None = None
+        self._checked = float("-inf")  # time.monotonic() of the last look at the file
         self._lock = threading.Lock()
         self.view = View(store, {})
 
-    def current(self) -> View:
+    def current(self, max_age: float = 0.0) -> View:
+        """The view of the file as it was at most `max_age` seconds ago."""
+        now = time.monotonic()
+        if now - self._checked < max_age:
+            return self.view
         try:
             st = os.stat(self.path)
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -103,6 +117,7 @@ class Snapshot:
                 if stamp != self._stamp:
                     self.view = View(self.store, self._read(stamp))
                     self._stamp = stamp
+        self._checked = now  # only now: until the first load is done, everyone looks
         return self.view
 
     def _read(self, stamp) -> dict[str, Any]:
@@ -247,10 +262,23 @@ def _from_document_root(environ: dict, start_response, path: str) -> Iterable[by
 
 def md_status(environ: dict, start_response, path: str, snap: View,
               fmt: str) -> Iterable[bytes]:
+    answer = snap.answers.get((path, fmt))
+    if answer is None:
+        answer = status_answer(path, snap, fmt)
+        if len(snap.answers) < MAX_ANSWERS:
+            snap.answers[(path, fmt)] = answer
+    start_response(answer[0], answer[1])
+    return [answer[2]]
+
+
+def status_answer(path: str, snap: View, fmt: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    """(status, headers, body) of /md-status... in a format: the same for every request
+    to that path and format until the snapshot changes."""
     if not snap.bodies:
-        return _respond(start_response, "503 Service Unavailable",
-                        b"apache-md: no status snapshot yet; it is written by "
-                        b"`apache-md worker`, `apache-md activate` and `apache-md renew`\n")
+        body = (b"apache-md: no status snapshot yet; it is written by `apache-md worker`, "
+                b"`apache-md activate` and `apache-md renew`\n")
+        return "503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8"),
+                                           ("Content-Length", str(len(body)))], body
     rest = path[len(STATUS_PREFIX):].strip("/")
     name = rest.rsplit("/", 1)[-1] if rest else ""
     if name == "metrics" and not snap.has_md(name):
@@ -262,8 +290,8 @@ def md_status(environ: dict, start_response, path: str, snap: View,
             key = f"md:{md}" if fmt == "json" else f"html:{md}"
     # mod_md answers an unknown name with the full list, not a 404
     body = snap.body(key) or b""
-    return _respond(start_response, "200 OK", body,
-                    [("Content-Type", TYPES[fmt]), ("Vary", "Accept")])
+    return "200 OK", [("Content-Type", TYPES[fmt]), ("Vary", "Accept"),
+                      ("Content-Length", str(len(body)))], body
 
 
 def certificate_status(environ: dict, start_response, snap: View) -> Iterable[bytes]:
@@ -371,31 +399,33 @@ class Handlers:
 
     def _route(self, environ: dict, start_response) -> Iterable[bytes]:
         path = _path(environ)
-        snap = self.snapshot(environ)
+        status = path == STATUS_PREFIX or path.startswith(STATUS_PREFIX + "/")
+        snap = self.snapshot(environ, STATUS_MAX_AGE if status or path == CERT_STATUS_PATH
+                             else 0.0)
         if snap is None:
             log(environ, "APACHE_MD_STORE is not set for this request: mount the handlers "
                 "with what `apache-md apache-conf` prints")
             return _unavailable(start_response)
+        if status:
+            if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+                return _respond(start_response, "501 Not Implemented", b"")
+            return md_status(environ, start_response, path, snap, self.format(environ))
         if path.startswith(CHALLENGE_PREFIX) or path == CHALLENGE_PREFIX[:-1]:
             return challenge(environ, start_response, path, snap)
         if path == CERT_STATUS_PATH:
             return certificate_status(environ, start_response, snap)
         if path == RELAY_PATH:
             return ocsp_relay(environ, start_response, snap)
-        if path == STATUS_PREFIX or path.startswith(STATUS_PREFIX + "/"):
-            if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
-                return _respond(start_response, "501 Not Implemented", b"")
-            return md_status(environ, start_response, path, snap, self.format(environ))
         return _not_found(start_response)
 
-    def snapshot(self, environ: dict) -> View | None:
+    def snapshot(self, environ: dict, max_age: float = 0.0) -> View | None:
         store = environ.get("APACHE_MD_STORE") or os.environ.get("APACHE_MD_STORE")
         if not store:
             return None
         snap = self._snapshots.get(store)
         if snap is None:
             snap = self._snapshots.setdefault(store, Snapshot(store))
-        return snap.current()
+        return snap.current(max_age)
 
     def format(self, environ: dict) -> str:
         """json, html or metrics: `?format=`, else negotiated from Accept."""

@@ -6,6 +6,8 @@ import base64
 import io
 import json
 import random
+import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -214,3 +216,23 @@ def test_an_unreadable_challenge_is_a_503_and_a_line(world):
                                      host="active.test"))
     assert r.code == 503 and r.headers[-2] == ("X-Apache-MD", "challenge")
     assert r.log.startswith("apache-md: cannot read the http-01 answer for active.test: ")
+
+
+def test_requests_during_the_first_load_wait_for_it(world, monkeypatch):
+    """Apache's threads arrive together at a fresh child: none may see the empty view."""
+    store, _, _ = world
+    slow = app.Snapshot._read
+
+    def read(self, stamp):
+        time.sleep(0.3)
+        return slow(self, stamp)
+    monkeypatch.setattr(app.Snapshot, "_read", read)
+    handlers, codes = app.Handlers(), []
+    threads = [threading.Thread(target=lambda: codes.append(
+        Response(handlers, env(store, "/md-status/active.test")).code)) for _ in range(8)]
+    for t in threads:
+        t.start()
+        time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert codes == [200] * 8
