@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from datetime import datetime
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from ..core.job import now_utc
 from ..core.jsonfmt import dumps, http_date
@@ -21,10 +21,11 @@ from ..core.model import Config
 from ..store import broken, castats, staples
 from ..store.fs import STATUS, Store, StoreError
 from ..store.state import activation_requested, load_activation_state, read_worker_info
-from . import metrics, page
+from . import condition, metrics, page
 from .mdstatus import _cert_status_keys, cert_status, list_json, md_status
 
 SNAPSHOT = (STATUS, "snapshot", "status.json")
+T = TypeVar("T")
 
 
 # -- the snapshot -----------------------------------------------------------------------------
@@ -38,10 +39,10 @@ class Renderer:
     """
 
     def __init__(self) -> None:
-        self._last: dict[tuple[str, str], tuple[Any, str]] = {}
-        self._next: dict[tuple[str, str], tuple[Any, str]] = {}
+        self._last: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._next: dict[tuple[str, str], tuple[Any, Any]] = {}
 
-    def render(self, kind: str, name: str, inputs: Any, render: Callable[[], str]) -> str:
+    def render(self, kind: str, name: str, inputs: Any, render: Callable[[], T]) -> T:
         hit = self._last.get((kind, name))
         if hit is None or hit[0] != inputs:
             hit = (inputs, render())
@@ -88,8 +89,11 @@ def snapshot(store: Store, config: Config, now: datetime | None = None,
     bodies = {"list": r.render("list", "", top, lambda: dumps(top)),
               "html": page.render_list(html_rows, [m.condition for _, m in views.values()],
                                        ctx),
-              "metrics": metrics.render(list(full.values()), ca_stats, worker, now,
-                                        rows)}
+              "metrics": metrics.render(
+                  list(full.values()), ca_stats, worker, now, rows,
+                  per_md=lambda obj: r.render("metrics", obj["name"],
+                                              (obj, condition.state(obj, now)),
+                                              lambda: metrics.md_samples(obj, now)))}
     for md in mds:
         obj, v = full[md.name], views[md.name]
         cs = cert_status(obj, _cert_status_keys(md))

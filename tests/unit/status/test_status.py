@@ -189,6 +189,23 @@ def test_pages_are_rendered_again_only_when_what_they_say_changes(store, config,
     assert {name for _, name in renderer._last} == {m.name for m in config.mds} | {""}
 
 
+def test_metrics_of_an_unchanged_md_are_not_formatted_again(store, config, monkeypatch):
+    formatted = []
+    real = metrics.md_samples
+    monkeypatch.setattr(metrics, "md_samples",
+                        lambda md, now: formatted.append(md["name"]) or real(md, now))
+    renderer, now = snapshot.Renderer(), datetime.now(timezone.utc)
+    snapshot.snapshot(store, config, now, renderer)
+    formatted.clear()
+    later = now + timedelta(minutes=1)
+    again = snapshot.snapshot(store, config, later, renderer)
+    # only the MDs without a certificate: mod_md's renew-at for them is "now"
+    assert sorted(formatted) == ["failing.test", "new.test"]
+    # and the text is what formatting everything afresh gives
+    assert again["bodies"]["metrics"] == metrics.render(
+        list(again["mds"].values()), castats.load(store), None, later, again["staplings"])
+
+
 def test_a_view_stands_still_while_mod_md_moves_renew_at_with_now():
     """An MD with a certificate but a key type missing: mod_md's renew-at is "now"."""
     start = NOW - timedelta(days=30)
