@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from apache_md.core import crypto
+from apache_md.core import crypto, model
 from apache_md.core.job import Job
-from apache_md.core.model import (
-    Config,
-    GlobalSettings,
-    KeySpec,
-    Location,
-    ManagedDomain,
-    VHost,
-)
 from apache_md.store import jobs
 from apache_md.store.fs import DOMAINS, STAGING, Store
 from apache_md.wsgi import app
@@ -21,15 +13,18 @@ from apache_md.wsgi import app
 CA = "https://ca.test/dir"
 
 
-def make_md(name: str, **kw) -> ManagedDomain:
-    md = ManagedDomain(name=name, domains=[name, f"www.{name}"], location=Location("x.conf", 1),
-                       ca_urls=[CA], contacts=["mailto:a@b.test"], **kw)
-    md.vhosts = [VHost(server_name=name, aliases=[], ssl=True, location=Location("x.conf", 2))] \
+def make_md(name: str, **kw) -> model.ManagedDomain:
+    md = model.ManagedDomain(name=name, domains=[name, f"www.{name}"],
+                             location=model.Location("x.conf", 1),
+                             ca_urls=[CA], contacts=["mailto:a@b.test"], **kw)
+    md.vhosts = [model.VHost(server_name=name, aliases=[], ssl=True,
+                             location=model.Location("x.conf", 2))] \
         if "vhosts" not in kw else md.vhosts
     return md
 
 
-def put_cert(store: Store, group: str, md: ManagedDomain, spec: KeySpec = KeySpec("Default")):
+def put_cert(store: Store, group: str, md: model.ManagedDomain,
+             spec: model.KeySpec = model.KeySpec("Default")):
     key = crypto.generate_key(spec)
     store.write_bytes(group, md.name, spec.file_name("pubcert"),
                       crypto.self_signed(key, md.domains, days=90))
@@ -37,7 +32,7 @@ def put_cert(store: Store, group: str, md: ManagedDomain, spec: KeySpec = KeySpe
                       mode=0o600)
 
 
-def sample_config(store: Store) -> Config:
+def sample_config(store: Store) -> model.Config:
     """active.test, staged.test (a renewed set staged), new.test (no certificate) and
     failing.test (its renewal failed, with markup in the error)."""
     active, staged, new, failing = (make_md(n) for n in ("active.test", "staged.test",
@@ -57,7 +52,7 @@ def sample_config(store: Store) -> Config:
              "<b>no</b> & \"never\"")
     job.next_run = datetime.now(timezone.utc) + timedelta(minutes=5)
     jobs.save(store, STAGING, job)
-    return Config(main_file="x.conf", server_root="/", settings=GlobalSettings(
+    return model.Config(main_file="x.conf", server_root="/", settings=model.GlobalSettings(
         store_dir=str(store.base)), mds=[staged, new, failing, active])
 
 

@@ -309,7 +309,7 @@ def test_status_snapshot_and_relay(env):
         assert f'apache_md_ocsp_{name}_timestamp_seconds{{md="a.test",certificate="rsa"}}' in text
     assert 'apache_md_ocsp_errors{md="a.test"} 0' in text
     page = snap["bodies"]["html:a.test"]
-    assert "<h2>OCSP stapling</h2>" in page and "<td>good</td>" in page
+    assert "<h2>OCSP stapling</h2>" in page and '<td data-label="Status">good</td>' in page
     env.store.write_json("status", "snapshot", "status.json", snap)
 
     app = wsgi_module().application
