@@ -60,12 +60,12 @@ def site_conf(store: str, pebble: Pebble) -> str:
     ServerName demo.test
     ServerAlias www.demo.test
     SSLEngine on
-    Include {store}/apache/demo.test.conf
+    IncludeOptional {store}/apache/demo.test.conf
 </VirtualHost>
 <VirtualHost 127.0.0.1:{HTTPS}>
     ServerName ec.demo.test
     SSLEngine on
-    Include {store}/apache/ec.demo.test.conf
+    IncludeOptional {store}/apache/ec.demo.test.conf
 </VirtualHost>
 """
 
@@ -98,10 +98,10 @@ def main() -> int:
     say("Starting Pebble (ACME CA) and pebble-challtestsrv (DNS)")
     pebble = Pebble(acme_port=14100, mgmt_port=15100, dns_port=8153, challtestsrv_port=8155,
                     http_port=HTTP, https_port=HTTPS)
-    pebble.start()
     apache = Apache(http_port=HTTP, https_port=HTTPS)
     worker = None
     try:
+        pebble.start()
         store = str(apache.root / "md")
         apache.write_conf("10-sites", site_conf(store, pebble))
         conf = ["-f", str(apache.main_conf)]
