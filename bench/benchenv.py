@@ -151,6 +151,19 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / tick
 
 
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def process_group(master: int) -> list[int]:
+    """Apache's master and all its children."""
+    return [master] + [int(d) for d in os.listdir("/proc") if d.isdigit()
+                       and _ppid(int(d)) == master]
+
+
 def rss_kb(pid: int, key: str = "VmRSS") -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):

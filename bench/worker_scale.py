@@ -41,6 +41,7 @@ from benchenv import (
     loadavg,
     md_status,
     names,
+    process_group,
     ratio,
     rss_kb,
     say,
@@ -170,8 +171,7 @@ def cycle_cpu(apache: Apache, cycles: int = 3) -> list[float]:
 
 def group_memory(master: int) -> tuple[float, float, int]:
     """(PSS MB, RSS MB, process count) of Apache's master and all its children."""
-    pids = [master] + [int(d) for d in os.listdir("/proc") if d.isdigit()
-                       and _ppid(int(d)) == master]
+    pids = process_group(master)
     pss = sum(pss_kb(pid) for pid in pids)
     rss = sum(pss_kb(pid, "Rss") for pid in pids)
     return pss / 1024, rss / 1024, len(pids)
@@ -185,13 +185,6 @@ def pss_kb(pid: int, key: str = "Pss") -> int:
     except OSError:
         pass
     return 0
-
-
-def _ppid(pid: int) -> int:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return -1
 
 
 def apache_memory(apache: Apache, settle: float = 3.0) -> tuple[float, float, int, float]:
