@@ -63,11 +63,9 @@ class Response:
 
 
 @pytest.fixture
-def world(tmp_path):
+def world(store, tmp_path):
     """A real snapshot of the sample store, an OCSP response for the relay to find, an
     http-01 answer, and a document root."""
-    store = Store(tmp_path / "md")
-    store.init()
     snapshot.write_snapshot(store, sample_config(store))
     cert = x509.load_pem_x509_certificate(store.read_bytes(DOMAINS, "active.test",
                                                            "pubcert.pem"))
