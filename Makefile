@@ -98,8 +98,12 @@ deb: deb-deps
 # All benchmarks: apache-md against Debian's mod_md on this machine, printing
 # times and ratios (bench/*.py). Not tests: nothing is asserted. issuance and
 # worker_scale use ports 14700, 15700, 8753, 8755, 5701 and 5702.
-.PHONY: bench
+.PHONY: bench bench-scale
 bench: deps venv
 	$(PY) bench/issuance.py
-	$(PY) bench/worker_scale.py
+	$(PY) bench/scale.py --sizes 100,1000
 	$(PY) bench/md_status.py
+
+# The scale curve up to 10,000 MDs (takes many minutes; writes bench/README.md).
+bench-scale: deps venv
+	$(PY) bench/scale.py --sizes 100,1000,10000 --readme

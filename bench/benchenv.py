@@ -24,9 +24,12 @@ from cryptography import x509  # noqa: E402
 
 from tests.harness import Apache, Pebble  # noqa: E402
 
-# Ports of their own, so a bench can run beside the e2e tests of other checkouts.
-PORTS = {"acme_port": 14700, "mgmt_port": 15700, "dns_port": 8753,
-         "challtestsrv_port": 8755, "http_port": 5702, "https_port": 5701}
+# Ports of their own, so a bench can run beside the e2e tests of other checkouts;
+# E2E_PORT_OFFSET shifts them as it shifts the tests' ports.
+_OFF = int(os.environ.get("E2E_PORT_OFFSET", "0"))
+PORTS = {name: port + _OFF for name, port in {
+    "acme_port": 14700, "mgmt_port": 15700, "dns_port": 8753,
+    "challtestsrv_port": 8755, "http_port": 5702, "https_port": 5701}.items()}
 HTTP, HTTPS = PORTS["http_port"], PORTS["https_port"]
 MOD_MD = "/usr/lib/apache2/modules/mod_md.so"
 # Run apache-md from this checkout with the interpreter running the bench
