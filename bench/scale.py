@@ -59,7 +59,7 @@ def wrk_rate(url: str, seconds: int = 4) -> float | None:
 
 def config_read_cpu(conf: Path) -> float:
     """CPU seconds of one load_config() in a fresh interpreter (no warm caches)."""
-    code = ("import time; from apache_md.apache.directives import load_config\n"
+    code = ("import time; from apache_md.apache.config import load_config\n"
             f"t = time.process_time(); c = load_config({str(conf)!r})\n"
             "print(time.process_time() - t, len(c.mds), len(c.errors))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
@@ -69,7 +69,7 @@ def config_read_cpu(conf: Path) -> float:
 
 def snapshot_cost(conf: Path) -> tuple[float, int, float]:
     """(CPU of the first write, bytes, CPU of a steady write) of the status snapshot."""
-    from apache_md.apache.directives import load_config
+    from apache_md.apache.config import load_config
     from apache_md.status import snapshot
     from apache_md.store.fs import Store
 
