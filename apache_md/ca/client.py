@@ -7,11 +7,8 @@ growing interval that honours Retry-After.
 from __future__ import annotations
 
 import copy
-import ssl
 import threading
 import time
-from datetime import datetime, timezone
-from email.utils import parsedate_to_datetime
 from typing import Any, Callable
 
 import josepy as jose
@@ -19,11 +16,11 @@ import requests
 from acme import client as acme_client
 from acme import errors as acme_errors
 from acme import messages
-from requests.adapters import HTTPAdapter
 
 from .. import __version__
 from ..core import compat
 from ..core.problem import CAProblem  # noqa: F401 - re-exported: its home before caproblem.py
+from . import http
 
 USER_AGENT = f"apache-md/{__version__}"
 POLL_FIRST, POLL_MAX = 0.05, 1.0
@@ -81,49 +78,6 @@ def _reason(e: BaseException) -> str:
         e = nxt
 
 
-class _ProxyTLSAdapter(HTTPAdapter):
-    """Trust for the TLS connection to an https:// proxy, apart from the CA's.
-
-    requests verifies the proxy with the CA bundle (`verify`) unless urllib3's
-    ProxyManager gets its own `proxy_ssl_context`; MDHttpProxyCACertificateFile
-    goes there, so trusting the proxy never widens trust in the CA connection.
-    """
-
-    def __init__(self, context: ssl.SSLContext, **kwargs):
-        self._proxy_context = context
-        super().__init__(**kwargs)
-
-    def proxy_manager_for(self, proxy, **proxy_kwargs):
-        proxy_kwargs.setdefault("proxy_ssl_context", self._proxy_context)
-        return super().proxy_manager_for(proxy, **proxy_kwargs)
-
-
-def proxy_context(cafile: str | None) -> ssl.SSLContext:
-    try:
-        return ssl.create_default_context(cafile=cafile or None)
-    except (OSError, ssl.SSLError) as e:
-        raise CAProblem(22, "Invalid argument", None,
-                        f"MDHttpProxyCACertificateFile {cafile}: cannot load it "
-                        f"({getattr(e, 'strerror', None) or e})") from None
-
-
-def retry_after_seconds(response: requests.Response | None) -> float | None:
-    if response is None:
-        return None
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-    except (TypeError, ValueError):
-        return None
-
-
 class _CAShared:
     """What every connection to one CA (same URL, trust and proxy) in this process
     shares: kept-alive HTTPS connections, the directory and unused nonces. Driving
@@ -131,15 +85,7 @@ class _CAShared:
     (each is a round trip to a real CA; with Pebble, a fifth of the requests)."""
 
     def __init__(self, proxy: str | None, proxy_ca_certs: str | None):
-        self.session = requests.Session()
-        adapter = (_ProxyTLSAdapter(proxy_context(proxy_ca_certs), pool_maxsize=POOL_SIZE)
-                   if proxy and proxy.lower().startswith("https:")
-                   else HTTPAdapter(pool_maxsize=POOL_SIZE))
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        if proxy:
-            self.session.proxies = {"http": proxy, "https": proxy}
-            self.session.trust_env = False  # MDHttpProxy wins over http(s)_proxy/no_proxy
+        self.session = http.session(proxy, proxy_ca_certs, POOL_SIZE)
         self.lock = threading.Lock()
         # (directory, its JSON as the CA sent it)
         self.directory: tuple[messages.Directory, dict[str, Any]] | None = None
@@ -293,7 +239,7 @@ class CAConnection:
                 return result
             if time.monotonic() >= deadline:
                 raise CAProblem(70007, "Timeout", None, "The CA did not complete in time")
-            wait = retry_after_seconds(response)
+            wait = http.retry_after_seconds(response)
             wait = delay if wait is None else min(max(wait, delay), 30.0)
             self.sleep(min(wait, max(0.0, deadline - time.monotonic())))
             delay = min(POLL_MAX, delay * 2)
@@ -339,7 +285,7 @@ class CAConnection:
         except ValueError:
             raise CAProblem(20014, "Bad response", None,
                             f"renewalInfo from {self.url} is not JSON") from None
-        return (body if isinstance(body, dict) else {}), retry_after_seconds(resp)
+        return (body if isinstance(body, dict) else {}), http.retry_after_seconds(resp)
 
 
 class _RawJSON(jose.JSONDeSerializable):

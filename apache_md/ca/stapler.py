@@ -21,6 +21,7 @@ from ..core.job import now_utc
 from ..core.jsonfmt import http_date
 from ..core.model import Config, GlobalSettings
 from ..core.ocsp import OCSPError
+from ..core.problem import CAProblem
 from ..core.schedule import backoff_delay
 from ..notify import Messenger
 from ..store import jobs
@@ -49,24 +50,16 @@ PROBLEM_UNREACHABLE = "urn:org:apache-md:ocsp:responder-unreachable"
 
 def http_fetch(url: str, der: bytes, proxy: str | None = None, proxy_ca: str | None = None,
                timeout: float = FETCH_TIMEOUT) -> bytes:
-    """POST the request (RFC 6960 A.1). MDHttpProxy as for the CA (ca/client): it replaces
-    the environment's proxies, and MDHttpProxyCACertificateFile is the trust for an
-    https:// proxy only."""
+    """POST the request (RFC 6960 A.1), through MDHttpProxy as for the CA (ca/http)."""
     # loaded on the first fetch: the check loop rarely needs them (memory of an idle worker)
     import requests
 
-    from .client import CAProblem, _ProxyTLSAdapter, proxy_context  # same proxy rules
-    with requests.Session() as s:
-        if proxy:
-            s.proxies = {"http": proxy, "https": proxy}
-            s.trust_env = False
-            if proxy.lower().startswith("https:"):
-                try:
-                    adapter = _ProxyTLSAdapter(proxy_context(proxy_ca))
-                except CAProblem as e:
-                    raise Unreachable(e.detail or str(e)) from None
-                s.mount("http://", adapter)
-                s.mount("https://", adapter)
+    from . import http
+    try:
+        session = http.session(proxy, proxy_ca)
+    except CAProblem as e:
+        raise Unreachable(e.detail or str(e)) from None
+    with session as s:
         try:
             r = s.post(url, data=der, timeout=timeout, stream=True,
                        headers={"Content-Type": ocsp.CONTENT_TYPE_REQUEST,

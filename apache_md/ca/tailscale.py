@@ -45,7 +45,7 @@ from ..core.tailscale import (
 )
 from ..store import credentials
 from ..store.fs import DOMAINS, STAGING, Store
-from .client import retry_after_seconds
+from .http import retry_after_seconds
 
 HOST = "local-tailscaled.sock"  # tailscale's apitype.LocalAPIHost
 PATH = "/localapi/v0/cert/"
