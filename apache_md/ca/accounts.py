@@ -159,7 +159,7 @@ def register(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
         contact=tuple(md.contacts),
         terms_of_service_agreed=bool(md.ca_agreement) or None,
         external_account_binding=_eab_binding(conn, md, jwk))
-    regr = conn.call(conn.client.new_account, reg)
+    regr = conn.new_account(reg)
     acct_id = _free_id(store, conn.url)
     doc: dict[str, Any] = {
         "status": "valid", "url": regr.uri, "ca-url": conn.url,

@@ -7,6 +7,8 @@ growing interval that honours Retry-After.
 from __future__ import annotations
 
 import copy
+import ipaddress
+import logging
 import threading
 import time
 from typing import Any, Callable
@@ -22,6 +24,7 @@ from ..core import compat
 from ..core.problem import CAProblem  # noqa: F401 - re-exported: its home before caproblem.py
 from . import http
 
+log = logging.getLogger(__name__)
 USER_AGENT = f"apache-md/{__version__}"
 POLL_FIRST, POLL_MAX = 0.05, 1.0
 BAD_NONCE_RETRIES = 5
@@ -29,6 +32,7 @@ DIRECTORY_TTL = 300.0  # seconds a fetched directory serves later connections to
 NONCE_TTL = 60.0  # unused nonces older than this are not offered (CAs expire them)
 NONCE_KEEP = 32
 POOL_SIZE = 32  # kept-alive connections per CA: more than MDs driven at once (8 by default)
+ORDER_TIMEOUT = 300.0  # seconds for the CA to decide authorizations, or to issue
 
 
 def problem_from_exception(e: BaseException, ca_url: str = "",
@@ -244,10 +248,27 @@ class CAConnection:
             self.sleep(min(wait, max(0.0, deadline - time.monotonic())))
             delay = min(POLL_MAX, delay * 2)
 
+    # -- accounts -----------------------------------------------------------------
+    def new_account(self, reg: messages.NewRegistration) -> messages.RegistrationResource:
+        return self.call(self.client.new_account, reg)
+
     # -- orders -------------------------------------------------------------------
     def new_order(self, identifiers: list[messages.Identifier], profile: str | None = None,
                   replaces: str | None = None) -> messages.OrderResource:
-        """newOrder with optional profile and ARI `replaces` (the library lacks the latter)."""
+        """newOrder with optional profile and ARI `replaces` (the library lacks the latter).
+        A CA may refuse `replaces` (alreadyReplaced, another account's certificate): then
+        the order is placed anew without it."""
+        try:
+            return self._new_order(identifiers, profile, replaces)
+        except CAProblem as p:
+            if not replaces:
+                raise
+            log.info("%s: order with 'replaces' refused (%s), retrying without",
+                     identifiers[0].value if identifiers else self.url, p)
+            return self._new_order(identifiers, profile, None)
+
+    def _new_order(self, identifiers: list[messages.Identifier], profile: str | None,
+                   replaces: str | None) -> messages.OrderResource:
         client = self.client
         body: dict[str, Any] = {"identifiers": [i.to_partial_json() for i in identifiers]}
         if profile:
@@ -264,8 +285,52 @@ class CAConnection:
                                           authorizations=authzs)
         return self.call(post)
 
-    def post_as_get(self, url: str) -> requests.Response:
-        return self.call(self.client._post_as_get, url)  # noqa: SLF001
+    # -- authorizations -----------------------------------------------------------
+    def key_authorization(self, challb: messages.ChallengeBody) -> str:
+        return challb.chall.key_authorization(self.net.key)
+
+    def answer(self, challb: messages.ChallengeBody) -> None:
+        """Tell the CA that the challenge is in place."""
+        self.call(self.client.answer_challenge, challb, challb.response(self.net.key))
+
+    def await_authorizations(self, authzrs: list[messages.AuthorizationResource],
+                             timeout: float = ORDER_TIMEOUT) -> None:
+        """Poll until every authorization is decided; CAProblem unless all are valid."""
+        deadline = time.monotonic() + timeout
+        for authzr in authzrs:
+            done = self.poll(lambda a=authzr: self.client.poll(a),
+                             lambda r: r.body.status not in (messages.STATUS_PENDING,
+                                                             messages.STATUS_PROCESSING),
+                             deadline)
+            if done.body.status != messages.STATUS_VALID:
+                raise _authz_problem(done)
+
+    # -- finalization ---------------------------------------------------------------
+    def finalize(self, order: messages.OrderResource, csr_pem: bytes,
+                 timeout: float = ORDER_TIMEOUT) -> str:
+        """Submit the CSR, wait for the certificate, download its chain (PEM)."""
+        order = order.update(csr_pem=csr_pem)
+        deadline = time.monotonic() + timeout
+        try:
+            self.call(compat.begin_finalization, self.client, order)
+        except CAProblem as p:
+            if not (p.problem or "").endswith("orderNotReady"):
+                raise
+            self.poll(lambda: self._order_state(order.uri),
+                      lambda b: b.status != messages.STATUS_PENDING, deadline)
+            self.call(compat.begin_finalization, self.client, order)
+        body = self.poll(lambda: self._order_state(order.uri),
+                         lambda b: b.status in (messages.STATUS_VALID, messages.STATUS_INVALID),
+                         deadline)
+        if body.status != messages.STATUS_VALID or not body.certificate:
+            err = body.error
+            raise CAProblem(20014, "Order invalid", getattr(err, "typ", None),
+                            getattr(err, "detail", None) or "the CA declared the order invalid")
+        return self.call(self.client._post_as_get, body.certificate).text  # noqa: SLF001
+
+    def _order_state(self, url: str) -> tuple[messages.Order, requests.Response]:
+        resp = self.client._post_as_get(url)  # noqa: SLF001
+        return messages.Order.from_json(resp.json()), resp
 
     # -- ARI (RFC 9773) -----------------------------------------------------------
     @property
@@ -300,3 +365,29 @@ class _RawJSON(jose.JSONDeSerializable):
     @classmethod
     def from_json(cls, jobj: Any) -> "_RawJSON":
         return cls(jobj)
+
+
+def identifiers(names: list[str]) -> list[messages.Identifier]:
+    out = []
+    for n in names:
+        try:
+            ipaddress.ip_address(n)
+            out.append(messages.Identifier(typ=messages.IDENTIFIER_IP, value=n))
+        except ValueError:
+            out.append(messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n))
+    return out
+
+
+def authorized(authzr: messages.AuthorizationResource) -> bool:
+    """Already valid (the CA reuses recent authorizations): nothing to set up."""
+    return authzr.body.status == messages.STATUS_VALID
+
+
+def _authz_problem(authzr: messages.AuthorizationResource) -> CAProblem:
+    for c in authzr.body.challenges:
+        if c.error is not None:
+            return CAProblem(20014, "Challenge failed", c.error.typ,
+                             c.error.detail or c.error.title)
+    return CAProblem(20014, "Authorization failed", "urn:ietf:params:acme:error:unauthorized",
+                     f"authorization for {authzr.body.identifier.value} is "
+                     f"{authzr.body.status.name}")

@@ -7,17 +7,13 @@ the problem in the job and returns.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import threading
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from acme import messages
-
-from ..core import compat, crypto
+from ..core import crypto
 from ..core.job import Job, now_utc
 from ..core.mdjson import md_to_json
 from ..core.model import GlobalSettings, ManagedDomain
@@ -36,10 +32,9 @@ from .challenges import (
     setup_http01,
     teardown,
 )
-from .client import CAConnection, CAProblem
+from .client import CAConnection, CAProblem, authorized, identifiers
 
 log = logging.getLogger(__name__)
-ORDER_TIMEOUT = 300.0
 
 
 @dataclass
@@ -48,17 +43,6 @@ class RunResult:
     outcome: str  # "renewed", "failed", "busy", "vetoed", "skipped"
     detail: str = ""
     job: Job | None = None
-
-
-def identifiers(names: list[str]) -> list[messages.Identifier]:
-    out = []
-    for n in names:
-        try:
-            ipaddress.ip_address(n)
-            out.append(messages.Identifier(typ=messages.IDENTIFIER_IP, value=n))
-        except ValueError:
-            out.append(messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n))
-    return out
 
 
 class Driver:
@@ -157,7 +141,7 @@ class Driver:
         for spec in md.keyspecs:
             self._check_stop()
             replaces = self._replaces(md, spec) if ari else None
-            order = self._new_order(conn, md, profile, replaces)
+            order = conn.new_order(identifiers(md.domains), profile, replaces)
             self.store.write_json(STAGING, md.name, "order.json", {
                 "url": order.uri, "status": order.body.status.name,
                 "authorizations": list(order.body.authorizations),
@@ -171,7 +155,7 @@ class Driver:
                                 f"MDPrivateKeys of {md.name}: {e}") from None
             csr = crypto.make_csr(key, md.domains, md.must_staple)
             self._progress(job, md, "Submitting", f"Submitting {spec.name} CSR to CA")
-            pem = self._finalize(conn, order, csr)
+            pem = conn.finalize(order, csr)
             self._progress(job, md, "Retrieving",
                            f"Retrieving {spec.name} certificate chain for {md.name}")
             chain = crypto.load_chain(pem.encode() if isinstance(pem, str) else pem)
@@ -202,22 +186,11 @@ class Driver:
         ch = credentials.chain(self.store, DOMAINS, md.name, spec)
         return crypto.ari_cert_id(ch[0]) if ch else None
 
-    def _new_order(self, conn: CAConnection, md: ManagedDomain, profile, replaces):
-        try:
-            return conn.new_order(identifiers(md.domains), profile, replaces)
-        except CAProblem as p:
-            if not replaces:
-                raise
-            # A CA may refuse `replaces` (alreadyReplaced, another account's cert): order anew.
-            log.info("%s: order with 'replaces' refused (%s), retrying without", md.name, p)
-            return conn.new_order(identifiers(md.domains), profile, None)
-
     def _authorize(self, conn, md, job, order, types, setups) -> None:
-        jwk = conn.net.key
         pending = []
         for authzr in order.authorizations:
             body = authzr.body
-            if body.status == messages.STATUS_VALID:
+            if authorized(authzr):
                 continue
             domain = body.identifier.value
             wildcard = bool(getattr(body, "wildcard", False))
@@ -229,7 +202,7 @@ class Driver:
                 challb = offered.get(typ)
                 if challb is None:
                     continue
-                key_authz = challb.chall.key_authorization(jwk)
+                key_authz = conn.key_authorization(challb)
                 try:
                     if typ == "http-01":
                         setup = setup_http01(self.store, domain, key_authz)
@@ -255,16 +228,9 @@ class Driver:
                                 f"usable here: {', '.join(candidates) or 'none'}.")
             self._progress(job, md, "Authorizing",
                            f"Setting up {chosen.chall.typ} for {domain}")
-            conn.call(conn.client.answer_challenge, chosen, chosen.response(jwk))
+            conn.answer(chosen)
             pending.append(authzr)
-        deadline = time.monotonic() + ORDER_TIMEOUT
-        for authzr in pending:
-            done = conn.poll(lambda a=authzr: conn.client.poll(a),
-                             lambda r: r.body.status not in (messages.STATUS_PENDING,
-                                                             messages.STATUS_PROCESSING),
-                             deadline)
-            if done.body.status != messages.STATUS_VALID:
-                raise _authz_problem(done)
+        conn.await_authorizations(pending)
 
     def _preflight(self, job: Job, md: ManagedDomain, domain: str, token: str,
                    key_authz: str) -> None:
@@ -277,26 +243,6 @@ class Driver:
         if r.ok is None:
             log.info("%s: http-01 preflight for %s skipped: %s", md.name, domain, r.detail)
             job.add_log("progress", detail=f"http-01 preflight skipped: {r.detail}")
-
-    def _finalize(self, conn: CAConnection, order, csr_pem: bytes) -> str:
-        order = order.update(csr_pem=csr_pem)
-        deadline = time.monotonic() + ORDER_TIMEOUT
-        try:
-            conn.call(compat.begin_finalization, conn.client, order)
-        except CAProblem as p:
-            if not (p.problem or "").endswith("orderNotReady"):
-                raise
-            conn.poll(lambda: _order_state(conn, order.uri),
-                      lambda b: b.status != messages.STATUS_PENDING, deadline)
-            conn.call(compat.begin_finalization, conn.client, order)
-        body = conn.poll(lambda: _order_state(conn, order.uri),
-                         lambda b: b.status in (messages.STATUS_VALID, messages.STATUS_INVALID),
-                         deadline)
-        if body.status != messages.STATUS_VALID or not body.certificate:
-            err = body.error
-            raise CAProblem(20014, "Order invalid", getattr(err, "typ", None),
-                            getattr(err, "detail", None) or "the CA declared the order invalid")
-        return conn.post_as_get(body.certificate).text
 
     # -- outcome ---------------------------------------------------------------------------
     def _succeeded(self, md: ManagedDomain, job: Job, ca_url: str = "") -> RunResult:
@@ -362,18 +308,3 @@ class Driver:
     def _check_stop(self) -> None:
         if self.stop.is_set():
             raise CAProblem(20014, "Stopped", None, "apache-md is shutting down")
-
-
-def _order_state(conn: CAConnection, url: str):
-    resp = conn.client._post_as_get(url)  # noqa: SLF001
-    return messages.Order.from_json(resp.json()), resp
-
-
-def _authz_problem(authzr) -> CAProblem:
-    for c in authzr.body.challenges:
-        if c.error is not None:
-            return CAProblem(20014, "Challenge failed", c.error.typ,
-                             c.error.detail or c.error.title)
-    return CAProblem(20014, "Authorization failed", "urn:ietf:params:acme:error:unauthorized",
-                     f"authorization for {authzr.body.identifier.value} is "
-                     f"{authzr.body.status.name}")

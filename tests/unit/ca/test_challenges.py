@@ -10,8 +10,7 @@ from apache_md.ca.challenges import (
     explain_no_types,
     preferred_types,
 )
-from apache_md.ca.client import CAProblem
-from apache_md.ca.drive import identifiers
+from apache_md.ca.client import CAProblem, identifiers
 from apache_md.ca.preflight import Response, check_http01
 from apache_md.core.model import GlobalSettings, Location, ManagedDomain
 
