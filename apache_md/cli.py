@@ -9,7 +9,7 @@ import sys
 
 from . import __version__
 from .apache import includes, renames
-from .ca import ari
+from .ca import DRIVE_PARALLEL, ari
 from .core import tailscale
 from .core.job import now_utc
 from .core.jsonfmt import parse_http_date
@@ -322,7 +322,8 @@ def cmd_renew(args) -> int:
         print(f"apache-md: unknown managed domain(s): {', '.join(unknown)}", file=sys.stderr)
         return 1
     settings = config.settings
-    from .ca.drive import Driver  # the acme library: only for commands that drive
+    # the acme library: only for commands that drive
+    from .ca.drive import Driver, drive_all
     driver = Driver(store, settings, Messenger(settings.message_cmd, settings.notify_cmd,
                                                str(store.base)),
                     progress=lambda md, text: print(f"{md}: {text}", flush=True))
@@ -335,15 +336,20 @@ def cmd_renew(args) -> int:
     for d in decisions:
         if d not in todo:
             print(f"{d.md.name}: {d.reason}")
-    snapshot.write_snapshot(store, config)  # the challenge handler must know the MDs
-    failed = 0
-    from concurrent.futures import ThreadPoolExecutor
-    # progress shows on /md-status while we drive
-    with snapshot.refreshing(store, config), \
-            ThreadPoolExecutor(max_workers=max(1, min(8, len(todo)))) as pool:
-        for r in pool.map(lambda d: driver.run(d.md, d.reason), todo):
-            print(f"{r.md}: {r.outcome}: {r.detail}", flush=True)
-            failed += r.outcome in ("failed", "vetoed", "busy")
+    renderer = snapshot.Renderer()  # bodies of the MDs that did not change
+    snapshot.write_snapshot(store, config, renderer)  # the challenge handler must know the MDs
+
+    def refresh() -> None:  # progress shows on /md-status while we drive
+        try:
+            snapshot.write_snapshot(store, config, renderer)
+        except (StoreError, OSError):
+            pass  # the final write below reports
+
+    def done(r) -> None:
+        print(f"{r.md}: {r.outcome}: {r.detail}", flush=True)
+    results = drive_all(driver, todo, args.parallel, refresh, done)
+    snapshot.write_snapshot(store, config, renderer)
+    failed = sum(r.outcome in ("failed", "vetoed", "busy") for r in results)
     if todo and not failed:
         print("New certificates are staged; run 'apache-md activate' to put them live.")
     return 1 if failed else 0
@@ -417,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name", nargs="?")
     r = sub.add_parser("renew", help="renew now, in the foreground")
     r.add_argument("--force", action="store_true", help="renew even if not due")
+    r.add_argument("--parallel", type=int, default=DRIVE_PARALLEL,
+                   help=f"MDs driven at once (default {DRIVE_PARALLEL})")
     r.add_argument("names", nargs="*", metavar="NAME")
     a = sub.add_parser("activate", help="put staged certificates live, write Apache includes")
     a.add_argument("--reload", metavar="CMD", help="then reload Apache with CMD")
@@ -426,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--reload-command", metavar="CMD",
                    help="how to reload Apache after activation (default: the Debian way)")
     w.add_argument("--once", action="store_true", help="one check cycle, then exit")
-    w.add_argument("--parallel", type=int, default=8, help="MDs driven at once (default 8)")
+    w.add_argument("--parallel", type=int, default=DRIVE_PARALLEL,
+                   help=f"MDs driven at once (default {DRIVE_PARALLEL})")
     c = sub.add_parser("apache-conf", help="print the Apache snippet that mounts the handlers")
     c.add_argument("--daemon", action="store_true",
                    help="run the handlers in a mod_wsgi daemon process instead of embedded "

@@ -14,7 +14,6 @@ import shlex
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import timedelta
 from typing import Callable
 
@@ -22,7 +21,7 @@ import sdnotify
 
 from .apache import activation, renames
 from .apache.ctl import default_reload_command
-from .ca import ari
+from .ca import DRIVE_PARALLEL, ari
 from .ca.stapler import Stapler
 from .core.job import now_utc
 from .core.model import Config, ManagedDomain
@@ -35,7 +34,6 @@ from .store.changes import Changes
 from .store.fs import STAGING, WATCH, Store, StoreError, StoreKeyError
 
 log = logging.getLogger(__name__)
-SNAPSHOT_EVERY = 0.5  # seconds between status snapshots while drives run
 # Longest sleep between cycles: staged sets from `apache-md renew` or another
 # node get activated within this time, and a cycle over unchanged certificates
 # costs only stat() calls.
@@ -50,7 +48,7 @@ RETRY_REFUSED = 60.0  # seconds between looks at an unusable md_store.json
 
 class Worker:
     def __init__(self, load_config: Callable[[], Config], reload_command: list[str] | None,
-                 max_parallel: int = 8, once: bool = False):
+                 max_parallel: int = DRIVE_PARALLEL, once: bool = False):
         self.load_config = load_config
         self.reload_command = reload_command
         self.max_parallel = max_parallel
@@ -67,7 +65,6 @@ class Worker:
         usec = os.environ.get("WATCHDOG_USEC")
         self.watchdog = int(usec) / 2e6 if usec and usec.isdigit() else None
         self._last_ping = 0.0
-        self._snapshot_cost = 0.0  # seconds the last snapshot took
         self._renderer = snapshot.Renderer()  # bodies of MDs that did not change
         self.next_cycle = None  # datetime of the next planned check
         self.stapler = Stapler(rnd=self.rnd)
@@ -302,15 +299,12 @@ class Worker:
         jobs.save(store, WATCH, job)
 
     def _drive_all(self, driver, decisions) -> list:
-        results = []
-        with ThreadPoolExecutor(max_workers=min(self.max_parallel, len(decisions)),
-                                thread_name_prefix="drive") as pool:
-            futures = [pool.submit(driver.run, d.md, d.reason) for d in decisions]
-            # at most a third of the time on snapshots, however many MDs there are
-            while wait(futures, timeout=max(SNAPSHOT_EVERY, 2 * self._snapshot_cost)).not_done:
-                self.ping()
-                self.write_snapshot()
-            results = [f.result() for f in futures]
+        from .ca.drive import drive_all
+
+        def refresh() -> None:
+            self.ping()
+            self.write_snapshot()
+        results = drive_all(driver, decisions, self.max_parallel, refresh)
         for r in results:
             level = logging.INFO if r.outcome in ("renewed", "busy") else logging.WARNING
             log.log(level, "%s: %s %s", r.md, r.outcome, r.detail)
@@ -334,14 +328,12 @@ class Worker:
         return changed
 
     def write_snapshot(self) -> None:
-        start = time.monotonic()
         try:
             if not self.stop.is_set():
                 state.write_worker_info(self.store, self.next_cycle)
             snapshot.write_snapshot(self.store, self.config, self._renderer)
         except (StoreError, OSError) as e:
             log.error("cannot write the status snapshot: %s", e)
-        self._snapshot_cost = time.monotonic() - start
 
 
 def config_stamp(config: Config) -> tuple:
@@ -363,7 +355,7 @@ def config_stamp(config: Config) -> tuple:
 
 
 def run_worker(load_config: Callable[[], Config], reload_command: str | None,
-               once: bool = False, max_parallel: int = 8) -> int:
+               once: bool = False, max_parallel: int = DRIVE_PARALLEL) -> int:
     cmd = shlex.split(reload_command) if reload_command else default_reload_command()
     return Worker(load_config, cmd, max_parallel=max_parallel, once=once).run()
 

@@ -3,3 +3,5 @@
 The client, accounts, challenges and their pre-flight check, the renewal
 drive, ARI and the OCSP stapler. Never imports the apache wing.
 """
+
+DRIVE_PARALLEL = 8  # MDs driven at once by the worker and `renew` (--parallel)

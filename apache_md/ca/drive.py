@@ -10,8 +10,11 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Callable, Sequence
 
 from ..core import crypto
 from ..core.job import Job, now_utc
@@ -22,7 +25,7 @@ from ..notify import Messenger
 from ..store import castats, credentials, jobs
 from ..store.fs import DOMAINS, STAGING, Store, StoreError
 from ..store.locks import Busy, md_lock
-from . import accounts, preflight, tailscale
+from . import DRIVE_PARALLEL, accounts, preflight, tailscale
 from .challenges import (
     Setup,
     authz_types,
@@ -35,6 +38,7 @@ from .challenges import (
 from .client import CAConnection, CAProblem, authorized, identifiers
 
 log = logging.getLogger(__name__)
+REFRESH_EVERY = 0.5  # seconds between status refreshes while drives run
 
 
 @dataclass
@@ -308,3 +312,34 @@ class Driver:
     def _check_stop(self) -> None:
         if self.stop.is_set():
             raise CAProblem(20014, "Stopped", None, "apache-md is shutting down")
+
+
+def drive_all(driver: Driver, decisions: Sequence, parallel: int = DRIVE_PARALLEL,
+              refresh: Callable[[], None] | None = None,
+              done: Callable[[RunResult], None] | None = None) -> list[RunResult]:
+    """Drive the MDs of `decisions` (core/plan), `parallel` at a time.
+
+    While they run, `refresh()` (the status snapshot, the watchdog) is called
+    every REFRESH_EVERY seconds, and never for more than a third of the time
+    however long it takes with many MDs; `done(result)` as each run ends.
+    Results in the order of `decisions`.
+    """
+    if not decisions:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(decisions))),
+                            thread_name_prefix="drive") as pool:
+        futures = [pool.submit(driver.run, d.md, d.reason) for d in decisions]
+        pending, cost, last = set(futures), 0.0, time.monotonic()
+        while pending:
+            interval = max(REFRESH_EVERY, 2 * cost)
+            finished, pending = wait(pending, timeout=max(0.0, last + interval - time.monotonic()),
+                                     return_when=FIRST_COMPLETED)
+            if done:
+                for f in finished:
+                    done(f.result())
+            if pending and refresh and time.monotonic() - last >= interval:
+                start = time.monotonic()
+                refresh()
+                last = time.monotonic()
+                cost = last - start
+        return [f.result() for f in futures]

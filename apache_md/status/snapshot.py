@@ -8,10 +8,7 @@ MD, and the OCSP relay's index.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
-import time
 from datetime import datetime
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -19,7 +16,7 @@ from ..core.job import now_utc
 from ..core.jsonfmt import dumps, http_date
 from ..core.model import Config
 from ..store import broken, castats, staples
-from ..store.fs import STATUS, Store, StoreError
+from ..store.fs import STATUS, Store
 from ..store.state import activation_requested, load_activation_state, read_worker_info
 from . import condition, metrics, page
 from .mdstatus import _cert_status_keys, cert_status, list_json, md_status
@@ -163,30 +160,3 @@ def _compact_chunks(served: dict[str, Any]) -> Iterator[bytes]:
         else:
             yield (head + _compact(value)).encode()
     yield b"}"
-
-
-@contextlib.contextmanager
-def refreshing(store: Store, config: Config, every: float = 0.5) -> Iterator[None]:
-    """Rewrite the snapshot every `every` seconds while the block runs (and after it),
-    so progress in job.json shows on /md-status within a second."""
-    done = threading.Event()
-    renderer = Renderer()
-
-    def loop() -> None:
-        cost = 0.0
-        while not done.wait(max(every, 2 * cost)):  # a third of the time at most
-            start = time.monotonic()
-            try:
-                write_snapshot(store, config, renderer)
-            except (StoreError, OSError):
-                pass  # the final write below reports
-            cost = time.monotonic() - start
-
-    t = threading.Thread(target=loop, name="snapshot", daemon=True)
-    t.start()
-    try:
-        yield
-    finally:
-        done.set()
-        t.join()
-        write_snapshot(store, config, renderer)
