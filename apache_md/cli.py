@@ -177,7 +177,7 @@ def _write_generated(config: Config, store: Store | None) -> int:
 def _check_challenges(config: Config, md) -> None:
     """The challenge types a renewal would use; a warning when some name cannot work."""
     from .ca.challenges import check_names, preferred_types
-    from .ca.client import CAProblem
+    from .core.problem import CAProblem
     types = preferred_types(md, config.settings)
     print(f"  challenges: {' '.join(types) or 'none usable'}")
     try:

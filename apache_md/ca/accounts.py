@@ -18,10 +18,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from ..core import crypto
 from ..core.model import ManagedDomain
+from ..core.problem import CAProblem
 from ..store import broken
 from ..store.fs import ACCOUNTS, CorruptFile, Store, StoreError
 from ..store.locks import store_lock
-from .client import CAConnection, CAProblem
+from .client import CAConnection
 
 log = logging.getLogger(__name__)
 ACCOUNT_KEY_BITS = 3072  # mod_md's MD_ACME_ACCT_PKEY_BITS

@@ -21,7 +21,7 @@ from acme import messages
 
 from .. import __version__
 from ..core import compat
-from ..core.problem import CAProblem  # noqa: F401 - re-exported: its home before caproblem.py
+from ..core.problem import CAProblem
 from . import http
 
 log = logging.getLogger(__name__)

@@ -20,6 +20,7 @@ from ..core import crypto
 from ..core.job import Job, now_utc
 from ..core.mdjson import md_to_json
 from ..core.model import GlobalSettings, ManagedDomain
+from ..core.problem import CAProblem
 from ..core.schedule import backoff_delay, missing_reason, next_check, ready_at
 from ..notify import Messenger
 from ..store import castats, credentials, jobs
@@ -35,7 +36,7 @@ from .challenges import (
     setup_http01,
     teardown,
 )
-from .client import CAConnection, CAProblem, authorized, identifiers
+from .client import CAConnection, authorized, identifiers
 
 log = logging.getLogger(__name__)
 REFRESH_EVERY = 0.5  # seconds between status refreshes while drives run

@@ -10,9 +10,10 @@ from apache_md.ca.challenges import (
     explain_no_types,
     preferred_types,
 )
-from apache_md.ca.client import CAProblem, identifiers
+from apache_md.ca.client import identifiers
 from apache_md.ca.preflight import Response, check_http01
 from apache_md.core.model import GlobalSettings, Location, ManagedDomain
+from apache_md.core.problem import CAProblem
 
 
 def md(*names, challenges=None, dns=None) -> ManagedDomain:

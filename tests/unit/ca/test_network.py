@@ -10,8 +10,9 @@ from acme import messages
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from apache_md.ca import accounts
-from apache_md.ca.client import CAConnection, CAProblem, problem_from_exception
+from apache_md.ca.client import CAConnection, problem_from_exception
 from apache_md.core.model import Location, ManagedDomain
+from apache_md.core.problem import CAProblem
 from apache_md.store.fs import Store
 
 
