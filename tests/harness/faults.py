@@ -1,0 +1,101 @@
+"""A flaky CA: Pebble behind a reverse proxy that injects faults at seeded random.
+
+Per request it draws one of: a 5xx answer from "the load balancer" (500, 502,
+503, 504, HTML body, Pebble never sees the request), 429 with
+`urn:ietf:params:acme:error:rateLimited` and `Retry-After`, a connection
+reset (before the request reaches Pebble, or after, so the answer is lost),
+a slow answer (forwarded, then held back), or a clean forward. Pebble adds
+its own bad nonces (5% by default).
+
+It counts requests and faults, logs every request (method, path) in order,
+and records each request that arrived while a Retry-After it had sent was
+still running (after a short grace for requests already on their way).
+`down = True` resets every connection, as a CA that is gone; stop() and
+start() again refuse connections meanwhile.
+"""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+
+from .front import Answer, PebbleFront, Request, Reset
+
+_REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+            504: "Gateway Timeout"}
+
+
+class FaultProxy(PebbleFront):
+    def __init__(self, pebble, port: int, *, seed: int = 0, error_rate: float = 0.10,
+                 rate_limit_rate: float = 0.05, retry_after: int = 2, reset_rate: float = 0.03,
+                 slow_rate: float = 0.05, slow_seconds: float = 2.5, grace: float = 0.5):
+        super().__init__(pebble, port)
+        self.rnd = random.Random(seed)
+        self.rates = [("5xx", error_rate), ("429", rate_limit_rate), ("reset", reset_rate),
+                      ("slow", slow_rate)]
+        self.retry_after = retry_after
+        self.slow_seconds = slow_seconds
+        self.grace = grace
+        self.down = False
+        self.requests = 0
+        self.faults: Counter[str] = Counter()
+        self.log: list[tuple[str, str]] = []  # (method, path) of every request
+        self.violations: list[str] = []  # requests sent before a Retry-After had passed
+        self._blocked = (0.0, 0.0)  # monotonic: (429 sent, its Retry-After over)
+        self._lock = threading.Lock()
+
+    def set_rates(self, **rates: float) -> None:
+        """Change rates while running, e.g. set_rates(**{"5xx": 0, "429": 0})."""
+        with self._lock:
+            self.rates = [(k, rates.get(k, r)) for k, r in self.rates]
+
+    def _draw(self, req: Request) -> str:
+        now = time.monotonic()
+        with self._lock:
+            self.requests += 1
+            self.log.append((req.method, req.path))
+            sent, until = self._blocked
+            if sent + self.grace <= now < until:
+                self.violations.append(f"{req.method} {req.path}: {until - now:.2f} s before "
+                                       "the Retry-After had passed")
+            if self.down:
+                kind = "down"
+            else:
+                x, kind = self.rnd.random(), "forward"
+                for name, rate in self.rates:
+                    if x < rate:
+                        kind = name
+                        break
+                    x -= rate
+            self.faults[kind] += 1
+            if kind == "429":
+                self._blocked = (now, now + self.retry_after)
+            return kind
+
+    def handle(self, req: Request) -> Answer:
+        kind = self._draw(req)
+        if kind == "down":
+            raise Reset
+        if kind == "5xx":
+            with self._lock:
+                status = self.rnd.choice(sorted(_REASONS))
+            body = f"<html><body><h1>{status} {_REASONS[status]}</h1></body></html>".encode()
+            return Answer(status, body, [("Content-Type", "text/html")])
+        if kind == "429":
+            problem = {"type": "urn:ietf:params:acme:error:rateLimited", "status": 429,
+                       "detail": "too many requests, slow down"}
+            return Answer(429, json.dumps(problem).encode(),
+                          [("Content-Type", "application/problem+json"),
+                           ("Retry-After", str(self.retry_after))])
+        if kind == "reset":
+            with self._lock:
+                lost_answer = self.rnd.random() < 0.5
+            if lost_answer:
+                self.forward(req)
+            raise Reset
+        answer = self.forward(req)
+        if kind == "slow":
+            time.sleep(self.slow_seconds)
+        return answer
