@@ -96,11 +96,13 @@ deb: deb-deps
 	@ls -1 $(DEB_DIR)/*.deb
 
 # All benchmarks: apache-md against Debian's mod_md on this machine, printing
-# times and ratios (bench/*.py). Not tests: nothing is asserted. issuance and
-# worker_scale use ports 14700, 15700, 8753, 8755, 5701 and 5702.
+# times and ratios (bench/*.py). Not tests: nothing is asserted. issuance,
+# faults and scale use ports 14700, 14710, 15700, 8753, 8755, 5701 and
+# 5702 (E2E_PORT_OFFSET shifts them).
 .PHONY: bench bench-scale
 bench: deps venv
 	$(PY) bench/issuance.py
+	$(PY) bench/faults.py
 	$(PY) bench/scale.py --sizes 100,1000
 	$(PY) bench/md_status.py
 

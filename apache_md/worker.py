@@ -22,6 +22,7 @@ import sdnotify
 from .apache import activation, renames
 from .apache.ctl import default_reload_command
 from .ca import DRIVE_PARALLEL, ari
+from .ca.outages import Outages
 from .ca.stapler import Stapler
 from .core.job import now_utc
 from .core.model import Config, ManagedDomain
@@ -70,6 +71,7 @@ class Worker:
         self.stapler = Stapler(rnd=self.rnd)
         self.refused: StoreKeyError | None = None  # md_store.json cannot be used
         self.changes = Changes()
+        self.outages = Outages()
 
     # -- systemd -----------------------------------------------------------------------
     def sd(self, *lines: str) -> None:
@@ -241,10 +243,14 @@ class Worker:
             # worker (nothing due, nothing staged) never loads them.
             if not drivers:
                 from .ca.drive import Driver
-                drivers.append(Driver(store, settings, messenger, self.stop, rnd=self.rnd))
+                drivers.append(Driver(store, settings, messenger, self.stop, rnd=self.rnd,
+                                      outages=self.outages))
             return drivers[0]
         activation.prepare(store, config)  # a broken live set is renewed in this very cycle
         known = facts.read_all(store, config)
+        for name in self.outages.revive(store, self.stop):  # their CA is back
+            if config.md_by_name(name):
+                known[name] = facts.read(store, config.md_by_name(name))
         for name in ari.refresh_all(store, config, known, now_utc(), self.stop, self.rnd,
                                     tick=self.ping):
             known[name] = facts.read(store, config.md_by_name(name))
@@ -274,7 +280,7 @@ class Worker:
         wake = next_wake(after, now,
                          now + timedelta(seconds=next_check(settings.check_interval, self.rnd)),
                          held_back)
-        wake = min(wake, ocsp_wake or wake)
+        wake = min(wake, ocsp_wake or wake, self.outages.next_probe() or wake)
         # the loop sleeps MAX_SLEEP at most
         self.next_cycle = min(wake, now_utc() + timedelta(seconds=MAX_SLEEP))
         self.write_snapshot()

@@ -50,9 +50,10 @@ def names(n: int, prefix: str = "d") -> list[str]:
     return [f"{prefix}{i}.test" for i in range(1, n + 1)]
 
 
-def md_globals(pebble: Pebble, store: Path, extra: str = "") -> str:
-    """The MD directives both contenders read, identical for mod_md and apache-md."""
-    return f"""    MDCertificateAuthority {pebble.directory_url}
+def md_globals(pebble: Pebble, store: Path, extra: str = "", ca_url: str | None = None) -> str:
+    """The MD directives both contenders read, identical for mod_md and apache-md.
+    `ca_url`: a front of Pebble's (e.g. tests/harness/faults.py) instead of Pebble."""
+    return f"""    MDCertificateAuthority {ca_url or pebble.directory_url}
     MDCACertificateFile {pebble.ca_bundle}
     MDCertificateAgreement accepted
     MDContactEmail admin@example.test
@@ -85,13 +86,14 @@ def mod_md_apache(pebble: Pebble, domains: list[str]) -> Apache:
     return apache
 
 
-def apache_md_apache(pebble: Pebble, domains: list[str], extra: str = "") -> Apache:
+def apache_md_apache(pebble: Pebble, domains: list[str], extra: str = "",
+                     ca_url: str | None = None) -> Apache:
     """A private Apache with apache-md's handler snippet and one include per vhost.
     The snippet is written by the caller (`apache-md apache-conf`), as a user would."""
     apache = Apache(http_port=HTTP, https_port=HTTPS, log_level="warn")
     store = apache.root / "md"
     mds = "".join(f"    MDomain {d}\n" for d in domains)
-    apache.write_conf("10-md", f"<IfModule md_module>\n{md_globals(pebble, store, extra)}"
+    apache.write_conf("10-md", f"<IfModule md_module>\n{md_globals(pebble, store, extra, ca_url)}"
                       f"{mds}</IfModule>\n"
                       + "".join(ssl_vhost(d, f"{store}/apache/{d}.conf") for d in domains))
     return apache

@@ -9,9 +9,11 @@ from __future__ import annotations
 import copy
 import ipaddress
 import logging
+import re
 import threading
 import time
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import josepy as jose
 import requests
@@ -27,7 +29,6 @@ from . import http
 log = logging.getLogger(__name__)
 USER_AGENT = f"apache-md/{__version__}"
 POLL_FIRST, POLL_MAX = 0.05, 1.0
-BAD_NONCE_RETRIES = 5
 DIRECTORY_TTL = 300.0  # seconds a fetched directory serves later connections to its CA
 NONCE_TTL = 60.0  # unused nonces older than this are not offered (CAs expire them)
 NONCE_KEEP = 32
@@ -35,11 +36,18 @@ POOL_SIZE = 32  # kept-alive connections per CA: more than MDs driven at once (8
 ORDER_TIMEOUT = 300.0  # seconds for the CA to decide authorizations, or to issue
 
 
-def problem_from_exception(e: BaseException, ca_url: str = "",
-                           proxy: str | None = None) -> CAProblem:
+def problem_from_exception(e: BaseException, ca_url: str = "", proxy: str | None = None,
+                           step_for: Callable[[str], str] | None = None) -> CAProblem:
+    """`e` in mod_md's terms; `step_for(url)` names what a request was for."""
     if isinstance(e, CAProblem):
         return e
     e = compat.network_cause(e)
+    resp = _response_of(e)
+    if resp is not None:  # an error status without an ACME problem document
+        step = step_for(resp.url) if step_for else resp.url
+        return CAProblem(20014, resp.reason or f"HTTP {resp.status_code}", None,
+                         f"the CA answered {resp.status_code} {resp.reason or ''} to {step}"
+                         .replace("  ", " ") + f" (ACME server at {ca_url})")
     if isinstance(e, requests.exceptions.ProxyError):
         text = str(e)
         desc = "Connection refused" if "refused" in text.lower() else "Proxy failed"
@@ -72,6 +80,16 @@ def problem_from_exception(e: BaseException, ca_url: str = "",
     return CAProblem(20014, type(e).__name__, None, str(e) or type(e).__name__)
 
 
+def _response_of(e: BaseException) -> requests.Response | None:
+    """The response the library's ClientError carries (alone, or with a parse error)."""
+    if not isinstance(e, acme_errors.ClientError) or not e.args:
+        return None
+    arg = e.args[0]
+    if isinstance(arg, tuple) and arg and isinstance(arg[0], requests.Response):
+        return arg[0]
+    return arg if isinstance(arg, requests.Response) else None
+
+
 def _reason(e: BaseException) -> str:
     """The innermost cause of a requests/urllib3 error, without the pool noise."""
     while True:
@@ -91,6 +109,7 @@ class _CAShared:
     def __init__(self, proxy: str | None, proxy_ca_certs: str | None):
         self.session = http.session(proxy, proxy_ca_certs, POOL_SIZE)
         self.lock = threading.Lock()
+        self.directory_lock = threading.Lock()
         # (directory, its JSON as the CA sent it)
         self.directory: tuple[messages.Directory, dict[str, Any]] | None = None
         self.directory_at = 0.0
@@ -125,13 +144,23 @@ def _shared_for(url: str, ca_certs: str | None, proxy: str | None,
 
 
 class _Network(acme_client.ClientNetwork):
-    """The library's ClientNetwork on a shared session and nonce pool."""
+    """The library's ClientNetwork on a shared session and nonce pool, retrying
+    transient trouble in place (ca/http.RetryPolicy) and keeping to the CA's
+    Retry-After (ca/http.Gate)."""
 
-    def __init__(self, shared: _CAShared, **kwargs):
+    def __init__(self, shared: _CAShared, ca_url: str, stop: threading.Event, **kwargs):
         super().__init__(None, **kwargs)
         self.session.close()
         self.session = shared.session
         self._shared = shared
+        self.ca_url = ca_url
+        self._stop = stop
+        self._policy = http.DEFAULT_POLICY
+        self._gate = http.gate_for(ca_url)
+        self._deadline: float | None = None  # end of the running request's retry budget
+        self._response: requests.Response | None = None  # the last one of the running try
+        self.step: str | None = None  # what the connection is doing (failure messages)
+        self.names: dict[str, str] = {ca_url: "directory"}  # URLs of the directory
 
     def __del__(self) -> None:
         # The session outlives this connection (the library would close it here);
@@ -148,6 +177,109 @@ class _Network(acme_client.ClientNetwork):
                 return nonce
         return super()._get_nonce(url, new_nonce_url)
 
+    def _send_request(self, method: str, url: str, *args, **kwargs) -> requests.Response:
+        self._gate.wait(self._stop, self._deadline)
+        self._response = None
+        response = super()._send_request(method, url, *args, **kwargs)
+        self._response = response
+        held = http.holds_back(response)
+        if held:
+            self._gate.hold(held)
+        return response
+
+    def post(self, *args, **kwargs) -> requests.Response:
+        return self._retrying(args[0], lambda: self._post_once(*args, **kwargs))
+
+    def get(self, url: str, *args, retry: bool = True, **kwargs) -> requests.Response:
+        once = super().get
+        if not retry:
+            return once(url, *args, **kwargs)
+        return self._retrying(url, lambda: once(url, *args, **kwargs))
+
+    def _retrying(self, url: str, attempt: Callable[[], requests.Response]) -> requests.Response:
+        """`attempt()` until it succeeds, fails for good, or the policy gives up."""
+        start = time.monotonic()
+        self._deadline = start + self._policy.budget
+        tries = 0
+        try:
+            while True:
+                tries += 1
+                try:
+                    return attempt()
+                except http.Held as h:
+                    raise self._held(url, h.seconds, tries) from None
+                except CAProblem:
+                    raise
+                except Exception as e:  # noqa: BLE001 - what is not transient goes on up
+                    trouble = self._transient(e)
+                    if trouble is None:
+                        raise
+                    pause = self._policy.pause(tries, time.monotonic() - start,
+                                               trouble.retry_after)
+                    if pause is None:
+                        left = self._policy.budget - (time.monotonic() - start)
+                        if trouble.retry_after is not None and trouble.retry_after > left \
+                                and tries < self._policy.tries:
+                            raise self._held(url, trouble.retry_after, tries, e) from None
+                        raise self._exhausted(url, trouble, tries, e) from None
+                    log.debug("%s: the CA %s to %s; try %d in %.1f s", self.ca_url,
+                              trouble.what, self.step_for(url), tries + 1, pause)
+                    if self._stop.wait(pause):
+                        raise CAProblem(20014, "Stopped", None, "apache-md is shutting down")
+        finally:
+            self._deadline = None
+
+    def _transient(self, e: BaseException) -> http.Transient | None:
+        e = compat.network_cause(e)
+        if isinstance(e, messages.Error) and e.code == "badNonce":
+            return http.Transient("badNonce")  # CAs reject nonces at random (Pebble: 5%)
+        return http.transient(e, self._response)
+
+    def step_for(self, url: str) -> str:
+        name = self.names.get(url)
+        if name:
+            return name
+        info = self.names.get("renewalInfo")
+        if info and url.startswith(info):
+            return "renewal-info"
+        return self.step or urlsplit(url).path or url
+
+    def _exhausted(self, url: str, t: http.Transient, tries: int, e: BaseException) -> CAProblem:
+        step, n = self.step_for(url), _tries(tries)
+        where = f" (ACME server at {self.ca_url})"
+        if t.kind == "http":
+            err = e if isinstance(e, messages.Error) else None
+            detail = f"the CA {t.what} to {step}, {n}"
+            if err is not None and (err.detail or err.title):
+                detail += f": {err.detail or err.title}"
+            phrase = t.what.split(" ", 2)[2] if t.what.count(" ") >= 2 else f"HTTP {t.status}"
+            return CAProblem(20014, phrase, err.typ if err else None, detail + where,
+                             ca_trouble="failing")
+        if t.kind == "badNonce":
+            return CAProblem(11, "Resource temporarily unavailable",
+                             "urn:ietf:params:acme:error:badNonce",
+                             f"the CA rejected the nonce of {step}, {n}{where}")
+        if t.kind == "timeout":
+            return CAProblem(70007, "Timeout", None,
+                             f"the CA did not answer {step} within {self._default_timeout} s, "
+                             f"{n}{where}", ca_trouble="failing")
+        return CAProblem(104, "Connection reset by peer", None,
+                         f"the connection to the CA broke during {step}, {n}{where}",
+                         ca_trouble="failing")
+
+    def _held(self, url: str, seconds: float, tries: int,
+              e: BaseException | None = None) -> CAProblem:
+        """The CA asks us to wait longer than a renewal should: the job backs off as long."""
+        err = e if isinstance(e, messages.Error) else None
+        return CAProblem(20014, "Retry later", err.typ if err else None,
+                         f"the CA asks to wait {seconds:.0f} s (Retry-After) before "
+                         f"{self.step_for(url)}, {_tries(tries)} (ACME server at {self.ca_url})",
+                         retry_after=seconds)
+
+
+def _tries(n: int) -> str:
+    return f"{n} {'try' if n == 1 else 'tries'}"
+
 
 class CAConnection:
     """One account at one CA: the directory, the account key, requests to the CA.
@@ -162,7 +294,8 @@ class CAConnection:
         self.stop = stop or threading.Event()
         self.proxy = proxy
         self._shared = _shared_for(url, ca_certs, proxy, proxy_ca_certs)
-        self.net = _Network(self._shared, user_agent=USER_AGENT, timeout=int(timeout))
+        self.net = _Network(self._shared, url, self.stop, user_agent=USER_AGENT,
+                            timeout=int(timeout))
         # The library passes verify= on every request, so set it there, not on the session.
         if ca_certs:
             self.net.verify_ssl = ca_certs
@@ -174,18 +307,22 @@ class CAConnection:
     def directory(self) -> messages.Directory:
         if self._directory is None:
             shared = self._shared
-            cached = shared.directory
-            if cached is None or time.monotonic() - shared.directory_at > DIRECTORY_TTL:
-                try:
-                    # as ClientV2.get_directory, keeping the JSON: older `acme`
-                    # (Debian 12: 2.1) drops what it has no field for (meta.profiles)
-                    raw = self.net.get(self.url).json()
-                    # a copy: acme 2.1 replaces raw["meta"] in place with its Meta object
-                    cached = (messages.Directory.from_json(copy.deepcopy(raw)), raw)
-                except Exception as e:  # noqa: BLE001 - mapped to a CAProblem
-                    raise self._request_failed(e) from None
-                shared.directory, shared.directory_at = cached, time.monotonic()
+            with shared.directory_lock:  # one fetch when many MDs start at once
+                cached = shared.directory
+                if cached is None or time.monotonic() - shared.directory_at > DIRECTORY_TTL:
+                    try:
+                        # as ClientV2.get_directory, keeping the JSON: older `acme`
+                        # (Debian 12: 2.1) drops what it has no field for (meta.profiles)
+                        raw = self.call(self.net.get, self.url).json()
+                        # a copy: acme 2.1 replaces raw["meta"] in place with its Meta object
+                        cached = (messages.Directory.from_json(copy.deepcopy(raw)), raw)
+                    except CAProblem:
+                        raise
+                    except Exception as e:  # noqa: BLE001 - mapped to a CAProblem
+                        raise self._request_failed(e) from None
+                    shared.directory, shared.directory_at = cached, time.monotonic()
             self._directory, self._raw_directory = cached
+            self.net.names.update(_resource_names(self._raw_directory))
             self.client = acme_client.ClientV2(self._directory, self.net)
         return self._directory
 
@@ -200,27 +337,33 @@ class CAConnection:
         meta = self.raw_directory.get("meta")
         return meta if isinstance(meta, dict) else {}
 
-    def call(self, fn: Callable, *args, **kwargs):
-        """Run one protocol step; every failure becomes a CAProblem.
+    def call(self, fn: Callable, *args, step: str | None = None, **kwargs):
+        """Run one protocol step; every failure becomes a CAProblem. `step` names it
+        in failure messages (requests to directory URLs are named after them)."""
+        self.net.step = step
+        try:
+            return fn(*args, **kwargs)
+        except CAProblem as p:
+            p.ca_url = p.ca_url or self.url
+            raise
+        except Exception as e:  # noqa: BLE001
+            raise self._request_failed(e) from None
+        finally:
+            self.net.step = None
 
-        The library retries a badNonce once; CAs may reject nonces at random
-        (Pebble: 5%), so a step is retried a few more times before it fails.
-        """
-        for attempt in range(BAD_NONCE_RETRIES):
-            try:
-                return fn(*args, **kwargs)
-            except CAProblem:
-                raise
-            except messages.Error as e:
-                if e.code == "badNonce" and attempt + 1 < BAD_NONCE_RETRIES:
-                    continue
-                raise self._request_failed(e) from None
-            except Exception as e:  # noqa: BLE001
-                raise self._request_failed(e) from None
+    def reachable(self) -> CAProblem | None:
+        """One fresh GET of the directory, not retried: None when the CA answers."""
+        try:
+            self.call(self.net.get, self.url, retry=False, step="directory")
+        except CAProblem as p:
+            return p
+        return None
 
     def _request_failed(self, e: BaseException) -> CAProblem:
-        p = problem_from_exception(e, self.url, self.proxy)
+        p = problem_from_exception(e, self.url, self.proxy, self.net.step_for)
         p.ca_url = self.url
+        if http.unreachable(compat.network_cause(e)):
+            p.ca_trouble = "unreachable"
         return p
 
     def use_account(self, key: jose.JWK, regr: messages.RegistrationResource | None) -> None:
@@ -234,11 +377,11 @@ class CAConnection:
             raise CAProblem(20014, "Stopped", None, "apache-md is shutting down")
 
     def poll(self, fetch: Callable[[], tuple[Any, requests.Response | None]],
-             done: Callable[[Any], bool], deadline: float) -> Any:
+             done: Callable[[Any], bool], deadline: float, step: str) -> Any:
         """Call `fetch` until `done(result)`, quickly at first, honouring Retry-After."""
         delay = POLL_FIRST
         while True:
-            result, response = self.call(fetch)
+            result, response = self.call(fetch, step=step)
             if done(result):
                 return result
             if time.monotonic() >= deadline:
@@ -283,7 +426,7 @@ class CAConnection:
                       for u in order.authorizations]
             return messages.OrderResource(body=order, uri=resp.headers.get("Location"),
                                           authorizations=authzs)
-        return self.call(post)
+        return self.call(post, step="authorization")
 
     # -- authorizations -----------------------------------------------------------
     def key_authorization(self, challb: messages.ChallengeBody) -> str:
@@ -291,7 +434,8 @@ class CAConnection:
 
     def answer(self, challb: messages.ChallengeBody) -> None:
         """Tell the CA that the challenge is in place."""
-        self.call(self.client.answer_challenge, challb, challb.response(self.net.key))
+        self.call(self.client.answer_challenge, challb, challb.response(self.net.key),
+                  step="challenge")
 
     def await_authorizations(self, authzrs: list[messages.AuthorizationResource],
                              timeout: float = ORDER_TIMEOUT) -> None:
@@ -301,7 +445,7 @@ class CAConnection:
             done = self.poll(lambda a=authzr: self.client.poll(a),
                              lambda r: r.body.status not in (messages.STATUS_PENDING,
                                                              messages.STATUS_PROCESSING),
-                             deadline)
+                             deadline, "authorization")
             if done.body.status != messages.STATUS_VALID:
                 raise _authz_problem(done)
 
@@ -312,21 +456,25 @@ class CAConnection:
         order = order.update(csr_pem=csr_pem)
         deadline = time.monotonic() + timeout
         try:
-            self.call(compat.begin_finalization, self.client, order)
+            self.call(compat.begin_finalization, self.client, order, step="finalize")
         except CAProblem as p:
             if not (p.problem or "").endswith("orderNotReady"):
                 raise
-            self.poll(lambda: self._order_state(order.uri),
-                      lambda b: b.status != messages.STATUS_PENDING, deadline)
-            self.call(compat.begin_finalization, self.client, order)
+            # Not ready yet (authorizations still settling), or finalized already by a
+            # try whose answer was lost: only a `ready` order is finalized (again).
+            state = self.poll(lambda: self._order_state(order.uri),
+                              lambda b: b.status != messages.STATUS_PENDING, deadline, "order")
+            if state.status == messages.STATUS_READY:
+                self.call(compat.begin_finalization, self.client, order, step="finalize")
         body = self.poll(lambda: self._order_state(order.uri),
                          lambda b: b.status in (messages.STATUS_VALID, messages.STATUS_INVALID),
-                         deadline)
+                         deadline, "order")
         if body.status != messages.STATUS_VALID or not body.certificate:
             err = body.error
             raise CAProblem(20014, "Order invalid", getattr(err, "typ", None),
                             getattr(err, "detail", None) or "the CA declared the order invalid")
-        return self.call(self.client._post_as_get, body.certificate).text  # noqa: SLF001
+        return self.call(self.client._post_as_get, body.certificate,  # noqa: SLF001
+                         step="certificate download").text
 
     def _order_state(self, url: str) -> tuple[messages.Order, requests.Response]:
         resp = self.client._post_as_get(url)  # noqa: SLF001
@@ -391,3 +539,12 @@ def _authz_problem(authzr: messages.AuthorizationResource) -> CAProblem:
     return CAProblem(20014, "Authorization failed", "urn:ietf:params:acme:error:unauthorized",
                      f"authorization for {authzr.body.identifier.value} is "
                      f"{authzr.body.status.name}")
+
+
+def _resource_names(directory: dict[str, Any]) -> dict[str, str]:
+    """The directory's URLs by resource name, for messages: newOrder -> "new-order"."""
+    names = {url: re.sub(r"(?<!^)([A-Z])", r"-\1", key).lower()
+             for key, url in directory.items() if isinstance(url, str) and key != "renewalInfo"}
+    if isinstance(directory.get("renewalInfo"), str):
+        names["renewalInfo"] = directory["renewalInfo"]
+    return names

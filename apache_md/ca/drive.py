@@ -37,6 +37,7 @@ from .challenges import (
     teardown,
 )
 from .client import CAConnection, authorized, identifiers
+from .outages import Outages
 
 log = logging.getLogger(__name__)
 REFRESH_EVERY = 0.5  # seconds between status refreshes while drives run
@@ -53,13 +54,14 @@ class RunResult:
 class Driver:
     def __init__(self, store: Store, settings: GlobalSettings, messenger: Messenger,
                  stop: threading.Event | None = None, progress=None,
-                 rnd: random.Random | None = None):
+                 rnd: random.Random | None = None, outages: Outages | None = None):
         self.store = store
         self.settings = settings
         self.messenger = messenger
         self.stop = stop or threading.Event()
         self.progress_cb = progress  # called with (md_name, text) for `renew` output
         self.rnd = rnd or random.Random()
+        self.outages = outages  # the worker's: CAs that failed, probed until they answer
 
     # -- entry point ---------------------------------------------------------------
     def run(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
@@ -252,6 +254,8 @@ class Driver:
     # -- outcome ---------------------------------------------------------------------------
     def _succeeded(self, md: ManagedDomain, job: Job, ca_url: str = "") -> RunResult:
         castats.record(self.store, ca_url, renewed=True)
+        if self.outages:
+            self.outages.answered(ca_url)
         staged = credentials.staged(self.store, md)
         active = credentials.active(self.store, md)
         complete = credentials.uses_managed(self.store, md) and missing_reason(md, active) is None
@@ -294,6 +298,8 @@ class Driver:
         if p.retry_after:
             delay = max(delay, p.retry_after)
         job.next_run = now_utc() + timedelta(seconds=delay)
+        if self.outages and p.ca_trouble:
+            self.outages.failed(md, ca_url, p.ca_trouble)
         self.messenger.send(job, "errored", md.name)
         jobs.save(self.store, STAGING, job)
         log.warning("%s: renewal failed: %s", md.name, p.detail or p.description)

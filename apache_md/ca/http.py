@@ -4,12 +4,24 @@ MDHttpProxy replaces the environment's proxies (http(s)_proxy, no_proxy);
 MDHttpProxyCACertificateFile is the trust for an https:// proxy only, never
 for the server behind it; MDCACertificateFile (the `verify` of each request)
 is the trust for the CA.
+
+Transient trouble (5xx, 429, a connection reset, an answer that does not
+come, a rejected nonce) is retried in place by the caller under a
+RetryPolicy: a few tries within a time budget. A Retry-After that comes
+with a 429 or 503 holds back every request to that server, from every
+thread, until it has passed (Gate).
 """
 from __future__ import annotations
 
+import random
 import ssl
+import threading
+import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
+from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -76,3 +88,134 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
         return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
     except (TypeError, ValueError):
         return None
+
+
+# -- transient trouble -------------------------------------------------------------------------
+
+@dataclass
+class Transient:
+    """Trouble worth another try: what happened, in words for a failure message."""
+
+    kind: str  # "http" (5xx, 429), "reset", "timeout", "badNonce"
+    status: int | None = None  # the HTTP status, for "http"
+    retry_after: float | None = None
+
+    @property
+    def what(self) -> str:
+        if self.kind == "http":
+            try:
+                phrase = HTTPStatus(self.status).phrase
+            except ValueError:
+                phrase = ""
+            return f"answered {self.status} {phrase}".rstrip()
+        return {"reset": "broke the connection", "timeout": "did not answer in time",
+                "badNonce": "rejected the nonce (badNonce)"}.get(self.kind, self.kind)
+
+
+def unreachable(e: BaseException) -> bool:
+    """No connection at all (refused, no route, connect timeout): the server is down.
+    Not retried in place; the worker asks again when it answers (ca/outages)."""
+    return (isinstance(e, requests.exceptions.ConnectTimeout)
+            or (isinstance(e, requests.exceptions.ConnectionError)
+                and not isinstance(e, (requests.exceptions.SSLError,
+                                       requests.exceptions.ProxyError))
+                and "refused" in str(e).lower()))
+
+
+def transient(e: BaseException, response: requests.Response | None) -> Transient | None:
+    """The trouble behind `e` if another try may succeed; `response` is the last one
+    received in this try (None when none came)."""
+    if response is not None and (response.status_code >= 500 or response.status_code == 429):
+        return Transient("http", response.status_code, retry_after_seconds(response))
+    if response is not None or unreachable(e):
+        return None
+    if isinstance(e, (requests.exceptions.SSLError, requests.exceptions.ProxyError)):
+        return None  # trust or proxy configuration: the same next time
+    if isinstance(e, requests.exceptions.Timeout):
+        return Transient("timeout")
+    if isinstance(e, (requests.exceptions.ConnectionError,
+                      requests.exceptions.ChunkedEncodingError)):
+        return Transient("reset")
+    return None
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often, and how long, one request is tried before its failure counts."""
+
+    tries: int = 8
+    budget: float = 60.0  # seconds from the first try
+    first: float = 0.25  # pause after the first failure, doubling
+    longest: float = 8.0  # longest pause without a Retry-After
+
+    def pause(self, tries: int, elapsed: float, retry_after: float | None = None,
+              rnd: random.Random | None = None) -> float | None:
+        """Seconds to wait after `tries` failed tries, `elapsed` seconds in; None: give up.
+        A Retry-After is waited out exactly; other pauses are jittered (0.5-1.5x)."""
+        if tries >= self.tries:
+            return None
+        if retry_after is not None:
+            wait = retry_after
+        else:
+            wait = min(self.longest, self.first * 2 ** (tries - 1))
+            wait *= 0.5 + (rnd or random).random()
+        return wait if elapsed + wait <= self.budget else None
+
+
+DEFAULT_POLICY = RetryPolicy()
+
+
+class Held(Exception):
+    """The server's Retry-After runs longer than the caller may wait."""
+
+    def __init__(self, seconds: float):
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+class Gate:
+    """When a server may be asked again. Its Retry-After (with a 429 or 503) holds back
+    every request to it from this process, whichever thread sends it."""
+
+    def __init__(self) -> None:
+        self._until = 0.0  # time.monotonic()
+        self._lock = threading.Lock()
+
+    def hold(self, seconds: float) -> None:
+        with self._lock:
+            self._until = max(self._until, time.monotonic() + seconds)
+
+    def held_for(self) -> float:
+        return max(0.0, self._until - time.monotonic())
+
+    def wait(self, stop: threading.Event, deadline: float | None = None) -> None:
+        """Return once the server may be asked. Held when that is after `deadline`
+        (time.monotonic()); CAProblem "Stopped" when `stop` is set meanwhile."""
+        while (left := self.held_for()) > 0:
+            if deadline is not None and time.monotonic() + left > deadline:
+                raise Held(left)
+            if stop.wait(left):
+                raise CAProblem(20014, "Stopped", None, "apache-md is shutting down")
+
+
+_gates: dict[str, Gate] = {}
+_gates_lock = threading.Lock()
+
+
+def gate_for(url: str) -> Gate:
+    """The gate of the server at `url` (scheme, host and port), one per process."""
+    parts = urlsplit(url)
+    key = f"{parts.scheme}://{parts.netloc}".lower()
+    with _gates_lock:
+        gate = _gates.get(key)
+        if gate is None:
+            gate = _gates[key] = Gate()
+        return gate
+
+
+def holds_back(response: requests.Response) -> float | None:
+    """The Retry-After that holds back the whole server: with 429 and 503 only (with 200
+    it paces the polling of one resource, RFC 8555 §7.5.1)."""
+    if response.status_code in (429, 503):
+        return retry_after_seconds(response)
+    return None

@@ -20,6 +20,9 @@ class CAProblem(Exception):
     subproblems: list | None = None
     retry_after: float | None = None
     ca_url: str | None = None  # set when a request to this CA failed (per-CA metrics)
+    # The CA's trouble, not the MD's: "unreachable" (no connection at all) or "failing"
+    # (5xx, resets, timeouts that outlasted the retries); ca/outages watches those CAs.
+    ca_trouble: str | None = None
 
     def __str__(self) -> str:
         return self.detail or self.description

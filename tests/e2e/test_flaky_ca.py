@@ -1,0 +1,98 @@
+"""Issue 12.8 end to end: a flaky CA (tests/harness/faults.py in front of Pebble).
+
+Transient trouble (5xx, 429 with Retry-After, connection resets, slow answers,
+Pebble's bad nonces) is retried in place, within the running order: every MD
+gets its certificate without a failed renewal, and no request reaches the CA
+before a Retry-After it sent has passed. A CA that was down is used again as
+soon as it answers, whatever backoff its failures had set. Nothing here is
+timed: the waits are bounds.
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+
+import pytest
+
+from tests.conftest import PORTS
+from tests.harness import FaultProxy
+
+NO_FAULTS = {"5xx": 0, "429": 0, "reset": 0, "slow": 0}
+
+
+@pytest.fixture
+def flaky(pebble):
+    proxy = FaultProxy(pebble, PORTS["acme_port"] + 20, seed=12).start()
+    yield proxy
+    proxy.stop()
+
+
+def md_at(name: str, ca_url: str, extra: str = "") -> str:
+    return f"<MDomain {name}>\n  MDCertificateAuthority {ca_url}\n{extra}</MDomain>\n"
+
+
+def await_true(pred, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what}")
+        time.sleep(0.3)
+
+
+def live(env, name: str) -> bool:
+    return (env.store / "domains" / name / "pubcert.pem").exists()
+
+
+def staging_job(env, name: str) -> dict:
+    try:
+        return json.loads((env.store / "staging" / name / "job.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def test_every_md_is_certified_through_a_flaky_ca_keeping_its_retry_after(env, flaky):
+    names = [f"flaky{i}.test" for i in range(6)]
+    env.write_config("".join(md_at(n, flaky.directory_url) for n in names),
+                     "".join(env.ssl_vhost(n) for n in names))
+    env.start()
+    worker = env.start_worker()
+    await_true(lambda: all(live(env, n) for n in names), 150, "all MDs certified")
+    env.stop_workers()
+    log = worker.log_path.read_text()
+    assert "renewal failed" not in log, log[-3000:]  # retried in place, not failed
+    assert "Traceback" not in log
+    for kind in ("5xx", "429", "reset", "slow"):
+        assert flaky.faults[kind] > 0, flaky.faults  # the trouble did happen
+    assert flaky.violations == []
+
+
+def test_a_ca_back_from_an_outage_renews_at_once_despite_the_backoff(env, flaky):
+    flaky.set_rates(**NO_FAULTS)
+    vhost = env.ssl_vhost("back.test")
+    env.write_config(md_at("back.test", flaky.directory_url), vhost)
+    env.start()
+    env.cli_ok("worker", "--once", "--reload-command", env.reload_command())
+    assert live(env, "back.test")
+    first = env.status("back.test")["cert"]["rsa"]["serial"]
+    # due again (Pebble's certificates last 5 years), and an hour of backoff per failure
+    env.write_config(md_at("back.test", flaky.directory_url, "  MDRenewWindow 1900d\n"), vhost,
+                     "MDRetryDelay 1h\n")
+    flaky.stop()  # the CA is gone: connections refused
+    env.start_worker()
+    job = await_true(lambda: staging_job(env, "back.test").get("errors"), 60,
+                     "a failed renewal") and staging_job(env, "back.test")
+    retry_in = parsedate_to_datetime(job["next-run"]) - datetime.now(timezone.utc)
+    assert retry_in.total_seconds() > 20 * 60  # the backoff alone would wait that long
+    assert job["last"]["status-description"] == "Connection refused"
+    flaky.start()  # back
+    await_true(lambda: env.status("back.test")["cert"]["rsa"]["serial"] != first, 60,
+               "renewed once the CA answers")
+    entries = [e.get("detail", "") for e in
+               json.loads((env.store / "domains" / "back.test" / "job.json").read_text())
+               ["log"]["entries"]]
+    assert any("answers again" in d for d in entries)

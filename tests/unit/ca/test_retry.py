@@ -1,0 +1,204 @@
+"""Transient CA trouble: the retry policy, Retry-After for every thread, the messages,
+and the outages that lift backoff when a CA answers again."""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from apache_md.ca import http, outages
+from apache_md.ca.client import CAConnection
+from apache_md.core.job import Job, now_utc
+from apache_md.core.model import Location, ManagedDomain
+from apache_md.core.problem import CAProblem
+from apache_md.store import jobs
+from apache_md.store.fs import STAGING, Store
+
+
+# -- the policy (pure) ------------------------------------------------------------------------
+def test_pauses_double_with_jitter_and_stop_after_the_tries():
+    p = http.RetryPolicy(tries=4, budget=100, first=1, longest=3)
+    rnd = random.Random(7)
+    pauses = [p.pause(n, 0, rnd=rnd) for n in (1, 2, 3)]
+    for got, base in zip(pauses, (1, 2, 3)):  # 1, 2, then capped at 3
+        assert 0.5 * base <= got <= 1.5 * base
+    assert p.pause(4, 0) is None
+
+
+def test_retry_after_is_waited_exactly_unless_it_outlasts_the_budget():
+    p = http.RetryPolicy(tries=8, budget=10)
+    assert p.pause(1, 0, retry_after=2) == 2
+    assert p.pause(1, 9, retry_after=2) is None  # 11 s > the budget
+    assert p.pause(1, 0, retry_after=3600) is None
+
+
+def test_what_is_transient():
+    class R:  # a response as far as `transient` looks
+        def __init__(self, status, retry_after=None):
+            self.status_code = status
+            self.headers = {"Retry-After": retry_after} if retry_after else {}
+    assert http.transient(Exception(), R(502)).what == "answered 502 Bad Gateway"
+    t = http.transient(Exception(), R(429, "2"))
+    assert (t.kind, t.status, t.retry_after) == ("http", 429, 2.0)
+    assert http.transient(Exception(), R(400)) is None  # a problem with the request itself
+    assert http.transient(requests.exceptions.ConnectionError("reset by peer"), None).kind \
+        == "reset"
+    assert http.transient(requests.exceptions.ReadTimeout(), None).kind == "timeout"
+    refused = requests.exceptions.ConnectionError("[Errno 111] Connection refused")
+    assert http.transient(refused, None) is None and http.unreachable(refused)
+    assert http.transient(requests.exceptions.SSLError("bad cert"), None) is None
+
+
+def test_gate_holds_every_thread_and_gives_up_past_a_deadline():
+    gate, stop = http.Gate(), threading.Event()
+    gate.hold(0.2)
+    start = time.monotonic()
+    gate.wait(stop)
+    assert time.monotonic() - start >= 0.19
+    gate.hold(30)
+    with pytest.raises(http.Held) as e:
+        gate.wait(stop, deadline=time.monotonic() + 1)
+    assert e.value.seconds > 29
+    assert http.gate_for("https://ca.test/dir") is http.gate_for("https://CA.test/acme/new")
+
+
+# -- the client against a local server ---------------------------------------------------------
+class FlakyCA:
+    """Answers the directory; `script` lists the statuses of the next answers."""
+
+    def __init__(self):
+        self.script: list[tuple[int, dict]] = []
+        self.times: list[float] = []
+        ca = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                ca.times.append(time.monotonic())
+                status, headers = ca.script.pop(0) if ca.script else (200, {})
+                body = json.dumps({"newNonce": ca.url + "nonce", "newAccount": ca.url + "acct",
+                                   "newOrder": ca.url + "order"}).encode() \
+                    if status == 200 else b"<html>down</html>"
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json" if status == 200
+                                 else "text/html")
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def flaky(monkeypatch):
+    monkeypatch.setattr(http, "DEFAULT_POLICY", http.RetryPolicy(tries=3, first=0.01))
+    ca = FlakyCA()
+    yield ca
+    ca.close()
+    http._gates.clear()  # noqa: SLF001 - its Retry-After holds nobody else
+
+
+def test_5xx_is_retried_in_place(flaky):
+    flaky.script = [(502, {}), (503, {})]
+    conn = CAConnection(flaky.url + "dir")
+    assert conn.directory["newOrder"] == flaky.url + "order"
+    assert len(flaky.times) == 3
+
+
+def test_a_ca_that_keeps_failing_is_named_with_the_step_and_the_tries(flaky):
+    flaky.script = [(502, {})] * 3
+    with pytest.raises(CAProblem) as e:
+        CAConnection(flaky.url + "dir").directory  # noqa: B018
+    p = e.value
+    assert p.detail.startswith("the CA answered 502 Bad Gateway to directory, 3 tries")
+    assert "<Response" not in p.detail and p.ca_trouble == "failing"
+    assert p.description == "Bad Gateway"
+
+
+def test_retry_after_holds_back_the_next_request_of_any_connection(flaky):
+    flaky.script = [(503, {"Retry-After": "1"})]
+    CAConnection(flaky.url + "dir").directory  # noqa: B018
+    assert flaky.times[1] - flaky.times[0] >= 0.95
+    # a long Retry-After fails the step at once, saying how long the CA wants
+    flaky.script = [(429, {"Retry-After": "3600"})]
+    conn = CAConnection(flaky.url + "other/dir")
+    with pytest.raises(CAProblem) as e:
+        conn.directory  # noqa: B018
+    assert e.value.retry_after == 3600
+    assert "the CA asks to wait 3600 s (Retry-After) before directory" in e.value.detail
+    other = CAConnection(flaky.url + "third/dir")  # same server, another connection: held too
+    with pytest.raises(CAProblem) as e:
+        other.directory  # noqa: B018
+    assert e.value.retry_after > 3500
+    assert len(flaky.times) == 3  # nothing was sent while held
+
+
+def test_a_refused_connection_is_not_retried_and_marks_the_ca_unreachable(flaky):
+    url = flaky.url + "dir"
+    flaky.close()
+    p = CAConnection(url).reachable()
+    assert p is not None and p.ca_trouble == "unreachable"
+    assert p.description == "Connection refused"
+
+
+# -- outages ----------------------------------------------------------------------------------
+def md(name: str) -> ManagedDomain:
+    return ManagedDomain(name=name, domains=[name], location=Location("t", 1))
+
+
+def backing_off(store: Store, name: str) -> None:
+    job = Job(name)
+    job.errors = 3
+    job.next_run = now_utc().replace(year=now_utc().year + 1)
+    jobs.save(store, STAGING, job)
+
+
+def test_a_ca_seen_down_lifts_the_backoff_once_it_answers(store, monkeypatch):
+    answers = []
+    monkeypatch.setattr(outages, "_probe", lambda url, m, stop: answers.pop(0))
+    monkeypatch.setattr(outages, "PROBE_FIRST", 0.0)
+    watch = outages.Outages()
+    for name in ("a.test", "b.test"):
+        backing_off(store, name)
+    backing_off(store, "own-fault.test")
+    watch.failed(md("a.test"), "https://ca/dir", "failing")
+    watch.failed(md("b.test"), "https://ca/dir", "failing")
+    answers.append(CAProblem(111, "Connection refused"))  # the probe: still down
+    assert watch.revive(store) == []
+    assert watch.next_probe() is not None
+    watch._down["https://ca/dir"].next_probe = 0  # noqa: SLF001 - due now
+    answers.append(None)  # back
+    assert watch.revive(store) == ["a.test", "b.test"]
+    assert jobs.load(store, STAGING, "a.test").next_run is None
+    assert "answers again" in jobs.load(store, STAGING, "a.test").log[0]["detail"]
+    assert jobs.load(store, STAGING, "own-fault.test").next_run is not None
+    assert watch.next_probe() is None
+
+
+def test_a_ca_that_answers_but_keeps_failing_keeps_the_backoff(store, monkeypatch):
+    monkeypatch.setattr(outages, "_probe", lambda url, m, stop: None)
+    monkeypatch.setattr(outages, "PROBE_FIRST", 0.0)
+    watch = outages.Outages()
+    backing_off(store, "a.test")
+    watch.failed(md("a.test"), "https://ca/dir", "failing")
+    assert watch.revive(store) == []  # nobody saw it down
+    assert jobs.load(store, STAGING, "a.test").next_run is not None
+    watch.failed(md("a.test"), "https://ca/dir", "unreachable")  # refused: down for sure
+    assert watch.revive(store) == ["a.test"]
