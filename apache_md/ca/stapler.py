@@ -55,6 +55,9 @@ def http_fetch(url: str, der: bytes, proxy: str | None = None, proxy_ca: str | N
     import requests
 
     from . import http
+    gate = http.gate_for(url)
+    if gate.held_for():  # the responder's Retry-After still runs: do not ask yet
+        raise Unreachable(f"{url} asked to wait (Retry-After)", gate.held_for())
     try:
         session = http.session(proxy, proxy_ca)
     except CAProblem as e:
@@ -68,14 +71,21 @@ def http_fetch(url: str, der: bytes, proxy: str | None = None, proxy_ca: str | N
         except requests.RequestException as e:
             raise Unreachable(f"{url}: {e}") from None
     if r.status_code != 200:
-        raise Unreachable(f"{url} answered HTTP {r.status_code} {r.reason}")
+        held = http.holds_back(r)
+        if held:
+            gate.hold(held)
+        raise Unreachable(f"{url} answered HTTP {r.status_code} {r.reason}", held)
     if len(body) > MAX_RESPONSE:
         raise OCSPError(f"{url}: response larger than {MAX_RESPONSE} bytes")
     return body
 
 
 class Unreachable(OCSPError):
-    """No OCSP answer at all (network, HTTP status)."""
+    """No OCSP answer at all (network, HTTP status); `retry_after`: the responder's."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -206,8 +216,8 @@ class Stapler:
                      PROBLEM_UNREACHABLE if unreachable else PROBLEM_REJECTED,
                      f"OCSP status update failed ({job.errors + 1}. time) for certificate "
                      f"({t.label}) serial {t.serial}: {e}", log_type="ocsp-error")
-            retry = now + timedelta(
-                seconds=backoff_delay(job.errors, settings.retry_delay, rnd=self.rnd))
+            delay = backoff_delay(job.errors, settings.retry_delay, rnd=self.rnd)
+            retry = now + timedelta(seconds=max(delay, getattr(e, "retry_after", None) or 0))
             # job.json keeps whole seconds: round up, never retry before the backoff is over
             job.next_run = retry.replace(microsecond=0) + timedelta(seconds=bool(retry.microsecond))
             report.wake_at(job.next_run)

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
-from apache_md.ca import http, outages
+from apache_md.ca import http, outages, stapler
 from apache_md.ca.client import CAConnection
 from apache_md.core.job import Job, now_utc
 from apache_md.core.model import Location, ManagedDomain
@@ -97,6 +97,10 @@ class FlakyCA:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.do_GET()
+
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -156,6 +160,16 @@ def test_a_refused_connection_is_not_retried_and_marks_the_ca_unreachable(flaky)
     p = CAConnection(url).reachable()
     assert p is not None and p.ca_trouble == "unreachable"
     assert p.description == "Connection refused"
+
+
+def test_an_ocsp_responders_retry_after_holds_back_the_next_fetch(flaky):
+    flaky.script = [(503, {"Retry-After": "120"})]
+    with pytest.raises(stapler.Unreachable) as e:
+        stapler.http_fetch(flaky.url + "ocsp", b"request")
+    assert e.value.retry_after == 120
+    with pytest.raises(stapler.Unreachable, match="asked to wait"):
+        stapler.http_fetch(flaky.url + "ocsp", b"request")
+    assert len(flaky.times) == 1
 
 
 # -- outages ----------------------------------------------------------------------------------
