@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -24,6 +23,7 @@ from ..core.model import (
     ManagedDomain,
     Problem,
     VHost,
+    address_port,
 )
 from ..store.fs import APACHE
 from . import syntax
@@ -139,16 +139,6 @@ def server_name_host(value: str) -> str:
     if v.startswith("["):
         return normalize_name(v[: v.find("]") + 1] if "]" in v else v)
     return normalize_name(v.rsplit(":", 1)[0] if v.count(":") == 1 else v)
-
-
-def address_port(addr: str) -> int | None:
-    """The port of a Listen/VirtualHost address, None when it has none (or `*`)."""
-    host_port = addr.rpartition("]")[2] if addr.startswith("[") else addr
-    if ":" not in host_port:
-        port = "" if addr.startswith("[") else host_port
-    else:
-        port = host_port.rsplit(":", 1)[1]
-    return int(port) if re.fullmatch(r"[0-9]{1,5}", port) else None  # not '²', not 5000 digits
 
 
 class _Walker:
@@ -622,6 +612,7 @@ def build_config(parsed: syntax.ParseResult, main_file: str) -> Config:
     local_80 = c.settings.port_map.get(80)
     c.settings.can_http = local_80 is not None and (not listen or local_80 in listen)
     c.settings.listen_ports = list(listen)
+    c.settings.listens = list(c.listens)
     link(config, config.errors, config.warnings)
     mds = dict(zip(map(id, c.mds), config.mds))
     for vh, draft in w.nested:

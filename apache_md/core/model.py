@@ -8,6 +8,7 @@ mod_md's default.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -233,6 +234,7 @@ class GlobalSettings:
     # known (a config snippet) only the port map decides.
     can_http: bool = True
     listen_ports: list[int] = field(default_factory=list)
+    listens: list[str] = field(default_factory=list)  # Listen arguments (pre-flight address)
     stapling: bool = False  # MDStapling at server level (certificates of no MD: MDStapleOthers)
     proxy_url: str | None = None  # MDHttpProxy outside any MD (OCSP of other certificates)
     proxy_ca_certs: str | None = None
@@ -240,6 +242,28 @@ class GlobalSettings:
     activation_interval: float = 0.0  # MDActivationInterval: min seconds between reloads
     activation_window: tuple[int, int] | None = None  # MDActivationWindow: minutes of day [from, to)
     log_level: int | None = None  # `LogLevel md:<level>` in <IfModule md_module>, as Python's
+
+
+def address_port(addr: str) -> int | None:
+    """The port of a Listen/VirtualHost address, None when it has none (or `*`)."""
+    host_port = addr.rpartition("]")[2] if addr.startswith("[") else addr
+    if ":" not in host_port:
+        port = "" if addr.startswith("[") else host_port
+    else:
+        port = host_port.rsplit(":", 1)[1]
+    return int(port) if re.fullmatch(r"[0-9]{1,5}", port) else None  # not '²', not 5000 digits
+
+
+def listen_host(listens: list[str], port: int) -> str | None:
+    """An address of `Listen ... port` to connect to; None for an IPv4 wildcard."""
+    for addr in listens:
+        if address_port(addr) != port:
+            continue
+        host = addr.rsplit(":", 1)[0] if ":" in addr else "*"
+        if host in ("*", "0.0.0.0"):
+            return None
+        return "[::1]" if host == "[::]" else host
+    return None
 
 
 @dataclass
