@@ -242,7 +242,10 @@ class Driver:
     def _preflight(self, job: Job, md: ManagedDomain, domain: str, token: str,
                    key_authz: str) -> None:
         """Our own http-01 answer, fetched as the CA will; a wrong one fails here."""
-        r = preflight.check_http01(domain, token, key_authz, self.settings.port_map)
+        r = preflight.check_http01(domain, token, key_authz, self.settings.port_map,
+                                   self.settings.listens)
+        if r.unanswered:
+            raise CAProblem(111, "Apache is not answering", "challenge-setup-failure", r.detail)
         if r.ok is False:
             raise CAProblem(20014, "http-01 answer not served", "challenge-setup-failure",
                             f"the http-01 answer for {domain} is not served correctly "

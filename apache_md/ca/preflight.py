@@ -1,16 +1,18 @@
 """Fetch our own http-01 answer once before the CA is asked to.
 
 A CA that cannot fetch the answer says little more than "unauthorized" and
-counts a failed validation against its rate limits. Asking our own Apache
-first, on 127.0.0.1 at the local port that public port 80 is mapped to
-(MDPortMap), turns the usual mistakes into precise messages: the handler
-snippet is not included, a vhost proxies or rewrites /.well-known/, access is
-denied, a redirect leads nowhere.
+counts a failed validation against its rate limits (Let's Encrypt: 5 per
+account, hostname and hour). Asking our own Apache first, at the local port
+that public port 80 is mapped to (MDPortMap), on the address Apache listens
+there (127.0.0.1 for a wildcard Listen), turns the usual mistakes into
+precise messages: Apache does not answer at all, the handler snippet is not
+included, a vhost proxies or rewrites /.well-known/, access is denied, a
+redirect leads nowhere. Each of these fails the renewal before the CA is
+asked to validate.
 
-The check only fails a renewal when Apache answered and the answer is wrong.
-When it cannot ask (nothing on 127.0.0.1 at that port: Apache may listen on
-a public address only; a redirect to another host; https not mapped), it
-notes why and lets the CA decide, as without the check.
+Only when the check cannot be made (a redirect to another host, a port not
+mapped, a TLS handshake that fails) it notes why and lets the CA decide, as
+without the check.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import ssl
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
+from ..core.model import listen_host
 from .challenges import is_ip
 
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
@@ -40,22 +43,29 @@ class Response:
 class Result:
     ok: bool | None  # True: verified; False: Apache answers wrongly; None: could not check
     detail: str
+    unanswered: bool = False  # ok is False because Apache did not answer at all
+
+
+# No connection, or one closed without an answer: our own server does not answer.
+UNANSWERED = (ConnectionError, TimeoutError, socket.timeout, http.client.RemoteDisconnected)
 
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def fetch(scheme: str, port: int, host: str, path: str) -> Response:
-    """GET `path` from the local Apache as a client asking for `host` would (Host, SNI)."""
-    sock = socket.create_connection((LOCAL_ADDRESS, port), timeout=TIMEOUT)
+def fetch(scheme: str, port: int, host: str, path: str,
+          address: str = LOCAL_ADDRESS) -> Response:
+    """GET `path` from the local Apache at `address` as a client asking for `host`
+    would (Host, SNI)."""
+    sock = socket.create_connection((address.strip("[]"), port), timeout=TIMEOUT)
     try:
         if scheme == "https":
             ctx = ssl.create_default_context()
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE  # the CA does not check it on a redirect either
             sock = ctx.wrap_socket(sock, server_hostname=None if is_ip(host) else host)
-        conn = http.client.HTTPConnection(LOCAL_ADDRESS, port, timeout=TIMEOUT)
+        conn = http.client.HTTPConnection(address, port, timeout=TIMEOUT)
         conn.sock = sock
         conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
         conn.putheader("Host", _url_host(host))
@@ -70,8 +80,9 @@ def fetch(scheme: str, port: int, host: str, path: str) -> Response:
 
 
 def check_http01(domain: str, token: str, key_authz: str, port_map: dict[int, int | None],
-                 get=fetch) -> Result:
-    """Ask the local Apache for http://<domain>/.well-known/acme-challenge/<token>."""
+                 listens: list[str] | None = None, get=fetch) -> Result:
+    """Ask the local Apache for http://<domain>/.well-known/acme-challenge/<token>;
+    `listens`: Apache's Listen arguments (where to reach a local port)."""
     url = f"http://{_url_host(domain)}{CHALLENGE_PATH}{token}"
     hops: list[str] = []
     for _ in range(MAX_REDIRECTS + 1):
@@ -89,10 +100,17 @@ def check_http01(domain: str, token: str, key_authz: str, port_map: dict[int, in
         if local is None:
             return Result(None, _chain(hops + [url]) + f": port {public} is not mapped to a "
                           "local port (MDPortMap), cannot check locally")
+        address = listen_host(listens or [], local) or LOCAL_ADDRESS
         try:
-            r = get(scheme, local, host, parts.path + (f"?{parts.query}" if parts.query else ""))
+            r = get(scheme, local, host, parts.path + (f"?{parts.query}" if parts.query else ""),
+                    address)
+        except UNANSWERED as e:
+            return Result(False, f"Apache is not answering on port {public} for {domain} "
+                          f"(local port {local} at {address}: {_why(e)}); the CA was not asked "
+                          "to validate, as each failed validation counts against its limits",
+                          unanswered=True)
         except (OSError, http.client.HTTPException, ssl.SSLError) as e:
-            return Result(None, f"cannot fetch {via} from {LOCAL_ADDRESS} ({e}); "
+            return Result(None, f"cannot fetch {via} from {address} ({e}); "
                           "letting the CA try")
         hops.append(via)
         if r.status in (301, 302, 303, 307, 308) and r.headers.get("location"):
@@ -100,6 +118,14 @@ def check_http01(domain: str, token: str, key_authz: str, port_map: dict[int, in
             continue
         return _judge(r, hops, key_authz, domain)
     return Result(False, _chain(hops) + f": more than {MAX_REDIRECTS} redirects")
+
+
+def _why(e: BaseException) -> str:
+    if isinstance(e, (TimeoutError, socket.timeout)):
+        return f"no answer within {TIMEOUT:.0f} s"
+    if isinstance(e, http.client.RemoteDisconnected):
+        return "connection closed without an answer"
+    return getattr(e, "strerror", None) or str(e) or type(e).__name__
 
 
 def _chain(hops: list[str]) -> str:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.conftest import PROXY_PORTS
+from tests.conftest import PORTS, PROXY_PORTS
 from tests.e2e.mdenv import MDEnv
-from tests.harness import ForwardProxy, default_eab, pki
+from tests.harness import FaultProxy, ForwardProxy, default_eab, pki
 from tests.harness.client import curl, dns_names, key_type, s_client, verify_chain
 
 HOOK = Path(__file__).resolve().parent.parent / "harness" / "dns01_hook.py"
@@ -279,6 +279,29 @@ MDomain rewritten.test
     assert last(env, "other.test")["problem"] == "challenge-mismatch"
     assert f"public port 80 arrives at local port {http + 90} (MDPortMap), but Apache does " \
            f"not listen there (Listen ports: {http}, {env.apache.https_port})" in detail
+
+
+def test_apache_not_answering_fails_before_the_ca_validates(env, pebble):
+    """Issue 10.4: each failed validation counts against the CA's limits (Let's Encrypt:
+    5 per account, hostname and hour), so when Apache does not answer at all no
+    challenge is answered: the run fails, backs off and says why."""
+    counting = FaultProxy(pebble, PORTS["acme_port"] + 30, error_rate=0, rate_limit_rate=0,
+                          reset_rate=0, slow_rate=0).start()
+    try:
+        env.write_config(f"<MDomain down.test>\n  MDCertificateAuthority "
+                         f"{counting.directory_url}\n</MDomain>\n", env.ssl_vhost("down.test"))
+        env.cli_ok("activate")  # Apache is not started
+        p = env.cli("renew", "down.test")
+    finally:
+        counting.stop()
+    assert p.returncode == 1
+    why = f"Apache is not answering on port 80 for down.test (local port {env.apache.http_port}"
+    assert why in p.stderr
+    renewal = env.status("down.test")["renewal"]
+    assert why in renewal["last"]["detail"] and renewal["errors"] == 1 and renewal["next-run"]
+    paths = [path for _, path in counting.log]
+    assert "/order-plz" in paths  # the CA was asked for an order ...
+    assert not [x for x in paths if x.startswith("/chalZ/")]  # ... but not to validate
 
 
 # -- 5. IP address certificates (RFC 8738), 6. must-staple -------------------------------------

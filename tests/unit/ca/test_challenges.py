@@ -1,6 +1,9 @@
 """Challenge selection (as mod_md, minus tls-alpn-01), name checks and the http-01 preflight."""
 from __future__ import annotations
 
+import http.client
+import ssl
+
 import pytest
 
 from apache_md.ca import preflight
@@ -94,22 +97,24 @@ OURS = {"x-apache-md": "challenge", "content-type": "text/plain"}
 
 
 def server(answers: dict):
-    """A fake local Apache: (scheme, port, host, path) -> Response or exception."""
-    seen = []
+    """A fake local Apache: (scheme, port, host, path) -> Response or exception;
+    `get.addresses`: where each request was sent."""
+    seen, addresses = [], []
 
-    def get(scheme, port, host, path):
+    def get(scheme, port, host, path, address):
         seen.append((scheme, port, host, path))
+        addresses.append(address)
         r = answers.get((scheme, port, host))
         if isinstance(r, Exception):
             raise r
         return r or Response(404, {}, b"<html>Not Found</html>")
-    get.seen = seen
+    get.seen, get.addresses = seen, addresses
     return get
 
 
 def test_preflight_ok_with_our_answer():
     get = server({("http", 8080, "a.test"): Response(200, OURS, b"tok.thumb\n")})
-    r = check_http01("a.test", "tok", KA, PORTS, get)
+    r = check_http01("a.test", "tok", KA, PORTS, get=get)
     assert r.ok is True
     assert get.seen == [("http", 8080, "a.test", "/.well-known/acme-challenge/tok")]
 
@@ -119,24 +124,50 @@ def test_preflight_follows_redirects_on_the_same_host_like_the_ca():
         ("http", 8080, "a.test"): Response(301, {"location": "https://a.test/.well-known/"
                                                              "acme-challenge/tok"}, b""),
         ("https", 8443, "a.test"): Response(200, OURS, b"tok.thumb")})
-    assert check_http01("a.test", "tok", KA, PORTS, get).ok is True
+    assert check_http01("a.test", "tok", KA, PORTS, get=get).ok is True
     get = server({("http", 8080, "a.test"): Response(302, {"location": "https://a.test:8443/x"},
                                                      b"")})
-    r = check_http01("a.test", "tok", KA, PORTS, get)
+    r = check_http01("a.test", "tok", KA, PORTS, get=get)
     assert r.ok is False and "CAs follow redirects only to ports 80 and 443" in r.detail
 
 
+@pytest.mark.parametrize("error,why", [
+    (ConnectionRefusedError(111, "Connection refused"), "Connection refused"),
+    (TimeoutError("timed out"), "no answer within 5 s"),
+    (http.client.RemoteDisconnected("closed"), "connection closed without an answer"),
+])
+def test_preflight_apache_not_answering_fails_before_the_ca_is_asked(error, why):
+    get = server({("http", 8080, "a.test"): error})
+    r = check_http01("a.test", "tok", KA, PORTS, get=get)
+    assert r.ok is False and r.unanswered
+    assert r.detail.startswith("Apache is not answering on port 80 for a.test "
+                               f"(local port 8080 at 127.0.0.1: {why})")
+    # after a redirect to https on the same host: port 443, still ours
+    get = server({("http", 8080, "a.test"): Response(301, {"location": "https://a.test/x"}, b""),
+                  ("https", 8443, "a.test"): error})
+    r = check_http01("a.test", "tok", KA, PORTS, get=get)
+    assert r.unanswered and "not answering on port 443 for a.test" in r.detail
+
+
+def test_preflight_asks_apache_where_it_listens():
+    get = server({("http", 8080, "a.test"): Response(200, OURS, b"tok.thumb")})
+    assert check_http01("a.test", "tok", KA, PORTS, ["192.0.2.7:8080", "8443"], get).ok
+    assert check_http01("a.test", "tok", KA, PORTS, ["[2001:db8::7]:8080"], get).ok
+    assert check_http01("a.test", "tok", KA, PORTS, ["8080"], get).ok
+    assert get.addresses == ["192.0.2.7", "[2001:db8::7]", "127.0.0.1"]
+
+
 def test_preflight_cannot_check_is_not_an_error():
-    get = server({("http", 8080, "a.test"): ConnectionRefusedError(111, "Connection refused")})
-    r = check_http01("a.test", "tok", KA, PORTS, get)
+    get = server({("http", 8080, "a.test"): ssl.SSLError("handshake failure")})
+    r = check_http01("a.test", "tok", KA, PORTS, get=get)
     assert r.ok is None and "letting the CA try" in r.detail
     get = server({("http", 8080, "a.test"): Response(302, {"location": "http://acme.other/t"},
                                                      b"")})
-    r = check_http01("a.test", "tok", KA, PORTS, get)
+    r = check_http01("a.test", "tok", KA, PORTS, get=get)
     assert r.ok is None and "redirected to another host" in r.detail
     get = server({("http", 8080, "a.test"): Response(302, {"location": "https://a.test/t"},
                                                      b"")})
-    r = check_http01("a.test", "tok", KA, {80: 8080, 443: None}, get)
+    r = check_http01("a.test", "tok", KA, {80: 8080, 443: None}, get=get)
     assert r.ok is None and "port 443 is not mapped" in r.detail
 
 
@@ -150,7 +181,7 @@ def test_preflight_cannot_check_is_not_an_error():
     (Response(502, {}, b""), "answered 502 instead of the challenge"),
 ])
 def test_preflight_precise_errors(resp, words):
-    r = check_http01("a.test", "tok", KA, PORTS, server({("http", 8080, "a.test"): resp}))
+    r = check_http01("a.test", "tok", KA, PORTS, get=server({("http", 8080, "a.test"): resp}))
     assert r.ok is False
     assert r.detail.startswith("http://a.test/.well-known/acme-challenge/tok (local port 8080)")
     assert words in r.detail
@@ -158,10 +189,10 @@ def test_preflight_precise_errors(resp, words):
 
 def test_preflight_redirect_loop_and_ipv6_host():
     loop = Response(302, {"location": "/.well-known/acme-challenge/tok"}, b"")
-    r = check_http01("a.test", "tok", KA, PORTS, server({("http", 8080, "a.test"): loop}))
+    r = check_http01("a.test", "tok", KA, PORTS, get=server({("http", 8080, "a.test"): loop}))
     assert r.ok is False and "more than 10 redirects" in r.detail
     get = server({("http", 8080, "2001:db8::1"): Response(200, OURS, b"tok.thumb")})
-    assert check_http01("2001:db8::1", "tok", KA, PORTS, get).ok is True
+    assert check_http01("2001:db8::1", "tok", KA, PORTS, get=get).ok is True
 
 
 def test_preflight_fetch_against_a_real_socket():
