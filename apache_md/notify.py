@@ -72,31 +72,44 @@ class Messenger:
         return bool(limit and last and (now or now_utc()) - last < limit)
 
     def send(self, job: Job, reason: str, md_name: str, now: datetime | None = None) -> bool:
-        """True when sent (or skipped by the rate limit); failures are logged in `job`."""
+        """True when sent (or skipped by the rate limit); failures are logged in `job` and
+        become its `last` result, as mod_md's `notify` does."""
         if self.rate_limited(job, reason, now):
             return True
         if reason == "renewed" and self.notify_cmd:
             rc, err = run_command(self.notify_cmd, [md_name], self.store_dir)
             if rc != 0:
-                job.add_log("notify-error", status=reason,
-                            detail=f"MDNotifyCmd exited with {rc}: {err}".strip())
-                job.last = {"status": 20014, "status-description": "notify command failed",
-                            "problem": PROBLEM_NOTIFY,
-                            "detail": f"MDNotifyCmd {self.notify_cmd} exited with {rc}"}
+                self._failed(job, "notify command failed", PROBLEM_NOTIFY,
+                             f"MDNotifyCmd {self.notify_cmd} failed with exit code {rc}."
+                             + _cannot_run(rc, err))
+                job.add_log("notify-error", status=PROBLEM_NOTIFY, detail=job.last["detail"])
                 return False
         if self.message_cmd:
             rc, err = run_command(self.message_cmd, [reason, md_name], self.store_dir)
             if rc != 0:
-                job.add_log("message-error", status=reason,
-                            detail=f"MDMessageCmd exited with {rc}: {err}".strip())
-                job.last = {"status": 20014, "status-description": "message command failed",
-                            "problem": PROBLEM_MESSAGE,
-                            "detail": f"MDMessageCmd {self.message_cmd} exited with {rc} "
-                                      f"for reason '{reason}'"}
+                self._failed(job, "message command failed", PROBLEM_MESSAGE,
+                             f"MDMessageCmd {self.message_cmd} failed with exit code {rc}."
+                             + _cannot_run(rc, err))
+                job.add_log("message-error", status=reason, detail=job.last["detail"])
                 return False
         job.add_log(f"message-{reason}", when=now)
-        if reason == "renewed":
-            job.notified = job.notified_renewed = True
-        else:
+        # mod_md notes `notified` for the events a job waits on (md_job_notify), not for
+        # those it only announces (renewing, errored, installed, ocsp-*)
+        if reason in ("renewed", "expiring") or reason.startswith("challenge-setup:"):
             job.notified = True
+        if reason == "renewed":
+            job.notified_renewed = True
         return True
+
+    @staticmethod
+    def _failed(job: Job, description: str, problem: str, detail: str) -> None:
+        last = {"status": 20014, "status-description": description, "problem": problem,
+                "detail": detail}
+        if job.last.get("activity"):
+            last["activity"] = job.last["activity"]
+        job.last = last
+
+
+def _cannot_run(rc: int, err: str) -> str:
+    """Why a command did not even start (run_command's 126/127), for the message."""
+    return f" ({err})" if rc in (126, 127) and err else ""

@@ -452,7 +452,7 @@ class CAConnection:
     # -- finalization ---------------------------------------------------------------
     def finalize(self, order: messages.OrderResource, csr_pem: bytes,
                  timeout: float = ORDER_TIMEOUT) -> str:
-        """Submit the CSR, wait for the certificate, download its chain (PEM)."""
+        """Submit the CSR and wait until the certificate is issued; its URL."""
         order = order.update(csr_pem=csr_pem)
         deadline = time.monotonic() + timeout
         try:
@@ -473,7 +473,11 @@ class CAConnection:
             err = body.error
             raise CAProblem(20014, "Order invalid", getattr(err, "typ", None),
                             getattr(err, "detail", None) or "the CA declared the order invalid")
-        return self.call(self.client._post_as_get, body.certificate,  # noqa: SLF001
+        return body.certificate
+
+    def download(self, url: str) -> str:
+        """The certificate chain (PEM) at `url`."""
+        return self.call(self.client._post_as_get, url,  # noqa: SLF001
                          step="certificate download").text
 
     def _order_state(self, url: str) -> tuple[messages.Order, requests.Response]:

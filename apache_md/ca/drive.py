@@ -82,10 +82,8 @@ class Driver:
             # A new renewal starts at the CA that issued the current certificate,
             # so a failover sticks (mod_md keeps its effective CA the same way).
             job.ca_index = md.ca_urls.index(issuer)
-        # `renewing` may veto. mod_md raises it only when a certificate is being
-        # replaced: a first issuance goes straight to challenge-setup (test_901_003).
-        if any(credentials.active(self.store, md).values()) \
-                and not self.messenger.send(job, "renewing", md.name):
+        # `renewing` may veto, before every run (a first issuance too), as mod_md.
+        if not self.messenger.send(job, "renewing", md.name):
             # asked again at the next check (MDCheckInterval), not at every wake-up
             job.next_run = now_utc() + timedelta(
                 seconds=next_check(self.settings.check_interval, self.rnd))
@@ -123,13 +121,14 @@ class Driver:
 
     # -- the protocol ------------------------------------------------------------------
     def _obtain(self, md: ManagedDomain, job: Job, ca_url: str, setups: list[Setup]) -> None:
-        self._progress(job, md, None, f"Contacting ACME server for {md.name} at {ca_url}")
+        self._progress(job, md, f"Contacting ACME server for {md.name} at {ca_url}")
         types = preferred_types(md, self.settings)
         check_names(md, types, self.settings)
         conn = CAConnection(ca_url, ca_certs=md.ca_certs, proxy=md.proxy_url,
                             proxy_ca_certs=md.proxy_ca_certs, stop=self.stop)
         meta = conn.meta
         profile = self._profile(md, meta)
+        self._progress(job, md, f"Selecting account to use for {md.name}")
         account = accounts.obtain(self.store, conn, md)
         # The account of this run (one per CA + EAB pair), for md.json's ca.account.
         self.store.write_json(STAGING, md.name, "md.json",
@@ -148,6 +147,9 @@ class Driver:
         for spec in md.keyspecs:
             self._check_stop()
             replaces = self._replaces(md, spec) if ari else None
+            self._progress(job, md, f"Creating new order, key-spec={spec.name}, "
+                                    f"profile={profile or 'none'}, "
+                                    f"replacing-cert={replaces or 'none'}")
             order = conn.new_order(identifiers(md.domains), profile, replaces)
             self.store.write_json(STAGING, md.name, "order.json", {
                 "url": order.uri, "status": order.body.status.name,
@@ -155,16 +157,17 @@ class Driver:
                 "challenge-setups": [s.to_json() for s in setups],
                 "finalize": order.body.finalize})
             self._authorize(conn, md, job, order, types, setups)
+            self._progress(job, md, f"Creating {spec.name} CSR")
             try:
                 key = crypto.generate_key(spec)
             except crypto.CryptoError as e:
                 raise CAProblem(22, "Invalid argument", None,
                                 f"MDPrivateKeys of {md.name}: {e}") from None
             csr = crypto.make_csr(key, md.domains, md.must_staple)
-            self._progress(job, md, "Submitting", f"Submitting {spec.name} CSR to CA")
-            pem = conn.finalize(order, csr)
-            self._progress(job, md, "Retrieving",
-                           f"Retrieving {spec.name} certificate chain for {md.name}")
+            self._progress(job, md, f"Submitting {spec.name} CSR to CA")
+            cert_url = conn.finalize(order, csr)
+            self._progress(job, md, f"Retrieving {spec.name} certificate chain for {md.name}")
+            pem = conn.download(cert_url)
             chain = crypto.load_chain(pem.encode() if isinstance(pem, str) else pem)
             if not chain or not crypto.key_matches_cert(key, chain[0]):
                 raise CAProblem(20014, "Bad certificate", None,
@@ -194,14 +197,16 @@ class Driver:
         return crypto.ari_cert_id(ch[0]) if ch else None
 
     def _authorize(self, conn, md, job, order, types, setups) -> None:
+        """Set up one challenge per open authorization, tell the CA, wait for its verdict.
+        Types are tried in order; a type whose setup fails (the pre-flight, the DNS
+        command, MDMessageCmd's challenge-setup) gives way to the next, as in mod_md."""
         pending = []
         for authzr in order.authorizations:
-            body = authzr.body
             if authorized(authzr):
                 continue
+            body = authzr.body
             domain = body.identifier.value
-            wildcard = bool(getattr(body, "wildcard", False))
-            candidates = authz_types(types, domain, wildcard)
+            candidates = authz_types(types, domain, bool(getattr(body, "wildcard", False)))
             offered = {c.chall.typ: c for c in body.challenges}
             chosen = None
             last_err: CAProblem | None = None
@@ -209,21 +214,12 @@ class Driver:
                 challb = offered.get(typ)
                 if challb is None:
                     continue
-                key_authz = conn.key_authorization(challb)
+                self._progress(job, md, f"Setting up challenge '{typ}' for domain {domain}")
                 try:
-                    if typ == "http-01":
-                        setup = setup_http01(self.store, domain, key_authz)
-                        setups.append(setup)
-                        self._preflight(job, md, domain, challb.chall.encode("token"), key_authz)
-                    else:
-                        setup = setup_dns01(md, domain, key_authz, str(self.store.base))
-                        setups.append(setup)
+                    self._set_up(conn, md, job, typ, domain, challb, setups)
                 except CAProblem as p:
                     last_err = p
                     continue
-                if not self.messenger.send(job, f"challenge-setup:{typ}:{domain}", md.name):
-                    raise CAProblem(20014, "challenge setup vetoed", "challenge-setup-failure",
-                                    f"MDMessageCmd failed for challenge-setup:{typ}:{domain}")
                 chosen = challb
                 break
             if chosen is None:
@@ -233,11 +229,24 @@ class Driver:
                                 f"None of offered challenge types for domain {domain} are "
                                 f"supported. The CA offers {', '.join(offered) or 'none'}, "
                                 f"usable here: {', '.join(candidates) or 'none'}.")
-            self._progress(job, md, "Authorizing",
-                           f"Setting up {chosen.chall.typ} for {domain}")
             conn.answer(chosen)
             pending.append(authzr)
-        conn.await_authorizations(pending)
+        if pending:
+            self._progress(job, md, f"Monitoring challenge status for {md.name}")
+            conn.await_authorizations(pending)
+
+    def _set_up(self, conn, md, job, typ, domain, challb, setups) -> None:
+        key_authz = conn.key_authorization(challb)
+        if typ == "http-01":
+            setups.append(setup_http01(self.store, domain, key_authz))
+            self._preflight(job, md, domain, challb.chall.encode("token"), key_authz)
+        else:
+            setups.append(setup_dns01(md, domain, key_authz, str(self.store.base)))
+        # before the CA is told: in a cluster, the command distributes the answer
+        event = f"challenge-setup:{typ}:{domain}"
+        if not self.messenger.send(job, event, md.name):
+            raise CAProblem(20014, "challenge setup failed", "challenge-setup-failure",
+                            f"{job.last.get('detail')} (for {event})")
 
     def _preflight(self, job: Job, md: ManagedDomain, domain: str, token: str,
                    key_authz: str) -> None:
@@ -313,11 +322,14 @@ class Driver:
             self.store.remove(STAGING, md.name, spec.file_name("privkey"))
             self.store.remove(STAGING, md.name, spec.file_name("pubcert"))
 
-    def _progress(self, job: Job, md: ManagedDomain, activity: str | None, detail: str) -> None:
+    def _progress(self, job: Job, md: ManagedDomain, activity: str | None,
+                  detail: str | None = None) -> None:
+        """What the run does now (md-status `renewal.last.activity`, as mod_md says it),
+        or a `detail` it learnt; both go into the job log, which is saved at once."""
         job.progress(activity, detail)
         jobs.save(self.store, STAGING, job)
         if self.progress_cb:
-            self.progress_cb(md.name, detail)
+            self.progress_cb(md.name, ": ".join(t for t in (activity, detail) if t))
 
     def _check_stop(self) -> None:
         if self.stop.is_set():

@@ -92,7 +92,7 @@ class Job:
         self.finished = False
         self.notified = self.notified_renewed = False
         self.valid_from = None
-        self.last = {}
+        self.last = {"status": 0}  # then the activity, as mod_md's result while it runs
         self.add_log("starting", when=when)
 
     def progress(self, activity: str | None = None, detail: str | None = None,
