@@ -104,3 +104,30 @@ def test_missing_command_fails_without_traceback():
     job = Job("a.test")
     assert not Messenger("/nonexistent/cmd").send(job, "renewed", "a.test", T0)
     assert job.last["problem"] == PROBLEM_MESSAGE
+
+
+def test_failures_read_as_mod_mds_and_keep_the_activity(cmd):
+    script, lines, log = cmd
+    (log.parent / "log.fail-challenge-setup:http-01:a.test").touch()
+    job = Job("a.test")
+    job.start_run(T0)
+    job.progress("Setting up challenge 'http-01' for domain a.test")
+    assert not Messenger(f"{script} msg").send(job, "challenge-setup:http-01:a.test", "a.test",
+                                               T0)
+    assert job.last == {"status": 20014, "status-description": "message command failed",
+                        "problem": PROBLEM_MESSAGE,
+                        "detail": f"MDMessageCmd {script} msg failed with exit code 1.",
+                        "activity": "Setting up challenge 'http-01' for domain a.test"}
+    job = Job("a.test")
+    assert not Messenger(None, "/bin/false").send(job, "renewed", "a.test", T0)
+    assert job.log[0] == {**job.log[0], "type": "notify-error", "status": PROBLEM_NOTIFY,
+                          "detail": "MDNotifyCmd /bin/false failed with exit code 1."}
+
+
+@pytest.mark.parametrize("reason,notified", [
+    ("renewing", False), ("errored", False), ("installed", False), ("ocsp-renewed", False),
+    ("expiring", True), ("challenge-setup:dns-01:a.test", True), ("renewed", True)])
+def test_notified_only_for_what_a_job_waits_on(reason, notified):
+    job = Job("a.test")
+    assert Messenger(None).send(job, reason, "a.test", T0)
+    assert job.notified is notified and job.notified_renewed is (reason == "renewed")
