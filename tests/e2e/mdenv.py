@@ -122,6 +122,13 @@ class MDEnv:
             time.sleep(0.3)
 
 
+def executable(path: Path, text: str) -> Path:
+    """A script at `path` (an MDMessageCmd, a hook), ready to run."""
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

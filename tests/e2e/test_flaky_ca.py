@@ -10,7 +10,6 @@ timed: the waits are bounds.
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
@@ -18,6 +17,7 @@ import pytest
 
 from tests.conftest import PORTS
 from tests.harness import FaultProxy
+from tests.harness._util import wait_for
 
 NO_FAULTS = {"5xx": 0, "429": 0, "reset": 0, "slow": 0}
 
@@ -31,17 +31,6 @@ def flaky(pebble):
 
 def md_at(name: str, ca_url: str, extra: str = "") -> str:
     return f"<MDomain {name}>\n  MDCertificateAuthority {ca_url}\n{extra}</MDomain>\n"
-
-
-def await_true(pred, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.3)
 
 
 def live(env, name: str) -> bool:
@@ -61,7 +50,8 @@ def test_every_md_is_certified_through_a_flaky_ca_keeping_its_retry_after(env, f
                      "".join(env.ssl_vhost(n) for n in names))
     env.start()
     worker = env.start_worker()
-    await_true(lambda: all(live(env, n) for n in names), 150, "all MDs certified")
+    wait_for(lambda: all(live(env, n) for n in names), 150, "all MDs certified",
+             logs=[worker.log_path])
     env.stop_workers()
     log = worker.log_path.read_text()
     assert "renewal failed" not in log, log[-3000:]  # retried in place, not failed
@@ -84,14 +74,14 @@ def test_a_ca_back_from_an_outage_renews_at_once_despite_the_backoff(env, flaky)
                      "MDRetryDelay 1h\n")
     flaky.stop()  # the CA is gone: connections refused
     env.start_worker()
-    job = await_true(lambda: staging_job(env, "back.test").get("errors"), 60,
-                     "a failed renewal") and staging_job(env, "back.test")
+    wait_for(lambda: staging_job(env, "back.test").get("errors"), 60, "a failed renewal")
+    job = staging_job(env, "back.test")
     retry_in = parsedate_to_datetime(job["next-run"]) - datetime.now(timezone.utc)
     assert retry_in.total_seconds() > 20 * 60  # the backoff alone would wait that long
     assert job["last"]["status-description"] == "Connection refused"
     flaky.start()  # back
-    await_true(lambda: env.status("back.test")["cert"]["rsa"]["serial"] != first, 60,
-               "renewed once the CA answers")
+    wait_for(lambda: env.status("back.test")["cert"]["rsa"]["serial"] != first, 60,
+             "renewed once the CA answers")
     entries = [e.get("detail", "") for e in
                json.loads((env.store / "domains" / "back.test" / "job.json").read_text())
                ["log"]["entries"]]

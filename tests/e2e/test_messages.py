@@ -18,7 +18,7 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.mdenv import APACHE_MD
+from tests.e2e.mdenv import APACHE_MD, executable
 
 AH10109 = "urn:org:apache:httpd:log:AH10109:"
 SCRIPT = """#!/usr/bin/python3
@@ -36,9 +36,7 @@ sys.exit(1 if any(reason.startswith(f) or f == "all" for f in fail) else 0)
 @pytest.fixture
 def recorder(tmp_path):
     """(MDMessageCmd line, the calls it recorded, a switch: fail(reason) / slow())."""
-    script = tmp_path / "msg.py"
-    script.write_text(SCRIPT)
-    script.chmod(0o755)
+    script = executable(tmp_path / "msg.py", SCRIPT)
     log = tmp_path / "messages.log"
 
     class Recorder:

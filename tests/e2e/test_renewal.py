@@ -18,7 +18,7 @@ from cryptography import x509
 
 from apache_md.core.crypto import ari_cert_id
 from tests.conftest import PORTS
-from tests.e2e.mdenv import MDEnv
+from tests.e2e.mdenv import MDEnv, executable
 from tests.harness import AcmeFront, pki
 from tests.harness.client import dns_names, key_type, s_client_cert
 
@@ -43,9 +43,7 @@ def front(pebble):
 @pytest.fixture
 def messages(tmp_path):
     """(directives for MDMessageCmd + MDNotifyCmd, a reader of the lines they wrote)."""
-    script = tmp_path / "msg.py"
-    script.write_text(MSG_SCRIPT)
-    script.chmod(0o755)
+    script = executable(tmp_path / "msg.py", MSG_SCRIPT)
     log = tmp_path / "messages.log"
     conf = f"MDMessageCmd {script} {log} msg\nMDNotifyCmd {script} {log} notify\n"
 
