@@ -160,6 +160,8 @@ class _Network(acme_client.ClientNetwork):
         self._deadline: float | None = None  # end of the running request's retry budget
         self._response: requests.Response | None = None  # the last one of the running try
         self.step: str | None = None  # what the connection is doing (failure messages)
+        # called before a poll or a retry pauses (the job saves its progress meanwhile)
+        self.on_wait: Callable[[], None] | None = None
         self.names: dict[str, str] = {ca_url: "directory"}  # URLs of the directory
 
     def __del__(self) -> None:
@@ -224,6 +226,8 @@ class _Network(acme_client.ClientNetwork):
                         raise self._exhausted(url, trouble, tries, e) from None
                     log.debug("%s: the CA %s to %s; try %d in %.1f s", self.ca_url,
                               trouble.what, self.step_for(url), tries + 1, pause)
+                    if self.on_wait:
+                        self.on_wait()
                     if self._stop.wait(pause):
                         raise CAProblem(20014, "Stopped", None, "apache-md is shutting down")
         finally:
@@ -327,6 +331,15 @@ class CAConnection:
         return self._directory
 
     @property
+    def on_wait(self) -> Callable[[], None] | None:
+        """Called before a poll or a retry pauses."""
+        return self.net.on_wait
+
+    @on_wait.setter
+    def on_wait(self, fn: Callable[[], None] | None) -> None:
+        self.net.on_wait = fn
+
+    @property
     def raw_directory(self) -> dict[str, Any]:
         """The directory object exactly as the CA sent it."""
         self.directory  # noqa: B018
@@ -388,6 +401,8 @@ class CAConnection:
                 raise CAProblem(70007, "Timeout", None, "The CA did not complete in time")
             wait = http.retry_after_seconds(response)
             wait = delay if wait is None else min(max(wait, delay), 30.0)
+            if delay == POLL_FIRST and self.net.on_wait:
+                self.net.on_wait()
             self.sleep(min(wait, max(0.0, deadline - time.monotonic())))
             delay = min(POLL_MAX, delay * 2)
 

@@ -41,6 +41,9 @@ from .outages import Outages
 
 log = logging.getLogger(__name__)
 REFRESH_EVERY = 0.5  # seconds between status refreshes while drives run
+# Seconds between job saves while a run progresses, as mod_md; what is not saved yet is
+# saved before anything that may take a while (a command, waiting for the CA).
+PROGRESS_SAVE_EVERY = 0.5
 
 
 @dataclass
@@ -62,6 +65,8 @@ class Driver:
         self.progress_cb = progress  # called with (md_name, text) for `renew` output
         self.rnd = rnd or random.Random()
         self.outages = outages  # the worker's: CAs that failed, probed until they answer
+        self._saved: dict[str, float] = {}  # MD -> time.monotonic() of its last job save
+        self._unsaved: set[str] = set()  # MDs with progress not saved yet
 
     # -- entry point ---------------------------------------------------------------
     def run(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
@@ -121,11 +126,15 @@ class Driver:
 
     # -- the protocol ------------------------------------------------------------------
     def _obtain(self, md: ManagedDomain, job: Job, ca_url: str, setups: list[Setup]) -> None:
-        self._progress(job, md, f"Contacting ACME server for {md.name} at {ca_url}")
+        self._progress(job, md, f"Contacting ACME server for {md.name} at {ca_url}", save=True)
         types = preferred_types(md, self.settings)
         check_names(md, types, self.settings)
+        # The keys first: CPU work that overlaps with others' waiting for the CA (or for
+        # the account the first MDs of a CA wait for)
+        keys = {spec.name: self._new_key(md, spec) for spec in md.keyspecs}
         conn = CAConnection(ca_url, ca_certs=md.ca_certs, proxy=md.proxy_url,
                             proxy_ca_certs=md.proxy_ca_certs, stop=self.stop)
+        conn.on_wait = lambda: self._flush(job)
         meta = conn.meta
         profile = self._profile(md, meta)
         self._progress(job, md, f"Selecting account to use for {md.name}")
@@ -158,11 +167,7 @@ class Driver:
                 "finalize": order.body.finalize})
             self._authorize(conn, md, job, order, types, setups)
             self._progress(job, md, f"Creating {spec.name} CSR")
-            try:
-                key = crypto.generate_key(spec)
-            except crypto.CryptoError as e:
-                raise CAProblem(22, "Invalid argument", None,
-                                f"MDPrivateKeys of {md.name}: {e}") from None
+            key = keys[spec.name]
             csr = crypto.make_csr(key, md.domains, md.must_staple)
             self._progress(job, md, f"Submitting {spec.name} CSR to CA")
             cert_url = conn.finalize(order, csr)
@@ -180,6 +185,14 @@ class Driver:
                                    crypto.key_to_pem(key, self.store.key), mode=0o600)
             self.store.write_bytes(STAGING, md.name, spec.file_name("pubcert"),
                                    crypto.chain_to_pem(chain))
+
+    @staticmethod
+    def _new_key(md: ManagedDomain, spec):
+        try:
+            return crypto.generate_key(spec)
+        except crypto.CryptoError as e:
+            raise CAProblem(22, "Invalid argument", None,
+                            f"MDPrivateKeys of {md.name}: {e}") from None
 
     def _profile(self, md: ManagedDomain, meta: dict) -> str | None:
         if not md.profile:
@@ -241,9 +254,12 @@ class Driver:
             setups.append(setup_http01(self.store, domain, key_authz))
             self._preflight(job, md, domain, challb.chall.encode("token"), key_authz)
         else:
+            self._flush(job)  # the DNS command may take a while
             setups.append(setup_dns01(md, domain, key_authz, str(self.store.base)))
         # before the CA is told: in a cluster, the command distributes the answer
         event = f"challenge-setup:{typ}:{domain}"
+        if self.messenger.message_cmd:
+            self._flush(job)
         if not self.messenger.send(job, event, md.name):
             raise CAProblem(20014, "challenge setup failed", "challenge-setup-failure",
                             f"{job.last.get('detail')} (for {event})")
@@ -323,13 +339,27 @@ class Driver:
             self.store.remove(STAGING, md.name, spec.file_name("pubcert"))
 
     def _progress(self, job: Job, md: ManagedDomain, activity: str | None,
-                  detail: str | None = None) -> None:
+                  detail: str | None = None, save: bool = False) -> None:
         """What the run does now (md-status `renewal.last.activity`, as mod_md says it),
-        or a `detail` it learnt; both go into the job log, which is saved at once."""
+        or a `detail` it learnt; both go into the job log (saved every
+        PROGRESS_SAVE_EVERY seconds at most, or now with `save`)."""
         job.progress(activity, detail)
-        jobs.save(self.store, STAGING, job)
+        if save or time.monotonic() - self._saved.get(md.name, 0.0) >= PROGRESS_SAVE_EVERY:
+            self._save(job)
+        else:
+            self._unsaved.add(md.name)
         if self.progress_cb:
             self.progress_cb(md.name, ": ".join(t for t in (activity, detail) if t))
+
+    def _save(self, job: Job) -> None:
+        jobs.save(self.store, STAGING, job)
+        self._saved[job.name] = time.monotonic()
+        self._unsaved.discard(job.name)
+
+    def _flush(self, job: Job) -> None:
+        """Save progress not saved yet: something that may take a while comes."""
+        if job.name in self._unsaved:
+            self._save(job)
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
