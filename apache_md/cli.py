@@ -324,9 +324,11 @@ def cmd_renew(args) -> int:
     settings = config.settings
     # the acme library: only for commands that drive
     from .ca.drive import Driver, drive_all
+    bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     driver = Driver(store, settings, Messenger(settings.message_cmd, settings.notify_cmd,
                                                str(store.base)),
-                    progress=lambda md, text: print(f"{md}: {text}", flush=True))
+                    progress=None if bar else lambda md, text: print(f"{md}: {text}",
+                                                                     flush=True))
     known = facts.read_all(store, config, args.names or None)
     if not args.force:
         for name in ari.refresh_all(store, config, known, now_utc()):
@@ -346,13 +348,57 @@ def cmd_renew(args) -> int:
             pass  # the final write below reports
 
     def done(r) -> None:
+        if bar:
+            bar.clear()
         print(f"{r.md}: {r.outcome}: {r.detail}", flush=True)
+        if bar:
+            bar.count(r.outcome == "renewed")
+    if bar and todo:
+        bar.start(len(todo))
     results = drive_all(driver, todo, args.parallel, refresh, done)
+    if bar and todo:
+        bar.end()
     snapshot.write_snapshot(store, config, renderer)
     failed = sum(r.outcome in ("failed", "vetoed", "busy") for r in results)
     if todo and not failed:
         print("New certificates are staged; run 'apache-md activate' to put them live.")
     return 1 if failed else 0
+
+
+class ProgressBar:
+    """`[#####.....] 23/50 done, 1 failed` on a terminal, redrawn in place under the
+    lines `renew` prints as each MD finishes."""
+
+    WIDTH = 30
+
+    def __init__(self, out):
+        self.out = out
+        self.total = self.done = self.failed = 0
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self.draw()
+
+    def count(self, ok: bool) -> None:
+        self.done += 1
+        self.failed += not ok
+        self.draw()
+
+    def line(self) -> str:
+        filled = self.WIDTH * self.done // max(1, self.total)
+        failed = f", {self.failed} failed" if self.failed else ""
+        return f"[{'#' * filled}{'.' * (self.WIDTH - filled)}] {self.done}/{self.total} done{failed}"
+
+    def draw(self) -> None:
+        self.out.write("\r" + self.line())
+        self.out.flush()
+
+    def clear(self) -> None:
+        self.out.write("\r\033[K")
+
+    def end(self) -> None:
+        self.out.write("\n")
+        self.out.flush()
 
 
 # -- activate -------------------------------------------------------------------------

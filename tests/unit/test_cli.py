@@ -1,6 +1,7 @@
 """The command line's own behaviour (the commands are exercised end to end in tests/e2e)."""
 from __future__ import annotations
 
+import io
 import logging
 
 import pytest
@@ -29,3 +30,14 @@ def test_loglevel_md_sets_apache_mds_level(tmp_path, root_level, conf, verbose, 
     logging.getLogger().setLevel(logging.CRITICAL)  # whatever a previous load set
     cli._loader(args)()
     assert logging.getLogger().level == level
+
+
+def test_renew_progress_bar():
+    out = io.StringIO()
+    bar = cli.ProgressBar(out)
+    bar.start(4)
+    assert bar.line() == "[" + "." * 30 + "] 0/4 done"
+    bar.count(True)
+    bar.count(False)
+    assert bar.line() == "[" + "#" * 15 + "." * 15 + "] 2/4 done, 1 failed"
+    assert out.getvalue().endswith("\r" + bar.line())

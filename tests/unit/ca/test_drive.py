@@ -46,3 +46,4 @@ def test_results_in_order_each_reported_at_most_parallel_at_once(monkeypatch):
 
 def test_nothing_to_drive_starts_nothing():
     assert drive_all(FakeDriver(0), [], refresh=lambda: 1 / 0) == []
+
