@@ -216,8 +216,10 @@ class _Network(acme_client.ClientNetwork):
                     trouble = self._transient(e)
                     if trouble is None:
                         raise
-                    pause = self._policy.pause(tries, time.monotonic() - start,
-                                               trouble.retry_after)
+                    # a rejected nonce is retried at once with a fresh one, as the
+                    # library and mod_md do; only again and again it pauses
+                    pause = 0.0 if trouble.kind == "badNonce" and tries == 1 else \
+                        self._policy.pause(tries, time.monotonic() - start, trouble.retry_after)
                     if pause is None:
                         left = self._policy.budget - (time.monotonic() - start)
                         if trouble.retry_after is not None and trouble.retry_after > left \
