@@ -69,8 +69,12 @@ def run(pebble, domains, faults: dict, seed: int, timeout: float) -> dict:
             done = False
         elapsed = time.monotonic() - t0
         got = certified(apache, domains)
-        failures = sum(1 for line in log.read_text(errors="replace").splitlines()
-                       if "renewal failed" in line)
+        lines = log.read_text(errors="replace").splitlines()
+        failed = [line for line in lines if "renewal failed" in line]
+        if not done:  # what held it up
+            for line in (failed or lines)[-5:]:
+                say(f"  worker: {line}")
+        failures = len(failed)
         return {"time": elapsed, "done": done, "certified": got, "failures": failures,
                 "requests": proxy.requests, "faults": dict(proxy.faults),
                 "violations": list(proxy.violations)}

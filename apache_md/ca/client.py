@@ -449,10 +449,20 @@ class CAConnection:
     def key_authorization(self, challb: messages.ChallengeBody) -> str:
         return challb.chall.key_authorization(self.net.key)
 
-    def answer(self, challb: messages.ChallengeBody) -> None:
+    def answer(self, authzr: messages.AuthorizationResource,
+               challb: messages.ChallengeBody) -> None:
         """Tell the CA that the challenge is in place."""
-        self.call(self.client.answer_challenge, challb, challb.response(self.net.key),
-                  step="challenge")
+        try:
+            self.call(self.client.answer_challenge, challb, challb.response(self.net.key),
+                      step="challenge")
+        except CAProblem:
+            # A try whose answer was lost may have got through, and the CA refuses the
+            # same answer again (Pebble: malformed): then it is validating already.
+            now, _ = self.call(self.client.poll, authzr, step="authorization")
+            mine = [c for c in now.body.challenges if c.chall.typ == challb.chall.typ]
+            if now.body.status == messages.STATUS_PENDING and \
+                    all(c.status == messages.STATUS_PENDING for c in mine):
+                raise
 
     def await_authorizations(self, authzrs: list[messages.AuthorizationResource],
                              timeout: float = ORDER_TIMEOUT) -> None:

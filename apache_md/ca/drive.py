@@ -242,7 +242,7 @@ class Driver:
                                 f"None of offered challenge types for domain {domain} are "
                                 f"supported. The CA offers {', '.join(offered) or 'none'}, "
                                 f"usable here: {', '.join(candidates) or 'none'}.")
-            conn.answer(chosen)
+            conn.answer(authzr, chosen)
             pending.append(authzr)
         if pending:
             self._progress(job, md, f"Monitoring challenge status for {md.name}")

@@ -61,6 +61,19 @@ def test_every_md_is_certified_through_a_flaky_ca_keeping_its_retry_after(env, f
     assert flaky.violations == []
 
 
+def test_answers_lost_on_the_way_back_do_not_fail_the_order(env, flaky):
+    """The request reached the CA, its answer did not reach us: the retry meets a CA
+    that has moved on (a challenge already validating, an order already finalized)."""
+    flaky.set_rates(**NO_FAULTS)
+    flaky.lose_answer = {"/order-plz", "/chalZ/", "/finalize-order/", "/certZ/"}
+    env.write_config(md_at("lost.test", flaky.directory_url), env.ssl_vhost("lost.test"))
+    env.start()
+    p = env.cli("renew", "lost.test")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert flaky.faults["lost"] == 4 and not flaky.lose_answer
+    assert staging_job(env, "lost.test")["errors"] == 0
+
+
 def test_a_ca_back_from_an_outage_renews_at_once_despite_the_backoff(env, flaky):
     flaky.set_rates(**NO_FAULTS)
     vhost = env.ssl_vhost("back.test")

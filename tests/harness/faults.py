@@ -39,6 +39,8 @@ class FaultProxy(PebbleFront):
         self.slow_seconds = slow_seconds
         self.grace = grace
         self.down = False
+        # path prefixes whose next request is forwarded and its answer lost (reset), once
+        self.lose_answer: set[str] = set()
         self.requests = 0
         self.faults: Counter[str] = Counter()
         self.log: list[tuple[str, str]] = []  # (method, path) of every request
@@ -60,8 +62,12 @@ class FaultProxy(PebbleFront):
             if sent + self.grace <= now < until:
                 self.violations.append(f"{req.method} {req.path}: {until - now:.2f} s before "
                                        "the Retry-After had passed")
+            lost = next((p for p in self.lose_answer if req.path.startswith(p)), None)
             if self.down:
                 kind = "down"
+            elif lost:
+                self.lose_answer.discard(lost)
+                kind = "lost"
             else:
                 x, kind = self.rnd.random(), "forward"
                 for name, rate in self.rates:
@@ -89,9 +95,9 @@ class FaultProxy(PebbleFront):
             return Answer(429, json.dumps(problem).encode(),
                           [("Content-Type", "application/problem+json"),
                            ("Retry-After", str(self.retry_after))])
-        if kind == "reset":
+        if kind in ("reset", "lost"):
             with self._lock:
-                lost_answer = self.rnd.random() < 0.5
+                lost_answer = kind == "lost" or self.rnd.random() < 0.5
             if lost_answer:
                 self.forward(req)
             raise Reset
