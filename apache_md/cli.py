@@ -159,8 +159,11 @@ def _write_generated(config: Config, store: Store | None) -> int:
         pid_file = ctl.pid_file(config)
         if pid_file:
             state.save_activation_state(store, pid_file=pid_file)  # for `status`
-    except (StoreError, OSError) as e:
+    except StoreError as e:
         print(f"apache-md: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"apache-md: {store.describe(e)}", file=sys.stderr)
         return 1
     for name, text in repaired.items():
         print(f"error: MD {name}: {text}", file=sys.stderr)

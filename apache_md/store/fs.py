@@ -69,18 +69,29 @@ class CorruptFile(StoreError):
         self.seen = seen
 
 
-def _access_problem(path: Path, e: OSError) -> str:
-    """e.strerror, and for a permission problem who owns what (the usual cause: a file
-    root made in a store that belongs to the worker's user)."""
+def _access_problem(path: Path, e: OSError, base: Path) -> str:
+    """e.strerror, and for a permission problem who owns what: the file, or the directory
+    above it that shuts us out (the usual cause: files root or mod_md made in a store
+    that belongs to the worker's user), and the chown of the whole store `base` that
+    fixes it (where there is one such entry, mod_md has left more)."""
     if e.errno != errno.EACCES:
         return e.strerror or str(e)
+    blocked = path
+    while True:
+        try:
+            st = os.stat(blocked)
+            break
+        except OSError:
+            if blocked.parent == blocked:
+                return e.strerror
+            blocked = blocked.parent
     try:
-        st, base = os.stat(path), os.stat(path.parent)
+        owner = _user(os.stat(base).st_uid)
     except OSError:
         return e.strerror
-    return (f"{e.strerror} (it belongs to {_user(st.st_uid)}:{_group(st.st_gid)}, mode "
-            f"{stat.S_IMODE(st.st_mode):04o}, the store to {_user(base.st_uid)}; "
-            f"chown {_user(base.st_uid)}: {path})")
+    return (f"{e.strerror} ({'it' if blocked == path else blocked} belongs to "
+            f"{_user(st.st_uid)}:{_group(st.st_gid)}, mode {stat.S_IMODE(st.st_mode):04o}, the "
+            f"store to {owner}; chown -R {owner}: {base})")
 
 
 def _user(uid: int) -> str:
@@ -259,7 +270,8 @@ class Store:
                 raise StoreKeyError(p, "removed while apache-md was using it", REFUSAL) from None
             return self._create_key(p)
         except OSError as e:
-            raise StoreKeyError(p, _access_problem(p, e), REFUSAL if e.errno != errno.EACCES
+            raise StoreKeyError(p, _access_problem(p, e, self.base), REFUSAL
+                                if e.errno != errno.EACCES
                                 else "apache-md renews and activates nothing until it can "
                                      "read it") from None
         try:
@@ -293,6 +305,14 @@ class Store:
         fsync_dir(self.base)
         return raw, identity(os.stat(p))
 
+    def describe(self, e: OSError, path: str | os.PathLike | None = None) -> str:
+        """An OSError met in the store as a message: the file, what went wrong, and for a
+        permission problem who owns what and the chown that fixes it."""
+        path = path or e.filename
+        if not path:
+            return str(e)
+        return f"{path}: {_access_problem(Path(path), e, self.base)}"
+
     # -- files ----------------------------------------------------------------
     def exists(self, group: str, name: str, file: str) -> bool:
         return os.path.exists(self.fspath(group, name, file))
@@ -306,7 +326,7 @@ class Store:
             return None
         except OSError as e:
             path = self.path(group, name, file)
-            raise StoreError(f"{path}: {_access_problem(path, e)}") from None
+            raise StoreError(self.describe(e, path)) from None
 
     def read_bytes(self, group: str, name: str, file: str) -> bytes | None:
         got = self._read(group, name, file)

@@ -5,7 +5,7 @@ import shutil
 import pytest
 
 from apache_md.store import owner
-from apache_md.store.fs import STAGING, Store
+from apache_md.store.fs import DOMAINS, STAGING, Store, StoreError
 from tests.harness._util import make_tmp_dir
 
 NOBODY = 65534
@@ -44,3 +44,26 @@ def test_a_store_root_owns_changes_nothing(tmp_path):
     assert owner.owner(tmp_path) is None and owner.owner(tmp_path / "missing") is None
     with owner.acting_as(tmp_path), owner.as_root():
         assert os.geteuid() == 0
+
+
+def test_what_root_left_in_the_owners_store_is_named_with_the_chown(open_dir):
+    """e.g. mod_md, back in charge for a while, made domains/<md>/ root:root 0700."""
+    base = open_dir / "md"
+    base.mkdir(mode=0o755)
+    os.chown(base, NOBODY, NOBODY)
+    with owner.acting_as(base):
+        Store(base).init()
+    live = base / "domains" / "a.test"
+    live.mkdir(mode=0o700)
+    (live / "md.json").write_text("{}")
+    with owner.acting_as(base):
+        s = Store(base)
+        with pytest.raises(StoreError) as e:
+            s.read_json(DOMAINS, "a.test", "md.json")
+        try:
+            os.listdir(live)
+        except OSError as err:
+            described = s.describe(err)
+    fix = f"belongs to root:root, mode 0700, the store to nobody; chown -R nobody: {base})"
+    assert str(e.value) == f"{live}/md.json: Permission denied ({live} {fix}"
+    assert described == f"{live}: Permission denied (it {fix}"
