@@ -3,7 +3,9 @@
 Runs in the foreground (systemd Type=notify, or a terminal). SIGHUP re-reads
 the Apache configuration, SIGTERM stops after the running steps. A config
 that fails to load is reported and the last good one stays in force, so a
-typo in an Apache file never stops renewals of the certificates already known.
+typo in an Apache file never stops renewals of the certificates already known;
+but once mod_md is loaded (an administrator going back to it), the worker stands
+down and waits for a configuration without it.
 """
 from __future__ import annotations
 
@@ -15,12 +17,13 @@ import signal
 import threading
 import time
 from datetime import timedelta
-from typing import Callable
+from typing import Callable, TypeVar
 
 import sdnotify
 
 from .apache import activation, renames
 from .apache.ctl import default_reload_command
+from .apache.syntax import PRETEND_MODULE as MOD_MD
 from .ca import DRIVE_PARALLEL, ari
 from .ca.outages import Outages
 from .ca.stapler import Stapler
@@ -35,6 +38,7 @@ from .store.changes import Changes
 from .store.fs import STAGING, WATCH, Store, StoreError, StoreKeyError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # Longest sleep between cycles: staged sets from `apache-md renew` or another
 # node get activated within this time, and a cycle over unchanged certificates
 # costs only stat() calls.
@@ -70,6 +74,7 @@ class Worker:
         self.next_cycle = None  # datetime of the next planned check
         self.stapler = Stapler(rnd=self.rnd)
         self.refused: StoreKeyError | None = None  # md_store.json cannot be used
+        self.stuck: str | None = None  # what stopped the last step (see _step)
         self.changes = Changes()
         self.outages = Outages()
 
@@ -110,7 +115,9 @@ class Worker:
         if config.errors:
             for p in config.errors:
                 log.error("%s", p)
-            if self.config is not None:
+            if MOD_MD in config.modules:
+                self._stand_down()
+            elif self.config is not None:
                 log.error("configuration has errors; keeping the previous configuration")
             self.sd("STATUS=configuration has errors, see the log")
             return self.config is not None
@@ -132,6 +139,17 @@ class Worker:
         else:
             renames.follow(store, config)
         return True
+
+    def _stand_down(self) -> None:
+        """mod_md is loaded (again): it manages the certificates, so the previous
+        configuration must not stay in force; nothing is renewed or activated until a
+        configuration without mod_md is read."""
+        if self.config is None:
+            return
+        log.error("mod_md manages the certificates now: apache-md renews and activates "
+                  "nothing until mod_md is disabled again")
+        state.clear_worker_info(self.store)
+        self.config = self.store = None
 
     # -- md_store.json -------------------------------------------------------------------------
     def store_usable(self) -> bool:
@@ -165,17 +183,11 @@ class Worker:
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> int:
         self.install_signals()
-        while not self.refresh_config():
-            self.sd("READY=1", "STATUS=waiting for a valid configuration")
-            if self.once:
-                return 1
-            self.wake.wait(60)
-            self.wake.clear()
-            if self.stop.is_set():
-                return 1
+        if not self._await_config():
+            return 1
         delay = self.config.settings.initial_delay
         if self.store_usable():
-            self.activate_and_reload()
+            self._step(self.activate_and_reload, False)
             self.sd("READY=1", f"STATUS=managing {len(self.config.mds)} domain(s)")
         else:
             self.sd("READY=1")
@@ -184,11 +196,12 @@ class Worker:
         while not self.stop.is_set():
             if self.reread.is_set():
                 self.reread.clear()
-                self.refresh_config()
+                if not self._await_config(self.refresh_config()):
+                    break  # stood down for mod_md, and stopped while waiting
                 if self.store_usable():
-                    self.activate_and_reload()
+                    self._step(self.activate_and_reload, False)
             if self.store_usable():
-                next_wake = self.cycle()
+                next_wake = self._step(self.cycle, MAX_SLEEP)
             else:
                 self.write_snapshot()  # md-status says why
                 next_wake = RETRY_REFUSED
@@ -201,7 +214,43 @@ class Worker:
             state.clear_worker_info(self.store)
             self.write_snapshot()  # says: no worker runs
         log.info("stopped")
-        return 1 if self.refused else 0
+        return 1 if self.refused or self.stuck else 0
+
+    def _step(self, step: Callable[[], T], otherwise: T) -> T:
+        """A step of the loop, and `otherwise` when the store stops it (a file the
+        worker's user may not read, a full disk): logged once while it lasts and tried
+        again at the next wake-up, rather than the worker exiting and being restarted
+        into the same wall. The message says what to do (for permissions: the chown)."""
+        try:
+            result = step()
+        except (StoreError, OSError) as e:
+            problem = str(e) if isinstance(e, StoreError) else self.store.describe(e)
+            if problem != self.stuck:
+                log.error("%s; nothing more is done until the next wake-up", problem)
+                self.stuck = problem
+            self.sd(f"STATUS=stuck: {problem}")
+            return otherwise
+        if self.stuck:
+            log.info("the store is usable again")
+            self.stuck = None
+        return result
+
+    def _await_config(self, loaded: bool | None = None) -> bool:
+        """Until there is a configuration in force (`loaded`: refresh_config() said so
+        already), read again every minute and at SIGHUP; False when stopped first, or at
+        once with --once."""
+        ok = self.refresh_config() if loaded is None else loaded
+        while not ok:
+            self.sd("READY=1", "STATUS=waiting for a valid configuration")
+            if self.once:
+                return False
+            self.wake.wait(60)
+            self.wake.clear()
+            if self.stop.is_set():
+                return False
+            self.reread.clear()
+            ok = self.refresh_config()
+        return True
 
     def _sleep_until(self, deadline: float) -> None:
         """Sleep, pinging the watchdog; wake early for SIGHUP, SIGTERM, an edited

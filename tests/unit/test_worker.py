@@ -1,10 +1,19 @@
-"""worker.config_stamp: how the worker notices an edited Apache configuration by itself."""
+"""The worker and the Apache configuration: how it notices an edited one by itself
+(config_stamp), and what it does with one that loads mod_md."""
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 
-from apache_md.apache.config import load_config
-from apache_md.worker import config_stamp
+import pytest
+
+from apache_md.apache.config import load_config, load_text
+from apache_md.store import owner, state
+from apache_md.worker import Worker, config_stamp
+from tests.harness._util import make_tmp_dir
+
+NOBODY = 65534
 
 
 def test_config_stamp_sees_edits_and_new_files_but_not_our_own(tmp_path):
@@ -28,3 +37,50 @@ def test_config_stamp_sees_edits_and_new_files_but_not_our_own(tmp_path):
     (conf_d / "10-md.conf").write_text("<IfModule md_module>\nMDomain b.test\n</IfModule>\n")
     os.utime(conf_d / "10-md.conf", ns=(1, 1))
     assert config_stamp(config) != stamp
+
+
+def test_the_worker_stands_down_when_mod_md_is_loaded_again(tmp_path, caplog):
+    """Going back to mod_md: its config is not "a config with errors" whose previous one
+    stays in force; the worker renews and activates nothing until mod_md is gone again."""
+    store = tmp_path / "md"
+    md = f"MDStoreDir {store}\n<IfModule md_module>\nMDomain a.test\n</IfModule>\n"
+    load = "LoadModule md_module /usr/lib/apache2/modules/mod_md.so\n"
+    texts = [md, load + md, md + "MDRenewWindow soon\n", md]
+    w = Worker(lambda: load_text(texts.pop(0), str(tmp_path / "apache2.conf")), ["true"])
+    assert w.refresh_config() and w.config.mds[0].name == "a.test"
+    state.write_worker_info(w.store, None)
+    assert not w.refresh_config()
+    assert w.config is None and w.store is None
+    assert not (store / "status/worker/worker.json").exists()  # `status`: no worker runs
+    assert "mod_md manages the certificates now" in caplog.text
+    assert not w.refresh_config()  # other errors: nothing previous to keep either
+    assert w.refresh_config() and w.config.mds[0].name == "a.test"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (tests run as root in CI)")
+def test_a_store_the_worker_may_not_read_stops_a_step_not_the_worker(caplog):
+    """Left by mod_md as root: the worker says what to chown and goes on once it is done,
+    instead of exiting (and being restarted by systemd into the same wall)."""
+    caplog.set_level(logging.INFO, "apache_md.worker")
+    base = make_tmp_dir("worker-") / "md"
+    try:
+        base.mkdir(mode=0o755)
+        os.chown(base, NOBODY, NOBODY)
+        live = base / "domains" / "a.test"
+        with owner.acting_as(base):
+            w = Worker(lambda: load_text(f"MDStoreDir {base}\n<IfModule md_module>\n"
+                                         "MDomain a.test\n</IfModule>\n",
+                                         str(base.parent / "apache2.conf")), ["true"])
+            assert w.refresh_config()
+        live.mkdir(mode=0o700)  # root's
+        with owner.acting_as(base):
+            assert w._step(w.activate_and_reload, "stopped") == "stopped"
+            assert w._step(w.activate_and_reload, "stopped") == "stopped"
+        assert f"chown -R nobody: {base}" in w.stuck and str(live) in w.stuck
+        assert caplog.text.count("nothing more is done until the next wake-up") == 1
+        os.chown(live, NOBODY, NOBODY)
+        with owner.acting_as(base):
+            assert w._step(w.activate_and_reload, "stopped") != "stopped"
+        assert w.stuck is None and "the store is usable again" in caplog.text
+    finally:
+        shutil.rmtree(base.parent)
