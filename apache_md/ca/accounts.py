@@ -10,7 +10,6 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlparse
 
 import josepy as jose
 from acme import messages
@@ -20,6 +19,7 @@ from ..core import crypto
 from ..core.model import ManagedDomain
 from ..core.problem import CAProblem
 from ..store import broken
+from ..store.accounts import free_id
 from ..store.fs import ACCOUNTS, CorruptFile, Store, StoreError
 from ..store.locks import store_lock
 from .client import CAConnection
@@ -42,11 +42,6 @@ class Account:
     def jwk(self) -> jose.JWK:
         return jose.JWKRSA(key=self.key) if isinstance(self.key, rsa.RSAPrivateKey) \
             else jose.JWKEC(key=self.key)
-
-
-def _id_prefix(ca_url: str) -> str:
-    host = urlparse(ca_url).hostname or "unknown"
-    return f"ACME-{host[-16:]}-"
 
 
 def _eab_matches(stored: dict | None, md: ManagedDomain) -> bool:
@@ -161,7 +156,7 @@ def register(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
         terms_of_service_agreed=bool(md.ca_agreement) or None,
         external_account_binding=_eab_binding(conn, md, jwk))
     regr = conn.new_account(reg)
-    acct_id = _free_id(store, conn.url)
+    acct_id = free_id(store, conn.url)
     doc: dict[str, Any] = {
         "status": "valid", "url": regr.uri, "ca-url": conn.url,
         "contact": list(md.contacts),
@@ -194,16 +189,6 @@ def _registration_json(body: messages.Registration) -> dict[str, Any]:
     doc = _plain(body)
     doc.pop("externalAccountBinding", None)
     return doc
-
-
-def _free_id(store: Store, ca_url: str) -> str:
-    prefix = _id_prefix(ca_url)
-    taken = set(store.names(ACCOUNTS))
-    for n in range(1000):
-        cand = f"{prefix}{n:04d}"
-        if cand not in taken:
-            return cand
-    raise StoreError(f"no free account id for {ca_url}")
 
 
 def obtain(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:

@@ -4,6 +4,7 @@ from apache_md.ca import accounts
 from apache_md.core import crypto
 from apache_md.core.model import Location, ManagedDomain
 from apache_md.store import broken
+from apache_md.store.accounts import free_id
 from apache_md.store.fs import ACCOUNTS
 
 CA = "https://ca.test/dir"
@@ -46,7 +47,7 @@ def test_unusable_accounts_are_named_and_set_aside_good_ones_used(store):
     assert entries[1]["action"] == ("account ACME-ca.test-0000 set aside (account.json.broken.1, "
                                     "account.pem.broken.1); a new account is registered")
     # the id stays taken: a new account gets a fresh one
-    assert accounts._free_id(store, CA) == "ACME-ca.test-0003"
+    assert free_id(store, CA) == "ACME-ca.test-0003"
 
 
 def test_an_account_without_key_is_unusable(store):
