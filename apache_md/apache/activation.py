@@ -22,6 +22,7 @@ from ..core.mdjson import md_to_json
 from ..core.model import Config, GlobalSettings, ManagedDomain, RenewMode
 from ..notify import Messenger
 from ..store import jobs, state
+from ..store.accounts import save_staged
 from ..store.facts import read as read_facts
 from ..store.fs import (
     ACCOUNTS,
@@ -125,7 +126,8 @@ def activate_md(store: Store, md: ManagedDomain, messenger: Messenger,
     for spec, (key_pem, cert_pem) in zip(md.keyspecs, sets):
         store.write_bytes(TMP, md.name, spec.file_name("privkey"), key_pem, mode=0o600)
         store.write_bytes(TMP, md.name, spec.file_name("pubcert"), cert_pem)
-    account = (staged_md.get("ca") or {}).get("account") or _account_for(store, ca_url)
+    account = save_staged(store, md.name) or (staged_md.get("ca") or {}).get("account") \
+        or _account_for(store, ca_url)
     store.write_json(TMP, md.name, "md.json", md_to_json(md, ca_url=ca_url, account=account,
                                                           state=2))
     messenger.send(job, "installed", md.name)  # mod_md: exit code ignored

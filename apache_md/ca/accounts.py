@@ -19,14 +19,13 @@ from ..core import crypto
 from ..core.model import ManagedDomain
 from ..core.problem import CAProblem
 from ..store import broken
-from ..store.accounts import free_id
+from ..store.accounts import SECRET_MODE, free_id
 from ..store.fs import ACCOUNTS, CorruptFile, Store, StoreError
 from ..store.locks import store_lock
 from .client import CAConnection
 
 log = logging.getLogger(__name__)
 ACCOUNT_KEY_BITS = 3072  # mod_md's MD_ACME_ACCT_PKEY_BITS
-SECRET_MODE = 0o600  # files that hold an EAB hmac
 
 
 @dataclass
