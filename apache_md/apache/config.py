@@ -167,6 +167,8 @@ class _Walker:
                 self.md_directive(SPECS[d.lname], d, scope)
             elif d.lname == "loglevel":
                 self.log_level(d, scope)
+            elif d.lname == "sethandler":
+                self.set_handler(d)
             elif d.lname.startswith("md") or d.lname in REMOVED:
                 self.invalid_command(d.name, d.location)
             elif scope.dir_section is None:
@@ -295,6 +297,16 @@ class _Walker:
                            "warn/notice/info/debug/trace1/.../trace8", d.location)
             elif not scope.vhost and not scope.dir_section:
                 self.c.settings.log_level = LOG_LEVELS[level.lower()]
+
+    def set_handler(self, d: Directive) -> None:
+        """mod_md's md-status handler, as its documentation mounts it: without mod_md,
+        Apache hands the request to no handler, and at /md-status serves the file
+        apache-md's WSGIScriptAlias maps it to (the handler's source) as text."""
+        if d.args[:1] == ["md-status"] and not d.md_guarded and not self.md_loaded:
+            self.warn("SetHandler md-status is mod_md's handler: without mod_md, Apache answers "
+                      "this location with no handler at all (at /md-status: the text of "
+                      "apache-md's handler script), so apache-md's /md-status does not answer "
+                      "there; put it inside <IfModule md_module>", d.location)
 
     # --- MD directives
 

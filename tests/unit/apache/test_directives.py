@@ -1081,6 +1081,22 @@ def test_md_loglevel_with_mod_md_loaded_is_not_flagged(tmp_path):
     assert len(cfg.errors) == 1 and "a2dismod md" in cfg.errors[0].message
 
 
+# --- mod_md's md-status handler, left in a configuration that no longer loads it
+
+STATUS_LOCATION = '<Location "/md-status">\n  SetHandler md-status\n  Require local\n</Location>\n'
+
+
+def test_md_status_handler_outside_ifmodule_md_module_is_flagged(tmp_path):
+    cfg = load(tmp_path, STATUS_LOCATION)
+    assert [(p.location.line, p.message[:45]) for p in cfg.warnings] == \
+        [(2, "SetHandler md-status is mod_md's handler: wit")]
+    assert "put it inside <IfModule md_module>" in cfg.warnings[0].message
+    assert warnings(load(tmp_path, f"<IfModule md_module>\n{STATUS_LOCATION}</IfModule>\n")) == []
+    cfg = load(tmp_path, "LoadModule md_module /usr/lib/apache2/modules/mod_md.so\n"
+               + STATUS_LOCATION)
+    assert warnings(cfg) == []  # mod_md loaded: an error of its own
+
+
 @pytest.mark.skipif(not os.access(APACHE2, os.X_OK), reason="no apache2 here")
 def test_httpd_without_mod_md_refuses_md_loglevel(tmp_path):
     """The fact behind LOGLEVEL_MSG, from the real httpd (mod_md not loaded)."""
