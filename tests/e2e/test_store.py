@@ -9,18 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-import pytest
-
 from apache_md.core import crypto
 from apache_md.core.model import KeySpec
-from tests.conftest import _OFF
 from tests.e2e.mdenv import APACHE_MD, MDEnv
 from tests.harness.client import curl, dns_names, s_client_cert
 
@@ -151,23 +147,6 @@ def test_a_corrupt_store_file_is_refused_never_replaced_and_the_worker_waits(env
 
 
 # -- root runs the CLI on a store that belongs to the worker's user (issue 10.2) ----------
-@pytest.fixture
-def service_user():
-    """An unprivileged system user, as the Debian package makes `apache-md`."""
-    name = f"apache-md-e2e{_OFF}"
-    for _ in range(20):  # other test runs may hold the passwd lock for a moment
-        p = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                            "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
-                           capture_output=True, text=True)
-        if p.returncode in (0, 9):  # 9: exists (left by a killed run)
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail(f"useradd {name}: {p.stderr}")
-    yield pwd.getpwnam(name)
-    subprocess.run(["userdel", name], capture_output=True)
-
-
 def not_owned_by(store: Path, uid: int) -> list[str]:
     return [f"{p} ({os.lstat(p).st_uid})" for p in [store, *store.rglob("*")]
             if os.lstat(p).st_uid != uid]
