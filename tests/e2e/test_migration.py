@@ -32,7 +32,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import _OFF, PORTS
+from tests.conftest import PORTS
 from tests.e2e.mdenv import APACHE_MD, MDEnv
 from tests.harness import AcmeFront, OCSPResponder, pki
 from tests.harness._util import make_tmp_dir
@@ -51,23 +51,6 @@ def front(pebble):
     f = AcmeFront(pebble, PORTS["acme_port"] + 20).start()
     yield f
     f.stop()
-
-
-@pytest.fixture(scope="module")
-def service_user():
-    """The package's system user `apache-md` (adduser --system --group)."""
-    name = f"apache-md-mig{_OFF}"
-    for _ in range(20):  # other test runs may hold the passwd lock for a moment
-        p = subprocess.run(["useradd", "--system", "--user-group", "--no-create-home",
-                            "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name],
-                           capture_output=True, text=True)
-        if p.returncode in (0, 9):  # 9: exists (left by a killed run)
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail(f"useradd {name}: {p.stderr}")
-    yield pwd.getpwnam(name)
-    subprocess.run(["userdel", name], capture_output=True)
 
 
 @pytest.fixture
