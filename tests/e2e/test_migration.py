@@ -616,7 +616,8 @@ def store_key(store: Path) -> bytes:
 def test_a_set_mod_md_staged_goes_live_under_apache_md_and_the_store_key_is_shared(server):
     """mod_md obtained a certificate but Apache was not restarted since: the set waits in
     staging/ (encrypted key). apache-md activates it, renews with mod_md's account and
-    key, and mod_md activates apache-md's staged set in turn."""
+    key, and mod_md activates apache-md's staged set in turn, while the worker, left
+    running, stands down."""
     s, a, store = server, server.apache, server.store
     mds, vhosts = "MDomain wait.test\n", [("wait.test", [], "wait.test")]
     s.a2enmod_md()
@@ -651,8 +652,8 @@ def test_a_set_mod_md_staged_goes_live_under_apache_md_and_the_store_key_is_shar
     serialization.load_pem_private_key((staged / "privkey.pem").read_bytes(), password=key)
     renewed = hexserial(x509.load_pem_x509_certificate((staged / "pubcert.pem").read_bytes()))
 
-    # back to mod_md, which activates it at its start
-    s.stop_worker()
+    # back to mod_md, which activates it at its start; the admin forgot to stop the
+    # worker, which stands down once it sees mod_md loaded
     s.a2disconf_apache_md()
     s.a2enmod_md()
     s.apache_md_site(mds, vhosts, includes=False)
@@ -661,4 +662,8 @@ def test_a_set_mod_md_staged_goes_live_under_apache_md_and_the_store_key_is_shar
     assert served(a.https_port, "wait.test") == renewed
     st = s.http_status("wait.test")
     assert st["state"] == 2 and same(st["cert"]["rsa"]["serial"], renewed), st
+    s.worker_status("waiting for a valid configuration")
+    log = s.worker_log()
+    assert "mod_md manages the certificates now" in log and "Traceback" not in log, log
+    assert not (store / "status/worker/worker.json").exists()
     assert s.orders()[len(orders):] == [["wait.test"]]
