@@ -538,6 +538,8 @@ def test_a_store_apache_md_wrote_is_taken_back_by_mod_md(server):
     await_served(a.https_port, "back.test", live["rsa"][0])
     s.probe_start(targets)
 
+    # what mod_md does not know is there: apache-md's own groups, files set aside
+    assert all(any((store / g).iterdir()) for g in ("apache", "locks", "status", "watch"))
     # docs/debian.md: "Going back"
     s.stop_worker()  # systemctl disable --now apache-md apache-md-activate.path
     s.a2disconf_apache_md()
