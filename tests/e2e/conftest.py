@@ -8,6 +8,7 @@ import time
 import pytest
 
 from tests.conftest import _OFF
+from tests.e2e import debpkg
 from tests.e2e.mdenv import MDEnv
 
 
@@ -35,3 +36,9 @@ def service_user():
         pytest.fail(f"useradd {name}: {p.stderr}")
     yield pwd.getpwnam(name)
     subprocess.run(["userdel", name], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def deb(tmp_path_factory):
+    """The .deb the package tests install, built once per session."""
+    return debpkg.build(tmp_path_factory.mktemp("deb"))

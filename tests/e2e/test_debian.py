@@ -14,92 +14,43 @@ import os
 import pwd
 import shutil
 import stat
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from apache_md import __version__
+from tests.e2e.debpkg import SYS_ENV, installed, no_service_starts, run, why_not
 
-REPO = Path(__file__).resolve().parents[2]
 STORE = Path("/etc/apache2/md")
 CONF = Path("/etc/apache2/conf-available/apache-md.conf")
 UNITS = [Path("/lib/systemd/system") / u for u in
          ("apache-md.service", "apache-md-activate.path", "apache-md-activate.service")]
-POLICY_RC_D = Path("/usr/sbin/policy-rc.d")
-# Debian's tools, not a venv's or pyenv's python3 first on PATH.
-SYS_ENV = dict(os.environ, PATH="/usr/sbin:/usr/bin:/sbin:/bin", DEBIAN_FRONTEND="noninteractive")
 
-
-def _installed(pkg: str) -> bool:
-    p = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
-    return p.returncode == 0 and "install ok installed" in p.stdout
-
-
-def _why_not() -> str | None:
-    if os.environ.get("CI") == "true":
-        return None  # in CI it must run; missing tools are failures
-    if os.environ.get("APACHE_MD_TEST_DEB") != "1":
-        return ("installs the .deb system-wide: runs in CI, or locally with "
-                "APACHE_MD_TEST_DEB=1 (as root, after `make deb-deps`)")
-    if os.geteuid() != 0:
-        return "needs root to install the package"
-    if not shutil.which("dpkg-buildpackage"):
-        return "dpkg-buildpackage is missing (`make deb-deps`)"
-    if _installed("apache-md"):
-        return "apache-md is installed on this machine already; not replacing it"
-    return None
-
-
-pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
-
-
-def run(*cmd: str, ok: bool = True, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-    p = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout,
-                       env=kw.pop("env", SYS_ENV), **kw)
-    if ok:
-        assert p.returncode == 0, f"{' '.join(cmd)} -> {p.returncode}\n{p.stdout}\n{p.stderr}"
-    return p
-
-
-@pytest.fixture(scope="module")
-def deb(tmp_path_factory) -> Path:
-    """apache-md_<version>_all.deb, built from a copy of the work tree, lintian-clean of errors."""
-    out = tmp_path_factory.mktemp("deb")
-    run("make", "-C", str(REPO), "deb", f"DEB_DIR={out}",
-        env=dict(SYS_ENV, DEB_BUILD_OPTIONS="nocheck"), timeout=600)
-    debs = sorted(out.glob("*.deb"))
-    assert [d.name for d in debs] == [f"apache-md_{__version__}_all.deb"]
-    return debs[0]
+pytestmark = pytest.mark.skipif(why_not() is not None, reason=why_not() or "")
 
 
 @pytest.fixture(scope="module")
 def system(deb):
     """The package installed for real; afterwards purged and Apache's state restored."""
-    if _installed("apache-md"):
+    if installed("apache-md"):
         # A leftover of an earlier run on this machine (CI machines are reused):
         # only a package we built ourselves is ours to remove.
         assert os.environ.get("CI"), "apache-md is installed already; purge it first"
         run("apt-get", "purge", "-y", "-q", "apache-md")
     mods_before = set(os.listdir("/etc/apache2/mods-enabled"))
     store_existed = STORE.exists()
-    guard = not POLICY_RC_D.exists()
-    if guard:  # no service may start: not apache2 on port 80, not the worker
-        POLICY_RC_D.write_text("#!/bin/sh\nexit 101\n")
-        POLICY_RC_D.chmod(0o755)
-    try:
-        run("apt-get", "install", "-y", "-q", "--no-install-recommends", str(deb))
-        yield deb
-    finally:
-        if _installed("apache-md") or run("dpkg", "-s", "apache-md", ok=False).returncode == 0:
-            run("dpkg", "--purge", "apache-md", ok=False)
-        for mod in sorted({m.rsplit(".", 1)[0] for m in
-                           set(os.listdir("/etc/apache2/mods-enabled")) - mods_before}):
-            run("a2dismod", "-q", "-f", "-p", mod, ok=False)
-        if not store_existed and STORE.exists():
-            shutil.rmtree(STORE)
-        if guard:
-            POLICY_RC_D.unlink()
+    with no_service_starts():  # not apache2 on port 80, not the worker
+        try:
+            run("apt-get", "install", "-y", "-q", "--no-install-recommends", str(deb))
+            yield deb
+        finally:
+            if installed("apache-md") or run("dpkg", "-s", "apache-md", ok=False).returncode == 0:
+                run("dpkg", "--purge", "apache-md", ok=False)
+            for mod in sorted({m.rsplit(".", 1)[0] for m in
+                               set(os.listdir("/etc/apache2/mods-enabled")) - mods_before}):
+                run("a2dismod", "-q", "-f", "-p", mod, ok=False)
+            if not store_existed and STORE.exists():
+                shutil.rmtree(STORE)
 
 
 def test_install_enable_verify_purge(system):
@@ -161,7 +112,7 @@ def test_install_enable_verify_purge(system):
 
 def test_purge_keeps_a_store_with_certificates(system):
     """A store with certificates (ours or mod_md's) survives purge, handed back to root."""
-    if not _installed("apache-md"):
+    if not installed("apache-md"):
         run("apt-get", "install", "-y", "-q", "--no-install-recommends", str(system))
     d = STORE / "domains" / "example.org"
     d.mkdir(parents=True, exist_ok=True)
