@@ -207,22 +207,47 @@ def cmd_status(args) -> int:
     if config is None:
         return 1
     with owner.acting_as(config.settings.store_dir):
+        if owner.stranger(config.settings.store_dir):
+            return _status_published(args, config)
         store = _open_store(config, need_key=False)
-        return _status(args, config, store) if store else 1
+        return _status(args, config, store, snapshot.snapshot(store, config)) if store else 1
 
 
-def _status(args, config: Config, store: Store) -> int:
-    snap = snapshot.snapshot(store, config)
+def _status_published(args, config: Config) -> int:
+    """For a user who may not read the store (not root, not its owner): what /md-status
+    shows, from the snapshot the worker publishes, rather than errors about files closed
+    to this user."""
+    store = Store(config.settings.store_dir)
+    try:
+        snap = snapshot.published(store)
+    except (StoreError, ValueError) as e:
+        print(f"apache-md: {e}", file=sys.stderr)
+        return 1
+    if snap is None:
+        print(f"apache-md: no status published in {store.base} yet (the worker writes it), "
+              "and this user may not read the store itself: run as root", file=sys.stderr)
+        return 1
+    print(f"note: the status published {snap.get('generated')}, as /md-status shows it "
+          "(this user may not read the store; `sudo apache-md status` reads it itself)",
+          file=sys.stderr)
+    return _status(args, config, store, snap)
+
+
+def _status(args, config: Config, store: Store, snap: dict) -> int:
     now = now_utc()
     if args.name:
         md = config.md_by_name(args.name) or config.md_for_domain(args.name)
         if md is None:
             print(f"apache-md: no managed domain named or covering '{args.name}'", file=sys.stderr)
             return 1
+        obj = snap["mds"].get(md.name)
+        if obj is None:  # a published snapshot older than the MD
+            print(f"apache-md: {md.name} is not in the status published {snap.get('generated')}"
+                  " yet: the worker has not seen it", file=sys.stderr)
+            return 1
         if args.json:
             print(snap["bodies"][f"md:{md.name}"])
             return 0
-        obj = snap["mds"][md.name]
         _print_table([obj], now)
         _print_details(obj, now)
         return 0

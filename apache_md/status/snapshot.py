@@ -140,6 +140,24 @@ def write_snapshot(store: Store, config: Config,
     return snap
 
 
+def published(store: Store) -> dict[str, Any] | None:
+    """The snapshot as its last writer published it (world-readable: what /md-status
+    serves), with its list and MD objects parsed again from the bodies; None when there
+    is none yet. StoreError when it cannot be read, ValueError when it does not parse."""
+    data = store.read_bytes(*SNAPSHOT)
+    if data is None:
+        return None
+    try:
+        snap = json.loads(data)
+        bodies = snap["bodies"]
+        snap["list"] = json.loads(bodies["list"])
+        snap["mds"] = {key[3:]: json.loads(body) for key, body in bodies.items()
+                       if key.startswith("md:")}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{store.path(*SNAPSHOT)}: not a status snapshot ({e!r})") from None
+    return snap
+
+
 def _compact(obj: Any) -> str:
     # Compact: only the handlers read it, and the indented form takes Python's
     # slow encoder (a third of the writing time with a thousand MDs).

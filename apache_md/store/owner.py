@@ -38,6 +38,17 @@ def owner(store_dir: str | os.PathLike) -> tuple[int, int] | None:
     return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
 
 
+def stranger(store_dir: str | os.PathLike) -> bool:
+    """True when this process is neither root nor the store's owner: the store's private
+    files (md_store.json, domains/, keys) are closed to it."""
+    if os.geteuid() == 0:
+        return False
+    try:
+        return os.stat(store_dir).st_uid != os.geteuid()
+    except OSError:
+        return False
+
+
 def become(store_dir: str | os.PathLike) -> None:
     """Become the store's owner for the rest of the process (no way back to root)."""
     ids = owner(store_dir)

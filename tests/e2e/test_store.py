@@ -194,6 +194,15 @@ def test_root_leaves_a_store_owned_by_the_service_user_that_the_worker_can_use(
     assert not_owned_by(env.store, uid) == []
     log.unlink()
 
+    # an admin without sudo may not read the store: `status` shows what /md-status shows
+    for args in (["status"], ["status", "--json", "one.test"]):
+        p = subprocess.run(APACHE_MD + ["-f", str(env.apache.main_conf), *args], text=True,
+                           capture_output=True, user=65534, group=65534, extra_groups=[],
+                           timeout=60)
+        assert p.returncode == 0 and "as /md-status shows it" in p.stderr, p
+        assert "Permission denied" not in p.stdout + p.stderr and "one.test" in p.stdout, p
+    assert json.loads(p.stdout)["cert"]["rsa"]["serial"] == serial(env, "one.test")
+
 
 # -- changes made to the store by others (issue 11.6) --------------------------------------
 def md_status_over_http(env: MDEnv, name: str) -> dict:

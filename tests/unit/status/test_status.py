@@ -47,6 +47,19 @@ def test_md_objects_follow_the_reference(store, config):
     assert json.loads(snap["bodies"]["cs:failing.test"]) == {"rsa": {}, "renewal": {"cert": {}}}
 
 
+def test_the_published_snapshot_gives_back_what_status_prints(store, config):
+    """`apache-md status` for a user who may not read the store reads the published file."""
+    assert snapshot.published(store) is None
+    snap = snapshot.write_snapshot(store, config)
+    back = snapshot.published(store)
+    assert back["list"] == json.loads(json.dumps(snap["list"]))
+    assert back["mds"] == json.loads(json.dumps(snap["mds"]))
+    assert back["bodies"] == snap["bodies"] and back["generated"] == snap["generated"]
+    store.write_bytes(*snapshot.SNAPSHOT, b'{"bodies": []}')
+    with pytest.raises(ValueError, match=r"status\.json: not a status snapshot"):
+        snapshot.published(store)
+
+
 def test_next_check_follows_the_worker_and_the_job(store, config):
     md = config.md_by_name("failing.test")
     now = datetime.now(timezone.utc)

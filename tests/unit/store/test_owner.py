@@ -67,3 +67,18 @@ def test_what_root_left_in_the_owners_store_is_named_with_the_chown(open_dir):
     fix = f"belongs to root:root, mode 0700, the store to nobody; chown -R nobody: {base})"
     assert str(e.value) == f"{live}/md.json: Permission denied ({live} {fix}"
     assert described == f"{live}: Permission denied (it {fix}"
+
+
+def test_a_stranger_is_neither_root_nor_the_owner(open_dir):
+    base = open_dir / "md"
+    base.mkdir(mode=0o755)
+    assert not owner.stranger(base)  # root
+    os.chown(base, NOBODY, NOBODY)
+    with owner.acting_as(base):
+        assert not owner.stranger(base)  # the owner
+    os.chown(base, 0, 0)
+    os.seteuid(NOBODY)
+    try:
+        assert owner.stranger(base) and not owner.stranger(open_dir / "missing")
+    finally:
+        os.seteuid(0)
