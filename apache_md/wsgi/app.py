@@ -3,8 +3,7 @@
 Thin and read-only: they answer from the challenge files and the status
 snapshot that the worker writes, never talk to a CA and never write the
 store. The snapshot holds every body ready-made and is re-read only when
-the file changes, so a request costs a dict lookup and, at most every
-STATUS_MAX_AGE, a stat().
+the file changes, so a request costs a dict lookup and a stat().
 
 Loaded by mod_wsgi by file path, possibly in Apache's own children with the
 system Python: standard library only, no import of the apache_md package.
@@ -50,10 +49,11 @@ OCSP_MALFORMED = bytes.fromhex("30030a0101")
 OCSP_TRY_LATER = bytes.fromhex("30030a0103")
 OCSP_UNAUTHORIZED = bytes.fromhex("30030a0106")
 MAX_OCSP_REQUEST = 16384
-# md-status and certificate-status look at the snapshot file at most this often (seconds):
-# a stat() per request releases the interpreter lock, which cost a fifth of the rate.
-# The rest (challenges, the relay) always look: a new MD's answer must be found at once.
-STATUS_MAX_AGE = 0.1
+# md-status and certificate-status may look at the snapshot file at most this often
+# (seconds). A stat() per request releases the interpreter lock (a fifth of the rate),
+# but a cached look answers with what was true before a write that just finished (a
+# `renew` followed by a query): every request looks, as for challenges and the relay.
+STATUS_MAX_AGE = 0.0
 MAX_ANSWERS = 4096  # md-status answers kept per snapshot (paths are the client's choice)
 _RELAY_FILE = re.compile(r"^[^/\\]+/ocsp-[0-9a-f]{40}\.json$")
 
