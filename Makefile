@@ -5,7 +5,9 @@ SYS_PYTHON := /usr/bin/python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
 # chromium: the status page's screenshot test renders /md-status in it.
-APT_PKGS   := apache2 libapache2-mod-wsgi-py3 pebble python3-venv openssl curl chromium
+# etcd-server, haproxy: the fleet tests (docs/cluster.md) run a real etcd and balancer.
+APT_PKGS   := apache2 libapache2-mod-wsgi-py3 pebble python3-venv openssl curl chromium \
+              etcd-server haproxy
 STAMP      := $(VENV)/.installed
 
 export DEBIAN_FRONTEND := noninteractive
@@ -69,6 +71,7 @@ DEB_DIR ?= build/deb
 DEB_BUILD_PKGS := build-essential debhelper dh-python pybuild-plugin-pyproject python3-all \
                   python3-setuptools python3-acme python3-cryptography python3-filelock \
                   python3-josepy python3-openssl python3-requests python3-sdnotify python3-pytest \
+                  python3-etcd3gw \
                   python3-prometheus-client \
                   lintian fakeroot
 .PHONY: deb deb-deps

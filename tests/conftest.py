@@ -32,6 +32,9 @@ PORTS = {name: port + _OFF for name, port in {
     "dns_port": 8053, "challtestsrv_port": 8055}.items()}
 # Forward proxies of the network tests (mod_md's suite uses 5003 for its proxy).
 PROXY_PORTS = (5003 + _OFF, 5004 + _OFF)
+# etcd of the fleet tests: one member on ETCD_PORT (client) and +1 (peer); the
+# 3-member cluster of the member-loss test on ETCD_PORT+10 ...
+ETCD_PORT = 23790 + _OFF
 HTTP_PORT = PORTS["http_port"]
 HTTPS_PORT = PORTS["https_port"]
 E2E_TOOLS = ("/usr/sbin/apache2", "/usr/bin/pebble", "/usr/bin/pebble-challtestsrv",
@@ -81,6 +84,26 @@ def pebble():
     yield p
     p.stop()
     shutil.rmtree(p.work_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def etcd():
+    """A one-member etcd for the session (Debian's etcd-server); tests keep apart by
+    key prefix. Skipped only where the binary is not installed."""
+    from tests.harness.etcd import ETCD_BIN, EtcdCluster
+    if not os.path.exists(ETCD_BIN):
+        if os.environ.get("CI"):
+            pytest.fail(f"{ETCD_BIN} is missing: CI installs etcd-server with `make deps`")
+        pytest.skip(f"{ETCD_BIN} is missing (run `make deps`: etcd-server)")
+    cluster = EtcdCluster(ETCD_PORT, 1).start()
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture
+def etcd_prefix(request):
+    """A key prefix of the test's own in the session's etcd."""
+    return "/t/" + "".join(c if c.isalnum() else "-" for c in request.node.name)[:80]
 
 
 @pytest.fixture

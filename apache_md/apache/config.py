@@ -26,7 +26,7 @@ from ..core.model import (
     address_port,
 )
 from ..store.fs import APACHE
-from . import syntax
+from . import cluster, syntax
 from .directives import (
     ENV,
     GLOBAL,
@@ -148,6 +148,7 @@ class _Walker:
                             settings=GlobalSettings(store_dir=os.path.join(server_root, "md")))
         self.any_port: set[int] = set()  # ids of vhosts with an address without port
         self.nested: list[tuple[VHost, _MDDraft]] = []  # <VirtualHost> written inside <MDomain>
+        self.global_locs: dict[str, Location] = {}  # setting -> its directive (messages)
 
     def error(self, msg: str, loc: Location | None, md: str | None = None) -> None:
         self.c.errors.append(Problem(msg, loc, md))
@@ -393,6 +394,7 @@ class _Walker:
                 pass  # per-vhost stapling of non-MD certs: nothing apache-md can do there
             else:
                 setattr(self.c.settings, spec.key, value)
+            self.global_locs[spec.key] = d.location
         elif spec.store == ENV:
             if scope.kind == "md":
                 scope.props[spec.key] = value
@@ -626,6 +628,7 @@ def build_config(parsed: syntax.ParseResult, main_file: str) -> Config:
     c.settings.listen_ports = list(listen)
     c.settings.listens = list(c.listens)
     link(config, config.errors, config.warnings)
+    cluster.check(c.settings, w.global_locs, config.errors, config.warnings)
     mds = dict(zip(map(id, c.mds), config.mds))
     for vh, draft in w.nested:
         md = mds[id(draft)]

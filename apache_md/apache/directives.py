@@ -419,6 +419,47 @@ def parse_activation_window(value: str) -> tuple[int, int]:
     raise Invalid(f"MDActivationWindow '{value}' must look like HH:MM-HH:MM, e.g. 02:00-05:00")
 
 
+def parse_etcd_endpoints(args: list[str]) -> list[str]:
+    """MDClusterEtcd: etcd client URLs; `host:port` means http://host:port."""
+    out = []
+    for a in args:
+        url = a if "://" in a else f"http://{a}"
+        m = re.fullmatch(r"(https?)://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?/?", url)
+        if not m:
+            raise Invalid(f"MDClusterEtcd: '{a}' is not an etcd endpoint like "
+                          "https://10.0.0.1:2379 or 127.0.0.1:2379")
+        port = int(m.group(3) or 2379)
+        if not 0 < port <= 65535:
+            raise Invalid(f"MDClusterEtcd: port {port} of '{a}' is out of range")
+        out.append(f"{m.group(1)}://{m.group(2)}:{port}")
+    if not out:
+        raise Invalid("MDClusterEtcd needs at least one endpoint")
+    return out
+
+
+def parse_cluster_node(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", value):
+        raise Invalid(f"MDClusterNode '{value}': a node name is 1-63 letters, digits, '.', '_' "
+                      "or '-', starting with a letter or digit")
+    return value
+
+
+def parse_cluster_prefix(value: str) -> str:
+    prefix = value.rstrip("/")
+    if not prefix.startswith("/") or not re.fullmatch(r"(/[A-Za-z0-9._-]+)+", prefix):
+        raise Invalid(f"MDClusterPrefix '{value}' must be a key path like /apache-md "
+                      "(letters, digits, '.', '_', '-' between slashes)")
+    return prefix
+
+
+def parse_lease_ttl(value: str) -> float:
+    secs = _duration("MDClusterLeaseTTL", value)
+    if not 2 <= secs <= 3600:
+        raise Invalid(f"MDClusterLeaseTTL {value}: must be between 2s and 1h (how long a "
+                      "dead node's locks outlive it)")
+    return secs
+
+
 def parse_eab(args: list[str], server_root: str) -> tuple[str | None, str | None]:
     """(kid, hmac) from `kid hmac`, a JSON file relative to ServerRoot, or (None, None)
     for `none` (which overrides a global value).
@@ -609,6 +650,22 @@ _SPECS = [
          _one(parse_activation_interval), "minimum time between reloads that activate certificates"),
     Spec("MDActivationWindow", SRV, TAKE1, GLOBAL, "activation_window", _one(parse_activation_window),
          "daily time window HH:MM-HH:MM in which certificates are activated"),
+    Spec("MDClusterEtcd", SRV, ARGV, GLOBAL, "cluster_etcd", lambda a, r: parse_etcd_endpoints(a),
+         "the etcd endpoints of the fleet"),
+    Spec("MDClusterNode", SRV, TAKE1, GLOBAL, "cluster_node", _one(parse_cluster_node),
+         "this node's name in the fleet"),
+    Spec("MDClusterPrefix", SRV, TAKE1, GLOBAL, "cluster_prefix", _one(parse_cluster_prefix),
+         "the etcd key prefix of the fleet"),
+    Spec("MDClusterKeyFile", SRV, TAKE1, GLOBAL, "cluster_key_file", _abs_path,
+         "the file with the fleet key"),
+    Spec("MDClusterEtcdCA", SRV, TAKE1, GLOBAL, "cluster_etcd_ca", _abs_path,
+         "the CA certificates that etcd's server certificate must chain to"),
+    Spec("MDClusterEtcdCert", SRV, TAKE1, GLOBAL, "cluster_etcd_cert", _abs_path,
+         "the client certificate for etcd"),
+    Spec("MDClusterEtcdKey", SRV, TAKE1, GLOBAL, "cluster_etcd_key", _abs_path,
+         "the private key of the client certificate for etcd"),
+    Spec("MDClusterLeaseTTL", SRV, TAKE1, GLOBAL, "cluster_lease_ttl", _one(parse_lease_ttl),
+         "how long the locks of a node that stopped answering last"),
 ]
 SPECS: dict[str, Spec] = {s.name.lower(): s for s in _SPECS}
 

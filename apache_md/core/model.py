@@ -242,6 +242,19 @@ class GlobalSettings:
     activation_interval: float = 0.0  # MDActivationInterval: min seconds between reloads
     activation_window: tuple[int, int] | None = None  # MDActivationWindow: minutes of day [from, to)
     log_level: int | None = None  # `LogLevel md:<level>` in <IfModule md_module>, as Python's
+    # MDCluster*: a fleet coordinated by etcd (docs/cluster.md); no endpoints = a single server
+    cluster_etcd: list[str] = field(default_factory=list)  # endpoint URLs
+    cluster_node: str = ""  # MDClusterNode, else the host name
+    cluster_prefix: str = "/apache-md"
+    cluster_key_file: str | None = None  # the fleet key (32 bytes, 0600)
+    cluster_etcd_ca: str | None = None
+    cluster_etcd_cert: str | None = None
+    cluster_etcd_key: str | None = None
+    cluster_lease_ttl: float = 15.0  # seconds a dead node's locks outlive it
+
+    @property
+    def clustered(self) -> bool:
+        return bool(self.cluster_etcd)
 
 
 def address_port(addr: str) -> int | None:

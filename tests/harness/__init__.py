@@ -4,10 +4,11 @@ real-tool clients (openssl, curl). Product-independent on purpose."""
 from . import client, pki
 from .acmefront import AcmeFront
 from .apache import Apache
+from .etcd import EtcdCluster
 from .faults import FaultProxy
 from .ocsp_responder import OCSPResponder
 from .pebble import Pebble, default_eab
 from .proxy import ForwardProxy
 
-__all__ = ["AcmeFront", "Apache", "FaultProxy", "ForwardProxy", "OCSPResponder", "Pebble", "default_eab",
+__all__ = ["AcmeFront", "Apache", "EtcdCluster", "FaultProxy", "ForwardProxy", "OCSPResponder", "Pebble", "default_eab",
            "client", "pki"]
