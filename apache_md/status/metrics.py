@@ -8,7 +8,7 @@ of no MD, the file). Pure: md-status objects and counters in, text out.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from ..core.jsonfmt import parse_http_date
 from ..core.model import MDState, RenewMode, name_of
@@ -122,15 +122,28 @@ def md_samples(md: dict[str, Any], now: datetime) -> dict[str, list[str]]:
 
 def render(mds: Iterable[dict[str, Any]], ca_stats: dict[str, dict[str, Any]],
            worker: dict[str, Any] | None, now: datetime,
-           staplings: Iterable[dict[str, Any]] = (),
-           per_md: Callable[[dict[str, Any]], dict[str, list[str]]] | None = None) -> str:
+           staplings: Iterable[dict[str, Any]] = ()) -> str:
     """The whole exposition for the md-status objects `mds`, the per-CA counters and the
-    stapled certificates (status snapshot `staplings` rows). `per_md` gives an MD's
-    md_samples (the snapshot's from its render cache)."""
-    lines: dict[str, list[str]] = {name: [] for name, _, _ in FAMILIES}
-    for md in mds:
-        for family, samples in (per_md(md) if per_md else md_samples(md, now)).items():
-            lines[family] += samples
+    stapled certificates (status snapshot `staplings` rows)."""
+    pieces = [md_pieces(md, now) for md in mds]
+    out = []
+    for part in template(ca_stats, worker, now, staplings):
+        out.append(part if isinstance(part, str)
+                   else part[1].join(p[part[0]] for p in pieces if part[0] in p))
+    return "".join(out)
+
+
+def md_pieces(md: dict[str, Any], now: datetime) -> dict[str, str]:
+    """One MD's sample lines as text per template slot (`m:<family>`)."""
+    return {f"m:{family}": "".join(line + "\n" for line in lines)
+            for family, lines in md_samples(md, now).items()}
+
+
+def template(ca_stats: dict[str, dict[str, Any]], worker: dict[str, Any] | None,
+             now: datetime, staplings: Iterable[dict[str, Any]] = ()) -> list:
+    """The exposition without the MDs' samples: text, and in each family a slot
+    `["m:<family>", ""]` that the MDs' md_pieces fill in name order (status snapshot
+    templates: the handler joins them, so an MD's samples are formatted once)."""
     out = _Samples()
     for ca_url, entry in sorted(ca_stats.items()):
         out.add("ca_request_failures_total", entry.get("request-failures", 0), ca=ca_url)
@@ -153,8 +166,9 @@ def render(mds: Iterable[dict[str, Any]], ca_stats: dict[str, dict[str, Any]],
             out.add("ocsp_errors", row["errors"], md=labels["md"])
     out.add("worker_up", 1 if worker else 0)
     out.add("status_generated_timestamp_seconds", now.timestamp())
-    for family, samples in out.lines.items():
-        lines[family] += samples
-    return "".join(f"# HELP apache_md_{name} {help_}\n# TYPE apache_md_{name} {kind}\n"
-                   + "".join(line + "\n" for line in lines[name])
-                   for name, kind, help_ in FAMILIES)
+    parts: list = []
+    for name, kind, help_ in FAMILIES:
+        parts.append(f"# HELP apache_md_{name} {help_}\n# TYPE apache_md_{name} {kind}\n")
+        parts.append([f"m:{name}", ""])
+        parts.append("".join(line + "\n" for line in out.lines.get(name, ())))
+    return [p for p in parts if p != ""]

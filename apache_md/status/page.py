@@ -306,16 +306,17 @@ def list_row(md: dict[str, Any], m: Moment) -> str:
 
 
 def render_list(rows: list[str], conditions: list[str], ctx: PageContext) -> str:
-    """The list page from the MDs' rows (list_row, in name order) and their conditions."""
+    """The list page from the MDs' rows (list_row, in name order) and their conditions
+    (one per MD: the snapshot passes one slot for all rows, see status/snapshot.py)."""
     counts: dict[str, int] = {}
     for word in conditions:
         counts[word] = counts.get(word, 0) + 1
     summary = "".join(f" <span>{n} {_e(w)}</span>" for w, n in sorted(counts.items()))
-    n = len(rows)
+    n = len(conditions)
     body = (f"<h1>Managed domains</h1>{_meta(ctx)}"
             f'<p class="summary"><span><b>{n}</b> managed domain'
             f'{"s" if n != 1 else ""}</span>{summary}</p>')
-    if not rows:
+    if not n:
         body += "<p>No managed domains are configured (MDomain in the Apache configuration).</p>"
     else:
         body += ("<table><thead><tr><th>Domain</th><th>Names</th><th>Keys</th><th>Status</th>"

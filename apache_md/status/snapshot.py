@@ -1,59 +1,159 @@
 """The status snapshot: every body the WSGI handlers serve, rendered once.
 
-Whoever changes the store (worker, activation, `renew`) rebuilds it and
-writes it as one file (`status/snapshot/status.json`), so the handlers answer
-without parsing a certificate or serializing anything: the md-status JSON of
-the list and of each MD, the HTML pages, the metrics, certificate-status per
-MD, and the OCSP relay's index.
+Whoever changes the store (worker, activation, `renew`) rebuilds it, so the
+handlers answer without parsing a certificate or serializing anything. It is
+an index and one file of pieces per MD:
+
+  status/snapshot/status.json      the index: what the handlers look up (the MDs'
+                                   names, their piece files, the domains, the OCSP
+                                   relay's index) and the templates of the list, the
+                                   list page and the metrics, with a slot where every
+                                   MD's piece goes
+  status/snapshot/md/<digest>.json one MD's pieces: its md-status JSON, page and
+                                   certificate-status, its entry in the list, its row
+                                   of the list page, its metrics lines
+
+A piece file is named by the digest of its content and never changes: an MD's
+file is written again only when what it says changed, so a cycle over
+thousands of unchanged MDs writes the index alone, and a handler that read a
+file keeps it for as long as the index names it. wsgi/app.py's View reads and
+fills them; `published()` reads them through it, so the format has one reader.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Iterator
 
+from .. import MOD_MD_COMPAT_VERSION
 from ..core.job import now_utc
 from ..core.jsonfmt import dumps, http_date
 from ..core.model import Config
 from ..store import broken, castats, staples
-from ..store.fs import STATUS, Store
+from ..store.fs import STATUS, Store, StoreError, atomic_write, fsync_dir
+from ..store.locks import store_lock
 from ..store.state import activation_requested, load_activation_state, read_worker_info
+from ..wsgi import app
 from . import condition, metrics, page
-from .mdstatus import _cert_status_keys, cert_status, list_json, md_status
+from .mdstatus import _cert_status_keys, _without_logs, cert_status, md_status
 
-SNAPSHOT = (STATUS, "snapshot", "status.json")
-T = TypeVar("T")
+SNAPSHOT = (STATUS, "snapshot", "status.json")  # the index
+PIECES = "md"  # the directory of the piece files, next to the index
+MDS_SLOT = "<apache-md:managed-domains>"
+ROWS_SLOT = "<!--apache-md:rows-->"
 
 
-# -- the snapshot -----------------------------------------------------------------------------
+class _Made:
+    """What one MD's pieces were made from (hashes of the inputs, so that the render
+    cache holds no copy of them: at 10,000 MDs that was most of the worker's memory),
+    and where they are: their file, and the texts until the file is written."""
+
+    __slots__ = ("obj", "page", "state", "file", "pieces")
+
+    def __init__(self, obj: int, page_key: int, state: Any, file: str,
+                 pieces: dict[str, str] | None):
+        self.obj, self.page, self.state, self.file, self.pieces = \
+            obj, page_key, state, file, pieces
+
+
 class Renderer:
-    """The bodies of the last snapshot, by (kind, name): (inputs, text).
+    """The pieces of the last snapshot, by MD.
 
     While a drive runs the snapshot is rebuilt twice a second, the worker rebuilds it
-    every cycle, and most MDs have not changed: comparing their objects is far cheaper
+    every cycle, and most MDs have not changed: hashing their objects is far cheaper
     than rendering them again. Whoever writes snapshots repeatedly keeps one; each
-    snapshot keeps only what it used, so MDs that left the configuration leave the cache.
+    snapshot keeps only the MDs it has, so MDs that left the configuration leave it.
     """
 
     def __init__(self) -> None:
-        self._last: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._next: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._last: dict[str, _Made] = {}
+        self.written: set[str] = set()  # piece files this writer knows are on disk
+        self.index: tuple | None = None  # the index file as this writer last wrote it
 
-    def render(self, kind: str, name: str, inputs: Any, render: Callable[[], T]) -> T:
-        hit = self._last.get((kind, name))
-        if hit is None or hit[0] != inputs:
-            hit = (inputs, render())
-        self._next[(kind, name)] = hit
-        return hit[1]
-
-    def done(self) -> None:
-        """One snapshot is rendered: forget what it did not use."""
-        self._last, self._next = self._next, {}
+    def made(self, name: str) -> _Made | None:
+        return self._last.get(name)
 
 
-def snapshot(store: Store, config: Config, now: datetime | None = None,
-             renderer: Renderer | None = None) -> dict[str, Any]:
-    """Everything the WSGI handlers serve, rendered once."""
+def _hash(text: str) -> int:
+    return hash(text)  # compared within one process only
+
+
+def _compact(obj: Any) -> str:
+    # Compact: only the handlers read it, and the indented form takes Python's
+    # slow encoder.
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _pieces(store: Store, r: Renderer, name: str, obj: dict[str, Any], now: datetime,
+            ctx: page.PageContext, cs_keys: list[str]) -> _Made:
+    """The MD's pieces, made again only where their inputs changed."""
+    obj_key = _hash(_compact(obj))
+    last = r.made(name)
+    v = None
+    page_key = last.page if last else None
+    moment = page.moment(obj, now)
+    if last is None or last.obj != obj_key or (moment, ctx) != last.page[1:]:
+        v = page.view(obj, now)
+        page_key = (_hash(_compact(v[0])), moment, ctx)
+    state = condition.state(obj, now)
+    if last is not None and last.obj == obj_key and last.page == page_key \
+            and last.state == state:
+        return last
+    old = _old_pieces(store, last)
+    out: dict[str, str] = {}
+    if old is not None and last.obj == obj_key:
+        out.update((k, old[k]) for k in ("md", "cs", "entry") if k in old)
+    else:
+        out["md"] = dumps(obj)
+        out["cs"] = dumps(cert_status(obj, cs_keys))
+        # its place in the list: indented as json.dumps(indent=2) nests it
+        out["entry"] = dumps(_without_logs(obj)).replace("\n", "\n    ")
+    if old is not None and last.page == page_key:
+        out.update((k, old[k]) for k in ("html", "row") if k in old)
+    else:
+        v = v or page.view(obj, now)
+        out["html"] = page.render_md(*v, ctx)
+        out["row"] = page.list_row(*v)
+    if old is not None and last.obj == obj_key and last.state == state:
+        out.update((k, t) for k, t in old.items() if k.startswith("m:"))
+    else:
+        out.update(metrics.md_pieces(obj, now))
+    text = _compact(out)
+    file = hashlib.blake2b(text.encode(), digest_size=16).hexdigest() + ".json"
+    return _Made(obj_key, page_key, state, file, out)
+
+
+def _old_pieces(store: Store, last: _Made | None) -> dict[str, str] | None:
+    """The pieces `last` made: kept until written, then read back from their file."""
+    if last is None:
+        return None
+    if last.pieces is not None:
+        return last.pieces
+    try:
+        with open(_pieces_dir(store) / last.file, "rb") as f:
+            got = json.loads(f.read())
+        return got if isinstance(got, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _pieces_dir(store: Store):
+    return store.path(STATUS, "snapshot", PIECES)
+
+
+class Built:
+    """One snapshot: the index, every MD's pieces (`made`) and its md-status objects."""
+
+    def __init__(self, index: dict[str, Any], made: dict[str, _Made],
+                 mds: dict[str, dict[str, Any]], top: dict[str, Any]):
+        self.index, self.made, self.mds, self.top = index, made, mds, top
+
+
+def build(store: Store, config: Config, now: datetime | None = None,
+          renderer: Renderer | None = None) -> Built:
     now = now or now_utc()
     r = renderer or Renderer()
     worker = read_worker_info(store)
@@ -68,9 +168,6 @@ def snapshot(store: Store, config: Config, now: datetime | None = None,
     stapled = staples.targets(store, config)
     rows = staples.rows(store, stapled, config.settings)
     store_broken = _add_broken(full, broken.recent(store, now))  # after every other read
-    top = list_json(list(full.values()))
-    if store_broken:
-        top["broken-files"] = store_broken
     domains: dict[str, str] = {}
     for md in mds:
         for d in md.domains:
@@ -80,40 +177,42 @@ def snapshot(store: Store, config: Config, now: datetime | None = None,
                            check=settings.certificate_check,
                            last_reload=act_state.get("last-reload"),
                            activation_error=act_state.get("error"))
-    # A page is rendered again when its view changes, not every minute.
-    views = {name: page.view(obj, now) for name, obj in full.items()}
-    html_rows = [r.render("row", name, v, lambda: page.list_row(*v)) for name, v in views.items()]
-    bodies = {"list": r.render("list", "", top, lambda: dumps(top)),
-              "html": page.render_list(html_rows, [m.condition for _, m in views.values()],
-                                       ctx),
-              "metrics": metrics.render(
-                  list(full.values()), ca_stats, worker, now, rows,
-                  per_md=lambda obj: r.render("metrics", obj["name"],
-                                              (obj, condition.state(obj, now)),
-                                              lambda: metrics.md_samples(obj, now)))}
-    for md in mds:
-        obj, v = full[md.name], views[md.name]
-        cs = cert_status(obj, _cert_status_keys(md))
-        bodies[f"md:{md.name}"] = r.render("md", md.name, obj, lambda: dumps(obj))
-        bodies[f"html:{md.name}"] = r.render("html", md.name, (v, ctx),
-                                             lambda: page.render_md(*v, ctx))
-        bodies[f"cs:{md.name}"] = r.render("cs", md.name, cs, lambda: dumps(cs))
-    r.done()
-    return {
+    made = {md.name: _pieces(store, r, md.name, full[md.name], now, ctx, _cert_status_keys(md))
+            for md in mds}
+    r._last = made
+    # mod_md's list (status_get_json): the MDs without job logs, in name order
+    top: dict[str, Any] = {"version": MOD_MD_COMPAT_VERSION}
+    if mds:
+        top["managed-domains"] = [MDS_SLOT]
+    if store_broken:
+        top["broken-files"] = store_broken
+    conditions = [page.moment(full[md.name], now).condition for md in mds]
+    index = {
+        "format": app.FORMAT,
         "generated": http_date(now),
         # what the pages' GENERATED mark becomes: the handlers cannot import the page
         "generated-page": page.date(now),
-        "list": top,
-        "mds": full,
+        "pieces": [[md.name, made[md.name].file] for md in mds],
+        "templates": {
+            "list": _template(dumps(top), f'"{MDS_SLOT}"', ["entry", ",\n    "]),
+            "html": _template(page.render_list([ROWS_SLOT], conditions, ctx), ROWS_SLOT,
+                              ["row", ""]),
+            "metrics": metrics.template(ca_stats, worker, now, rows),
+        },
         "domains": domains,
         # http-01 answers only for MDs that may use it (mod_md declines otherwise)
         "http01": {md.name: md.challenges is None or "http-01" in md.challenges for md in mds},
         "certificate-status": settings.certificate_status,
-        "bodies": bodies,
         # OCSP: what the relay answers mod_ssl with, and one row per stapled certificate
         "ocsp-relay": staples.relay_index(stapled),
         "staplings": rows,
     }
+    return Built(index, made, full, top)
+
+
+def _template(text: str, slot: str, fill: list[str]) -> list:
+    head, found, tail = text.partition(slot)
+    return [head, fill, tail] if found else [text]
 
 
 def _add_broken(full: dict[str, dict[str, Any]], entries: list[dict[str, Any]]
@@ -131,13 +230,101 @@ def _add_broken(full: dict[str, dict[str, Any]], entries: list[dict[str, Any]]
     return rest
 
 
-def write_snapshot(store: Store, config: Config,
-                   renderer: Renderer | None = None) -> dict[str, Any]:
-    snap = snapshot(store, config, renderer=renderer)
-    # The handlers need only what they serve; the objects stay for `status`.
-    served = {k: v for k, v in snap.items() if k not in ("list", "mds")}
-    store.write_bytes(*SNAPSHOT, _compact_chunks(served))
+class Bodies(Mapping):
+    """The bodies of a snapshot by the handlers' keys ("list", "md:<name>", ...), made
+    from its pieces by wsgi/app.py's View, as the handlers make them."""
+
+    def __init__(self, view: app.View):
+        self.view = view
+        self._keys = ["list", "html", "metrics"] + [
+            f"{kind}:{name}" for name in view.files for kind in ("md", "html", "cs")]
+
+    def __getitem__(self, key: str) -> str:
+        try:
+            text = self.view.text(key)
+        except app.StaleView as e:
+            raise ValueError(f"{e}: a piece file of the snapshot is gone") from None
+        if text is None:
+            raise KeyError(key)
+        return text
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _view(store: Store, built: Built) -> app.View:
+    view = app.View(str(store.base), built.index)
+    view.pieces.update((m.file, m.pieces) for m in built.made.values()
+                       if m.pieces is not None)
+    return view
+
+
+def snapshot(store: Store, config: Config, now: datetime | None = None,
+             renderer: Renderer | None = None) -> dict[str, Any]:
+    """Everything the WSGI handlers serve, as a dict: the index's entries, `list` and
+    `mds` (the md-status objects) and `bodies` (Bodies); nothing is written."""
+    built = build(store, config, now, renderer)
+    snap = dict(built.index)
+    snap["mds"] = built.mds
+    snap["bodies"] = bodies = Bodies(_view(store, built))
+    snap["list"] = json.loads(bodies["list"])
     return snap
+
+
+def write_snapshot(store: Store, config: Config, renderer: Renderer | None = None,
+                   now: datetime | None = None) -> None:
+    """Build the snapshot and publish it: the piece files not on disk yet, then the
+    index (the handlers see the new snapshot from its rename on), then away with the
+    piece files it no longer names. One writer at a time (the worker, `activate` as
+    root, `renew`): another's clean-up must not take files before its index names them."""
+    r = renderer or Renderer()
+    with store_lock(store, "status-snapshot"):
+        index_path = store.path(*SNAPSHOT)
+        if _identity(index_path) != r.index:
+            r.written.clear()  # another writer came between: its clean-up may have run
+        built = build(store, config, now, r)
+        d = _pieces_dir(store)
+        names = {m.file for m in built.made.values()}
+        new = False
+        for m in built.made.values():
+            if m.file not in r.written:
+                if not (d / m.file).exists():
+                    atomic_write(d / m.file, _compact(m.pieces).encode(), 0o644, sync_dir=False)
+                    new = True
+                r.written.add(m.file)
+            m.pieces = None  # on disk: read back when they are needed again
+        if new:
+            fsync_dir(d)  # the files before the index that names them
+        store.write_bytes(*SNAPSHOT, _compact(built.index).encode())
+        r.index = _identity(index_path)
+        _clean(d, names)
+        r.written &= names
+
+
+def _identity(path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _clean(d, names: set[str]) -> None:
+    """Remove the piece files no index names any more (a handler that still reads the
+    previous index finds a file gone, and reads the index again)."""
+    try:
+        entries = list(os.scandir(d))
+    except FileNotFoundError:
+        return
+    for e in entries:
+        if e.name not in names and not e.name.endswith(".tmp"):
+            try:
+                os.unlink(e.path)
+            except FileNotFoundError:
+                pass
 
 
 def published(store: Store) -> dict[str, Any] | None:
@@ -147,34 +334,17 @@ def published(store: Store) -> dict[str, Any] | None:
     data = store.read_bytes(*SNAPSHOT)
     if data is None:
         return None
+    where = store.path(*SNAPSHOT)
     try:
         snap = json.loads(data)
-        bodies = snap["bodies"]
+        if snap.get("format") != app.FORMAT:
+            raise ValueError(f"format {snap.get('format')!r}, not {app.FORMAT}")
+        bodies = Bodies(app.View(str(store.base), snap))
+        snap["bodies"] = bodies
         snap["list"] = json.loads(bodies["list"])
-        snap["mds"] = {key[3:]: json.loads(body) for key, body in bodies.items()
-                       if key.startswith("md:")}
+        snap["mds"] = {name: json.loads(bodies[f"md:{name}"]) for name in bodies.view.files}
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise ValueError(f"{store.path(*SNAPSHOT)}: not a status snapshot ({e!r})") from None
+        raise ValueError(f"{where}: not a status snapshot ({e!r})") from None
+    except OSError as e:
+        raise StoreError(f"{where}: {store.describe(e)}") from None
     return snap
-
-
-def _compact(obj: Any) -> str:
-    # Compact: only the handlers read it, and the indented form takes Python's
-    # slow encoder (a third of the writing time with a thousand MDs).
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-
-
-def _compact_chunks(served: dict[str, Any]) -> Iterator[bytes]:
-    """_compact(served) as bytes, one body at a time: with a thousand MDs the whole
-    text is ~10 MB, and held as str and bytes at once it doubled the worker's peak."""
-    yield b"{"
-    for i, (key, value) in enumerate(served.items()):
-        head = ("," if i else "") + _compact(key) + ":"
-        if key == "bodies" and isinstance(value, dict):
-            yield (head + "{").encode()
-            for j, (name, body) in enumerate(value.items()):
-                yield (("," if j else "") + _compact(name) + ":" + _compact(body)).encode()
-            yield b"}"
-        else:
-            yield (head + _compact(value)).encode()
-    yield b"}"

@@ -154,8 +154,10 @@ def rename(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         fsync_dir(src_dir)
 
 
-def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int) -> None:
-    """`data` may come in chunks, so a large file need not be held in memory whole."""
+def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int,
+                 sync_dir: bool = True) -> None:
+    """`data` may come in chunks, so a large file need not be held in memory whole.
+    `sync_dir` False: the caller syncs the directory once after many files."""
     make_dirs(path.parent, 0o755)
     for attempt in range(100):
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{attempt}.tmp")
@@ -183,7 +185,8 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int) -> None:
         except OSError:
             pass
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 class Store:

@@ -2,8 +2,9 @@
 
 Thin and read-only: they answer from the challenge files and the status
 snapshot that the worker writes, never talk to a CA and never write the
-store. The snapshot holds every body ready-made and is re-read only when
-the file changes, so a request costs a dict lookup and a stat().
+store. The snapshot's index is re-read only when the file changes, the MDs'
+pieces only when the index names other files, and each answer is kept until
+then, so a request costs a dict lookup and a stat().
 
 Loaded by mod_wsgi by file path, possibly in Apache's own children with the
 system Python: standard library only, no import of the apache_md package.
@@ -58,27 +59,96 @@ MAX_ANSWERS = 4096  # md-status answers kept per snapshot (paths are the client'
 _RELAY_FILE = re.compile(r"^[^/\\]+/ocsp-[0-9a-f]{40}\.json$")
 
 
-class View:
-    """One loaded snapshot: what it serves never changes after creation."""
+FORMAT = 2  # of the snapshot's index (status/snapshot.py)
+_PIECE_FILE = re.compile(r"^[0-9a-f]{32}\.json$")
+# What a body key takes from an MD's pieces (status/snapshot.py writes them).
+_MD_BODIES = {"md:": "md", "html:": "html", "cs:": "cs"}
 
-    def __init__(self, store: str, data: dict[str, Any]):
+
+class StaleView(Exception):
+    """A piece file the view's index names is gone: a newer index replaced it."""
+
+
+class View:
+    """One loaded snapshot index: what it serves never changes after creation.
+
+    The index (status/snapshot/status.json) names one file of pieces per MD
+    (status/snapshot/md/<digest>.json, written once, never changed); an MD's own bodies
+    are pieces, and the list, the list page and the metrics are the index's templates
+    filled with every MD's pieces. Pieces are read on first use and kept by file name,
+    so a new index costs reading only the MDs whose files changed."""
+
+    def __init__(self, store: str, data: dict[str, Any],
+                 pieces: dict[str, dict[str, str]] | None = None):
         self.store = store
         self.data = data
-        bodies = data.get("bodies")
-        # The pages say when the snapshot was made: the one thing that changes each time.
-        when = str(data.get("generated-page", ""))
-        self.bodies: dict[str, bytes] = {
-            k: (v.replace(GENERATED, when) if k.startswith("html") else v).encode("utf-8")
-            for k, v in bodies.items()} if isinstance(bodies, dict) else {}
+        self.dir = os.path.join(store, "status", "snapshot", "md")
+        mds = data.get("pieces")
+        self.files: dict[str, str] = {
+            e[0]: e[1] for e in mds if isinstance(e, list) and len(e) == 2
+            and isinstance(e[0], str) and isinstance(e[1], str) and _PIECE_FILE.match(e[1])
+        } if isinstance(mds, list) else {}
+        templates = data.get("templates")
+        self.templates = templates if isinstance(templates, dict) else {}
+        # piece files by name: those of the previous view that this one names too
+        self.pieces = pieces if pieces is not None else {}
+        self.when = str(data.get("generated-page", ""))
+        self.bodies: dict[str, bytes] = {}
         # md-status answers by (path, format), made on first request: the one thing
         # that changes after creation (a dict, so threads share it safely)
         self.answers: dict[tuple[str, str], tuple[str, list[tuple[str, str]], bytes]] = {}
 
+    def md_pieces(self, name: str) -> dict[str, str]:
+        file = self.files[name]
+        got = self.pieces.get(file)
+        if got is None:
+            try:
+                with open(os.path.join(self.dir, file), "rb") as f:
+                    got = json.loads(f.read())
+            except FileNotFoundError:
+                raise StaleView(file) from None
+            if not isinstance(got, dict):
+                got = {}
+            self.pieces[file] = got
+        return got
+
+    def text(self, key: str) -> str | None:
+        """The body `key` ("list", "html", "metrics", "md:<name>", "html:<name>",
+        "cs:<name>") as the writer made it; None when there is none."""
+        kind, sep, name = key.partition(":")
+        if sep:
+            piece = _MD_BODIES.get(kind + ":")
+            if piece is None or name not in self.files:
+                return None
+            text = self.md_pieces(name).get(piece)
+            return text if isinstance(text, str) else None
+        template = self.templates.get(key)
+        if not isinstance(template, list):
+            return None
+        out = []
+        for part in template:
+            if isinstance(part, str):
+                out.append(part)
+            elif isinstance(part, list) and len(part) == 2:
+                slot, between = str(part[0]), str(part[1])
+                texts = (self.md_pieces(n).get(slot) for n in self.files)
+                out.append(between.join(t for t in texts if isinstance(t, str)))
+        return "".join(out)
+
     def body(self, key: str) -> bytes | None:
-        return self.bodies.get(key)
+        got = self.bodies.get(key)
+        if got is None:
+            text = self.text(key)
+            if text is None:
+                return None
+            # The pages say when the snapshot was made: the one thing that changes each time.
+            got = (text.replace(GENERATED, self.when) if key.startswith("html")
+                   else text).encode("utf-8")
+            self.bodies[key] = got
+        return got
 
     def has_md(self, name: str) -> bool:
-        return f"md:{name}" in self.bodies
+        return name in self.files
 
     def md_for_host(self, host: str) -> str | None:
         host = host.lower().rstrip(".")
@@ -92,7 +162,7 @@ class View:
 
 
 class Snapshot:
-    """The status snapshot of one store, reloaded when the file changes."""
+    """The status snapshot of one store, reloaded when its index changes."""
 
     def __init__(self, store: str):
         self.store = store
@@ -102,20 +172,23 @@ class Snapshot:
         self._lock = threading.Lock()
         self.view = View(store, {})
 
-    def current(self, max_age: float = 0.0) -> View:
-        """The view of the file as it was at most `max_age` seconds ago."""
+    def current(self, max_age: float = 0.0, fresh: bool = False) -> View:
+        """The view of the index as it was at most `max_age` seconds ago; `fresh`: read
+        again even if the file looks the same (a piece it named is gone)."""
         now = time.monotonic()
-        if now - self._checked < max_age:
+        if now - self._checked < max_age and not fresh:
             return self.view
         try:
             st = os.stat(self.path)
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         except OSError:
             stamp = None
-        if stamp != self._stamp:
+        if stamp != self._stamp or fresh:
             with self._lock:
-                if stamp != self._stamp:
-                    self.view = View(self.store, self._read(stamp))
+                if stamp != self._stamp or fresh:
+                    view, old = View(self.store, self._read(stamp)), self.view.pieces
+                    view.pieces.update((f, old[f]) for f in view.files.values() if f in old)
+                    self.view = view
                     self._stamp = stamp
         self._checked = now  # only now: until the first load is done, everyone looks
         return self.view
@@ -128,7 +201,8 @@ class Snapshot:
                 data = json.loads(f.read())
         except (OSError, ValueError):
             return {}
-        return data if isinstance(data, dict) else {}
+        # another format (a version before or after this file's): none until rewritten
+        return data if isinstance(data, dict) and data.get("format") == FORMAT else {}
 
 
 def _quality(mtype: str, ranges: list[tuple[str, float]]) -> float:
@@ -274,7 +348,7 @@ def md_status(environ: dict, start_response, path: str, snap: View,
 def status_answer(path: str, snap: View, fmt: str) -> tuple[str, list[tuple[str, str]], bytes]:
     """(status, headers, body) of /md-status... in a format: the same for every request
     to that path and format until the snapshot changes."""
-    if not snap.bodies:
+    if not snap.templates:
         body = (b"apache-md: no status snapshot yet; it is written by `apache-md worker`, "
                 b"`apache-md activate` and `apache-md renew`\n")
         return "503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8"),
@@ -388,7 +462,10 @@ class Handlers:
 
     def __call__(self, environ: dict, start_response) -> Iterable[bytes]:
         try:
-            return self._route(environ, start_response)
+            try:
+                return self._route(environ, start_response)
+            except StaleView:  # the index was replaced while this request read it
+                return self._route(environ, start_response, fresh=True)
         except Exception as e:  # public endpoints never answer 500: one line, then 503
             frames = traceback.extract_tb(e.__traceback__)
             where = next((f for f in reversed(frames) if f.filename == __file__), frames[-1])
@@ -397,11 +474,11 @@ class Handlers:
                 f"({os.path.basename(where.filename)}:{where.lineno})")
             return _unavailable(start_response, exc_info=sys.exc_info())
 
-    def _route(self, environ: dict, start_response) -> Iterable[bytes]:
+    def _route(self, environ: dict, start_response, fresh: bool = False) -> Iterable[bytes]:
         path = _path(environ)
         status = path == STATUS_PREFIX or path.startswith(STATUS_PREFIX + "/")
         snap = self.snapshot(environ, STATUS_MAX_AGE if status or path == CERT_STATUS_PATH
-                             else 0.0)
+                             else 0.0, fresh)
         if snap is None:
             log(environ, "APACHE_MD_STORE is not set for this request: mount the handlers "
                 "with what `apache-md apache-conf` prints")
@@ -418,14 +495,15 @@ class Handlers:
             return ocsp_relay(environ, start_response, snap)
         return _not_found(start_response)
 
-    def snapshot(self, environ: dict, max_age: float = 0.0) -> View | None:
+    def snapshot(self, environ: dict, max_age: float = 0.0, fresh: bool = False
+                 ) -> View | None:
         store = environ.get("APACHE_MD_STORE") or os.environ.get("APACHE_MD_STORE")
         if not store:
             return None
         snap = self._snapshots.get(store)
         if snap is None:
             snap = self._snapshots.setdefault(store, Snapshot(store))
-        return snap.current(max_age)
+        return snap.current(max_age, fresh)
 
     def format(self, environ: dict) -> str:
         """json, html or metrics: `?format=`, else negotiated from Accept."""

@@ -310,7 +310,7 @@ def test_status_snapshot_and_relay(env):
     assert 'apache_md_ocsp_errors{md="a.test"} 0' in text
     page = snap["bodies"]["html:a.test"]
     assert "<h2>OCSP stapling</h2>" in page and '<td data-label="Status">good</td>' in page
-    env.store.write_json("status", "snapshot", "status.json", snap)
+    snapshot.write_snapshot(env.store, cfg)
 
     app = wsgi_module().application
     leaf_chain = env.store.path("domains", "a.test", "pubcert.pem").read_bytes()

@@ -94,7 +94,8 @@ def test_md_status_shows_broken_files_of_each_md_and_of_the_store(store):
                     settings=GlobalSettings(store_dir=str(store.base)), mds=[md])
     store.write_bytes(STAGING, "a.test", "job.json", b"{")
     store.write_bytes(*castats_file(), b"{")
-    snap = snapshot.write_snapshot(store, config)
+    snapshot.write_snapshot(store, config)
+    snap = snapshot.published(store)
     [mine] = snap["mds"]["a.test"]["broken-files"]
     assert mine["file"] == "staging/a.test/job.json" and "md" not in mine
     assert [b["file"] for b in snap["list"]["broken-files"]] == ["status/counters/ca-stats.json"]

@@ -1,0 +1,111 @@
+"""The snapshot on disk (issue 15): an index and one piece file per MD, written only
+when what the MD says changed; the handlers serve a change at the first request
+after the write, and survive an index replaced while they read it."""
+from __future__ import annotations
+
+import json
+import os
+
+from apache_md.store import jobs
+from apache_md.store.fs import STAGING
+from apache_md.wsgi import app
+from apache_md.status import snapshot
+from tests.unit.sample import env, sample_config
+
+
+def pieces_dir(store):
+    return store.path("status", "snapshot", snapshot.PIECES)
+
+
+def files(store) -> dict[str, tuple]:
+    """Piece file -> (inode, mtime): which were written again."""
+    return {e.name: (e.inode(), e.stat().st_mtime_ns) for e in os.scandir(pieces_dir(store))}
+
+
+def index(store) -> dict:
+    return json.loads(store.path(*snapshot.SNAPSHOT).read_bytes())
+
+
+def fail_again(store, name: str, detail: str) -> None:
+    job = jobs.load(store, STAGING, name)
+    job.fail(20014, "General error", None, detail)
+    jobs.save(store, STAGING, job)
+
+
+def test_a_cycle_writes_only_the_pieces_of_mds_that_changed(store):
+    config = sample_config(store)
+    renderer = snapshot.Renderer()
+    snapshot.write_snapshot(store, config, renderer)
+    first = files(store)
+    named = dict(index(store)["pieces"])
+    assert sorted(named) == sorted(m.name for m in config.mds)
+    assert set(first) == set(named.values())  # one file per MD, nothing else
+
+    snapshot.write_snapshot(store, config, renderer)
+    assert files(store) == first  # nothing changed: no piece written again
+
+    fail_again(store, "failing.test", "the CA said no again")
+    snapshot.write_snapshot(store, config, renderer)
+    now = dict(index(store)["pieces"])
+    assert now["failing.test"] != named["failing.test"]
+    after = files(store)
+    # the others' files are the very same; the changed MD's old file is gone
+    assert {f: after[f] for f in after if f != now["failing.test"]} == \
+        {f: first[f] for f in first if f != named["failing.test"]}
+    assert named["failing.test"] not in after
+    # a writer without a render cache (`apache-md activate`) finds the same files there
+    snapshot.write_snapshot(store, config)
+    assert files(store) == after
+
+
+def test_the_handler_serves_a_change_at_the_first_request_after_the_write(store):
+    config = sample_config(store)
+    snapshot.write_snapshot(store, config, snapshot.Renderer())
+    handlers = app.Handlers()
+
+    def get(path: str, accept: str = "*/*") -> str:
+        out = {}
+        body = b"".join(handlers(env(store, path, accept=accept),
+                                 lambda st, h: out.update(status=st)))
+        assert out["status"].startswith("200"), out
+        return body.decode()
+    assert "the CA said no again" not in get("/md-status/failing.test")
+    before = get("/md-status")
+    fail_again(store, "failing.test", "the CA said no again")
+    snapshot.write_snapshot(store, config)
+    assert json.loads(get("/md-status/failing.test"))["renewal"]["last"]["detail"] == \
+        "the CA said no again"
+    listed = {m["name"]: m for m in json.loads(get("/md-status"))["managed-domains"]}
+    assert listed["failing.test"]["renewal"]["errors"] == 2
+    assert get("/md-status") != before
+    assert "the CA said no again" in get("/md-status", accept="text/html")
+    assert 'apache_md_renewal_errors{md="failing.test"} 2' in get("/md-status/metrics")
+
+
+def test_a_handler_reading_a_replaced_index_reads_it_again(store, monkeypatch):
+    """A request that took the index just before a writer replaced it and removed the
+    piece files it no longer names: the handler reads the new index, no error."""
+    config = sample_config(store)
+    snapshot.write_snapshot(store, config)
+    handlers = app.Handlers()
+    monkeypatch.setattr(app, "STATUS_MAX_AGE", 3600.0)  # keep the view it loaded first
+
+    def get(path: str) -> tuple[str, bytes]:
+        out = {}
+        body = b"".join(handlers(env(store, path), lambda st, h: out.update(status=st)))
+        return out["status"], body
+    assert get("/md-status/active.test")[0].startswith("200")  # the index is loaded
+    fail_again(store, "failing.test", "the CA said no again")
+    snapshot.write_snapshot(store, config)
+    status, body = get("/md-status/failing.test")
+    assert status.startswith("200")
+    assert json.loads(body)["renewal"]["last"]["detail"] == "the CA said no again"
+
+
+def test_an_index_of_another_format_is_no_snapshot(store):
+    """What a version before the split left (one file with every body): a clear 503
+    until the new worker writes its own, never a traceback."""
+    store.write_bytes(*snapshot.SNAPSHOT, json.dumps({"bodies": {"list": "{}"}}).encode())
+    out = {}
+    body = b"".join(app.Handlers()(env(store, "/md-status"), lambda st, h: out.update(s=st)))
+    assert out["s"].startswith("503") and b"no status snapshot yet" in body
