@@ -186,7 +186,7 @@ def build(store: Store, config: Config, now: datetime | None = None,
         top["managed-domains"] = [MDS_SLOT]
     if store_broken:
         top["broken-files"] = store_broken
-    conditions = [page.moment(full[md.name], now).condition for md in mds]
+    conditions = [made[md.name].page[1].condition for md in mds]  # page key: its Moment
     index = {
         "format": app.FORMAT,
         "generated": http_date(now),
