@@ -12,6 +12,8 @@ an index and one file of pieces per MD:
   status/snapshot/md/<digest>.json one MD's pieces: its md-status JSON, page and
                                    certificate-status, its entry in the list, its row
                                    of the list page, its metrics lines
+  status/snapshot/generation       a counter bumped after every index, which the
+                                   handlers compare instead of a stat() per request
 
 A piece file is named by the digest of its content and never changes: an MD's
 file is written again only when what it says changed, so a cycle over
@@ -42,6 +44,7 @@ from .mdstatus import _cert_status_keys, _without_logs, cert_status, md_status
 
 SNAPSHOT = (STATUS, "snapshot", "status.json")  # the index
 PIECES = "md"  # the directory of the piece files, next to the index
+GENERATION = "generation"  # bumped after every index: the handlers compare it
 MDS_SLOT = "<apache-md:managed-domains>"
 ROWS_SLOT = "<!--apache-md:rows-->"
 
@@ -300,8 +303,24 @@ def write_snapshot(store: Store, config: Config, renderer: Renderer | None = Non
             fsync_dir(d)  # the files before the index that names them
         store.write_bytes(*SNAPSHOT, _compact(built.index).encode())
         r.index = _identity(index_path)
+        _bump(store.path(STATUS, "snapshot", GENERATION))
         _clean(d, names)
         r.written &= names
+
+
+def _bump(path) -> None:
+    """One more on the counter the handlers map (wsgi/app.py RECHECK): in place, never
+    truncated or replaced (a mapped file that shrinks kills its reader), so every
+    handler sees the new value in its existing mapping."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_mode & 0o777 != 0o644:
+            os.fchmod(fd, 0o644)  # whatever the umask: Apache's children read it
+        old = os.pread(fd, 8, 0)
+        n = int.from_bytes(old, "little") + 1 if len(old) == 8 else 1
+        os.pwrite(fd, (n % 2**64).to_bytes(8, "little"), 0)
+    finally:
+        os.close(fd)
 
 
 def _identity(path) -> tuple | None:

@@ -4,7 +4,7 @@ Thin and read-only: they answer from the challenge files and the status
 snapshot that the worker writes, never talk to a CA and never write the
 store. The snapshot's index is re-read only when the file changes, the MDs'
 pieces only when the index names other files, and each answer is kept until
-then, so a request costs a dict lookup and a stat().
+then, so a request costs a dict lookup and a look at the writer's counter.
 
 Loaded by mod_wsgi by file path, possibly in Apache's own children with the
 system Python: standard library only, no import of the apache_md package.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import mmap
 import os
 import re
 import sys
@@ -50,11 +51,13 @@ OCSP_MALFORMED = bytes.fromhex("30030a0101")
 OCSP_TRY_LATER = bytes.fromhex("30030a0103")
 OCSP_UNAUTHORIZED = bytes.fromhex("30030a0106")
 MAX_OCSP_REQUEST = 16384
-# md-status and certificate-status may look at the snapshot file at most this often
-# (seconds). A stat() per request releases the interpreter lock (a fifth of the rate),
-# but a cached look answers with what was true before a write that just finished (a
-# `renew` followed by a query): every request looks, as for challenges and the relay.
-STATUS_MAX_AGE = 0.0
+# Every request answers what the last finished write says: the writer bumps a counter
+# in `status/snapshot/generation` (in place, after each index), and a request compares
+# it through a shared mapping, which costs no system call (a stat() per request released
+# the interpreter lock: a fifth of the rate). The index is still looked at this often
+# (seconds) whatever the counter says: a counter file replaced (a store restored) or an
+# index written by hand.
+RECHECK = 1.0
 MAX_ANSWERS = 4096  # md-status answers kept per snapshot (paths are the client's choice)
 _RELAY_FILE = re.compile(r"^[^/\\]+/ocsp-[0-9a-f]{40}\.json$")
 
@@ -167,31 +170,57 @@ class Snapshot:
     def __init__(self, store: str):
         self.store = store
         self.path = os.path.join(store, "status", "snapshot", "status.json")
+        self.gen_path = os.path.join(store, "status", "snapshot", "generation")
         self._stamp: tuple[int, int, int] | None = None
         self._checked = float("-inf")  # time.monotonic() of the last look at the file
         self._lock = threading.Lock()
+        self._gen: mmap.mmap | None = None  # the writer's counter, mapped
+        self._gen_file: tuple[int, int] | None = None  # its (device, inode)
+        self._gen_seen = b""  # its value when the index was last looked at
         self.view = View(store, {})
 
-    def current(self, max_age: float = 0.0, fresh: bool = False) -> View:
-        """The view of the index as it was at most `max_age` seconds ago; `fresh`: read
-        again even if the file looks the same (a piece it named is gone)."""
+    def current(self, fresh: bool = False) -> View:
+        """The view of the index as the last finished write left it; `fresh`: read
+        again even if it looks the same (a piece it named is gone)."""
         now = time.monotonic()
-        if now - self._checked < max_age and not fresh:
+        gen = self._gen
+        if not fresh and gen is not None and now - self._checked < RECHECK \
+                and gen[:8] == self._gen_seen:
             return self.view
-        try:
-            st = os.stat(self.path)
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError:
-            stamp = None
-        if stamp != self._stamp or fresh:
-            with self._lock:
-                if stamp != self._stamp or fresh:
-                    view, old = View(self.store, self._read(stamp)), self.view.pieces
-                    view.pieces.update((f, old[f]) for f in view.files.values() if f in old)
-                    self.view = view
-                    self._stamp = stamp
-        self._checked = now  # only now: until the first load is done, everyone looks
+        with self._lock:
+            seen = self._counter()  # before the index: a write after this is seen next time
+            try:
+                st = os.stat(self.path)
+                stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+            except OSError:
+                stamp = None
+            if stamp != self._stamp or fresh:
+                view, old = View(self.store, self._read(stamp)), self.view.pieces
+                view.pieces.update((f, old[f]) for f in view.files.values() if f in old)
+                self.view = view
+                self._stamp = stamp
+            self._gen_seen = seen
+            self._checked = now
         return self.view
+
+    def _counter(self) -> bytes:
+        """The counter's value, mapping the file again when it was replaced; b"" and no
+        mapping while there is none (then every request looks at the index)."""
+        try:
+            st = os.stat(self.gen_path)
+            file = (st.st_dev, st.st_ino)
+        except OSError:
+            file = None
+        if file != self._gen_file:
+            self._gen, self._gen_file = None, None
+            if file is not None and st.st_size >= 8:
+                try:
+                    with open(self.gen_path, "rb") as f:
+                        self._gen = mmap.mmap(f.fileno(), 8, access=mmap.ACCESS_READ)
+                    self._gen_file = file
+                except (OSError, ValueError):
+                    pass
+        return self._gen[:8] if self._gen is not None else b""
 
     def _read(self, stamp) -> dict[str, Any]:
         if stamp is None:
@@ -477,8 +506,7 @@ class Handlers:
     def _route(self, environ: dict, start_response, fresh: bool = False) -> Iterable[bytes]:
         path = _path(environ)
         status = path == STATUS_PREFIX or path.startswith(STATUS_PREFIX + "/")
-        snap = self.snapshot(environ, STATUS_MAX_AGE if status or path == CERT_STATUS_PATH
-                             else 0.0, fresh)
+        snap = self.snapshot(environ, fresh)
         if snap is None:
             log(environ, "APACHE_MD_STORE is not set for this request: mount the handlers "
                 "with what `apache-md apache-conf` prints")
@@ -495,15 +523,14 @@ class Handlers:
             return ocsp_relay(environ, start_response, snap)
         return _not_found(start_response)
 
-    def snapshot(self, environ: dict, max_age: float = 0.0, fresh: bool = False
-                 ) -> View | None:
+    def snapshot(self, environ: dict, fresh: bool = False) -> View | None:
         store = environ.get("APACHE_MD_STORE") or os.environ.get("APACHE_MD_STORE")
         if not store:
             return None
         snap = self._snapshots.get(store)
         if snap is None:
             snap = self._snapshots.setdefault(store, Snapshot(store))
-        return snap.current(max_age, fresh)
+        return snap.current(fresh)
 
     def format(self, environ: dict) -> str:
         """json, html or metrics: `?format=`, else negotiated from Accept."""
