@@ -42,7 +42,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("action", choices=["setup", "teardown"])
     p.add_argument("domain")
     p.add_argument("value", nargs="?")
-    a = p.parse_args(argv)
+    # The options come before the action; what follows it is taken literally, since a
+    # TXT value (base64url) may begin with "-" and argparse would read it as an option.
+    cut = next((i for i, arg in enumerate(argv) if arg in ("setup", "teardown")), len(argv))
+    a = p.parse_args(argv[:cut + 1] + ["--"] + argv[cut + 1:]) if cut < len(argv) else p.parse_args(argv)
     base = a.url or f"http://127.0.0.1:{a.port}"
     if a.log:
         with open(a.log, "a") as f:
