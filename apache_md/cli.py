@@ -1,7 +1,8 @@
-"""`apache-md`: check, status, renew, activate, worker, apache-conf."""
+"""`apache-md`: check, status, renew, activate, worker, apache-conf, cluster."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -357,6 +358,12 @@ def cmd_renew(args) -> int:
                                                str(store.base)),
                     progress=None if bar else lambda md, text: print(f"{md}: {text}",
                                                                      flush=True))
+    fleet = None
+    if settings.clustered:  # the fleet's newer sets first, and the MDs' locks held
+        from .fleet.node import Fleet
+        fleet = Fleet(settings)
+        for name in fleet.sync(store, config):
+            print(f"{name}: staged the certificates another node published")
     known = facts.read_all(store, config, args.names or None)
     if not args.force:
         for name in ari.refresh_all(store, config, known, now_utc()):
@@ -366,6 +373,10 @@ def cmd_renew(args) -> int:
     for d in decisions:
         if d not in todo:
             print(f"{d.md.name}: {d.reason}")
+    if fleet is not None and todo:
+        todo, waiting = fleet.claim(store, todo)
+        for name, holder in waiting.items():
+            print(f"{name}: not renewed here: {holder}")
     renderer = snapshot.Renderer()  # bodies of the MDs that did not change
     snapshot.write_snapshot(store, config, renderer)  # the challenge handler must know the MDs
 
@@ -383,7 +394,13 @@ def cmd_renew(args) -> int:
             bar.count(r.outcome == "renewed")
     if bar and todo:
         bar.start(len(todo))
-    results = drive_all(driver, todo, args.parallel, refresh, done)
+    try:
+        results = drive_all(driver, todo, args.parallel, refresh, done)
+        if fleet is not None:
+            fleet.finish(store, config, results)  # published for the others
+    finally:
+        if fleet is not None:
+            fleet.close()  # its locks go with its lease
     if bar and todo:
         bar.end()
     snapshot.write_snapshot(store, config, renderer)
@@ -479,6 +496,54 @@ def cmd_apache_conf(args) -> int:
     return 0
 
 
+# -- cluster -------------------------------------------------------------------------
+def cmd_cluster(args) -> int:
+    """keygen: a new fleet key; seed: publish this store; status: the fleet from etcd."""
+    from .fleet import seal
+    from .fleet.etcd import EtcdError
+    if args.action == "keygen":
+        path = args.file or _loader(args)().settings.cluster_key_file
+        if not path:
+            print("apache-md: cluster keygen: name the file (or set MDClusterKeyFile)",
+                  file=sys.stderr)
+            return 1
+        try:
+            kid = seal.write_new_key(path)
+        except seal.SealError as e:
+            print(f"apache-md: {e}", file=sys.stderr)
+            return 1
+        print(f"wrote fleet key {kid} to {path} (mode 0600); copy it to every node")
+        return 0
+    config = _loader(args)()
+    if not _usable(config):
+        return 1
+    if not config.settings.clustered:
+        print("apache-md: no MDClusterEtcd in the configuration: this server is no fleet node",
+              file=sys.stderr)
+        return 1
+    from .fleet import cluster
+    from .fleet.node import Fleet
+    fleet = Fleet(config.settings)
+    try:
+        if args.action == "seed":
+            owner.become(config.settings.store_dir)
+            store = _open_store(config)
+            if store is None:
+                return 1
+            results = cluster.seed(fleet, store, config)
+            for name, what in results:
+                print(f"{name}: {what}")
+            return 1 if any(w.startswith("not published") for _, w in results) else 0
+        v = cluster.view(fleet)
+        print(json.dumps(v, indent=2) if args.json else cluster.render(v))
+        return 0
+    except EtcdError as e:
+        print(f"apache-md: {e}", file=sys.stderr)
+        return 1
+    finally:
+        fleet.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="apache-md",
                                 description="Managed TLS certificates for Apache httpd (ACME).")
@@ -515,10 +580,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the handlers in a mod_wsgi daemon process instead of embedded "
                         "in Apache's children (for WSGIRestrictEmbedded On)")
     c.add_argument("--user", help="user of the WSGI daemon (default: Apache's User)")
+    f = sub.add_parser("cluster", help="the fleet (MDClusterEtcd): status, seed, keygen")
+    f.add_argument("action", choices=("status", "seed", "keygen"),
+                   help="status: nodes, locks, what each node serves; seed: publish this "
+                        "server's certificates and accounts; keygen: write a new fleet key")
+    f.add_argument("file", nargs="?", help="keygen: where (default MDClusterKeyFile)")
+    f.add_argument("--json", action="store_true", help="status as JSON")
     return p
 
 
-COMMANDS = {"check": cmd_check, "status": cmd_status, "renew": cmd_renew,
+COMMANDS = {"cluster": cmd_cluster, "check": cmd_check, "status": cmd_status, "renew": cmd_renew,
             "activate": cmd_activate, "worker": cmd_worker, "apache-conf": cmd_apache_conf}
 
 

@@ -77,6 +77,7 @@ class Worker:
         self.stuck: str | None = None  # what stopped the last step (see _step)
         self.changes = Changes()
         self.outages = Outages()
+        self.fleet = None  # fleet.node.Fleet with MDClusterEtcd (docs/cluster.md)
 
     # -- systemd -----------------------------------------------------------------------
     def sd(self, *lines: str) -> None:
@@ -133,12 +134,25 @@ class Worker:
             log.error("%s", e)
             return self.config is not None
         self.config, self.store = config, store
+        self._join_fleet(config)
         log.info("configuration: %d managed domain(s), store %s", len(config.mds), store.base)
         if refusal is not None:
             self._refuse(refusal)
         else:
             renames.follow(store, config)
         return True
+
+    def _join_fleet(self, config: Config) -> None:
+        """A Fleet when the configuration names etcd endpoints (a new one when they
+        changed); without MDClusterEtcd nothing of it runs."""
+        if self.fleet is not None:
+            self.fleet.close()
+            self.fleet = None
+        if config.settings.clustered:
+            from .fleet.node import Fleet
+            self.fleet = Fleet(config.settings)
+            log.info("fleet node %s, etcd %s", self.fleet.node,
+                     " ".join(config.settings.cluster_etcd))
 
     def _stand_down(self) -> None:
         """mod_md is loaded (again): it manages the certificates, so the previous
@@ -210,6 +224,8 @@ class Worker:
             self._sleep_until(time.monotonic() + min(MAX_SLEEP, max(0.05, next_wake)))
         self.sd("STOPPING=1")
         self.stop.set()
+        if self.fleet is not None:
+            self.fleet.close()  # its locks go at once, not after the lease TTL
         if self.store is not None:
             state.clear_worker_info(self.store)
             self.write_snapshot()  # says: no worker runs
@@ -273,6 +289,9 @@ class Worker:
                 if changed:
                     log.debug("%s changed: checking now", changed)
                     return
+                if self.fleet is not None and self.fleet.changed():
+                    log.debug("the fleet published: checking now")
+                    return
 
     def cycle(self) -> float:
         """One check over all MDs; returns seconds until the next one is needed.
@@ -296,6 +315,8 @@ class Worker:
                                       outages=self.outages))
             return drivers[0]
         activation.prepare(store, config)  # a broken live set is renewed in this very cycle
+        if self.fleet is not None:
+            self.fleet.sync(store, config)  # what others renewed is staged, not renewed again
         known = facts.read_all(store, config)
         for name in self.outages.revive(store, self.stop):  # their CA is back
             if config.md_by_name(name):
@@ -310,11 +331,19 @@ class Worker:
             if d.staged_waiting:
                 changed |= driver().notify_pending(d.md)
         held_back: set[str] = set()  # vetoed or busy: next check, not at once
+        fleet_wait = False  # another node holds an MD's lock: look again within its TTL
+        if due and self.fleet is not None:
+            due, waiting = self.fleet.claim(store, due)
+            held_back |= set(waiting)
+            fleet_wait = bool(waiting)
+            changed |= bool(waiting)
         if due and not self.stop.is_set():
             self.sd(f"STATUS=renewing {len(due)} domain(s)")
             log.info("renewing: %s", ", ".join(f"{d.md.name} ({d.reason})" for d in due))
-            held_back = {r.md for r in self._drive_all(driver(), due)
-                         if r.outcome in ("vetoed", "busy")}
+            results = self._drive_all(driver(), due)
+            if self.fleet is not None:
+                self.fleet.finish(store, config, results)
+            held_back |= {r.md for r in results if r.outcome in ("vetoed", "busy")}
         changed |= bool(due) | self.activate_and_reload(snapshot=False, prepared=True)
         # OCSP after activation, so new certificates get their response in this cycle.
         # (A revoked status it finds wakes us at once through ocsp_wake.)
@@ -330,6 +359,10 @@ class Worker:
                          now + timedelta(seconds=next_check(settings.check_interval, self.rnd)),
                          held_back)
         wake = min(wake, ocsp_wake or wake, self.outages.next_probe() or wake)
+        if fleet_wait:
+            wake = min(wake, now + timedelta(seconds=self.fleet.ttl))
+        if self.fleet is not None:
+            self.fleet.heartbeat(store, config)
         # the loop sleeps MAX_SLEEP at most
         self.next_cycle = min(wake, now_utc() + timedelta(seconds=MAX_SLEEP))
         self.write_snapshot()

@@ -21,7 +21,7 @@ from ..core.job import now_utc
 from ..core.mdjson import md_to_json
 from ..core.model import Config, GlobalSettings, ManagedDomain, RenewMode
 from ..notify import Messenger
-from ..store import jobs, state
+from ..store import credentials, jobs, state
 from ..store.accounts import save_staged
 from ..store.facts import read as read_facts
 from ..store.fs import (
@@ -60,25 +60,15 @@ class Report:
 def verify_staged(store: Store, md: ManagedDomain) -> list[tuple[bytes, bytes]]:
     """(plain key PEM, chain PEM) per key spec; raises StoreError naming the problem."""
     out = []
-    for spec in md.keyspecs:
-        key_pem = store.read_bytes(STAGING, md.name, spec.file_name("privkey"))
-        cert_pem = store.read_bytes(STAGING, md.name, spec.file_name("pubcert"))
-        if not key_pem or not cert_pem:
-            raise StoreError(f"staged set of {md.name} lacks the {spec.name} key or certificate")
-        try:
-            key = crypto.store_key_from_pem(key_pem, store.key)
-            chain = crypto.load_chain(cert_pem)
-        except (ValueError, TypeError, crypto.CryptoError) as e:
-            raise StoreError(f"staged {spec.name} set of {md.name} is unreadable: {e}") from None
-        if not chain or not crypto.key_signs_for(key, chain[0]):
-            raise StoreError(f"staged {spec.name} certificate of {md.name} does not match its key")
+    for spec, key, chain in credentials.load_set(store, STAGING, md):
         if len(chain) < 2:
             raise StoreError(f"staged {spec.name} chain of {md.name} has no intermediate")
         missing = [d for d in md.domains if not crypto.covers(crypto.cert_names(chain[0]), d)]
         if missing:
             raise StoreError(f"staged {spec.name} certificate of {md.name} does not cover "
                              f"{', '.join(missing)}")
-        out.append((crypto.key_to_pem(key), cert_pem))
+        out.append((crypto.key_to_pem(key),
+                    store.read_bytes(STAGING, md.name, spec.file_name("pubcert")) or b""))
     return out
 
 

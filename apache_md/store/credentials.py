@@ -17,7 +17,7 @@ from ..core import crypto
 from ..core.crypto import CertInfo
 from ..core.model import KeySpec, ManagedDomain, RenewMode
 from . import broken, changes
-from .fs import DOMAINS, STAGING, Store
+from .fs import DOMAINS, STAGING, Store, StoreError
 
 _cache: dict[str, tuple[tuple, list[x509.Certificate], CertInfo]] = {}
 _cache_lock = threading.Lock()
@@ -131,6 +131,28 @@ def static_infos(md: ManagedDomain) -> dict[str, CertInfo | None]:
     for i, f in enumerate(md.cert_files):
         hit = _load(Path(f))
         out[str(i)] = hit[1] if hit else None
+    return out
+
+
+def load_set(store: Store, group: str, md: ManagedDomain) -> list[tuple[KeySpec, object, list]]:
+    """(spec, private key, chain) per key spec of the set in `group`, the key matching its
+    certificate; StoreError naming what is missing, unreadable or mismatched."""
+    where = "staged" if group == STAGING else group
+    out = []
+    for spec in md.keyspecs:
+        key_pem = store.read_bytes(group, md.name, spec.file_name("privkey"))
+        cert_pem = store.read_bytes(group, md.name, spec.file_name("pubcert"))
+        if not key_pem or not cert_pem:
+            raise StoreError(f"{where} set of {md.name} lacks the {spec.name} key or certificate")
+        try:
+            key = crypto.store_key_from_pem(key_pem, store.key)
+            chain = crypto.load_chain(cert_pem)
+        except (ValueError, TypeError, crypto.CryptoError) as e:
+            raise StoreError(f"{where} {spec.name} set of {md.name} is unreadable: {e}") from None
+        if not chain or not crypto.key_signs_for(key, chain[0]):
+            raise StoreError(f"{where} {spec.name} certificate of {md.name} does not match "
+                             "its key")
+        out.append((spec, key, chain))
     return out
 
 

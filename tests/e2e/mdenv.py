@@ -23,13 +23,14 @@ class MDEnv:
         self.pebble = pebble
         self.store = apache.root / "md"
         self.workers: list[subprocess.Popen] = []
+        self.ca_url: str | None = None  # another directory than Pebble's (a front)
 
     # -- configuration ---------------------------------------------------------------
     def md_globals(self, extra: str = "") -> str:
         """Global MD directives for Pebble; `extra` (MDs too) goes inside the same block."""
         p = self.pebble
         return f"""<IfModule md_module>
-    MDCertificateAuthority {p.directory_url}
+    MDCertificateAuthority {self.ca_url or p.directory_url}
     MDCACertificateFile {p.ca_bundle}
     MDCertificateAgreement accepted
     MDContactEmail admin@example.test
@@ -43,7 +44,7 @@ class MDEnv:
     def ssl_vhost(self, name: str, aliases=(), md: str | None = None, extra: str = "") -> str:
         md = md or name
         alias = f"    ServerAlias {' '.join(aliases)}\n" if aliases else ""
-        return (f"<VirtualHost 127.0.0.1:{self.apache.https_port}>\n"
+        return (f"<VirtualHost {self.apache.address}:{self.apache.https_port}>\n"
                 f"    ServerName {name}\n{alias}    SSLEngine on\n"
                 f"    IncludeOptional {include_path(str(self.store), md)}\n{extra}</VirtualHost>\n")
 
@@ -113,7 +114,7 @@ class MDEnv:
         from tests.harness.client import s_client_cert
         deadline = time.monotonic() + timeout
         while True:
-            chain = s_client_cert("127.0.0.1", self.apache.https_port, name, sigalgs=sigalgs)
+            chain = s_client_cert(self.apache.address, self.apache.https_port, name, sigalgs=sigalgs)
             if chain and format(chain[0].serial_number, "X").lstrip("0") == serial.lstrip("0"):
                 return chain
             if time.monotonic() > deadline:

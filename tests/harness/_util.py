@@ -66,13 +66,13 @@ def port_free(port: int, host: str = "127.0.0.1", udp: bool = False) -> bool:
         s.close()
 
 
-def check_ports_free(what: str, ports) -> None:
+def check_ports_free(what: str, ports, host: str = "127.0.0.1") -> None:
     """ports: iterable of (label, port, udp). Raise with a clear message."""
     busy = []
     for label, port, udp in ports:
-        if not port_free(port, udp=udp):
+        if not port_free(port, host, udp=udp):
             who = _holder(port, udp)
-            busy.append(f"  {label}: 127.0.0.1:{port}/{'udp' if udp else 'tcp'} is in use"
+            busy.append(f"  {label}: {host}:{port}/{'udp' if udp else 'tcp'} is in use"
                         + (f"\n    {who}" if who else ""))
     if busy:
         raise HarnessError(f"cannot start {what}, ports busy (pass other ports or stop "

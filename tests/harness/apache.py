@@ -113,6 +113,11 @@ class Apache:
         return self._root / "logs" / "access.log"
 
     @property
+    def address(self) -> str:
+        """Where to connect to it."""
+        return "127.0.0.1" if self.listen_host in ("*", "0.0.0.0") else self.listen_host
+
+    @property
     def http_port(self) -> int:
         return self._http_port
 
@@ -278,7 +283,8 @@ class Apache:
         if self.running:
             raise HarnessError(f"Apache in {self._root} is already running (pid {self.pid})")
         check_ports_free(f"Apache in {self._root}", [
-            ("http", self._http_port, False), ("https", self._https_port, False)])
+            ("http", self._http_port, False), ("https", self._https_port, False)],
+            self.address)
         gen = self._generations()
         stop_at_exit(self)
         if self.foreground:
@@ -296,7 +302,7 @@ class Apache:
             alive = None
         try:
             self._await_generation(gen, timeout, "start", alive)
-            wait_for(lambda: port_open(self._http_port) and port_open(self._https_port),
+            wait_for(lambda: port_open(self._http_port, self.address) and port_open(self._https_port, self.address),
                      timeout, f"Apache ports {self._http_port}/{self._https_port}",
                      logs=[self.error_log_path], alive=lambda: self.running)
         except BaseException:
@@ -342,7 +348,7 @@ class Apache:
                 f"apache2 -k {how} failed (rc={p.returncode}):\n{p.stdout}{p.stderr}",
                 self.error_log_path))
         self._await_generation(gen, timeout, how, alive=lambda: self.running)
-        wait_for(lambda: port_open(self._http_port) and port_open(self._https_port),
+        wait_for(lambda: port_open(self._http_port, self.address) and port_open(self._https_port, self.address),
                  timeout, f"Apache ports after {how}", logs=[self.error_log_path],
                  alive=lambda: self.running)
         return self

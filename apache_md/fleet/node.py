@@ -1,0 +1,160 @@
+"""The fleet as the worker sees it: before planning, take what the fleet published;
+before driving an MD, hold its lock; after a renewal, publish the set and let go.
+
+etcd away never stops a site: nothing here raises for an outage. Mirroring is skipped,
+MDs that are due wait (their lock cannot be held), and both resume when etcd answers.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+from ..core.model import Config, GlobalSettings, ManagedDomain
+from ..store.fs import DOMAINS, STAGING, Store, StoreError
+from . import coord, seal, sets
+from .etcd import Etcd, EtcdError, Unavailable
+from .keyspace import Keyspace
+from .session import Session
+
+log = logging.getLogger(__name__)
+
+
+class Fleet:
+    def __init__(self, settings: GlobalSettings):
+        self.node = settings.cluster_node
+        self.ks = Keyspace(settings.cluster_prefix)
+        self.etcd = Etcd(settings.cluster_etcd, ca=settings.cluster_etcd_ca,
+                         cert=settings.cluster_etcd_cert, key=settings.cluster_etcd_key)
+        self.key = seal.load_key(settings.cluster_key_file or "")
+        self.session = Session(self.etcd, self.ks, self.node, settings.cluster_lease_ttl)
+        self.ttl = settings.cluster_lease_ttl
+        self.outage: str | None = None  # what etcd said last when it did not answer
+        self._seen = -1  # revision of the fleet's sets when last mirrored
+        self.waiting: dict[str, str] = {}  # MD -> node holding its lock (last claim)
+
+    # -- outages ---------------------------------------------------------------------------
+    def _down(self, e: EtcdError) -> None:
+        if self.outage is None:
+            log.error("%s: the certificates here go on being served; renewals wait until "
+                      "etcd is back", e)
+        self.outage = str(e)
+
+    def _up(self) -> None:
+        if self.outage is not None:
+            log.warning("etcd answers again")
+            self.outage = None
+
+    # -- mirroring -------------------------------------------------------------------------
+    def changed(self) -> bool:
+        """Whether the fleet published something since the last sync (one small range
+        request, at every poll of a sleeping worker)."""
+        try:
+            rev = self.etcd.revision(self.ks.mds())
+        except EtcdError:
+            return self.outage is None  # just went away: a cycle says so
+        return rev != self._seen or self.outage is not None
+
+    def sync(self, store: Store, config: Config) -> list[str]:
+        """Stage what the fleet has that is newer than what this node serves; the MDs
+        staged. The accounts come along, so a renewal here uses the fleet's account."""
+        try:
+            self.session.ensure()
+            rev = self.etcd.revision(self.ks.mds())
+            sets.mirror_accounts(self.etcd, self.ks, store, self.key)
+            published = sets.read_all_published(self.etcd, self.ks)
+        except EtcdError as e:
+            self._down(e)
+            return []
+        self._up()
+        self._seen = rev
+        return [md.name for md in config.mds if md.name in published
+                and self._take(store, md, published[md.name])]
+
+    def _take(self, store: Store, md: ManagedDomain, pub: sets.Published) -> bool:
+        if md.is_static or not sets.wanted(store, md, pub):
+            return False
+        try:
+            staged = sets.stage(store, md, pub, self.key, self.ks.md_set(md.name))
+        except (seal.SealError, StoreError, ValueError, TypeError) as e:
+            log.error("%s: the fleet's set (from %s) cannot be used: %s", md.name, pub.by, e)
+            return False
+        if staged:
+            log.info("%s: staged the certificates node %s published", md.name, pub.by)
+        return staged
+
+    # -- one renewer per MD ------------------------------------------------------------------
+    def claim(self, store: Store, decisions: list) -> tuple[list, dict[str, str]]:
+        """The decisions this node may drive now (it holds their locks), and the MDs that
+        wait, with the node that holds each (or why)."""
+        mine, waiting = [], {}
+        for d in decisions:
+            try:
+                holder = coord.acquire(self.session, d.md.name)
+                if holder is None:
+                    # Someone may have finished it just before we got the lock.
+                    pub = sets.read_published(self.etcd, self.ks, d.md.name)
+                    if pub is not None and self._take(store, d.md, pub):
+                        coord.release(self.session, d.md.name)
+                        waiting[d.md.name] = f"staged from {pub.by}"
+                        continue
+            except EtcdError as e:
+                self._down(e)
+                waiting[d.md.name] = "etcd unavailable"
+                continue
+            if holder is None:
+                mine.append(d)
+            else:
+                waiting[d.md.name] = holder
+        self.waiting = waiting
+        if waiting:
+            log.info("waiting for the fleet: %s",
+                     ", ".join(f"{n} ({h})" for n, h in waiting.items()))
+        return mine, waiting
+
+    def finish(self, store: Store, config: Config, results: Iterable) -> None:
+        """Publish what was renewed, then let the locks go."""
+        for r in results:
+            md = config.md_by_name(r.md)
+            try:
+                if md is not None and r.outcome == "renewed":
+                    self.publish(store, md, STAGING)
+            finally:
+                try:
+                    coord.release(self.session, r.md)
+                except EtcdError as e:
+                    self._down(e)  # the lease takes the lock along when it expires
+
+    def publish(self, store: Store, md: ManagedDomain, group: str) -> str:
+        try:
+            what = sets.publish(self.etcd, self.ks, store, group, md, self.key, self.node)
+            staged = store.read_json(group, md.name, "md.json") or {}
+            acct = (staged.get("ca") or {}).get("account")
+            if isinstance(acct, str):
+                sets.publish_account(self.etcd, self.ks, store, acct, self.key, self.node)
+        except EtcdError as e:
+            self._down(e)
+            return f"not published: {e}"
+        except StoreError as e:
+            log.error("%s: cannot publish: %s", md.name, e)
+            return f"not published: {e}"
+        log.info("%s: %s", md.name, what)
+        return what
+
+    # -- the node's heartbeat ----------------------------------------------------------------
+    def heartbeat(self, store: Store, config: Config) -> None:
+        serves = {}
+        for md in config.mds:
+            infos = sets.credentials.infos(store, DOMAINS, md)
+            serves[md.name] = {k: {"serial": i.serial, "not-after": sets.iso(i.not_after)}
+                               for k, i in infos.items() if i is not None}
+        try:
+            self.session.ensure()
+            self.session.put_node(serves=serves)
+        except EtcdError as e:
+            self._down(e)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+__all__ = ["Fleet", "Unavailable"]
