@@ -364,6 +364,7 @@ def cmd_renew(args) -> int:
         fleet = Fleet(settings)
         for name in fleet.sync(store, config):
             print(f"{name}: staged the certificates another node published")
+        driver.share = fleet.share
     known = facts.read_all(store, config, args.names or None)
     if not args.force:
         for name in ari.refresh_all(store, config, known, now_utc()):

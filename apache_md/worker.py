@@ -313,6 +313,8 @@ class Worker:
                 from .ca.drive import Driver
                 drivers.append(Driver(store, settings, messenger, self.stop, rnd=self.rnd,
                                       outages=self.outages))
+                if self.fleet is not None:
+                    drivers[0].share = self.fleet.share
             return drivers[0]
         activation.prepare(store, config)  # a broken live set is renewed in this very cycle
         if self.fleet is not None:

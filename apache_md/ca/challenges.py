@@ -19,9 +19,8 @@ import josepy as jose
 from ..core.model import GlobalSettings, ManagedDomain
 from ..core.problem import CAProblem
 from ..notify import run_command
-from ..store.fs import CHALLENGES, Store
+from ..store.fs import CHALLENGES, HTTP01_FILE, Store
 
-HTTP01_FILE = "acme-http-01.txt"
 SUPPORTED = ("http-01", "dns-01")
 MISMATCH = "challenge-mismatch"
 SETUP_FAILURE = "challenge-setup-failure"

@@ -67,6 +67,9 @@ class Driver:
         self.outages = outages  # the worker's: CAs that failed, probed until they answer
         self._saved: dict[str, float] = {}  # MD -> time.monotonic() of its last job save
         self._unsaved: set[str] = set()  # MDs with progress not saved yet
+        # In a fleet: share(md, domain, token, key_authz) makes every node serve an http-01
+        # answer before the CA is told (raises CAProblem naming a node that lags)
+        self.share: Callable[[ManagedDomain, str, str, str], None] | None = None
 
     # -- entry point ---------------------------------------------------------------
     def run(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
@@ -253,6 +256,10 @@ class Driver:
         if typ == "http-01":
             setups.append(setup_http01(self.store, domain, key_authz))
             self._preflight(job, md, domain, challb.chall.encode("token"), key_authz)
+            if self.share is not None:
+                self._progress(job, md, f"Waiting for every fleet node to serve the http-01 "
+                                        f"answer for {domain}", save=True)
+                self.share(md, domain, challb.chall.encode("token"), key_authz)
         else:
             self._flush(job)  # the DNS command may take a while
             setups.append(setup_dns01(md, domain, key_authz, str(self.store.base)))

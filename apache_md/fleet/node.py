@@ -11,7 +11,7 @@ from typing import Iterable
 
 from ..core.model import Config, GlobalSettings, ManagedDomain
 from ..store.fs import DOMAINS, STAGING, Store, StoreError
-from . import coord, seal, sets
+from . import challenges, coord, seal, sets
 from .etcd import Etcd, EtcdError, Unavailable
 from .keyspace import Keyspace
 from .session import Session
@@ -31,6 +31,7 @@ class Fleet:
         self.outage: str | None = None  # what etcd said last when it did not answer
         self._seen = -1  # revision of the fleet's sets when last mirrored
         self.waiting: dict[str, str] = {}  # MD -> node holding its lock (last claim)
+        self.mirror: challenges.Mirror | None = None  # the others' http-01 answers, here
 
     # -- outages ---------------------------------------------------------------------------
     def _down(self, e: EtcdError) -> None:
@@ -67,6 +68,11 @@ class Fleet:
             return []
         self._up()
         self._seen = rev
+        if self.mirror is None or self.mirror.store is not store:
+            self._stop_mirror()
+            self.mirror = challenges.Mirror(self.session, store, config)
+            self.mirror.start()
+        self.mirror.config = config
         return [md.name for md in config.mds if md.name in published
                 and self._take(store, md, published[md.name])]
 
@@ -111,8 +117,12 @@ class Fleet:
                      ", ".join(f"{n} ({h})" for n, h in waiting.items()))
         return mine, waiting
 
+    def share(self, md: ManagedDomain, domain: str, token: str, key_authz: str) -> None:
+        """The Driver's hook: every live node serves the answer before the CA is told."""
+        challenges.share(self.session, md, domain, token, key_authz)
+
     def finish(self, store: Store, config: Config, results: Iterable) -> None:
-        """Publish what was renewed, then let the locks go."""
+        """Publish what was renewed, then take the answers back and let the locks go."""
         for r in results:
             md = config.md_by_name(r.md)
             try:
@@ -120,6 +130,8 @@ class Fleet:
                     self.publish(store, md, STAGING)
             finally:
                 try:
+                    if md is not None:
+                        challenges.unshare(self.session, md.domains)
                     coord.release(self.session, r.md)
                 except EtcdError as e:
                     self._down(e)  # the lease takes the lock along when it expires
@@ -153,7 +165,13 @@ class Fleet:
         except EtcdError as e:
             self._down(e)
 
+    def _stop_mirror(self) -> None:
+        if self.mirror is not None:
+            self.mirror.stop.set()
+            self.mirror = None
+
     def close(self) -> None:
+        self._stop_mirror()
         self.session.close()
 
 

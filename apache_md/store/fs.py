@@ -26,6 +26,7 @@ ARCHIVE, TMP, OCSP = "archive", "tmp", "ocsp"
 # apache-md's own additions: generated Apache config, lock files, status snapshot,
 # and per-MD monitoring state kept between renewal runs (ARI answers, messages)
 APACHE, LOCKS, STATUS, WATCH = "apache", "locks", "status", "watch"
+HTTP01_FILE = "acme-http-01.txt"  # challenges/<domain>/: "<token>.<thumbprint>" (mod_md)
 
 # (dir mode, file mode) per group, as mod_md's md_store_fs.h; ours are world
 # readable where the unprivileged WSGI daemon must read them.

@@ -57,9 +57,9 @@ class Fleet:
         self.nodes.append(n)
         return n
 
-    def configure(self, node: FleetNode, names: list[str]) -> None:
+    def configure(self, node: FleetNode, names: list[str], extra: str = "") -> None:
         mds = "\n".join(f"MDomain {n}" for n in names)
-        node.write_config(mds, "".join(node.ssl_vhost(n) for n in names))
+        node.write_config(mds, "".join(node.ssl_vhost(n) for n in names), extra)
 
     # -- etcd's view ---------------------------------------------------------------------
     def keys(self, under: str) -> dict[str, bytes]:

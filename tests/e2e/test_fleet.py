@@ -3,12 +3,16 @@ every node serves the certificates (docs/cluster.md)."""
 from __future__ import annotations
 
 import json
+import signal
+import time
 
 import pytest
 
 from tests.conftest import HTTP_PORT, HTTPS_PORT, PORTS, _failed
 from tests.e2e.fleet import Fleet, log_text
-from tests.harness import AcmeFront
+from tests.e2e.mdenv import executable
+from tests.harness import AcmeFront, HAProxy
+from tests.harness.client import s_client_cert
 
 NAMES = ["a.fleet.test", "b.fleet.test"]
 
@@ -93,3 +97,85 @@ def test_one_order_per_md_and_every_node_serves_it(fleet, front):
         what="every node's heartbeat naming the served serials")
     text = three.cli_ok("cluster", "status").stdout
     assert f"node3 serves rsa {serial(one, NAMES[0])}" in text
+
+
+@pytest.fixture
+def balancer():
+    """haproxy on 127.0.0.1's HTTP and HTTPS ports (where Pebble validates), round robin
+    over nodes on 127.0.0.2-4: the CA's validation lands on any of them."""
+    lb = HAProxy([HTTP_PORT, HTTPS_PORT], ["127.0.0.2", "127.0.0.3", "127.0.0.4"]).start()
+    yield lb
+    lb.remove()
+
+
+MANY = ["c.fleet.test", "d.fleet.test", "e.fleet.test"]
+
+
+def test_nodes_started_at_once_behind_a_balancer(fleet, front, balancer):
+    nodes = [fleet.node(f"127.0.0.{i}") for i in (2, 3, 4)]
+    for n in nodes:
+        fleet.configure(n, MANY)
+        n.start()
+    for n in nodes:  # as close to the same instant as three processes get
+        n.start_worker()
+    for n in nodes:
+        n.await_state(MANY, timeout=120)
+    published = fleet.published()
+    for name in MANY:
+        assert orders_for(front, name) == 1, front.orders
+        s = published[name]["certs"]["rsa"]["serial"]
+        for n in nodes:
+            assert serial(n, name) == s
+            n.await_served(name, s)
+        # and through the balancer, whichever node answers
+        chain = s_client_cert("127.0.0.1", HTTPS_PORT, name)
+        assert format(chain[0].serial_number, "X") == s.lstrip("0")
+    # the answers were on every node: Pebble's validations (Host with the port, unlike
+    # a driver's own pre-flight) went round robin, so some reached a node that had not
+    # set the challenge up
+    elsewhere = [(n.name, line) for n in nodes for line in n.apache.access_log().splitlines()
+                 for name in MANY if "/.well-known/acme-challenge/" in line
+                 and '" 200 ' in line and f'"{name}:{HTTP_PORT}"' in line
+                 and n.name != published[name]["by"]]
+    assert elsewhere, [p["by"] for p in published.values()]
+    assert fleet.keys("challenges/") == {} and fleet.keys("locks/") == {}
+
+
+CHALLENGE_STALL = """#!/bin/sh
+# MDMessageCmd of the node to be killed: it stops at the challenge set-up
+case "$2" in challenge-setup*) touch "$1.stalled"; sleep 120;; esac
+exit 0
+"""
+
+
+def test_killed_renewer_is_taken_over(fleet, front, balancer, tmp_path):
+    name = "k.fleet.test"
+    script = executable(tmp_path / "stall.sh", CHALLENGE_STALL)
+    mark = tmp_path / "msg"
+    one, two = fleet.node("127.0.0.2"), fleet.node("127.0.0.3")
+    fleet.configure(one, [name], f"MDMessageCmd {script} {mark}\n")
+    fleet.configure(two, [name])
+    for n in (one, two):
+        n.start()
+    worker_one = one.start_worker()
+    fleet.await_keys("locks/", lambda k: k.get(name) == b"node1", what="node1 renewing")
+    two.start_worker()  # waits: node1 holds the lock
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "msg.stalled").exists():
+        assert time.monotonic() < deadline, log_text(one)
+        time.sleep(0.2)
+    assert fleet.keys("locks/") == {name: b"node1"}
+    # node1 dies mid-renewal (its order is open at the CA): worker and Apache gone
+    worker_one.send_signal(signal.SIGKILL)
+    worker_one.wait(10)
+    one.apache.stop()
+    killed = time.monotonic()
+    fleet.await_keys("locks/", lambda k: k.get(name) == b"node2", timeout=60,
+                     what="node2 taking the MD over")
+    took_over = time.monotonic() - killed
+    two.await_state([name], timeout=90)
+    s = serial(two, name)
+    two.await_served(name, s)
+    assert fleet.published()[name]["by"] == "node2"
+    assert orders_for(front, name) == 2  # node1's order is abandoned, node2 places its own
+    print(f"takeover after {took_over:.1f}s (lease TTL {fleet.ttl}s)")

@@ -2,6 +2,7 @@
 put-if-absent lock, leases that expire, failover between endpoints."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -67,3 +68,41 @@ def test_failover_to_the_endpoint_that_answers(etcd, etcd_prefix):
         only_dead.get(f"{etcd_prefix}/k")
     assert issubclass(Unavailable, EtcdError)
     assert time.monotonic()  # no sleeps: every step above waits for a real answer
+
+
+def test_http01_answers_are_mirrored_acked_and_a_lagging_node_is_named(etcd, etcd_prefix,
+                                                                     tmp_path):
+    from apache_md.apache.config import load_text
+    from apache_md.core.problem import CAProblem
+    from apache_md.fleet import challenges
+    from apache_md.fleet.keyspace import Keyspace
+    from apache_md.fleet.session import Session
+    from apache_md.store.fs import CHALLENGES, HTTP01_FILE, Store
+    c = Etcd(etcd.endpoints)
+    ks = Keyspace(etcd_prefix)
+    config = load_text("MDomain a.test\n<VirtualHost *:443>\nServerName a.test\n</VirtualHost>\n")
+    md = config.mds[0]
+    driver, other = Session(c, ks, "n1", 5), Session(c, ks, "n2", 5)
+    store = Store(tmp_path / "md")
+    store.init()
+    other.ensure()
+    mirror = challenges.Mirror(other, store, config)
+    answer = "tok.thumb"
+    # n2 does not mirror yet: the driver waits, then names it
+    with pytest.raises(CAProblem, match=r"fleet node\(s\) n2 did not confirm serving the "
+                                        r"http-01 answer for a.test within 1s"):
+        challenges.share(driver, md, "a.test", "tok", answer, timeout=1)
+    mirror.step()  # the answer is there now: written here and acknowledged
+    assert store.read_bytes(CHALLENGES, "a.test", HTTP01_FILE) == answer.encode()
+    challenges.share(driver, md, "a.test", "tok", answer, timeout=1)
+    # an answer for a name of no MD here, or whose token does not match, is not taken
+    c.put(ks.challenge("evil.test", "t2"), json.dumps({"key-authz": "t2.x", "by": "n1"}))
+    c.put(ks.challenge("a.test", "t3"), json.dumps({"key-authz": "other.x", "by": "n1"}))
+    mirror.step()
+    assert store.names(CHALLENGES) == ["a.test"]
+    assert store.read_bytes(CHALLENGES, "a.test", HTTP01_FILE) == answer.encode()
+    challenges.unshare(driver, ["a.test", "evil.test"])
+    mirror.step()  # gone from etcd: gone here
+    assert store.names(CHALLENGES) == []
+    driver.close()
+    other.close()

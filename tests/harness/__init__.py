@@ -6,9 +6,10 @@ from .acmefront import AcmeFront
 from .apache import Apache
 from .etcd import EtcdCluster
 from .faults import FaultProxy
+from .haproxy import HAProxy
 from .ocsp_responder import OCSPResponder
 from .pebble import Pebble, default_eab
 from .proxy import ForwardProxy
 
-__all__ = ["AcmeFront", "Apache", "EtcdCluster", "FaultProxy", "ForwardProxy", "OCSPResponder", "Pebble", "default_eab",
+__all__ = ["AcmeFront", "Apache", "EtcdCluster", "FaultProxy", "HAProxy", "ForwardProxy", "OCSPResponder", "Pebble", "default_eab",
            "client", "pki"]
