@@ -218,5 +218,7 @@ def _grpc_error(e: Exception) -> tuple[int | None, str]:
 
 
 def _short(e: Exception) -> str:
-    text = str(e)
+    text = str(e) or str(e.__cause__ or e.__context__ or "") or type(e).__name__
+    if "Connection refused" in text:
+        text = "connection refused"
     return text if len(text) < 160 else text[:157] + "..."

@@ -10,6 +10,7 @@ import logging
 from typing import Iterable
 
 from ..core.model import Config, GlobalSettings, ManagedDomain
+from ..core.problem import CAProblem
 from ..store.fs import DOMAINS, STAGING, Store, StoreError
 from . import challenges, coord, seal, sets
 from .etcd import Etcd, EtcdError, Unavailable
@@ -32,6 +33,7 @@ class Fleet:
         self._seen = -1  # revision of the fleet's sets when last mirrored
         self.waiting: dict[str, str] = {}  # MD -> node holding its lock (last claim)
         self.mirror: challenges.Mirror | None = None  # the others' http-01 answers, here
+        self.solo: set[str] = set()  # MDs renewed without the fleet (etcd away, warn window)
 
     # -- outages ---------------------------------------------------------------------------
     def _down(self, e: EtcdError) -> None:
@@ -68,6 +70,9 @@ class Fleet:
             return []
         self._up()
         self._seen = rev
+        for md in config.mds:  # ours expire later (renewed alone, a seed): the fleet's now
+            if not md.is_static and self._newer_here(store, md, published.get(md.name)):
+                self.publish(store, md, DOMAINS)
         if self.mirror is None or self.mirror.store is not store:
             self._stop_mirror()
             self.mirror = challenges.Mirror(self.session, store, config)
@@ -75,6 +80,14 @@ class Fleet:
         self.mirror.config = config
         return [md.name for md in config.mds if md.name in published
                 and self._take(store, md, published[md.name])]
+
+    @staticmethod
+    def _newer_here(store: Store, md: ManagedDomain, pub: sets.Published | None) -> bool:
+        live = sets.local_not_after(store, DOMAINS, md)
+        if live is None:
+            return False
+        return pub is None or (pub.not_after is not None and live.replace(microsecond=0)
+                               > pub.not_after)
 
     def _take(self, store: Store, md: ManagedDomain, pub: sets.Published) -> bool:
         if md.is_static or not sets.wanted(store, md, pub):
@@ -105,7 +118,15 @@ class Fleet:
                         continue
             except EtcdError as e:
                 self._down(e)
-                waiting[d.md.name] = "etcd unavailable"
+                if d.warn:  # a certificate must not expire because etcd is away
+                    log.error("%s: etcd is unavailable and the certificate is inside its warn "
+                              "window: renewing ALONE, without the fleet's lock; published "
+                              "when etcd is back, where the set that expires last wins",
+                              d.md.name)
+                    self.solo.add(d.md.name)
+                    mine.append(d)
+                else:
+                    waiting[d.md.name] = "etcd unavailable"
                 continue
             if holder is None:
                 mine.append(d)
@@ -118,8 +139,15 @@ class Fleet:
         return mine, waiting
 
     def share(self, md: ManagedDomain, domain: str, token: str, key_authz: str) -> None:
-        """The Driver's hook: every live node serves the answer before the CA is told."""
-        challenges.share(self.session, md, domain, token, key_authz)
+        """The Driver's hook: every live node serves the answer before the CA is told.
+        Renewing alone (etcd away) it goes on without them."""
+        try:
+            challenges.share(self.session, md, domain, token, key_authz)
+        except CAProblem as p:
+            if md.name not in self.solo:
+                raise
+            log.warning("%s: the fleet cannot serve the http-01 answer for %s (%s); asking "
+                        "the CA anyway, as this node renews alone", md.name, domain, p.detail)
 
     def finish(self, store: Store, config: Config, results: Iterable) -> None:
         """Publish what was renewed, then take the answers back and let the locks go."""
@@ -129,6 +157,7 @@ class Fleet:
                 if md is not None and r.outcome == "renewed":
                     self.publish(store, md, STAGING)
             finally:
+                self.solo.discard(r.md)
                 try:
                     if md is not None:
                         challenges.unshare(self.session, md.domains)

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from tests.conftest import HTTP_PORT, HTTPS_PORT, PORTS, _failed
+from tests.conftest import ETCD_PORT, HTTP_PORT, HTTPS_PORT, PORTS, _failed
 from tests.e2e.fleet import Fleet, log_text
 from tests.e2e.mdenv import executable
-from tests.harness import AcmeFront, HAProxy
+from tests.harness import AcmeFront, EtcdCluster, HAProxy
 from tests.harness.client import s_client_cert
 
 NAMES = ["a.fleet.test", "b.fleet.test"]
@@ -179,3 +179,57 @@ def test_killed_renewer_is_taken_over(fleet, front, balancer, tmp_path):
     assert fleet.published()[name]["by"] == "node2"
     assert orders_for(front, name) == 2  # node1's order is abandoned, node2 places its own
     print(f"takeover after {took_over:.1f}s (lease TTL {fleet.ttl}s)")
+
+
+@pytest.fixture
+def own_etcd():
+    """An etcd of the test's own, to be stopped and started again."""
+    cluster = EtcdCluster(ETCD_PORT + 20, 1).start()
+    yield cluster
+    cluster.remove()
+
+
+def test_etcd_away_sites_keep_serving_and_the_warn_window_renews_alone(
+        request, pebble, front, own_etcd):
+    fleet = Fleet(pebble, own_etcd.endpoints, "/away", (HTTP_PORT, HTTPS_PORT),
+                  ca_url=front.directory_url)
+    request.addfinalizer(lambda: fleet.stop(_failed(request)))
+    name = "w.fleet.test"
+    one = fleet.node("127.0.0.1")
+    fleet.configure(one, [name])
+    one.start()
+    one.start_worker()
+    fleet.await_keys("md/", lambda k: f"{name}/set" in k, what="node1 publishing")
+    two = fleet.node("127.0.0.2")
+    fleet.configure(two, [name])
+    two.start()
+    two.start_worker()
+    old = serial(one, name)
+    two.await_served(name, old)
+
+    own_etcd.stop()  # all of etcd down
+    for n in (one, two):
+        n.await_served(name, old)  # sites keep serving
+    # a renewal waits while the lock cannot be held: no order
+    p = one.cli_ok("renew", "--force", name)
+    assert f"{name}: not renewed here: etcd unavailable" in p.stdout
+    assert orders_for(front, name) == 1
+    # past the warn window (here: longer than the lifetime) a node renews alone, loudly
+    fleet.configure(one, [name], "MDWarnWindow 10000\n")
+    p = one.cli_ok("renew", "--force", name)
+    assert "renewing ALONE" in p.stderr and f"{name}: renewed" in p.stdout
+    assert orders_for(front, name) == 2
+    one.cli_ok("activate")
+    one.apache.graceful()
+    new = serial(one, name)
+    assert new != old
+    one.await_served(name, new)
+    two.await_served(name, old)  # no etcd, no news
+    assert all(w.poll() is None for w in one.workers + two.workers)
+
+    own_etcd.start()  # back: node1's set expires later, so it becomes the fleet's
+    fleet.await_keys("md/", lambda k: json.loads(k[f"{name}/set"])["certs"]["rsa"]["serial"]
+                     == new, timeout=60, what="the set renewed alone published")
+    two.await_served(name, new, timeout=60)
+    assert orders_for(front, name) == 2
+    assert "etcd answers again" in log_text(one)
