@@ -242,7 +242,7 @@ def issuer_oneline(name: x509.Name) -> str:
     return "".join(f"/{p}" for p in parts)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CertInfo:
     """What status, scheduling and OCSP need from one certificate, parsed once."""
 

@@ -15,7 +15,7 @@ from .crypto import CertInfo
 from .job import Job
 
 
-@dataclass
+@dataclass(slots=True)
 class MDFacts:
     managed: bool  # served (and judged) by the set in domains/ (not MDCertificateFile)
     active: dict[str, CertInfo | None]  # key type -> live leaf (None: missing, unreadable)

@@ -52,7 +52,7 @@ def name_of(kind: type[IntEnum], value: Any) -> str:
         return "?"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     """Where a directive stands: used in every message a user sees."""
 
@@ -76,7 +76,7 @@ class Problem:
         return f"{where}: {self.message}" if where else self.message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeySpec:
     """One MDPrivateKeys entry. `kind` is "Default", "RSA" or "EC"."""
 
@@ -110,7 +110,7 @@ class KeySpec:
 DEFAULT_KEYSPEC = KeySpec("Default")
 
 
-@dataclass
+@dataclass(slots=True)
 class VHost:
     """A <VirtualHost> (or the base server when `is_base`)."""
 
@@ -138,7 +138,7 @@ class VHost:
         return f"{self.server_name or '(no ServerName)'}:{','.join(map(str, self.ports))}"
 
 
-@dataclass
+@dataclass(slots=True)
 class ManagedDomain:
     """One MD with effective settings (MD section > global > default)."""
 

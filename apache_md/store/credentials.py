@@ -19,12 +19,15 @@ from ..core.model import KeySpec, ManagedDomain, RenewMode
 from . import broken, changes
 from .fs import DOMAINS, STAGING, Store, StoreError
 
-_cache: dict[str, tuple[tuple, list[x509.Certificate], CertInfo]] = {}
+# path: (stamp, info, chain): the chain only once someone asked for it (OCSP, ARI):
+# parsed certificate objects of a thousand MDs were a tenth of the worker's memory.
+_cache: dict[str, tuple[tuple, CertInfo, list[x509.Certificate] | None]] = {}
 _cache_lock = threading.Lock()
 _stored_ca: dict[str, tuple[tuple, dict]] = {}  # md.json path: (stamp, ca)
 
 
-def _load(path: str | Path) -> tuple[list[x509.Certificate], CertInfo] | None:
+def _load(path: str | Path, want_chain: bool = False
+          ) -> tuple[CertInfo, list[x509.Certificate] | None] | None:
     key = os.fspath(path)
     try:
         st = os.stat(key)
@@ -33,7 +36,7 @@ def _load(path: str | Path) -> tuple[list[x509.Certificate], CertInfo] | None:
     stamp = changes.stamp(st)
     with _cache_lock:
         hit = _cache.get(key)
-    if hit and hit[0] == stamp:
+    if hit and hit[0] == stamp and (hit[2] is not None or not want_chain):
         return hit[1], hit[2]
     try:
         with open(key, "rb") as f:
@@ -42,20 +45,20 @@ def _load(path: str | Path) -> tuple[list[x509.Certificate], CertInfo] | None:
         return None
     if not chain:
         return None
-    info = crypto.cert_info(chain[0])
+    info = hit[1] if hit and hit[0] == stamp else crypto.cert_info(chain[0])
     with _cache_lock:
-        _cache[key] = (stamp, chain, info)
-    return chain, info
+        _cache[key] = (stamp, info, chain if want_chain else None)
+    return info, chain
 
 
 def chain(store: Store, group: str, md_name: str, spec: KeySpec) -> list[x509.Certificate] | None:
-    hit = _load(store.fspath(group, md_name, spec.file_name("pubcert")))
-    return hit[0] if hit else None
+    hit = _load(store.fspath(group, md_name, spec.file_name("pubcert")), want_chain=True)
+    return hit[1] if hit else None
 
 
 def info(store: Store, group: str, md_name: str, spec: KeySpec) -> CertInfo | None:
     hit = _load(store.fspath(group, md_name, spec.file_name("pubcert")))
-    return hit[1] if hit else None
+    return hit[0] if hit else None
 
 
 def infos(store: Store, group: str, md: ManagedDomain) -> dict[str, CertInfo | None]:
@@ -121,8 +124,8 @@ def staged(store: Store, md: ManagedDomain) -> dict[str, CertInfo | None]:
 
 def file_chain(path: str | Path) -> list[x509.Certificate] | None:
     """The chain in any PEM file (e.g. a vhost's SSLCertificateFile), cached like the store's."""
-    hit = _load(Path(path))
-    return hit[0] if hit else None
+    hit = _load(Path(path), want_chain=True)
+    return hit[1] if hit else None
 
 
 def static_infos(md: ManagedDomain) -> dict[str, CertInfo | None]:
@@ -130,7 +133,7 @@ def static_infos(md: ManagedDomain) -> dict[str, CertInfo | None]:
     out: dict[str, CertInfo | None] = {}
     for i, f in enumerate(md.cert_files):
         hit = _load(Path(f))
-        out[str(i)] = hit[1] if hit else None
+        out[str(i)] = hit[0] if hit else None
     return out
 
 
