@@ -186,13 +186,17 @@ def sync_md_json(store: Store, md: ManagedDomain) -> None:
 
 
 def activate(store: Store, config: Config, messenger: Messenger, report: Report,
-             now: datetime | None = None, force: bool = False, precheck=None) -> None:
+             now: datetime | None = None, force: bool = False, precheck=None,
+             prepared: bool = False) -> None:
     """Activate every MD with a complete staged set, then write the Apache includes.
 
     `force` ignores MDActivationInterval/-Window (an administrator's explicit
     command); `precheck()` returns an error text when Apache's configuration is
     broken already, in which case nothing is activated (a reload would fail).
     A set is never taken while a drive of its MD holds the MD's lock (still writing it).
+    `prepared`: prepare() ran just before, so with nothing activated the md.json files
+    and includes are as it left them (a cycle over 10,000 MDs rewrote none of them, but
+    read and rendered each one twice).
     """
     now = now or now_utc()
     act_state = load_activation_state(store)
@@ -229,6 +233,9 @@ def activate(store: Store, config: Config, messenger: Messenger, report: Report,
         report.activated.append(md.name)
         if archived:
             report.archived[md.name] = archived
+    if prepared and not report.activated:
+        save_activation_state(store, waiting={**report.waiting, **report.blocked})
+        return
     for md in config.mds:
         sync_md_json(store, md)
     changed, served = serving.write_includes(store, config)
@@ -271,9 +278,11 @@ def _discard_staged(store: Store, md: ManagedDomain, why: str) -> None:
 
 def prepare(store: Store, config: Config) -> tuple[dict[str, str], bool]:
     """Before anything plans, tests or reloads: broken live sets repaired (serving.repair),
-    then every include and global.conf written, so Apache finds every file a vhost
-    includes and loads nothing broken. Returns (repaired, whether an include changed)."""
+    then every md.json kept in step with the config, every include and global.conf
+    written, so Apache finds every file a vhost includes and loads nothing broken. Returns (repaired, whether an include changed)."""
     repaired = serving.repair_all(store, config)
+    for md in config.mds:
+        sync_md_json(store, md)
     changed, served = serving.write_includes(store, config)
     if repaired or served != load_activation_state(store).get("served"):
         save_activation_state(store, served=served, repaired=repaired)
@@ -293,7 +302,7 @@ def activate_and_reload(store: Store, config: Config, reload_command: list[str] 
     if not prepared:
         report.repaired, report.includes_changed = prepare(store, config)
     activate(store, config, messenger, report, force=force,
-             precheck=lambda: ctl.configtest(config))
+             precheck=lambda: ctl.configtest(config), prepared=prepared)
     for name, why in report.failed.items():
         log.error("%s: activation failed: %s", name, why)
     for name, why in {**report.waiting, **report.blocked}.items():

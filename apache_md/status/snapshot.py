@@ -148,40 +148,57 @@ def _pieces_dir(store: Store):
 
 
 class Built:
-    """One snapshot: the index, every MD's pieces (`made`) and its md-status objects."""
+    """One snapshot: the index, every MD's pieces (`made`) and, if kept, its md-status
+    objects (`mds`)."""
 
     def __init__(self, index: dict[str, Any], made: dict[str, _Made],
-                 mds: dict[str, dict[str, Any]], top: dict[str, Any]):
-        self.index, self.made, self.mds, self.top = index, made, mds, top
+                 mds: dict[str, dict[str, Any]]):
+        self.index, self.made, self.mds = index, made, mds
 
 
 def build(store: Store, config: Config, now: datetime | None = None,
-          renderer: Renderer | None = None) -> Built:
+          renderer: Renderer | None = None, keep: bool = True) -> Built:
+    """The snapshot, one MD at a time: `keep` False (a writer) holds no MD's md-status
+    object longer than it takes to make its pieces (at 10,000 MDs, all of them at once
+    were most of the worker's peak memory)."""
     now = now or now_utc()
     r = renderer or Renderer()
     worker = read_worker_info(store)
     requested = activation_requested(store)
     act_state = load_activation_state(store)
     mds = sorted(config.mds, key=lambda m: m.name)
-    full = {md.name: md_status(store, md, now, with_log=True, worker=worker,
-                               requested=requested, activation_state=act_state,
-                               settings=config.settings)
-            for md in mds}
-    ca_stats = castats.load(store)
-    stapled = staples.targets(store, config)
-    rows = staples.rows(store, stapled, config.settings)
-    store_broken = _add_broken(full, broken.recent(store, now))  # after every other read
-    domains: dict[str, str] = {}
-    for md in mds:
-        for d in md.domains:
-            domains.setdefault(d, md.name)
     settings = config.settings
     ctx = page.PageContext(worker_pid=worker.get("pid") if worker else None,
                            check=settings.certificate_check,
                            last_reload=act_state.get("last-reload"),
                            activation_error=act_state.get("error"))
-    made = {md.name: _pieces(store, r, md.name, full[md.name], now, ctx, _cert_status_keys(md))
-            for md in mds}
+    full: dict[str, dict[str, Any]] = {}
+    made: dict[str, _Made] = {}
+
+    def one(md, shown: list[dict[str, Any]] | None) -> None:
+        obj = md_status(store, md, now, with_log=True, worker=worker, requested=requested,
+                        activation_state=act_state, settings=settings)
+        if shown:
+            obj["broken-files"] = shown
+        made[md.name] = _pieces(store, r, md.name, obj, now, ctx, _cert_status_keys(md))
+        if keep:
+            full[md.name] = obj
+    seen = _broken_by_md(store, now)
+    for md in mds:
+        one(md, seen.get(md.name))
+    ca_stats = castats.load(store)
+    stapled = staples.targets(store, config)
+    rows = staples.rows(store, stapled, settings)
+    # Files found broken while reading (the reads record them): their MDs once more.
+    found = _broken_by_md(store, now)
+    for md in mds:
+        if found.get(md.name) != seen.get(md.name):
+            one(md, found.get(md.name))
+    store_broken = found.get("")
+    domains: dict[str, str] = {}
+    for md in mds:
+        for d in md.domains:
+            domains.setdefault(d, md.name)
     r._last = made
     # mod_md's list (status_get_json): the MDs without job logs, in name order
     top: dict[str, Any] = {"version": MOD_MD_COMPAT_VERSION}
@@ -210,7 +227,7 @@ def build(store: Store, config: Config, now: datetime | None = None,
         "ocsp-relay": staples.relay_index(stapled),
         "staplings": rows,
     }
-    return Built(index, made, full, top)
+    return Built(index, made, full)
 
 
 def _template(text: str, slot: str, fill: list[str]) -> list:
@@ -218,19 +235,13 @@ def _template(text: str, slot: str, fill: list[str]) -> list:
     return [head, fill, tail] if found else [text]
 
 
-def _add_broken(full: dict[str, dict[str, Any]], entries: list[dict[str, Any]]
-                ) -> list[dict[str, Any]]:
-    """`broken-files` (apache-md): store files found broken during the last week, put into
-    the object of their MD; returns the others (the store's own files) for the list."""
-    rest = []
-    for e in entries:
-        shown = {k: v for k, v in e.items() if k != "md"}
-        obj = full.get(e.get("md") or "")
-        if obj is None:
-            rest.append(shown)
-        else:
-            obj.setdefault("broken-files", []).append(shown)
-    return rest
+def _broken_by_md(store: Store, now: datetime) -> dict[str, list[dict[str, Any]]]:
+    """`broken-files` (apache-md): store files found broken during the last week, by MD
+    ("": the store's own files, shown in the list)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for e in broken.recent(store, now):
+        out.setdefault(e.get("md") or "", []).append({k: v for k, v in e.items() if k != "md"})
+    return out
 
 
 class Bodies(Mapping):
@@ -288,7 +299,7 @@ def write_snapshot(store: Store, config: Config, renderer: Renderer | None = Non
         index_path = store.path(*SNAPSHOT)
         if _identity(index_path) != r.index:
             r.written.clear()  # another writer came between: its clean-up may have run
-        built = build(store, config, now, r)
+        built = build(store, config, now, r, keep=False)
         d = _pieces_dir(store)
         names = {m.file for m in built.made.values()}
         new = False
