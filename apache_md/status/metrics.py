@@ -72,6 +72,9 @@ FAMILIES = (
     ("ocsp_errors", "gauge", "Consecutive failed OCSP updates of the MD's certificates "
      "(\"other\": certificates of no MD)."),
     ("worker_up", "gauge", "1 while the apache-md worker runs."),
+    ("renewals", "gauge", "Renewals under way or staged, by state (finished: staged, "
+     "waiting for activation; failed: the last attempt failed; running): how far a batch "
+     "of new MDs is."),
     ("status_generated_timestamp_seconds", "gauge",
      "When this status was computed; a stale value means nobody updates it."),
 )
@@ -125,12 +128,34 @@ def render(mds: Iterable[dict[str, Any]], ca_stats: dict[str, dict[str, Any]],
            staplings: Iterable[dict[str, Any]] = ()) -> str:
     """The whole exposition for the md-status objects `mds`, the per-CA counters and the
     stapled certificates (status snapshot `staplings` rows)."""
+    mds = list(mds)
     pieces = [md_pieces(md, now) for md in mds]
     out = []
-    for part in template(ca_stats, worker, now, staplings):
+    for part in template(ca_stats, worker, now, staplings,
+                         progress(renewal_state(md) for md in mds)):
         out.append(part if isinstance(part, str)
                    else part[1].join(p[part[0]] for p in pieces if part[0] in p))
     return "".join(out)
+
+
+def renewal_state(md: dict[str, Any]) -> str | None:
+    """"finished" (staged), "failed" (its last attempt), "running", or None: no renewal."""
+    renewal = md.get("renewal")
+    if not renewal:
+        return None
+    return "finished" if renewal.get("finished") else \
+        "failed" if renewal.get("errors") else "running"
+
+
+def progress(states: Iterable[str | None]) -> dict[str, int] | None:
+    """The renewals under way or waiting in staging/ (a batch of new MDs: how many are
+    done), for the list page and the metrics; None when there is none. (The list JSON
+    stays mod_md's, key for key.)"""
+    states = [s for s in states if s]
+    if not states:
+        return None
+    return {"total": len(states), "finished": states.count("finished"),
+            "failed": states.count("failed")}
 
 
 def md_pieces(md: dict[str, Any], now: datetime) -> dict[str, str]:
@@ -140,7 +165,8 @@ def md_pieces(md: dict[str, Any], now: datetime) -> dict[str, str]:
 
 
 def template(ca_stats: dict[str, dict[str, Any]], worker: dict[str, Any] | None,
-             now: datetime, staplings: Iterable[dict[str, Any]] = ()) -> list:
+             now: datetime, staplings: Iterable[dict[str, Any]] = (),
+             renewals: dict[str, int] | None = None) -> list:
     """The exposition without the MDs' samples: text, and in each family a slot
     `["m:<family>", ""]` that the MDs' md_pieces fill in name order (status snapshot
     templates: the handler joins them, so an MD's samples are formatted once)."""
@@ -165,6 +191,10 @@ def template(ca_stats: dict[str, dict[str, Any]], worker: dict[str, Any] | None,
             seen.add(labels["md"])
             out.add("ocsp_errors", row["errors"], md=labels["md"])
     out.add("worker_up", 1 if worker else 0)
+    r = renewals or {"total": 0, "finished": 0, "failed": 0}
+    for word, n in (("finished", r["finished"]), ("failed", r["failed"]),
+                    ("running", r["total"] - r["finished"] - r["failed"])):
+        out.add("renewals", n, state=word)
     out.add("status_generated_timestamp_seconds", now.timestamp())
     parts: list = []
     for name, kind, help_ in FAMILIES:

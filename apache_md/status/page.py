@@ -305,13 +305,20 @@ def list_row(md: dict[str, Any], m: Moment) -> str:
             + "</tr>\n")
 
 
-def render_list(rows: list[str], conditions: list[str], ctx: PageContext) -> str:
+def render_list(rows: list[str], conditions: list[str], ctx: PageContext,
+                renewals: dict[str, int] | None = None) -> str:
     """The list page from the MDs' rows (list_row, in name order) and their conditions
-    (one per MD: the snapshot passes one slot for all rows, see status/snapshot.py)."""
+    (one per MD: the snapshot passes one slot for all rows, see status/snapshot.py), and
+    the md-status list's `renewals`."""
     counts: dict[str, int] = {}
     for word in conditions:
         counts[word] = counts.get(word, 0) + 1
     summary = "".join(f" <span>{n} {_e(w)}</span>" for w, n in sorted(counts.items()))
+    if renewals:  # md-status `renewals`: a batch's progress
+        summary += (f' <span class="busy">renewals: {renewals["finished"]} of '
+                    f'{renewals["total"]} done'
+                    + (f', {renewals["failed"]} failing' if renewals["failed"] else "")
+                    + "</span>")
     n = len(conditions)
     body = (f"<h1>Managed domains</h1>{_meta(ctx)}"
             f'<p class="summary"><span><b>{n}</b> managed domain'

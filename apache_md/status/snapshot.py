@@ -174,6 +174,7 @@ def build(store: Store, config: Config, now: datetime | None = None,
                            activation_error=act_state.get("error"))
     full: dict[str, dict[str, Any]] = {}
     made: dict[str, _Made] = {}
+    renewals: dict[str, str | None] = {}  # MD -> metrics.renewal_state()
 
     def one(md, shown: list[dict[str, Any]] | None) -> None:
         obj = md_status(store, md, now, with_log=True, worker=worker, requested=requested,
@@ -181,6 +182,7 @@ def build(store: Store, config: Config, now: datetime | None = None,
         if shown:
             obj["broken-files"] = shown
         made[md.name] = _pieces(store, r, md.name, obj, now, ctx, _cert_status_keys(md))
+        renewals[md.name] = metrics.renewal_state(obj)
         if keep:
             full[md.name] = obj
     seen = _broken_by_md(store, now)
@@ -206,6 +208,7 @@ def build(store: Store, config: Config, now: datetime | None = None,
         top["managed-domains"] = [MDS_SLOT]
     if store_broken:
         top["broken-files"] = store_broken
+    progress = metrics.progress(renewals.values())
     conditions = [made[md.name].page[1].condition for md in mds]  # page key: its Moment
     index = {
         "format": app.FORMAT,
@@ -215,9 +218,9 @@ def build(store: Store, config: Config, now: datetime | None = None,
         "pieces": [[md.name, made[md.name].file] for md in mds],
         "templates": {
             "list": _template(dumps(top), f'"{MDS_SLOT}"', ["entry", ",\n    "]),
-            "html": _template(page.render_list([ROWS_SLOT], conditions, ctx), ROWS_SLOT,
-                              ["row", ""]),
-            "metrics": metrics.template(ca_stats, worker, now, rows),
+            "html": _template(page.render_list([ROWS_SLOT], conditions, ctx, progress),
+                              ROWS_SLOT, ["row", ""]),
+            "metrics": metrics.template(ca_stats, worker, now, rows, progress),
         },
         "domains": domains,
         # http-01 answers only for MDs that may use it (mod_md declines otherwise)

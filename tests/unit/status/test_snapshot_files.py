@@ -121,3 +121,23 @@ def test_an_index_of_another_format_is_no_snapshot(store):
     out = {}
     body = b"".join(app.Handlers()(env(store, "/md-status"), lambda st, h: out.update(s=st)))
     assert out["s"].startswith("503") and b"no status snapshot yet" in body
+
+
+def test_the_list_says_how_many_renewals_are_done(store):
+    """A batch under way: the page and the metrics count the finished ones (the list
+    JSON stays mod_md's)."""
+    config = sample_config(store)  # staged.test finished, failing.test failing
+    snapshot.write_snapshot(store, config)
+    snap = snapshot.published(store)
+    assert list(snap["list"]) == ["version", "managed-domains"]
+    assert "renewals: 1 of 2 done, 1 failing" in snap["bodies"]["html"]
+    for line in ('apache_md_renewals{state="finished"} 1', 'apache_md_renewals{state="failed"} 1',
+                 'apache_md_renewals{state="running"} 0'):
+        assert line + "\n" in snap["bodies"]["metrics"]
+    # activated, or given up: no renewal left, no count
+    store.remove(STAGING, "failing.test", "job.json")
+    store.remove(STAGING, "staged.test", "job.json")
+    snapshot.write_snapshot(store, config)
+    snap = snapshot.published(store)
+    assert "renewals:" not in snap["bodies"]["html"]
+    assert 'apache_md_renewals{state="finished"} 0\n' in snap["bodies"]["metrics"]
