@@ -32,7 +32,10 @@ POLL_FIRST, POLL_MAX = 0.05, 1.0
 DIRECTORY_TTL = 300.0  # seconds a fetched directory serves later connections to its CA
 NONCE_TTL = 60.0  # unused nonces older than this are not offered (CAs expire them)
 NONCE_KEEP = 32
-POOL_SIZE = 32  # kept-alive connections per CA: more than MDs driven at once (8 by default)
+# Unused nonces kept ready while MDs are driven: a request whose nonce was lost (an
+# error without Replay-Nonce: a load balancer's 5xx, a reset) takes one instead of
+# asking new-nonce, which every thread shares, and waits on when that is held.
+NONCE_RESERVE = 4
 ORDER_TIMEOUT = 300.0  # seconds for the CA to decide authorizations, or to issue
 
 
@@ -104,16 +107,31 @@ class _CAShared:
     """What every connection to one CA (same URL, trust and proxy) in this process
     shares: kept-alive HTTPS connections, the directory and unused nonces. Driving
     many MDs then costs no TLS handshake, directory fetch or nonce request per MD
-    (each is a round trip to a real CA; with Pebble, a fifth of the requests)."""
+    (each is a round trip to a real CA; with Pebble, a fifth of the requests).
+
+    Each thread keeps its own connection (a session per thread): what a thread sends
+    on it follows what it has read there, a Retry-After too, so the fault proxy can
+    tell a request sent despite a Retry-After from one that crossed it on the way."""
 
     def __init__(self, proxy: str | None, proxy_ca_certs: str | None):
-        self.session = http.session(proxy, proxy_ca_certs, POOL_SIZE)
+        self._proxy, self._proxy_ca_certs = proxy, proxy_ca_certs
+        self._local = threading.local()
+        self.session  # noqa: B018 - the proxy's trust is loaded now: CAProblem here
         self.lock = threading.Lock()
         self.directory_lock = threading.Lock()
         # (directory, its JSON as the CA sent it)
         self.directory: tuple[messages.Directory, dict[str, Any]] | None = None
         self.directory_at = 0.0
         self.nonces: list[tuple[float, str]] = []  # (time received, nonce), newest last
+        self.refilling = False  # a request for the reserve is out
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session (closed with the thread)."""
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._local.session = http.session(self._proxy, self._proxy_ca_certs)
+        return s
 
     def take_nonce(self) -> str | None:
         with self.lock:
@@ -127,6 +145,14 @@ class _CAShared:
         with self.lock:
             self.nonces.extend((time.monotonic(), n) for n in nonces)
             del self.nonces[:-NONCE_KEEP]
+
+    def start_refill(self) -> bool:
+        """True when the reserve is short and nobody refills it yet: the caller does."""
+        with self.lock:
+            if self.refilling or len(self.nonces) >= NONCE_RESERVE:
+                return False
+            self.refilling = True
+            return True
 
 
 _shared: dict[tuple, _CAShared] = {}
@@ -146,12 +172,12 @@ def _shared_for(url: str, ca_certs: str | None, proxy: str | None,
 class _Network(acme_client.ClientNetwork):
     """The library's ClientNetwork on a shared session and nonce pool, retrying
     transient trouble in place (ca/http.RetryPolicy) and keeping to the CA's
-    Retry-After (ca/http.Gate)."""
+    Retry-After for each endpoint (ca/http.Gate)."""
 
     def __init__(self, shared: _CAShared, ca_url: str, stop: threading.Event, **kwargs):
+        self._shared: _CAShared | None = None
         super().__init__(None, **kwargs)
-        self.session.close()
-        self.session = shared.session
+        self._own_session.close()  # the library's: the shared ones serve instead
         self._shared = shared
         self.ca_url = ca_url
         self._stop = stop
@@ -163,6 +189,14 @@ class _Network(acme_client.ClientNetwork):
         # called before a poll or a retry pauses (the job saves its progress meanwhile)
         self.on_wait: Callable[[], None] | None = None
         self.names: dict[str, str] = {ca_url: "directory"}  # URLs of the directory
+
+    @property
+    def session(self) -> requests.Session:
+        return self._own_session if self._shared is None else self._shared.session
+
+    @session.setter
+    def session(self, value: requests.Session) -> None:
+        self._own_session = value  # the library's __init__
 
     def __del__(self) -> None:
         # The session outlives this connection (the library would close it here);
@@ -177,16 +211,49 @@ class _Network(acme_client.ClientNetwork):
             nonce = self._shared.take_nonce()
             if nonce is not None:
                 return nonce
+            if new_nonce_url:
+                # retried as a request of its own: its trouble neither uses up the tries
+                # of the POST it is for, nor is named after it
+                self._add_nonce(self._retrying(new_nonce_url, lambda: self._check_response(
+                    self.head(new_nonce_url), content_type=None)))
+                if self._shared.start_refill():
+                    threading.Thread(target=self._refill, args=(new_nonce_url,), daemon=True,
+                                     name="nonces").start()
         return super()._get_nonce(url, new_nonce_url)
 
+    def _refill(self, new_nonce_url: str) -> None:
+        """Fill the shared reserve of nonces, beside the drive threads: one request at a
+        time, never while new-nonce is held, never retried (a failure ends it)."""
+        shared, gate = self._shared, self._gate
+        try:
+            while len(shared.nonces) < NONCE_RESERVE and not gate.held_for(new_nonce_url) \
+                    and not self._stop.is_set():
+                r = shared.session.head(
+                    new_nonce_url, verify=self.verify_ssl, timeout=self._default_timeout,
+                    headers={"User-Agent": self.user_agent})
+                gate.answered(new_nonce_url, r, True)
+                nonce = r.headers.get(self.REPLAY_NONCE_HEADER) if r.ok else None
+                if not nonce:
+                    return
+                shared.give_nonces([jose.decode_b64jose(nonce)])
+        except Exception as e:  # noqa: BLE001 - the reserve is a help, its trouble nobody's
+            log.debug("%s: refilling the nonces stopped: %s", self.ca_url, _reason(e))
+        finally:
+            shared.refilling = False
+
     def _send_request(self, method: str, url: str, *args, **kwargs) -> requests.Response:
-        self._gate.wait(self._stop, self._deadline)
+        self._gate.wait(url, self._stop, self._deadline)
         self._response = None
         response = super()._send_request(method, url, *args, **kwargs)
         self._response = response
-        held = http.holds_back(response)
-        if held:
-            self._gate.hold(held)
+        self._gate.answered(url, response, self.names.get(url) in ("directory", "new-nonce"))
+        if not response.ok and self.REPLAY_NONCE_HEADER in response.headers:
+            # the library keeps only the nonces of successes; an error's (a badNonce,
+            # a rate limit) saves the next try a request to new-nonce
+            try:
+                self._add_nonce(response)
+            except acme_errors.BadNonce:
+                pass
         return response
 
     def post(self, *args, **kwargs) -> requests.Response:
@@ -199,10 +266,13 @@ class _Network(acme_client.ClientNetwork):
         return self._retrying(url, lambda: once(url, *args, **kwargs))
 
     def _retrying(self, url: str, attempt: Callable[[], requests.Response]) -> requests.Response:
-        """`attempt()` until it succeeds, fails for good, or the policy gives up."""
-        start = time.monotonic()
-        self._deadline = start + self._policy.budget
-        tries = 0
+        """`attempt()` until it succeeds, fails for good, or the policy gives up. Within
+        a running one (a nonce fetched for a POST), within what is left of its budget."""
+        outer = self._deadline
+        self._deadline = time.monotonic() + self._policy.budget
+        if outer is not None:
+            self._deadline = min(outer, self._deadline)
+        tries = backoffs = 0
         try:
             while True:
                 tries += 1
@@ -216,12 +286,17 @@ class _Network(acme_client.ClientNetwork):
                     trouble = self._transient(e)
                     if trouble is None:
                         raise
-                    # a rejected nonce is retried at once with a fresh one, as the
-                    # library and mod_md do; only again and again it pauses
-                    pause = 0.0 if trouble.kind == "badNonce" and tries == 1 else \
-                        self._policy.pause(tries, time.monotonic() - start, trouble.retry_after)
+                    left = self._deadline - time.monotonic()
+                    if trouble.kind == "badNonce" and tries == 1:
+                        # retried at once with a fresh nonce, as the library and mod_md do;
+                        # only again and again it pauses
+                        pause: float | None = 0.0
+                    else:
+                        # a Retry-After is the CA's own pace: it makes no later pause longer
+                        backoffs += trouble.retry_after is None
+                        pause = self._policy.pause(tries, left, trouble.retry_after,
+                                                   backoffs=backoffs)
                     if pause is None:
-                        left = self._policy.budget - (time.monotonic() - start)
                         if trouble.retry_after is not None and trouble.retry_after > left \
                                 and tries < self._policy.tries:
                             raise self._held(url, trouble.retry_after, tries, e) from None
@@ -233,7 +308,7 @@ class _Network(acme_client.ClientNetwork):
                     if self._stop.wait(pause):
                         raise CAProblem(20014, "Stopped", None, "apache-md is shutting down")
         finally:
-            self._deadline = None
+            self._deadline = outer
 
     def _transient(self, e: BaseException) -> http.Transient | None:
         e = compat.network_cause(e)

@@ -8,11 +8,13 @@ is the trust for the CA.
 Transient trouble (5xx, 429, a connection reset, an answer that does not
 come, a rejected nonce) is retried in place by the caller under a
 RetryPolicy: a few tries within a time budget. A Retry-After that comes
-with a 429 or 503 holds back every request to that server, from every
-thread, until it has passed (Gate).
+with a 429 or 503 holds back every request to that endpoint, from every
+thread, until it has passed; to the whole server only when that says it is
+out (core/retryafter, Gate).
 """
 from __future__ import annotations
 
+import logging
 import random
 import ssl
 import threading
@@ -26,7 +28,10 @@ from urllib.parse import urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
+from ..core import retryafter
 from ..core.problem import CAProblem
+
+log = logging.getLogger(__name__)
 
 
 class ProxyTLSAdapter(HTTPAdapter):
@@ -55,16 +60,14 @@ def proxy_context(cafile: str | None) -> ssl.SSLContext:
                         f"({getattr(e, 'strerror', None) or e})") from None
 
 
-def session(proxy: str | None, proxy_ca_certs: str | None,
-            pool_size: int | None = None) -> requests.Session:
+def session(proxy: str | None, proxy_ca_certs: str | None) -> requests.Session:
     """A session that goes through `proxy` (MDHttpProxy) when one is set.
     Raises CAProblem when the proxy's trust anchors cannot be loaded."""
     s = requests.Session()
-    pool = {"pool_maxsize": pool_size} if pool_size else {}
     if proxy and proxy.lower().startswith("https:"):
-        adapter = ProxyTLSAdapter(proxy_context(proxy_ca_certs), **pool)
+        adapter = ProxyTLSAdapter(proxy_context(proxy_ca_certs))
     else:
-        adapter = HTTPAdapter(**pool)
+        adapter = HTTPAdapter()
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     if proxy:
@@ -148,18 +151,21 @@ class RetryPolicy:
     first: float = 0.25  # pause after the first failure, doubling
     longest: float = 8.0  # longest pause without a Retry-After
 
-    def pause(self, tries: int, elapsed: float, retry_after: float | None = None,
-              rnd: random.Random | None = None) -> float | None:
-        """Seconds to wait after `tries` failed tries, `elapsed` seconds in; None: give up.
-        A Retry-After is waited out exactly; other pauses are jittered (0.5-1.5x)."""
+    def pause(self, tries: int, left: float, retry_after: float | None = None,
+              rnd: random.Random | None = None, backoffs: int | None = None) -> float | None:
+        """Seconds to wait after `tries` failed tries, `left` seconds before the budget
+        runs out; None: give up. A Retry-After is waited out exactly; other pauses double
+        with each of the `backoffs` failures that came without one (default: every try)
+        and are jittered (0.5-1.5x)."""
         if tries >= self.tries:
             return None
         if retry_after is not None:
             wait = retry_after
         else:
-            wait = min(self.longest, self.first * 2 ** (tries - 1))
+            n = tries if backoffs is None else max(1, backoffs)
+            wait = min(self.longest, self.first * 2 ** (n - 1))
             wait *= 0.5 + (rnd or random).random()
-        return wait if elapsed + wait <= self.budget else None
+        return wait if wait <= left else None
 
 
 DEFAULT_POLICY = RetryPolicy()
@@ -174,24 +180,33 @@ class Held(Exception):
 
 
 class Gate:
-    """When a server may be asked again. Its Retry-After (with a 429 or 503) holds back
-    every request to it from this process, whichever thread sends it."""
+    """When each endpoint of one server may be asked again (core/retryafter: a Retry-After
+    holds back its endpoint, or the whole server when that is out), for every thread."""
 
     def __init__(self) -> None:
-        self._until = 0.0  # time.monotonic()
+        self._holds = retryafter.Holds()
         self._lock = threading.Lock()
 
-    def hold(self, seconds: float) -> None:
+    def answered(self, url: str, response: requests.Response, entry: bool = False) -> None:
+        """Note the answer to a request to `url` (its Retry-After with 429/503; any other
+        answer ends a run of 503s); `entry`: `url` is the directory or new-nonce."""
+        seconds = retry_after_seconds(response)
         with self._lock:
-            self._until = max(self._until, time.monotonic() + seconds)
+            held = self._holds.answered(url, response.status_code, seconds, time.monotonic(),
+                                        entry)
+        if held:
+            log.debug("%s: Retry-After %.1f s with %d: %s waits", url, seconds,
+                      response.status_code, "every endpoint" if held == retryafter.WHOLE
+                      else "this endpoint")
 
-    def held_for(self) -> float:
-        return max(0.0, self._until - time.monotonic())
+    def held_for(self, url: str) -> float:
+        with self._lock:
+            return self._holds.held_for(url, time.monotonic())
 
-    def wait(self, stop: threading.Event, deadline: float | None = None) -> None:
-        """Return once the server may be asked. Held when that is after `deadline`
+    def wait(self, url: str, stop: threading.Event, deadline: float | None = None) -> None:
+        """Return once `url` may be asked. Held when that is after `deadline`
         (time.monotonic()); CAProblem "Stopped" when `stop` is set meanwhile."""
-        while (left := self.held_for()) > 0:
+        while (left := self.held_for(url)) > 0:
             if deadline is not None and time.monotonic() + left > deadline:
                 raise Held(left)
             if stop.wait(left):
@@ -214,7 +229,7 @@ def gate_for(url: str) -> Gate:
 
 
 def holds_back(response: requests.Response) -> float | None:
-    """The Retry-After that holds back the whole server: with 429 and 503 only (with 200
+    """The Retry-After that holds back the endpoint: with 429 and 503 only (with 200
     it paces the polling of one resource, RFC 8555 §7.5.1)."""
     if response.status_code in (429, 503):
         return retry_after_seconds(response)

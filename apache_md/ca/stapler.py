@@ -56,8 +56,8 @@ def http_fetch(url: str, der: bytes, proxy: str | None = None, proxy_ca: str | N
 
     from . import http
     gate = http.gate_for(url)
-    if gate.held_for():  # the responder's Retry-After still runs: do not ask yet
-        raise Unreachable(f"{url} asked to wait (Retry-After)", gate.held_for())
+    if held := gate.held_for(url):  # the responder's Retry-After still runs: do not ask yet
+        raise Unreachable(f"{url} asked to wait (Retry-After)", held)
     try:
         session = http.session(proxy, proxy_ca)
     except CAProblem as e:
@@ -70,10 +70,9 @@ def http_fetch(url: str, der: bytes, proxy: str | None = None, proxy_ca: str | N
             body = r.raw.read(MAX_RESPONSE + 1, decode_content=True)
         except requests.RequestException as e:
             raise Unreachable(f"{url}: {e}") from None
+    gate.answered(url, r)
     if r.status_code != 200:
         held = http.holds_back(r)
-        if held:
-            gate.hold(held)
         raise Unreachable(f"{url} answered HTTP {r.status_code} {r.reason}", held)
     if len(body) > MAX_RESPONSE:
         raise OCSPError(f"{url}: response larger than {MAX_RESPONSE} bytes")

@@ -2,18 +2,21 @@
 
 Transient trouble (5xx, 429 with Retry-After, connection resets, slow answers,
 Pebble's bad nonces) is retried in place, within the running order: every MD
-gets its certificate without a failed renewal, and no request reaches the CA
-before a Retry-After it sent has passed. A CA that was down is used again as
+gets its certificate without a failed renewal, and no request reaches an
+endpoint before a Retry-After it sent has passed, while the other endpoints
+are used meanwhile (core/retryafter). A CA that was down is used again as
 soon as it answers, whatever backoff its failures had set. Nothing here is
 timed: the waits are bounds.
 """
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
 import pytest
+import requests
 
 from tests.conftest import PORTS
 from tests.harness import FaultProxy
@@ -45,7 +48,7 @@ def staging_job(env, name: str) -> dict:
 
 
 def test_every_md_is_certified_through_a_flaky_ca_keeping_its_retry_after(env, flaky):
-    names = [f"flaky{i}.test" for i in range(6)]
+    names = [f"flaky{i}.test" for i in range(8)]
     env.write_config("".join(md_at(n, flaky.directory_url) for n in names),
                      "".join(env.ssl_vhost(n) for n in names))
     env.start()
@@ -59,6 +62,27 @@ def test_every_md_is_certified_through_a_flaky_ca_keeping_its_retry_after(env, f
     for kind in ("5xx", "429", "reset", "slow"):
         assert flaky.faults[kind] > 0, flaky.faults  # the trouble did happen
     assert flaky.violations == []
+    # a Retry-After held its endpoint only: the other MDs' requests went on meanwhile
+    assert flaky.others_while_held > 0
+
+
+def test_the_proxy_names_a_request_sent_before_its_endpoints_retry_after(pebble, flaky):
+    """The check above can fail: a client that ignores Retry-After is caught, on the
+    connection that carried the 429 at once, on another one after the grace."""
+    flaky.set_rates(**{**NO_FAULTS, "429": 1.0})
+    flaky.retry_after = 3600
+    url = flaky.directory_url
+    one = requests.Session()
+    assert one.get(url, verify=pebble.ca_bundle).status_code == 429
+    one.get(url, verify=pebble.ca_bundle)  # again at once, on the same connection
+    assert len(flaky.violations) == 1 and "same connection" in flaky.violations[0]
+    one.get(url + "/other", verify=pebble.ca_bundle)  # another endpoint: not held
+    assert len(flaky.violations) == 1
+    requests.get(url, verify=pebble.ca_bundle)  # on its way before the 429 reached us
+    assert len(flaky.violations) == 1
+    time.sleep(flaky.grace)
+    requests.get(url, verify=pebble.ca_bundle)  # that is no excuse any more
+    assert len(flaky.violations) == 2 and "another connection" in flaky.violations[1]
 
 
 def test_answers_lost_on_the_way_back_do_not_fail_the_order(env, flaky):

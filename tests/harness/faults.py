@@ -8,8 +8,13 @@ a slow answer (forwarded, then held back), or a clean forward. Pebble adds
 its own bad nonces (5% by default).
 
 It counts requests and faults, logs every request (method, path) in order,
-and records each request that arrived while a Retry-After it had sent was
-still running (after a short grace for requests already on their way).
+and records each request to an endpoint (its path) that arrived while a
+Retry-After it had sent for that endpoint was still running: on the
+connection that carried the 429 from the moment it was sent (the client had
+read it before it sent anything else there), on any other connection after
+`grace` seconds (a request another thread had sent before the 429 reached
+the client is no violation). Its 429s are rate limits of one endpoint, so
+requests to other endpoints are not held (core/retryafter).
 `down = True` resets every connection, as a CA that is gone; stop() and
 start() again refuse connections meanwhile.
 """
@@ -45,7 +50,9 @@ class FaultProxy(PebbleFront):
         self.faults: Counter[str] = Counter()
         self.log: list[tuple[str, str]] = []  # (method, path) of every request
         self.violations: list[str] = []  # requests sent before a Retry-After had passed
-        self._blocked = (0.0, 0.0)  # monotonic: (429 sent, its Retry-After over)
+        self.others_while_held = 0  # requests to other endpoints while one was held
+        # path -> (429 sent, its Retry-After over, the connection it went to); monotonic
+        self._held: dict[str, tuple[float, float, tuple]] = {}
         self._lock = threading.Lock()
 
     def set_rates(self, **rates: float) -> None:
@@ -55,13 +62,11 @@ class FaultProxy(PebbleFront):
 
     def _draw(self, req: Request) -> str:
         now = time.monotonic()
+        path = req.path.split("?")[0]
         with self._lock:
             self.requests += 1
             self.log.append((req.method, req.path))
-            sent, until = self._blocked
-            if sent + self.grace <= now < until:
-                self.violations.append(f"{req.method} {req.path}: {until - now:.2f} s before "
-                                       "the Retry-After had passed")
+            self._check(req, path)
             lost = next((p for p in self.lose_answer if req.path.startswith(p)), None)
             if self.down:
                 kind = "down"
@@ -77,8 +82,18 @@ class FaultProxy(PebbleFront):
                     x -= rate
             self.faults[kind] += 1
             if kind == "429":
-                self._blocked = (now, now + self.retry_after)
+                self._held[path] = (now, now + self.retry_after, req.client)
             return kind
+
+    def _check(self, req: Request, path: str) -> None:
+        at = req.arrived or time.monotonic()
+        self.others_while_held += any(p != path and s + self.grace <= at < u
+                                      for p, (s, u, _) in self._held.items())
+        sent, until, client = self._held.get(path, (0.0, 0.0, ()))
+        if at < until and (at >= sent + self.grace or (client and client == req.client)):
+            where = "on the same connection" if client == req.client else "on another connection"
+            self.violations.append(f"{req.method} {req.path} {where}: {until - at:.2f} s before "
+                                   f"its Retry-After had passed ({at - sent:.2f} s after it)")
 
     def handle(self, req: Request) -> Answer:
         kind = self._draw(req)

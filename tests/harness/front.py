@@ -14,6 +14,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -27,6 +28,8 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes | None
+    client: tuple = ()  # the client's address and port: one per connection
+    arrived: float = 0.0  # time.monotonic() when its request line was read
 
 
 @dataclass
@@ -131,10 +134,15 @@ class PebbleFront:
                 self.request.do_handshake()
                 super().setup()
 
+            def parse_request(self):
+                self.arrived = time.monotonic()  # before headers and body are read
+                return super().parse_request()
+
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
-                req = Request(self.command, self.path, dict(self.headers.items()), body)
+                req = Request(self.command, self.path, dict(self.headers.items()), body,
+                              self.client_address, self.arrived)
                 try:
                     answer = front.handle(req)
                 except Reset:

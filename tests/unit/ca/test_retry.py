@@ -1,17 +1,21 @@
-"""Transient CA trouble: the retry policy, Retry-After for every thread, the messages,
-and the outages that lift backoff when a CA answers again."""
+"""Transient CA trouble: the retry policy, Retry-After per endpoint for every thread, the
+messages, and the outages that lift backoff when a CA answers again."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import josepy as jose
 import pytest
 import requests
+from acme import messages
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from apache_md.ca import http, outages, stapler
+from apache_md.ca import client, http, outages, stapler
 from apache_md.ca.client import CAConnection
 from apache_md.core.job import Job, now_utc
 from apache_md.core.model import Location, ManagedDomain
@@ -24,17 +28,24 @@ from apache_md.store.fs import STAGING, Store
 def test_pauses_double_with_jitter_and_stop_after_the_tries():
     p = http.RetryPolicy(tries=4, budget=100, first=1, longest=3)
     rnd = random.Random(7)
-    pauses = [p.pause(n, 0, rnd=rnd) for n in (1, 2, 3)]
+    pauses = [p.pause(n, 100, rnd=rnd) for n in (1, 2, 3)]
     for got, base in zip(pauses, (1, 2, 3)):  # 1, 2, then capped at 3
         assert 0.5 * base <= got <= 1.5 * base
-    assert p.pause(4, 0) is None
+    assert p.pause(4, 100) is None
 
 
 def test_retry_after_is_waited_exactly_unless_it_outlasts_the_budget():
     p = http.RetryPolicy(tries=8, budget=10)
-    assert p.pause(1, 0, retry_after=2) == 2
-    assert p.pause(1, 9, retry_after=2) is None  # 11 s > the budget
-    assert p.pause(1, 0, retry_after=3600) is None
+    assert p.pause(1, 10, retry_after=2) == 2
+    assert p.pause(1, 1, retry_after=2) is None  # 1 s left of the budget
+    assert p.pause(1, 10, retry_after=3600) is None
+
+
+def test_waits_for_retry_after_do_not_lengthen_the_next_pause():
+    p = http.RetryPolicy(tries=8, first=1, longest=100)
+    # the sixth try failed, but only its failure came without a Retry-After: a first pause
+    assert 0.5 <= p.pause(6, 100, backoffs=1) <= 1.5
+    assert 16 <= p.pause(6, 100) <= 48  # every failure counted
 
 
 def test_what_is_transient():
@@ -54,26 +65,32 @@ def test_what_is_transient():
     assert http.transient(requests.exceptions.SSLError("bad cert"), None) is None
 
 
-def test_gate_holds_every_thread_and_gives_up_past_a_deadline():
+def test_gate_holds_an_endpoint_for_every_thread_and_gives_up_past_a_deadline():
+    class R:
+        status_code, headers = 429, {"Retry-After": "0.2"}
     gate, stop = http.Gate(), threading.Event()
-    gate.hold(0.2)
+    gate.answered("https://ca.test/new-order", R())
+    assert gate.held_for("https://ca.test/authz/1") == 0  # another endpoint: not held
     start = time.monotonic()
-    gate.wait(stop)
+    gate.wait("https://ca.test/new-order", stop)
     assert time.monotonic() - start >= 0.19
-    gate.hold(30)
+    R.headers = {"Retry-After": "30"}
+    gate.answered("https://ca.test/new-order", R())
     with pytest.raises(http.Held) as e:
-        gate.wait(stop, deadline=time.monotonic() + 1)
+        gate.wait("https://ca.test/new-order", stop, deadline=time.monotonic() + 1)
     assert e.value.seconds > 29
     assert http.gate_for("https://ca.test/dir") is http.gate_for("https://CA.test/acme/new")
 
 
 # -- the client against a local server ---------------------------------------------------------
 class FlakyCA:
-    """Answers the directory; `script` lists the statuses of the next answers."""
+    """Answers the directory; `script` lists the statuses of the next answers (and their
+    headers, and a JSON body); every 200 comes with a fresh nonce, as an ACME CA's."""
 
     def __init__(self):
-        self.script: list[tuple[int, dict]] = []
+        self.script: list[tuple] = []
         self.times: list[float] = []
+        self.requests: list[str] = []  # "METHOD /path"
         ca = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -84,22 +101,29 @@ class FlakyCA:
 
             def do_GET(self):
                 ca.times.append(time.monotonic())
-                status, headers = ca.script.pop(0) if ca.script else (200, {})
+                ca.requests.append(f"{self.command} {self.path}")
+                status, headers, *problem = ca.script.pop(0) if ca.script else (200, {})
                 body = json.dumps({"newNonce": ca.url + "nonce", "newAccount": ca.url + "acct",
                                    "newOrder": ca.url + "order"}).encode() \
-                    if status == 200 else b"<html>down</html>"
+                    if status == 200 else json.dumps(problem[0]).encode() if problem \
+                    else b"<html>down</html>"
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json" if status == 200
-                                 else "text/html")
+                self.send_header("Content-Type", "application/json" if status == 200 else
+                                 "application/problem+json" if problem else "text/html")
+                if status == 200:
+                    self.send_header("Replay-Nonce", jose.encode_b64jose(os.urandom(8)))
                 for k, v in headers.items():
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":
+                    self.wfile.write(body)
 
             def do_POST(self):
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 self.do_GET()
+
+            do_HEAD = do_GET
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/"
@@ -136,8 +160,8 @@ def test_a_ca_that_keeps_failing_is_named_with_the_step_and_the_tries(flaky):
     assert p.description == "Bad Gateway"
 
 
-def test_retry_after_holds_back_the_next_request_of_any_connection(flaky):
-    flaky.script = [(503, {"Retry-After": "1"})]
+def test_retry_after_holds_back_that_endpoint_for_every_connection_and_no_other(flaky):
+    flaky.script = [(429, {"Retry-After": "1"})]
     CAConnection(flaky.url + "dir").directory  # noqa: B018
     assert flaky.times[1] - flaky.times[0] >= 0.95
     # a long Retry-After fails the step at once, saying how long the CA wants
@@ -147,11 +171,78 @@ def test_retry_after_holds_back_the_next_request_of_any_connection(flaky):
         conn.directory  # noqa: B018
     assert e.value.retry_after == 3600
     assert "the CA asks to wait 3600 s (Retry-After) before directory" in e.value.detail
-    other = CAConnection(flaky.url + "third/dir")  # same server, another connection: held too
+    again = CAConnection(flaky.url + "other/dir")  # the same endpoint, another connection
     with pytest.raises(CAProblem) as e:
-        other.directory  # noqa: B018
+        again.directory  # noqa: B018
     assert e.value.retry_after > 3500
-    assert len(flaky.times) == 3  # nothing was sent while held
+    assert len(flaky.times) == 3  # nothing was sent to it while held
+    # another endpoint of the same server is asked at once: a 429 is that endpoint's
+    assert CAConnection(flaky.url + "third/dir").directory["newOrder"]
+    assert len(flaky.times) == 4
+
+
+def test_a_503_with_retry_after_to_the_directory_holds_the_whole_server(flaky):
+    flaky.script = [(503, {"Retry-After": "3600"})]
+    with pytest.raises(CAProblem):
+        CAConnection(flaky.url + "dir").directory  # noqa: B018
+    with pytest.raises(CAProblem) as e:  # the service is out: every endpoint waits
+        CAConnection(flaky.url + "other/dir").directory  # noqa: B018
+    assert e.value.retry_after > 3500
+    assert len(flaky.times) == 1
+
+
+def posting(flaky) -> CAConnection:
+    """A connection with its directory, ready to POST (a fresh key, no account)."""
+    conn = CAConnection(flaky.url + "dir")
+    conn.directory  # noqa: B018
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    conn.net.key = jose.JWKRSA(key=key)
+    flaky.requests.clear()
+    return conn
+
+
+def post(conn: CAConnection, flaky) -> None:
+    conn.call(conn.net.post, flaky.url + "order", messages.NewOrder(identifiers=()),
+              new_nonce_url=flaky.url + "nonce")
+
+
+def test_a_nonce_is_fetched_as_a_request_of_its_own(flaky, monkeypatch):
+    monkeypatch.setattr(client, "NONCE_RESERVE", 0)
+    conn = posting(flaky)
+    flaky.script = [(502, {})] * 3  # new-nonce fails: the POST is not sent, nor named
+    with pytest.raises(CAProblem) as e:
+        post(conn, flaky)
+    assert e.value.detail.startswith("the CA answered 502 Bad Gateway to new-nonce, 3 tries")
+    assert flaky.requests == ["HEAD /nonce"] * 3
+    # it failed twice, then the POST fails once: the POST has its three tries still
+    flaky.script = [(502, {}), (502, {}), (200, {}), (502, {}), (200, {}), (200, {})]
+    flaky.requests.clear()
+    post(conn, flaky)
+    assert flaky.requests == ["HEAD /nonce"] * 3 + ["POST /order", "HEAD /nonce", "POST /order"]
+
+
+def test_the_nonce_of_an_error_serves_the_next_try(flaky, monkeypatch):
+    monkeypatch.setattr(client, "NONCE_RESERVE", 0)
+    conn = posting(flaky)
+    bad = {"type": "urn:ietf:params:acme:error:badNonce", "detail": "stale"}
+    flaky.script = [(200, {}), (400, {"Replay-Nonce": jose.encode_b64jose(b"fresh")}, bad)]
+    post(conn, flaky)
+    assert flaky.requests == ["HEAD /nonce", "POST /order", "POST /order"]  # no second HEAD
+
+
+def test_a_reserve_of_nonces_is_kept_while_they_are_asked_for(flaky):
+    conn = posting(flaky)
+    post(conn, flaky)  # its nonce was fetched, and the reserve is filled beside it
+    shared = conn.net._shared  # noqa: SLF001
+    deadline = time.monotonic() + 10
+    while shared.refilling and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(shared.nonces) == client.NONCE_RESERVE
+    other = CAConnection(flaky.url + "dir")  # another MD's connection takes from it
+    other.net.key = conn.net.key
+    flaky.requests.clear()
+    post(other, flaky)
+    assert flaky.requests == ["POST /order"]
 
 
 def test_a_refused_connection_is_not_retried_and_marks_the_ca_unreachable(flaky):
