@@ -257,6 +257,12 @@ def _status(args, config: Config, store: Store, snap: dict) -> int:
         return 0
     _print_table(snap["list"].get("managed-domains", []), now)
     _print_broken(snap["list"].get("broken-files"))
+    fleet = snap["list"].get("fleet")
+    if fleet:  # as the worker saw it at its last cycle
+        from .fleet.cluster import render
+        print("\n" + render({"nodes": {}, "locks": {}, "published": {}, **fleet}))
+        if fleet.get("error"):
+            print(f"etcd unavailable at the worker's last cycle: {fleet['error']}")
     worker = state.read_worker_info(store)
     if not worker:
         print("\nNo apache-md worker is running: certificates are not renewed automatically.")

@@ -365,6 +365,7 @@ class Worker:
             wake = min(wake, now + timedelta(seconds=self.fleet.ttl))
         if self.fleet is not None:
             self.fleet.heartbeat(store, config)
+        state.write_fleet_view(store, self.fleet.view() if self.fleet is not None else None)
         # the loop sleeps MAX_SLEEP at most
         self.next_cycle = min(wake, now_utc() + timedelta(seconds=MAX_SLEEP))
         self.write_snapshot()

@@ -48,7 +48,8 @@ def _time(text: Any) -> datetime | None:
 def render(v: dict[str, Any]) -> str:
     lines = [f"fleet {v['prefix']} (this node: {v['node']})", "nodes:"]
     for name, n in sorted(v["nodes"].items()):
-        lines.append(f"  {name}: heartbeat {n['age']}s ago, serves {len(n['serves'])} MD(s)")
+        lines.append(f"  {name}: heartbeat {n.get('heartbeat')}, serves {len(n['serves'])} "
+                     "MD(s)")
     mds = sorted(set(v["published"]) | set(v["locks"])
                  | {m for n in v["nodes"].values() for m in n["serves"]})
     lines.append("managed domains:")

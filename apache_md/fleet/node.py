@@ -182,6 +182,20 @@ class Fleet:
         return what
 
     # -- the node's heartbeat ----------------------------------------------------------------
+    def view(self) -> dict:
+        """The fleet for md-status: nodes, locks, what each serves; with etcd away, the
+        last view and why it is old."""
+        from . import cluster
+        try:
+            self._view = cluster.view(self)
+            self._view.pop("error", None)
+        except EtcdError as e:
+            self._down(e)
+            self._view = {**getattr(self, "_view", {"node": self.node,
+                                                    "prefix": self.ks.prefix}),
+                          "error": str(e)}
+        return self._view
+
     def heartbeat(self, store: Store, config: Config) -> None:
         serves = {}
         for md in config.mds:

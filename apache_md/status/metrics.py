@@ -75,6 +75,11 @@ FAMILIES = (
     ("renewals", "gauge", "Renewals under way or staged, by state (finished: staged, "
      "waiting for activation; failed: the last attempt failed; running): how far a batch "
      "of new MDs is."),
+    ("fleet_node_heartbeat_timestamp_seconds", "gauge",
+     "Last heartbeat of each live fleet node in etcd (MDClusterEtcd)."),
+    ("fleet_lock", "gauge", "1 for the fleet node that holds an MD's renewal lock."),
+    ("fleet_serves", "gauge", "1 for the certificate (serial) each fleet node serves for an MD."),
+    ("fleet_etcd_up", "gauge", "1 when this node's worker reached etcd at its last cycle."),
     ("status_generated_timestamp_seconds", "gauge",
      "When this status was computed; a stale value means nobody updates it."),
 )
@@ -158,6 +163,22 @@ def progress(states: Iterable[str | None]) -> dict[str, int] | None:
             "failed": states.count("failed")}
 
 
+def _fleet_samples(out: _Samples, fleet: dict[str, Any]) -> None:
+    for node, n in sorted((fleet.get("nodes") or {}).items()):
+        try:
+            beat = datetime.fromisoformat(str(n.get("heartbeat"))).timestamp()
+        except ValueError:
+            beat = None
+        out.add("fleet_node_heartbeat_timestamp_seconds", beat, node=node)
+        for md, certs in sorted((n.get("serves") or {}).items()):
+            for key, c in sorted(certs.items()):
+                out.add("fleet_serves", 1, md=md, node=node, key=key,
+                        serial=str(c.get("serial")))
+    for md, node in sorted((fleet.get("locks") or {}).items()):
+        out.add("fleet_lock", 1, md=md, node=node)
+    out.add("fleet_etcd_up", 0 if fleet.get("error") else 1)
+
+
 def md_pieces(md: dict[str, Any], now: datetime) -> dict[str, str]:
     """One MD's sample lines as text per template slot (`m:<family>`)."""
     return {f"m:{family}": "".join(line + "\n" for line in lines)
@@ -166,7 +187,8 @@ def md_pieces(md: dict[str, Any], now: datetime) -> dict[str, str]:
 
 def template(ca_stats: dict[str, dict[str, Any]], worker: dict[str, Any] | None,
              now: datetime, staplings: Iterable[dict[str, Any]] = (),
-             renewals: dict[str, int] | None = None) -> list:
+             renewals: dict[str, int] | None = None,
+             fleet: dict[str, Any] | None = None) -> list:
     """The exposition without the MDs' samples: text, and in each family a slot
     `["m:<family>", ""]` that the MDs' md_pieces fill in name order (status snapshot
     templates: the handler joins them, so an MD's samples are formatted once)."""
@@ -195,6 +217,8 @@ def template(ca_stats: dict[str, dict[str, Any]], worker: dict[str, Any] | None,
     for word, n in (("finished", r["finished"]), ("failed", r["failed"]),
                     ("running", r["total"] - r["finished"] - r["failed"])):
         out.add("renewals", n, state=word)
+    if fleet:
+        _fleet_samples(out, fleet)
     out.add("status_generated_timestamp_seconds", now.timestamp())
     parts: list = []
     for name, kind, help_ in FAMILIES:

@@ -306,7 +306,8 @@ def list_row(md: dict[str, Any], m: Moment) -> str:
 
 
 def render_list(rows: list[str], conditions: list[str], ctx: PageContext,
-                renewals: dict[str, int] | None = None) -> str:
+                renewals: dict[str, int] | None = None,
+                fleet: dict[str, Any] | None = None) -> str:
     """The list page from the MDs' rows (list_row, in name order) and their conditions
     (one per MD: the snapshot passes one slot for all rows, see status/snapshot.py), and
     the md-status list's `renewals`."""
@@ -329,10 +330,31 @@ def render_list(rows: list[str], conditions: list[str], ctx: PageContext,
         body += ("<table><thead><tr><th>Domain</th><th>Names</th><th>Keys</th><th>Status</th>"
                  "<th>Validity</th><th>Activity</th></tr></thead><tbody>\n"
                  + "".join(rows) + "</tbody></table>" + _legend())
+    if fleet:
+        body += _fleet_section(fleet)
     body += ('<p class="meta">JSON: <a href="md-status?format=json">md-status</a> '
              '(mod_md format) &middot; metrics: <a href="md-status/metrics">'
              'md-status/metrics</a></p>')
     return _head("apache-md: managed domains", ctx.refresh) + body + "\n</body></html>\n"
+
+
+def _fleet_section(fleet: dict[str, Any]) -> str:
+    """The fleet's nodes: heartbeat, the locks each holds, what it serves per MD."""
+    locks = fleet.get("locks") or {}
+    head = (f"<h2>Fleet {_e(str(fleet.get('prefix', '')))}</h2><p class=\"meta\">this node: "
+            f"{_e(str(fleet.get('node', '')))}"
+            + (f" &middot; etcd unavailable: {_e(str(fleet['error']))}" if fleet.get("error")
+               else "") + "</p>")
+    rows = []
+    for node, n in sorted((fleet.get("nodes") or {}).items()):
+        held = sorted(md for md, h in locks.items() if h == node)
+        serves = "<br>".join(f"{_e(md)}: " + ", ".join(f"{_e(k)} {_e(str(c.get('serial')))}"
+                                                       for k, c in sorted(certs.items()))
+                             for md, certs in sorted((n.get("serves") or {}).items()))
+        rows.append(f"<tr><td>{_e(node)}</td><td>{_e(str(n.get('heartbeat', '')))}</td>"
+                    f"<td>{_e(', '.join(held)) or '-'}</td><td>{serves or '-'}</td></tr>\n")
+    return (head + "<table><thead><tr><th>Node</th><th>Heartbeat</th><th>Renewing</th>"
+            "<th>Serves</th></tr></thead><tbody>\n" + "".join(rows) + "</tbody></table>")
 
 
 def _check_link(fp: str, ca_url: str | None, ctx: PageContext) -> str:

@@ -37,7 +37,12 @@ from ..core.model import Config
 from ..store import broken, castats, staples
 from ..store.fs import STATUS, Store, StoreError, atomic_write, fsync_dir
 from ..store.locks import store_lock
-from ..store.state import activation_requested, load_activation_state, read_worker_info
+from ..store.state import (
+    activation_requested,
+    load_activation_state,
+    read_fleet_view,
+    read_worker_info,
+)
 from ..wsgi import app
 from . import condition, metrics, page
 from .mdstatus import _cert_status_keys, _without_logs, cert_status, md_status
@@ -209,6 +214,9 @@ def build(store: Store, config: Config, now: datetime | None = None,
     if store_broken:
         top["broken-files"] = store_broken
     progress = metrics.progress(renewals.values())
+    fleet = read_fleet_view(store)
+    if fleet:
+        top["fleet"] = fleet  # apache-md's: nodes, lock holders, what each node serves
     conditions = [made[md.name].page[1].condition for md in mds]  # page key: its Moment
     index = {
         "format": app.FORMAT,
@@ -218,9 +226,9 @@ def build(store: Store, config: Config, now: datetime | None = None,
         "pieces": [[md.name, made[md.name].file] for md in mds],
         "templates": {
             "list": _template(dumps(top), f'"{MDS_SLOT}"', ["entry", ",\n    "]),
-            "html": _template(page.render_list([ROWS_SLOT], conditions, ctx, progress),
+            "html": _template(page.render_list([ROWS_SLOT], conditions, ctx, progress, fleet),
                               ROWS_SLOT, ["row", ""]),
-            "metrics": metrics.template(ca_stats, worker, now, rows, progress),
+            "metrics": metrics.template(ca_stats, worker, now, rows, progress, fleet),
         },
         "domains": domains,
         # http-01 answers only for MDs that may use it (mod_md declines otherwise)

@@ -22,6 +22,7 @@ from .fs import STATUS, Store
 WORKER = (STATUS, "worker", "worker.json")
 ACTIVATION_REQUEST = (STATUS, "activation", "activation-requested")
 ACTIVATION_STATE = (STATUS, "activation", "activation.json")
+FLEET = (STATUS, "fleet", "fleet.json")  # the fleet as the worker saw it last (fleet/cluster.py)
 
 
 # -- the worker's heartbeat ----------------------------------------------------------------
@@ -49,6 +50,19 @@ def read_worker_info(store: Store) -> dict[str, Any] | None:
     except PermissionError:
         pass  # alive, owned by another user
     return info
+
+
+# -- the fleet -------------------------------------------------------------------------------
+def write_fleet_view(store: Store, view: dict[str, Any] | None) -> None:
+    """What md-status and the metrics show of the fleet; None: this is no fleet node."""
+    if view is None:
+        store.remove(*FLEET)
+    else:
+        store.write_json(*FLEET, view)
+
+
+def read_fleet_view(store: Store) -> dict[str, Any] | None:
+    return broken.read_json(store, *FLEET, "the worker writes it again at its next cycle")
 
 
 # -- the request for activation --------------------------------------------------------------

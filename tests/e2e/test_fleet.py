@@ -12,6 +12,7 @@ from tests.conftest import ETCD_PORT, HTTP_PORT, HTTPS_PORT, PORTS, _failed
 from tests.e2e.fleet import Fleet, log_text
 from tests.e2e.mdenv import executable
 from tests.harness import AcmeFront, EtcdCluster, HAProxy
+from tests.harness.client import curl as curl_at
 from tests.harness.client import s_client_cert
 
 NAMES = ["a.fleet.test", "b.fleet.test"]
@@ -97,6 +98,27 @@ def test_one_order_per_md_and_every_node_serves_it(fleet, front):
         what="every node's heartbeat naming the served serials")
     text = three.cli_ok("cluster", "status").stdout
     assert f"node3 serves rsa {serial(one, NAMES[0])}" in text
+    # monitoring on any node: md-status JSON and page, the metrics, `apache-md status`
+    base = f"http://127.0.0.3:{HTTP_PORT}/md-status"
+
+    def curl(url, **kw):  # at node3's own address (curl() maps the URL's host to 127.0.0.1)
+        return curl_at(url, resolve_host="unused.invalid", **kw)
+    deadline = time.monotonic() + 60
+    while len(json.loads(curl(base).body).get("fleet", {}).get("nodes", {})) < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    shown = json.loads(curl(base).body)["fleet"]
+    assert shown["node"] == "node3" and sorted(shown["nodes"]) == ["node1", "node2", "node3"]
+    assert shown["nodes"]["node1"]["serves"][NAMES[0]]["rsa"]["serial"] == serial(one, NAMES[0])
+    page = curl(base, headers={"Accept": "text/html"}).body
+    assert "<h2>Fleet " in page and "node2" in page
+    metrics = curl(f"{base}/metrics").body
+    assert f'apache_md_fleet_serves{{md="{NAMES[1]}",node="node1",key="rsa",serial="' \
+        f'{serial(one, NAMES[1])}"}} 1' in metrics
+    assert 'apache_md_fleet_node_heartbeat_timestamp_seconds{node="node3"}' in metrics
+    assert "apache_md_fleet_etcd_up 1" in metrics
+    text = three.cli_ok("status").stdout
+    assert "fleet " in text and f"node2 serves rsa {serial(one, NAMES[0])}" in text
 
 
 @pytest.fixture
@@ -233,3 +255,35 @@ def test_etcd_away_sites_keep_serving_and_the_warn_window_renews_alone(
     two.await_served(name, new, timeout=60)
     assert orders_for(front, name) == 2
     assert "etcd answers again" in log_text(one)
+
+
+def test_one_etcd_member_down_changes_nothing(request, pebble, front):
+    etcd3 = EtcdCluster(ETCD_PORT + 10, 3).start()
+    request.addfinalizer(etcd3.remove)
+    fleet = Fleet(pebble, etcd3.endpoints, "/three", (HTTP_PORT, HTTPS_PORT),
+                  ca_url=front.directory_url)
+    request.addfinalizer(lambda: fleet.stop(_failed(request)))
+    first, later = "m.fleet.test", "n.fleet.test"
+    one = fleet.node("127.0.0.1")
+    fleet.configure(one, [first])
+    one.start()
+    one.start_worker()
+    fleet.await_keys("md/", lambda k: f"{first}/set" in k, what="node1 publishing")
+    two = fleet.node("127.0.0.2")
+    fleet.configure(two, [first])
+    two.start()
+    two.start_worker()
+    two.await_served(first, serial(one, first))
+    # the member both nodes talk to first dies; the other two keep the quorum
+    etcd3.members[0].kill()
+    fleet.etcd = type(fleet.etcd)(etcd3.endpoints[1:])
+    for n in (one, two):  # an MD added everywhere: renewed once, by whoever locks it
+        fleet.configure(n, [first, later])
+    for n in (one, two):
+        n.await_state([first, later], timeout=90)
+    s = serial(one, later)
+    assert serial(two, later) == s
+    two.await_served(later, s)
+    one.await_served(later, s)
+    assert orders_for(front, later) == 1 and orders_for(front, first) == 1
+    assert "unavailable" not in log_text(one) + log_text(two)
