@@ -485,7 +485,17 @@ class CAConnection:
 
     # -- accounts -----------------------------------------------------------------
     def new_account(self, reg: messages.NewRegistration) -> messages.RegistrationResource:
-        return self.call(self.client.new_account, reg)
+        """Register the key. When it is registered already (a try whose answer was lost
+        did it), the CA answers with the account's URL (RFC 8555 §7.3.1): that one."""
+        def register() -> messages.RegistrationResource:
+            try:
+                return self.client.new_account(reg)
+            except acme_errors.ConflictError as e:
+                log.info("%s: the account key is registered already at %s: using it",
+                         self.url, e.location)
+                return self.client.query_registration(
+                    messages.RegistrationResource(uri=e.location, body=messages.Registration()))
+        return self.call(register, step="new-account")
 
     # -- orders -------------------------------------------------------------------
     def new_order(self, identifiers: list[messages.Identifier], profile: str | None = None,

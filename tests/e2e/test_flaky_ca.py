@@ -87,14 +87,15 @@ def test_the_proxy_names_a_request_sent_before_its_endpoints_retry_after(pebble,
 
 def test_answers_lost_on_the_way_back_do_not_fail_the_order(env, flaky):
     """The request reached the CA, its answer did not reach us: the retry meets a CA
-    that has moved on (a challenge already validating, an order already finalized)."""
+    that has moved on (an account registered already, a challenge already validating,
+    an order already finalized)."""
     flaky.set_rates(**NO_FAULTS)
-    flaky.lose_answer = {"/order-plz", "/chalZ/", "/finalize-order/", "/certZ/"}
+    flaky.lose_answer = {"/sign-me-up", "/order-plz", "/chalZ/", "/finalize-order/", "/certZ/"}
     env.write_config(md_at("lost.test", flaky.directory_url), env.ssl_vhost("lost.test"))
     env.start()
     p = env.cli("renew", "lost.test")
     assert p.returncode == 0, p.stdout + p.stderr
-    assert flaky.faults["lost"] == 4 and not flaky.lose_answer
+    assert flaky.faults["lost"] == 5 and not flaky.lose_answer
     assert staging_job(env, "lost.test")["errors"] == 0
 
 
