@@ -8,7 +8,9 @@ layout (bench/worker_scale.py), with one SSL vhost each, and measures:
   config read       CPU of reading the Apache configuration (apache-md's reader)
   worker RSS        a live worker after its first check cycle (VmRSS; PSS)
   check cycle       CPU of one steady Worker.cycle() (first one in brackets)
-  snapshot          size of status/snapshot/status.json and CPU of one write
+  snapshot          size of the index (status/snapshot/status.json, written every
+                    time) and of the MDs' piece files (written when an MD changes),
+                    CPU of a steady write and of a fresh writer's (`activate`)
   md-status list    requests/s of the full /md-status list (wrk), against mod_md's
   Apache memory     PSS of all Apache processes (+ the worker for apache-md)
   graceful reload   wall time from `apache2 -k graceful` until the new generation
@@ -67,22 +69,26 @@ def config_read_cpu(conf: Path) -> float:
     return float(out[0])
 
 
-def snapshot_cost(conf: Path) -> tuple[float, int, float]:
-    """(CPU of the first write, bytes, CPU of a steady write) of the status snapshot."""
+def snapshot_cost(conf: Path) -> tuple[float, int, int, float]:
+    """(CPU of a first write, bytes of the index, bytes of the MDs' piece files, CPU of a
+    steady write) of the status snapshot. The first write is a fresh writer's (every MD
+    rendered; the piece files are there already), the steady one the worker's next."""
     from apache_md.apache.config import load_config
     from apache_md.status import snapshot
     from apache_md.store.fs import Store
 
     config = load_config(str(conf))
     store = Store(config.settings.store_dir)
+    renderer = snapshot.Renderer()
     t = time.process_time()
-    snapshot.write_snapshot(store, config)
+    snapshot.write_snapshot(store, config, renderer)
     first = time.process_time() - t
     t = time.process_time()
-    snapshot.write_snapshot(store, config)
+    snapshot.write_snapshot(store, config, renderer)
     steady = time.process_time() - t
-    size = store.path("status", "snapshot", "status.json").stat().st_size
-    return first, size, steady
+    index = store.path(*snapshot.SNAPSHOT)
+    pieces = sum(e.stat().st_size for e in os.scandir(index.parent / snapshot.PIECES))
+    return first, index.stat().st_size, pieces, steady
 
 
 def graceful_seconds(apache: Apache) -> float:
@@ -118,7 +124,8 @@ def measure(n: int, with_mod_md: bool) -> dict:
         r["rss"], r["pss"] = live["rss_mb"], live["pss_mb"]
         cycles = cycle_cpu(amd)
         r["cycle_first"], r["cycle"] = cycles[0], min(cycles[1:])
-        r["snap_first"], r["snap_bytes"], r["snap"] = snapshot_cost(amd.main_conf)
+        r["snap_first"], r["snap_bytes"], r["pieces_bytes"], r["snap"] = \
+            snapshot_cost(amd.main_conf)
         say(f"[{n}] Apache with apache-md's includes ...")
         t = time.monotonic()
         amd.start(timeout=1800)
@@ -156,7 +163,7 @@ def _f(v, fmt: str) -> str:
 
 def table(rows: list[dict]) -> list[str]:
     head = ["MDs", "config read CPU s", "worker RSS MB (PSS)", "check cycle CPU s (first)",
-            "snapshot MB, write CPU s", "md-status list req/s (mod_md)",
+            "snapshot index + pieces MB, write CPU s (fresh writer)", "md-status list req/s (mod_md)",
             "Apache PSS MB + worker (mod_md)", "graceful s (mod_md)"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -165,7 +172,8 @@ def table(rows: list[dict]) -> list[str]:
             str(r["n"]), _f(r["config_cpu"], ".2f"),
             f"{r['rss']:.0f} ({r['pss']:.0f})",
             f"{r['cycle']:.2f} ({r['cycle_first']:.2f})",
-            f"{r['snap_bytes'] / 1e6:.1f}, {r['snap']:.2f}",
+            f"{r['snap_bytes'] / 1e6:.1f} + {r['pieces_bytes'] / 1e6:.1f}, {r['snap']:.2f} "
+            f"({r['snap_first']:.2f})",
             f"{_f(r.get('list_rps'), '.0f')} ({_f(r.get('mm_list_rps'), '.0f')})",
             f"{r['apache_pss']:.0f} + {r['pss']:.0f} ({_f(r.get('mm_pss'), '.0f')})",
             f"{r['graceful']:.1f} ({_f(r.get('mm_graceful'), '.1f')})",
@@ -186,7 +194,7 @@ def growth(rows: list[dict]) -> list[str]:
         k = b["n"] / a["n"]
         parts = []
         for key, label in (("config_cpu", "config read"), ("cycle", "check cycle"),
-                           ("snap", "snapshot write"), ("snap_bytes", "snapshot size"),
+                           ("snap", "snapshot write"), ("snap_bytes", "snapshot index size"),
                            ("rss", "worker RSS")):
             if a.get(key) and b.get(key):
                 parts.append(f"{label} x{b[key] / a[key]:.1f}")
