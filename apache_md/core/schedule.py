@@ -69,7 +69,26 @@ def warn_start(md: ManagedDomain, cert: CertInfo) -> datetime:
     return md.warn_window.start(cert.not_before, cert.not_after)
 
 
+# missing_reason() by (MD, its certificates): a cycle asks it several times per MD (plan,
+# renew-at, md-status) of the same values. The MD is kept in the value, so its id() is not
+# reused while the entry lives; the cache starts over when it outgrows the MDs.
+_missing: dict[tuple, tuple[ManagedDomain, str | None]] = {}
+MISSING_CACHE_MAX = 50_000
+
+
 def missing_reason(md: ManagedDomain, certs: dict[str, CertInfo | None]) -> str | None:
+    key = (id(md), tuple(certs.items()))
+    hit = _missing.get(key)
+    if hit is not None and hit[0] is md:
+        return hit[1]
+    if len(_missing) >= MISSING_CACHE_MAX:
+        _missing.clear()
+    why = _missing_reason(md, certs)
+    _missing[key] = (md, why)
+    return why
+
+
+def _missing_reason(md: ManagedDomain, certs: dict[str, CertInfo | None]) -> str | None:
     """Why the active set cannot serve the MD as configured (None when it can).
 
     This is mod_md's "incomplete" state: a key type without certificate, names
