@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import ETCD_PORT, HTTP_PORT, HTTPS_PORT, PORTS, _failed
 from tests.e2e.fleet import Fleet, log_text
-from tests.e2e.mdenv import executable
+from tests.e2e.mdenv import MDEnv, executable
 from tests.harness import AcmeFront, EtcdCluster, HAProxy
 from tests.harness.client import curl as curl_at
 from tests.harness.client import s_client_cert
@@ -287,3 +287,29 @@ def test_one_etcd_member_down_changes_nothing(request, pebble, front):
     one.await_served(later, s)
     assert orders_for(front, later) == 1 and orders_for(front, first) == 1
     assert "unavailable" not in log_text(one) + log_text(two)
+
+
+def test_a_single_servers_store_seeds_the_fleet(fleet, front):
+    name = "s.fleet.test"
+    one = fleet.node("127.0.0.1")
+    # a single server first: no MDCluster* directives
+    MDEnv.write_config(one, f"MDomain {name}", one.ssl_vhost(name))
+    one.start()
+    one.cli_ok("renew")
+    one.cli_ok("activate", "--reload", one.reload_command())
+    s = serial(one, name)
+    assert fleet.keys("") == {}
+    # it joins the fleet: `cluster seed` publishes its live sets and accounts
+    fleet.configure(one, [name])
+    p = one.cli_ok("cluster", "seed")
+    assert f"{name}: published" in p.stdout
+    assert fleet.published()[name]["certs"]["rsa"]["serial"] == s
+    assert len(fleet.keys("accounts/")) == 1
+    assert f"{name}: already published" in one.cli_ok("cluster", "seed").stdout
+    before = len(front.orders)
+    two = fleet.node("127.0.0.2")
+    fleet.configure(two, [name])
+    two.start()
+    two.start_worker()
+    two.await_served(name, s, timeout=60)
+    assert len(front.orders) == before == 1
