@@ -21,7 +21,7 @@ from ..core.job import now_utc
 from ..core.mdjson import md_to_json
 from ..core.model import Config, GlobalSettings, ManagedDomain, RenewMode
 from ..notify import Messenger
-from ..store import credentials, jobs, state
+from ..store import broken, credentials, jobs, state
 from ..store.accounts import save_staged
 from ..store.facts import read as read_facts
 from ..store.fs import (
@@ -172,11 +172,10 @@ def _account_for(store: Store, ca_url: str | None) -> str | None:
 
 
 def sync_md_json(store: Store, md: ManagedDomain) -> None:
-    """Keep domains/<md>/md.json in step with the config (mod_md's store sync)."""
-    try:
-        current = store.read_json(DOMAINS, md.name, "md.json") or {}
-    except StoreError:
-        current = {}
+    """Keep domains/<md>/md.json in step with the config (mod_md's store sync); a broken
+    one is set aside (broken-files) before it is written again."""
+    current = broken.read_json(store, DOMAINS, md.name, "md.json",
+                               credentials.MD_JSON_BROKEN) or {}
     ca = current.get("ca") or {}
     wanted = md_to_json(md, ca_url=ca.get("url"), account=ca.get("account"),
                         state=current.get("state", 0) if isinstance(current.get("state"), int)

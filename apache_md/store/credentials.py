@@ -90,6 +90,11 @@ def uses_managed(store: Store, md: ManagedDomain) -> bool:
     return md.renew_mode == RenewMode.ALWAYS and managed_complete(store, DOMAINS, md)
 
 
+# What follows when domains/<md>/md.json does not parse (it is set aside).
+MD_JSON_BROKEN = ("it is written again from the configuration; the CA of the live "
+                  "certificate is no longer known")
+
+
 def stored_ca(store: Store, md: ManagedDomain) -> dict:
     """The "ca" object of domains/<md>/md.json ({} when absent or unreadable)."""
     # Asked for every MD and cycle: cached while the file's stat is unchanged (every
@@ -103,9 +108,7 @@ def stored_ca(store: Store, md: ManagedDomain) -> dict:
     hit = _stored_ca.get(path)
     if hit is not None and stamp is not None and hit[0] == stamp:
         return hit[1]
-    doc = broken.read_json(store, DOMAINS, md.name, "md.json",
-                           "it is written again from the configuration; the CA of the live "
-                           "certificate is no longer known") or {}
+    doc = broken.read_json(store, DOMAINS, md.name, "md.json", MD_JSON_BROKEN) or {}
     ca = doc.get("ca") if isinstance(doc.get("ca"), dict) else {}
     if stamp is not None:
         _stored_ca[path] = (stamp, ca)
