@@ -318,6 +318,11 @@ class Worker:
             return drivers[0]
         activation.prepare(store, config)  # a broken live set is renewed in this very cycle
         if self.fleet is not None:
+            mirror = self.fleet.mirror
+            if mirror is None or mirror.config is not config:
+                # The handlers must know a new MD before the mirror acknowledges its http-01
+                # answers: a node's ack tells the renewer the CA may validate against it.
+                self.write_snapshot()
             self.fleet.sync(store, config)  # what others renewed is staged, not renewed again
         known = facts.read_all(store, config)
         for name in self.outages.revive(store, self.stop):  # their CA is back
