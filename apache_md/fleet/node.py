@@ -187,6 +187,8 @@ class Fleet:
         last view and why it is old."""
         from . import cluster
         try:
+            if self.outage:  # this cycle's sync found etcd away: no more waiting on it
+                raise Unavailable(self.outage)
             self._view = cluster.view(self)
             self._view.pop("error", None)
         except EtcdError as e:
@@ -202,6 +204,8 @@ class Fleet:
             infos = sets.credentials.infos(store, DOMAINS, md)
             serves[md.name] = {k: {"serial": i.serial, "not-after": sets.iso(i.not_after)}
                                for k, i in infos.items() if i is not None}
+        if self.outage:
+            return  # the lease is kept alive by its thread; heartbeats resume with etcd
         try:
             self.session.ensure()
             self.session.put_node(serves=serves)

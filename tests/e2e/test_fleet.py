@@ -203,6 +203,23 @@ def test_killed_renewer_is_taken_over(fleet, front, balancer, tmp_path):
     print(f"takeover after {took_over:.1f}s (lease TTL {fleet.ttl}s)")
 
 
+def two_nodes(request, pebble, front, endpoints, prefix, name):
+    """A fleet on `endpoints`: node1 (127.0.0.1) certifies `name`, then node2 (127.0.0.2)
+    joins and serves it."""
+    fleet = Fleet(pebble, endpoints, prefix, (HTTP_PORT, HTTPS_PORT), ca_url=front.directory_url)
+    request.addfinalizer(lambda: fleet.stop(_failed(request)))
+    one, two = fleet.node("127.0.0.1"), fleet.node("127.0.0.2")
+    fleet.configure(one, [name])
+    one.start()
+    one.start_worker()
+    fleet.await_keys("md/", lambda k: f"{name}/set" in k, what="node1 publishing")
+    fleet.configure(two, [name])
+    two.start()
+    two.start_worker()
+    two.await_served(name, serial(one, name))
+    return fleet, one, two
+
+
 @pytest.fixture
 def own_etcd():
     """An etcd of the test's own, to be stopped and started again."""
@@ -213,21 +230,9 @@ def own_etcd():
 
 def test_etcd_away_sites_keep_serving_and_the_warn_window_renews_alone(
         request, pebble, front, own_etcd):
-    fleet = Fleet(pebble, own_etcd.endpoints, "/away", (HTTP_PORT, HTTPS_PORT),
-                  ca_url=front.directory_url)
-    request.addfinalizer(lambda: fleet.stop(_failed(request)))
     name = "w.fleet.test"
-    one = fleet.node("127.0.0.1")
-    fleet.configure(one, [name])
-    one.start()
-    one.start_worker()
-    fleet.await_keys("md/", lambda k: f"{name}/set" in k, what="node1 publishing")
-    two = fleet.node("127.0.0.2")
-    fleet.configure(two, [name])
-    two.start()
-    two.start_worker()
+    fleet, one, two = two_nodes(request, pebble, front, own_etcd.endpoints, "/away", name)
     old = serial(one, name)
-    two.await_served(name, old)
 
     own_etcd.stop()  # all of etcd down
     for n in (one, two):
@@ -260,20 +265,8 @@ def test_etcd_away_sites_keep_serving_and_the_warn_window_renews_alone(
 def test_one_etcd_member_down_changes_nothing(request, pebble, front):
     etcd3 = EtcdCluster(ETCD_PORT + 10, 3).start()
     request.addfinalizer(etcd3.remove)
-    fleet = Fleet(pebble, etcd3.endpoints, "/three", (HTTP_PORT, HTTPS_PORT),
-                  ca_url=front.directory_url)
-    request.addfinalizer(lambda: fleet.stop(_failed(request)))
     first, later = "m.fleet.test", "n.fleet.test"
-    one = fleet.node("127.0.0.1")
-    fleet.configure(one, [first])
-    one.start()
-    one.start_worker()
-    fleet.await_keys("md/", lambda k: f"{first}/set" in k, what="node1 publishing")
-    two = fleet.node("127.0.0.2")
-    fleet.configure(two, [first])
-    two.start()
-    two.start_worker()
-    two.await_served(first, serial(one, first))
+    fleet, one, two = two_nodes(request, pebble, front, etcd3.endpoints, "/three", first)
     # the member both nodes talk to first dies; the other two keep the quorum
     etcd3.members[0].kill()
     fleet.etcd = type(fleet.etcd)(etcd3.endpoints[1:])
