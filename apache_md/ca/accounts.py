@@ -6,6 +6,7 @@ driven in parallel do not register one account each.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -194,7 +195,9 @@ def obtain(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
     """The account to use for `md` at this CA, registering one if needed (`new` says so)."""
     acct, unusable = find(store, md, conn.url)
     if acct is None or unusable:
-        with store_lock(store, ACCOUNTS):
+        with contextlib.ExitStack() as locked:
+            with conn.waiting():  # another MD may be registering: it needs a place to work
+                locked.enter_context(store_lock(store, ACCOUNTS))
             acct, unusable = find(store, md, conn.url)
             for acct_id, file, problem in unusable:
                 set_aside(store, acct_id, file, problem, md)

@@ -6,13 +6,14 @@ growing interval that honours Retry-After.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import ipaddress
 import logging
 import re
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, ContextManager
 from urllib.parse import urlsplit
 
 import josepy as jose
@@ -36,6 +37,7 @@ NONCE_KEEP = 32
 # error without Replay-Nonce: a load balancer's 5xx, a reset) takes one instead of
 # asking new-nonce, which every thread shares, and waits on when that is held.
 NONCE_RESERVE = 4
+IDLE_LEAST = 0.5  # seconds of waiting for the CA for which a drive lets another MD work
 ORDER_TIMEOUT = 300.0  # seconds for the CA to decide authorizations, or to issue
 
 
@@ -188,6 +190,9 @@ class _Network(acme_client.ClientNetwork):
         self.step: str | None = None  # what the connection is doing (failure messages)
         # called before a poll or a retry pauses (the job saves its progress meanwhile)
         self.on_wait: Callable[[], None] | None = None
+        # entered while the CA keeps this connection waiting (IDLE_LEAST seconds or more):
+        # the drive gives its place to another MD meanwhile (ca/drive)
+        self.idle: Callable[[], ContextManager] | None = None
         self.names: dict[str, str] = {ca_url: "directory"}  # URLs of the directory
 
     @property
@@ -241,8 +246,19 @@ class _Network(acme_client.ClientNetwork):
         finally:
             shared.refilling = False
 
+    def wait(self, seconds: float) -> None:
+        """Wait for the CA (a pause before another try, a poll); CAProblem "Stopped" when
+        apache-md stops meanwhile."""
+        with self._idle(seconds):
+            if self._stop.wait(seconds):
+                raise CAProblem(20014, "Stopped", None, "apache-md is shutting down")
+
+    def _idle(self, seconds: float) -> ContextManager:
+        return self.idle() if self.idle and seconds >= IDLE_LEAST else contextlib.nullcontext()
+
     def _send_request(self, method: str, url: str, *args, **kwargs) -> requests.Response:
-        self._gate.wait(url, self._stop, self._deadline)
+        with self._idle(self._gate.held_for(url)):
+            self._gate.wait(url, self._stop, self._deadline)
         self._response = None
         response = super()._send_request(method, url, *args, **kwargs)
         self._response = response
@@ -305,8 +321,7 @@ class _Network(acme_client.ClientNetwork):
                               trouble.what, self.step_for(url), tries + 1, pause)
                     if self.on_wait:
                         self.on_wait()
-                    if self._stop.wait(pause):
-                        raise CAProblem(20014, "Stopped", None, "apache-md is shutting down")
+                    self.wait(pause)
         finally:
             self._deadline = outer
 
@@ -388,7 +403,9 @@ class CAConnection:
     def directory(self) -> messages.Directory:
         if self._directory is None:
             shared = self._shared
-            with shared.directory_lock:  # one fetch when many MDs start at once
+            with contextlib.ExitStack() as locked:  # one fetch when many MDs start at once
+                with self.waiting():  # for the MD that fetches it: it needs a place to work
+                    locked.enter_context(shared.directory_lock)
                 cached = shared.directory
                 if cached is None or time.monotonic() - shared.directory_at > DIRECTORY_TTL:
                     try:
@@ -462,9 +479,22 @@ class CAConnection:
         self.net.alg = jose.RS256 if isinstance(key, jose.JWKRSA) else jose.ES256
         self.net.account = regr
 
+    @property
+    def idle(self) -> Callable[[], ContextManager] | None:
+        """Entered while the CA keeps this connection waiting."""
+        return self.net.idle
+
+    @idle.setter
+    def idle(self, fn: Callable[[], ContextManager] | None) -> None:
+        self.net.idle = fn
+
+    def waiting(self) -> ContextManager:
+        """Entered while this connection waits for another MD (its fetch of the directory,
+        its registration of the account): the drive's place goes to another MD meanwhile."""
+        return self.net.idle() if self.net.idle else contextlib.nullcontext()
+
     def sleep(self, seconds: float) -> None:
-        if self.stop.wait(seconds):
-            raise CAProblem(20014, "Stopped", None, "apache-md is shutting down")
+        self.net.wait(seconds)
 
     def poll(self, fetch: Callable[[], tuple[Any, requests.Response | None]],
              done: Callable[[Any], bool], deadline: float, step: str) -> Any:

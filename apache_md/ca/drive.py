@@ -7,6 +7,7 @@ the problem in the job and returns.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -40,6 +41,8 @@ from .client import CAConnection, authorized, identifiers
 from .outages import Outages
 
 log = logging.getLogger(__name__)
+IN_FLIGHT = 2  # MDs under way per working one (drive_all)
+IDLE_BACK = 2.0  # seconds an MD back from waiting waits for a place at most
 REFRESH_EVERY = 0.5  # seconds between status refreshes while drives run
 # Seconds between job saves while a run progresses, as mod_md; what is not saved yet is
 # saved before anything that may take a while (a command, waiting for the CA).
@@ -65,6 +68,10 @@ class Driver:
         self.progress_cb = progress  # called with (md_name, text) for `renew` output
         self.rnd = rnd or random.Random()
         self.outages = outages  # the worker's: CAs that failed, probed until they answer
+        # places for MDs that work at once (drive_all); one that waits for the CA gives its
+        # place to another meanwhile
+        self.slots: threading.Semaphore | None = None
+        self._local = threading.local()  # `held`: this thread's run has a place
         self._saved: dict[str, float] = {}  # MD -> time.monotonic() of its last job save
         self._unsaved: set[str] = set()  # MDs with progress not saved yet
         # In a fleet: share(md, domain, token, key_authz) makes every node serve an http-01
@@ -75,7 +82,7 @@ class Driver:
     def run(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
         """One renewal run; `reason` (why it is due) goes into the job log."""
         try:
-            with md_lock(self.store, md.name, timeout=0):
+            with self._slot(), md_lock(self.store, md.name, timeout=0):
                 return self._run_locked(md, reason)
         except Busy:
             return RunResult(md.name, "busy", "another apache-md process is driving this MD")
@@ -127,6 +134,30 @@ class Driver:
             self.store.remove(STAGING, md.name, "order.json")
         return self._succeeded(md, job, ca_url)
 
+    @contextlib.contextmanager
+    def _slot(self):
+        """A place to work (drive_all's), for the whole run."""
+        self._local.held = bool(self.slots) and self.slots.acquire()
+        try:
+            yield
+        finally:
+            if self._local.held:
+                self.slots.release()
+
+    @contextlib.contextmanager
+    def _idle(self):
+        """While the CA keeps this MD waiting, another may work in its place. Back, it
+        works without one after IDLE_BACK seconds: the MDs in the places may be waiting
+        for it (a lock it holds), never a deadlock."""
+        if getattr(self._local, "held", False):
+            self.slots.release()
+            self._local.held = False
+        try:
+            yield
+        finally:
+            if self.slots:
+                self._local.held = self.slots.acquire(timeout=IDLE_BACK)
+
     # -- the protocol ------------------------------------------------------------------
     def _obtain(self, md: ManagedDomain, job: Job, ca_url: str, setups: list[Setup]) -> None:
         self._progress(job, md, f"Contacting ACME server for {md.name} at {ca_url}", save=True)
@@ -138,6 +169,7 @@ class Driver:
         conn = CAConnection(ca_url, ca_certs=md.ca_certs, proxy=md.proxy_url,
                             proxy_ca_certs=md.proxy_ca_certs, stop=self.stop)
         conn.on_wait = lambda: self._flush(job)
+        conn.idle = self._idle
         meta = conn.meta
         profile = self._profile(md, meta)
         self._progress(job, md, f"Selecting account to use for {md.name}")
@@ -378,14 +410,17 @@ def drive_all(driver: Driver, decisions: Sequence, parallel: int = DRIVE_PARALLE
               done: Callable[[RunResult], None] | None = None) -> list[RunResult]:
     """Drive the MDs of `decisions` (core/plan), `parallel` at a time.
 
-    While they run, `refresh()` (the status snapshot, the watchdog) is called
-    every REFRESH_EVERY seconds, and never for more than a third of the time
+    `parallel` MDs work at once; one that waits for the CA (a Retry-After, a pause
+    before another try) lets another work meanwhile, up to IN_FLIGHT times as many
+    under way. While they run, `refresh()` (the status snapshot, the watchdog) is
+    called every REFRESH_EVERY seconds, and never for more than a third of the time
     however long it takes with many MDs; `done(result)` as each run ends.
     Results in the order of `decisions`.
     """
     if not decisions:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel, len(decisions))),
+    driver.slots = threading.BoundedSemaphore(max(1, parallel))
+    with ThreadPoolExecutor(max_workers=max(1, min(parallel * IN_FLIGHT, len(decisions))),
                             thread_name_prefix="drive") as pool:
         futures = [pool.submit(driver.run, d.md, d.reason) for d in decisions]
         pending, cost, last = set(futures), 0.0, time.monotonic()

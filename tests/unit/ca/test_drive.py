@@ -10,19 +10,33 @@ from apache_md.ca.drive import RunResult, drive_all
 
 
 class FakeDriver:
-    def __init__(self, seconds: float):
-        self.seconds = seconds
+    """Driver's places (slots) around a run that sleeps; MDs in `waits` wait for the CA
+    first, as a Retry-After has them do."""
+
+    _slot, _idle = drive.Driver._slot, drive.Driver._idle
+
+    def __init__(self, seconds: float, waits: float = 0.0, waiting: tuple = ()):
+        self.seconds, self.waits, self.waiting = seconds, waits, waiting
+        self.slots = None
+        self._local = threading.local()
         self.running = 0
         self.most = 0
         self.lock = threading.Lock()
 
-    def run(self, md, reason=None):
+    def _work(self, seconds: float) -> None:
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
-        time.sleep(self.seconds)
+        time.sleep(seconds)
         with self.lock:
             self.running -= 1
+
+    def run(self, md, reason=None):
+        with self._slot():
+            if md.name in self.waiting:
+                with self._idle():
+                    time.sleep(self.waits)
+            self._work(self.seconds)
         return RunResult(md.name, "renewed", reason or "")
 
 
@@ -47,3 +61,24 @@ def test_results_in_order_each_reported_at_most_parallel_at_once(monkeypatch):
 def test_nothing_to_drive_starts_nothing():
     assert drive_all(FakeDriver(0), [], refresh=lambda: 1 / 0) == []
 
+
+
+def test_an_md_waiting_for_the_ca_lets_another_work_meanwhile():
+    driver = FakeDriver(0.01, waits=0.5, waiting=("d0.test",))
+    done = []
+    drive_all(driver, decisions(3), parallel=1, done=lambda r: done.append(r.md))
+    assert done[-1] == "d0.test"  # the others worked while it waited
+    assert driver.most == 1  # never more than `parallel` at work
+
+
+def test_an_md_back_from_waiting_works_without_a_place_rather_than_wait_for_ever(monkeypatch):
+    """What it waited on may hold up the MDs in the places (a lock it holds)."""
+    monkeypatch.setattr(drive, "IDLE_BACK", 0.05)
+    driver = FakeDriver(0)
+    driver.slots = threading.BoundedSemaphore(1)
+    with driver._slot():
+        with driver._idle():
+            driver.slots.acquire()  # another MD took the place, and keeps it
+        assert driver._local.held is False  # on without it
+    driver.slots.release()
+    assert driver.slots.acquire(blocking=False)  # nothing released twice, nothing lost
