@@ -8,8 +8,8 @@ faults (by default 10% 5xx, 5% 429 with Retry-After: 2, 3% connection resets,
 clock from the worker's start until every MD's certificate is live
 (domains/<md>/pubcert.pem; the worker activates and reloads Apache itself).
 Pebble is restarted between the runs. Printed: both times, their ratio, the
-faults injected, and the requests the proxy saw before a Retry-After it had
-sent was over (there should be none).
+faults injected, and the requests the proxy saw to an endpoint before a
+Retry-After it had sent for it was over (there should be none).
 
 Usage: python bench/faults.py [-n 20] [--seed 1] [--timeout 600]
 """
