@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import json
-import mmap
 import os
 import re
 import sys
@@ -52,9 +51,11 @@ OCSP_TRY_LATER = bytes.fromhex("30030a0103")
 OCSP_UNAUTHORIZED = bytes.fromhex("30030a0106")
 MAX_OCSP_REQUEST = 16384
 # Every request answers what the last finished write says: the writer bumps a counter
-# in `status/snapshot/generation` (in place, after each index), and a request compares
-# it through a shared mapping, which costs no system call (a stat() per request released
-# the interpreter lock: a fifth of the rate). The index is still looked at this often
+# in `status/snapshot/generation` (in place, after each index), and a request reads it
+# with one pread() on a descriptor kept open: no path lookup, unlike a stat() per request.
+# (Not a shared mapping, which costs no system call at all: a counter file truncated by
+# hand would kill every Apache child that touched the mapping with SIGBUS.) The index is
+# still looked at this often
 # (seconds) whatever the counter says: a counter file replaced (a store restored) or an
 # index written by hand.
 RECHECK = 1.0
@@ -174,7 +175,7 @@ class Snapshot:
         self._stamp: tuple[int, int, int] | None = None
         self._checked = float("-inf")  # time.monotonic() of the last look at the file
         self._lock = threading.Lock()
-        self._gen: mmap.mmap | None = None  # the writer's counter, mapped
+        self._gen: int | None = None  # a descriptor of the writer's counter file
         self._gen_file: tuple[int, int] | None = None  # its (device, inode)
         self._gen_seen = b""  # its value when the index was last looked at
         self.view = View(store, {})
@@ -185,7 +186,7 @@ class Snapshot:
         now = time.monotonic()
         gen = self._gen
         if not fresh and gen is not None and now - self._checked < RECHECK \
-                and gen[:8] == self._gen_seen:
+                and _pread8(gen) == self._gen_seen:
             return self.view
         with self._lock:
             seen = self._counter()  # before the index: a write after this is seen next time
@@ -204,23 +205,26 @@ class Snapshot:
         return self.view
 
     def _counter(self) -> bytes:
-        """The counter's value, mapping the file again when it was replaced; b"" and no
-        mapping while there is none (then every request looks at the index)."""
+        """The counter's value, opening the file again when it was replaced; b"" and no
+        descriptor while there is none (then every request looks at the index)."""
         try:
             st = os.stat(self.gen_path)
             file = (st.st_dev, st.st_ino)
         except OSError:
             file = None
         if file != self._gen_file:
-            self._gen, self._gen_file = None, None
-            if file is not None and st.st_size >= 8:
+            old, self._gen, self._gen_file = self._gen, None, None
+            if old is not None:
+                # a request may still pread() the old descriptor: it then reads the old
+                # file's counter or EBADF (b""), both of which only send it to the index
+                _close(old)
+            if file is not None:
                 try:
-                    with open(self.gen_path, "rb") as f:
-                        self._gen = mmap.mmap(f.fileno(), 8, access=mmap.ACCESS_READ)
+                    self._gen = os.open(self.gen_path, os.O_RDONLY | os.O_CLOEXEC)
                     self._gen_file = file
-                except (OSError, ValueError):
+                except OSError:
                     pass
-        return self._gen[:8] if self._gen is not None else b""
+        return _pread8(self._gen) if self._gen is not None else b""
 
     def _read(self, stamp) -> dict[str, Any]:
         if stamp is None:
@@ -232,6 +236,21 @@ class Snapshot:
             return {}
         # another format (a version before or after this file's): none until rewritten
         return data if isinstance(data, dict) and data.get("format") == FORMAT else {}
+
+
+def _pread8(fd: int) -> bytes:
+    """The counter's 8 bytes; b"" when they cannot be read (truncated, closed)."""
+    try:
+        return os.pread(fd, 8, 0)
+    except OSError:
+        return b""
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _quality(mtype: str, ranges: list[tuple[str, float]]) -> float:

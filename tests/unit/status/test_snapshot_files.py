@@ -141,3 +141,27 @@ def test_the_list_says_how_many_renewals_are_done(store):
     snap = snapshot.published(store)
     assert "renewals:" not in snap["bodies"]["html"]
     assert 'apache_md_renewals{state="finished"} 0\n' in snap["bodies"]["metrics"]
+
+
+def test_a_counter_file_truncated_by_hand_costs_nothing_but_a_look_at_the_index(store,
+                                                                                 monkeypatch):
+    """The handler never maps the counter (a mapped file that shrinks kills its reader
+    with SIGBUS): truncated, it only sends requests to the index."""
+    monkeypatch.setattr(app, "RECHECK", 3600.0)
+    config = sample_config(store)
+    snapshot.write_snapshot(store, config, snapshot.Renderer())
+    handlers = app.Handlers()
+
+    def get(path: str) -> str:
+        out = {}
+        body = b"".join(handlers(env(store, path), lambda st, h: out.update(status=st)))
+        assert out["status"].startswith("200"), out
+        return body.decode()
+    get("/md-status/failing.test")
+    counter = store.path("status", "snapshot", snapshot.GENERATION)
+    with open(counter, "r+b") as f:
+        f.truncate(0)
+    assert "the CA said no again" not in get("/md-status/failing.test")
+    fail_again(store, "failing.test", "the CA said no again")
+    snapshot.write_snapshot(store, config)  # bumps the counter in place again
+    assert "the CA said no again" in get("/md-status/failing.test")
