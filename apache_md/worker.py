@@ -9,6 +9,8 @@ down and waits for a configuration without it.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import random
@@ -78,6 +80,7 @@ class Worker:
         self.changes = Changes()
         self.outages = Outages()
         self.fleet = None  # fleet.node.Fleet with MDClusterEtcd (docs/cluster.md)
+        self._fleet_settings: tuple | None = None  # the MDCluster* values it was made from
 
     # -- systemd -----------------------------------------------------------------------
     def sd(self, *lines: str) -> None:
@@ -143,11 +146,17 @@ class Worker:
         return True
 
     def _join_fleet(self, config: Config) -> None:
-        """A Fleet when the configuration names etcd endpoints (a new one when they
-        changed); without MDClusterEtcd nothing of it runs."""
+        """A Fleet when the configuration names etcd endpoints (a new one only when the
+        MDCluster* settings changed); without MDClusterEtcd nothing of it runs."""
+        wanted = _cluster_settings(config.settings)
+        if self.fleet is not None and wanted == self._fleet_settings:
+            # An MD added or a vhost edited: the same node. Closing would drop its lease,
+            # so the others would stop waiting for its acks while it answers nothing.
+            return
         if self.fleet is not None:
             self.fleet.close()
             self.fleet = None
+        self._fleet_settings = wanted
         if config.settings.clustered:
             from .fleet.node import Fleet
             self.fleet = Fleet(config.settings)
@@ -455,3 +464,9 @@ def run_worker(load_config: Callable[[], Config], reload_command: str | None,
     cmd = shlex.split(reload_command) if reload_command else default_reload_command()
     return Worker(load_config, cmd, max_parallel=max_parallel, once=once).run()
 
+
+def _cluster_settings(settings) -> tuple:
+    """The MDCluster* values: a Fleet is made anew only when one of them changed."""
+    values = (getattr(settings, f.name) for f in dataclasses.fields(settings)
+              if f.name.startswith("cluster_"))
+    return tuple(tuple(v) if isinstance(v, list) else v for v in values)
