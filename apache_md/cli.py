@@ -466,7 +466,8 @@ def cmd_activate(args) -> int:
 def _activate(args, config: Config, store: Store) -> int:
     from .apache.activation import activate_and_reload
     reload_cmd = shlex.split(args.reload) if args.reload else None
-    report = activate_and_reload(store, config, reload_cmd, force=not args.respect_window)
+    report = activate_and_reload(store, config, reload_cmd, force=not args.respect_window,
+                                 before_reload=lambda: snapshot.write_snapshot(store, config))
     for name, text in report.repaired.items():
         print(f"{name}: {text}", file=sys.stderr)
     for name in report.activated:

@@ -426,7 +426,8 @@ class Worker:
             activation.request(store, config, prepared=prepared)
         else:
             report = activation.activate_and_reload(store, config, self.reload_command,
-                                                    prepared=prepared)
+                                                    prepared=prepared,
+                                                    before_reload=self.write_snapshot)
             changed = bool(report.activated or report.failed)
         if snapshot:
             self.write_snapshot()

@@ -14,6 +14,7 @@ import errno
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Callable
 
 from ..core import crypto
 from ..core.facts import MDFacts
@@ -289,12 +290,15 @@ def prepare(store: Store, config: Config) -> tuple[dict[str, str], bool]:
 
 
 def activate_and_reload(store: Store, config: Config, reload_command: list[str] | None,
-                        force: bool = False, prepared: bool = False) -> Report:
+                        force: bool = False, prepared: bool = False,
+                        before_reload: Callable[[], None] | None = None) -> Report:
     """Repair, activate what is ready, test Apache's config, reload, and make sure Apache
     still runs; roll back (and start Apache again) when it does not.
 
     The one entry point of the worker and of `apache-md activate`. `prepared`: the
-    caller ran prepare() just before (the worker, at the start of its cycle)."""
+    caller ran prepare() just before (the worker, at the start of its cycle).
+    `before_reload`: called once sets were moved live and before Apache serves them (the
+    status snapshot, so md-status never lags behind what Apache serves)."""
     state.take_activation_request(store)
     messenger = Messenger(config.settings.message_cmd, None, str(store.base))
     report = Report()
@@ -322,6 +326,8 @@ def activate_and_reload(store: Store, config: Config, reload_command: list[str] 
         return report
     report.error = ctl.configtest(config) if report.activated else None
     if report.error is None:
+        if report.activated and before_reload is not None:
+            before_reload()
         report.error = _reload(store, config, reload_command)
     if report.error:
         log.error("Apache refused the new configuration: %s", report.error)
