@@ -10,7 +10,7 @@ from typing import Any
 from ..core.job import now_utc
 from ..core.model import Config
 from ..store.fs import ACCOUNTS, DOMAINS, Store, StoreError
-from . import sets
+from . import serving, sets
 from .node import Fleet
 
 
@@ -19,6 +19,7 @@ def view(fleet: Fleet) -> dict[str, Any]:
     "published": {md: {by, serials, not-after}}}; EtcdError when etcd does not answer."""
     now = now_utc()
     nodes = {}
+    serves = serving.read_all(fleet.etcd, fleet.ks)
     under = fleet.ks.nodes()
     for kv in fleet.etcd.get_prefix(under):
         try:
@@ -26,10 +27,12 @@ def view(fleet: Fleet) -> dict[str, Any]:
         except ValueError:
             continue
         beat = _time(doc.get("heartbeat"))
-        nodes[fleet.ks.leaf(kv.key, under)] = {
+        name = fleet.ks.leaf(kv.key, under)
+        nodes[name] = {
             "heartbeat": doc.get("heartbeat"),
             "age": round((now - beat).total_seconds(), 1) if beat else None,
-            "serves": doc.get("serves") or {}}
+            # a node of an earlier version puts what it serves into its node key
+            "serves": serves.get(name) or doc.get("serves") or {}}
     from . import coord
     locks = coord.holders(fleet.session)
     published = {name: {"by": p.by, "serials": p.serials, "not-after": p.doc.get("not-after")}

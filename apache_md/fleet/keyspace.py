@@ -1,6 +1,8 @@
 """Where things live in etcd, under the fleet's prefix (MDClusterPrefix). Pure.
 
-  <prefix>/nodes/<node>               heartbeat + what the node serves (its lease)
+  <prefix>/nodes/<node>               the node's heartbeat (its lease)
+  <prefix>/serves/<node>/<shard>      what the node serves, for the MDs of one shard
+                                      (its lease; put only when it changed)
   <prefix>/locks/<md>                 the node renewing the MD (its lease)
   <prefix>/md/<md>/set                the MD's certificate set, keys sealed (one value:
                                       a set is published and read whole)
@@ -27,6 +29,12 @@ class Keyspace:
 
     def node(self, node: str) -> str:
         return self._k("nodes", node)
+
+    def serving(self) -> str:
+        return self._k("serves", "")
+
+    def serves(self, node: str, shard: int) -> str:
+        return self._k("serves", node, f"{shard:02x}")
 
     def locks(self) -> str:
         return self._k("locks", "")

@@ -11,8 +11,9 @@ from typing import Iterable
 
 from ..core.model import Config, GlobalSettings, ManagedDomain
 from ..core.problem import CAProblem
+from ..store import credentials
 from ..store.fs import DOMAINS, STAGING, Store, StoreError
-from . import challenges, coord, seal, sets
+from . import challenges, coord, seal, serving, sets
 from .etcd import Etcd, EtcdError, Unavailable
 from .keyspace import Keyspace
 from .session import Session
@@ -34,6 +35,8 @@ class Fleet:
         self.waiting: dict[str, str] = {}  # MD -> node holding its lock (last claim)
         self.mirror: challenges.Mirror | None = None  # the others' http-01 answers, here
         self.solo: set[str] = set()  # MDs renewed without the fleet (etcd away, warn window)
+        self.serving = serving.Publisher(self.etcd, self.ks, self.node)
+        self._view: dict = {"node": self.node, "prefix": self.ks.prefix}  # last from etcd
 
     # -- outages ---------------------------------------------------------------------------
     def _down(self, e: EtcdError) -> None:
@@ -193,22 +196,23 @@ class Fleet:
             self._view.pop("error", None)
         except EtcdError as e:
             self._down(e)
-            self._view = {**getattr(self, "_view", {"node": self.node,
-                                                    "prefix": self.ks.prefix}),
-                          "error": str(e)}
+            self._view = {**self._view, "error": str(e)}
         return self._view
 
     def heartbeat(self, store: Store, config: Config) -> None:
+        """The node key, and what the node serves where it changed. Nothing while etcd is
+        away: the lease is kept alive by its thread, and heartbeats resume with etcd."""
+        if self.outage:
+            return
         serves = {}
         for md in config.mds:
-            infos = sets.credentials.infos(store, DOMAINS, md)
             serves[md.name] = {k: {"serial": i.serial, "not-after": sets.iso(i.not_after)}
-                               for k, i in infos.items() if i is not None}
-        if self.outage:
-            return  # the lease is kept alive by its thread; heartbeats resume with etcd
+                               for k, i in credentials.infos(store, DOMAINS, md).items()
+                               if i is not None}
         try:
             self.session.ensure()
-            self.session.put_node(serves=serves)
+            self.session.put_node(mds=len(serves))
+            self.serving.publish(serves, self.session.lease)
         except EtcdError as e:
             self._down(e)
 

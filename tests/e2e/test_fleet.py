@@ -92,10 +92,15 @@ def test_one_order_per_md_and_every_node_serves_it(fleet, front):
     assert sorted(view["nodes"]) == ["node1", "node2", "node3"] and view["locks"] == {}
     for name in NAMES:
         assert view["published"][name]["serials"] == {"rsa": serial(one, name)}
-    fleet.await_keys("nodes/", lambda k: all(
-        json.loads(k[n]).get("serves", {}).get(name, {}).get("rsa", {}).get("serial")
+    def serves(keys: dict[str, bytes]) -> dict[str, dict]:  # serves/<node>/<shard>
+        out: dict[str, dict] = {}
+        for k, v in keys.items():
+            out.setdefault(k.split("/")[0], {}).update(json.loads(v))
+        return out
+    fleet.await_keys("serves/", lambda k: all(
+        serves(k).get(n, {}).get(name, {}).get("rsa", {}).get("serial")
         == serial(one, name) for n in ("node1", "node2", "node3") for name in NAMES),
-        what="every node's heartbeat naming the served serials")
+        what="every node naming the served serials")
     text = three.cli_ok("cluster", "status").stdout
     assert f"node3 serves rsa {serial(one, NAMES[0])}" in text
     # monitoring on any node: md-status JSON and page, the metrics, `apache-md status`

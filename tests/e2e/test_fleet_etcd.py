@@ -106,3 +106,70 @@ def test_http01_answers_are_mirrored_acked_and_a_lagging_node_is_named(etcd, etc
     assert store.names(CHALLENGES) == []
     driver.close()
     other.close()
+
+
+def test_what_a_node_serves_goes_in_shards_and_only_when_it_changed(etcd, etcd_prefix):
+    """10,000 MDs in one value would be near etcd's 1.5 MB request limit and be sent at
+    every cycle: each shard is a value of its own, put again only when it changed."""
+    from apache_md.fleet import serving
+    from apache_md.fleet.keyspace import Keyspace
+    c = Etcd(etcd.endpoints)
+    ks = Keyspace(etcd_prefix)
+    serves = {f"md{i}.test": {"rsa": {"serial": f"{i:032x}", "not-after": "2027-03-01T00:00:00"
+                                                                           "+00:00"}}
+              for i in range(10000)}
+    lease = c.grant(30)
+    pub = serving.Publisher(c, ks, "n1")
+    assert pub.publish(serves, lease) == serving.SHARDS
+    values = c.get_prefix(ks.serving())
+    assert len(values) == serving.SHARDS
+    assert max(len(kv.value) for kv in values) < 64 * 1024
+    assert {kv.lease for kv in values} == {lease}
+    assert serving.read_all(c, ks) == {"n1": serves}
+    assert pub.publish(serves, lease) == 0  # nothing changed: nothing sent
+    serves["md7.test"]["rsa"]["serial"] = "ff"
+    del serves["md8.test"]
+    assert pub.publish(serves, lease) == len({serving.shard_of("md7.test"),
+                                             serving.shard_of("md8.test")})
+    assert serving.read_all(c, ks)["n1"] == serves
+    # a shard whose MDs are all gone is deleted, not left behind
+    only = {"md7.test": serves["md7.test"]}
+    pub.publish(only, lease)
+    assert len(c.get_prefix(ks.serving())) == 1 and serving.read_all(c, ks) == {"n1": only}
+    # a new lease (the old one expired with its keys): everything goes again
+    c.revoke(lease)
+    assert c.get_prefix(ks.serving()) == []
+    lease = c.grant(30)
+    assert pub.publish(only, lease) == 1 and serving.read_all(c, ks) == {"n1": only}
+    c.revoke(lease)
+
+
+def test_a_heartbeat_while_etcd_is_away_reads_nothing(etcd, etcd_prefix, tmp_path,
+                                                       monkeypatch):
+    from apache_md.apache.config import load_text
+    from apache_md.fleet import seal
+    from apache_md.fleet import node as fleet_node
+    from apache_md.store.fs import Store
+    key = tmp_path / "fleet.key"
+    seal.write_new_key(str(key))
+    config = load_text(f"MDClusterEtcd {' '.join(etcd.endpoints)}\nMDClusterNode n1\n"
+                       f"MDClusterPrefix {etcd_prefix}\nMDClusterKeyFile {key}\n"
+                       "MDomain a.test\n<VirtualHost *:443>\nServerName a.test\n"
+                       "</VirtualHost>\n")
+    store = Store(tmp_path / "md")
+    store.init()
+    fleet = fleet_node.Fleet(config.settings)
+    try:
+        fleet.heartbeat(store, config)
+        c = Etcd(etcd.endpoints)
+        doc = json.loads(c.get(fleet.ks.node("n1")).value)
+        assert doc["mds"] == 1 and "serves" not in doc
+        assert fleet.view()["nodes"]["n1"]["serves"] == {"a.test": {}}
+        fleet.outage = "etcd unavailable: (test)"
+        monkeypatch.setattr(fleet_node.credentials, "infos",
+                            lambda *a: pytest.fail("read the certificates with etcd away"))
+        fleet.heartbeat(store, config)
+        assert fleet.view()["error"] == "etcd unavailable: (test)"
+        assert fleet.view()["nodes"]["n1"]["heartbeat"] == doc["heartbeat"]  # the last view
+    finally:
+        fleet.close()
