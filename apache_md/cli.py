@@ -381,7 +381,7 @@ def cmd_renew(args) -> int:
         if d not in todo:
             print(f"{d.md.name}: {d.reason}")
     if fleet is not None and todo:
-        todo, waiting = fleet.claim(store, todo)
+        todo, waiting = fleet.claim(store, todo, spread_out=False)  # asked here
         for name, holder in waiting.items():
             print(f"{name}: not renewed here: {holder}")
     renderer = snapshot.Renderer()  # bodies of the MDs that did not change

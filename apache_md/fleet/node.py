@@ -13,7 +13,7 @@ from ..core.model import Config, GlobalSettings, ManagedDomain
 from ..core.problem import CAProblem
 from ..store import credentials
 from ..store.fs import DOMAINS, STAGING, Store, StoreError
-from . import challenges, coord, seal, serving, sets
+from . import challenges, coord, seal, serving, sets, spread
 from .etcd import Etcd, EtcdError, Unavailable
 from .keyspace import Keyspace
 from .session import Session
@@ -105,11 +105,24 @@ class Fleet:
         return staged
 
     # -- one renewer per MD ------------------------------------------------------------------
-    def claim(self, store: Store, decisions: list) -> tuple[list, dict[str, str]]:
+    def claim(self, store: Store, decisions: list, spread_out: bool = True
+              ) -> tuple[list, dict[str, str]]:
         """The decisions this node may drive now (it holds their locks), and the MDs that
-        wait, with the node that holds each (or why)."""
+        wait, with the node that holds each (or why).
+
+        The work is spread: a node takes at most its share of what is due (the due MDs
+        over the live nodes), preferring the MDs that rank it first among the live nodes
+        (rendezvous hashing, so the nodes rarely reach for the same lock). What it leaves
+        is looked at again within a lease TTL, by whichever node gets there first. An MD
+        inside its warn window is always taken, and so is everything with `spread_out`
+        False (`apache-md renew`: the administrator asked this node)."""
+        live = self._live_nodes() if spread_out else [self.node]
+        share = -(-len(decisions) // len(live))
         mine, waiting = [], {}
-        for d in decisions:
+        for d in spread.order(decisions, self.node, live, key=lambda d: d.md.name):
+            if len(mine) >= share and not d.warn:
+                waiting[d.md.name] = f"left to the other {len(live) - 1} node(s)"
+                continue
             try:
                 holder = coord.acquire(self.session, d.md.name)
                 if holder is None:
@@ -140,6 +153,16 @@ class Fleet:
             log.info("waiting for the fleet: %s",
                      ", ".join(f"{n} ({h})" for n, h in waiting.items()))
         return mine, waiting
+
+    def _live_nodes(self) -> list[str]:
+        """The nodes with a heartbeat key (this one among them); this one alone when etcd
+        does not answer (claiming then meets the outage)."""
+        try:
+            under = self.ks.nodes()
+            live = {self.ks.leaf(kv.key, under) for kv in self.etcd.get_prefix(under, True)}
+        except EtcdError:
+            live = set()
+        return sorted(live | {self.node})
 
     def share(self, md: ManagedDomain, domain: str, token: str, key_authz: str) -> None:
         """The Driver's hook: every live node serves the answer before the CA is told.

@@ -173,3 +173,60 @@ def test_a_heartbeat_while_etcd_is_away_reads_nothing(etcd, etcd_prefix, tmp_pat
         assert fleet.view()["nodes"]["n1"]["heartbeat"] == doc["heartbeat"]  # the last view
     finally:
         fleet.close()
+
+
+def test_the_due_mds_are_spread_over_the_live_nodes(etcd, etcd_prefix, tmp_path):
+    """Each node takes its share of what is due, its own preferred MDs first; what it
+    leaves goes to the others; an MD inside its warn window is always taken."""
+    from types import SimpleNamespace
+    from apache_md.apache.config import load_text
+    from apache_md.fleet import seal, spread
+    from apache_md.fleet.node import Fleet
+    from apache_md.store.fs import Store
+    key = tmp_path / "fleet.key"
+    seal.write_new_key(str(key))
+    names = [f"m{i}.test" for i in range(7)]
+    fleets = []
+    for node in ("n1", "n2", "n3"):
+        config = load_text(f"MDClusterEtcd {' '.join(etcd.endpoints)}\nMDClusterNode {node}\n"
+                           f"MDClusterPrefix {etcd_prefix}\nMDClusterKeyFile {key}\n")
+        fleets.append(Fleet(config.settings))
+    try:
+        alone, _ = fleets[0].claim(None, [])
+        for f in fleets:
+            f.session.ensure()  # all three live
+        store = Store(tmp_path / "md")
+        store.init()
+
+        def due(warn=()):
+            return [SimpleNamespace(md=SimpleNamespace(name=n, domains=[n]), warn=n in warn)
+                    for n in names]
+        taken = {}
+        for f in fleets:
+            mine, waiting = f.claim(store, due())
+            taken[f.node] = [d.md.name for d in mine]
+            assert len(mine) <= 3  # 7 over 3 nodes
+            held = {n for n, h in waiting.items() if h in ("n1", "n2", "n3")}
+            assert held <= {n for t in taken.values() for n in t} - set(taken[f.node])
+            assert set(waiting) | set(taken[f.node]) == set(names)
+            assert {h for n, h in waiting.items() if n not in held} <= {
+                "left to the other 2 node(s)"}
+        assert sorted(n for t in taken.values() for n in t) == names  # each once, all taken
+        assert all(taken.values()), taken
+        # n1's own preferred MDs came first
+        own = [n for n in names if spread.preferred(n, ["n1", "n2", "n3"]) == "n1"]
+        assert taken["n1"][:min(3, len(own))] == own[:3]
+        for f in fleets:
+            f.finish(store, SimpleNamespace(md_by_name=lambda n: None),
+                     [SimpleNamespace(md=n, outcome="failed") for n in taken[f.node]])
+        # over its share, an MD in its warn window is taken all the same
+        mine, waiting = fleets[0].claim(store, due(warn=names))
+        assert len(mine) == 7 and not waiting
+        fleets[0].finish(store, SimpleNamespace(md_by_name=lambda n: None),
+                         [SimpleNamespace(md=d.md.name, outcome="failed") for d in mine])
+        # and so is everything `apache-md renew` was asked for
+        mine, waiting = fleets[1].claim(store, due(), spread_out=False)
+        assert len(mine) == 7 and not waiting
+    finally:
+        for f in fleets:
+            f.close()
