@@ -36,6 +36,10 @@ class Fleet:
         self.mirror: challenges.Mirror | None = None  # the others' http-01 answers, here
         self.solo: set[str] = set()  # MDs renewed without the fleet (etcd away, warn window)
         self.serving = serving.Publisher(self.etcd, self.ks, self.node)
+        # MD -> its domains: a lock (and answers) finish() could not give back; tried
+        # again at each heartbeat, or the others would wait for this node until its lease
+        # ends, which is never while it lives
+        self.unreleased: dict[str, list[str]] = {}
         self._view: dict = {"node": self.node, "prefix": self.ks.prefix}  # last from etcd
 
     # -- outages ---------------------------------------------------------------------------
@@ -184,12 +188,16 @@ class Fleet:
                     self.publish(store, md, STAGING)
             finally:
                 self.solo.discard(r.md)
-                try:
-                    if md is not None:
-                        challenges.unshare(self.session, md.domains)
-                    coord.release(self.session, r.md)
-                except EtcdError as e:
-                    self._down(e)  # the lease takes the lock along when it expires
+                self.unreleased[r.md] = list(md.domains) if md is not None else []
+                self._release(r.md)
+
+    def _release(self, name: str) -> None:
+        try:
+            challenges.unshare(self.session, self.unreleased[name])
+            coord.release(self.session, name)
+            del self.unreleased[name]
+        except EtcdError as e:
+            self._down(e)  # again at the next heartbeat
 
     def publish(self, store: Store, md: ManagedDomain, group: str) -> str:
         try:
@@ -232,6 +240,8 @@ class Fleet:
             serves[md.name] = {k: {"serial": i.serial, "not-after": sets.iso(i.not_after)}
                                for k, i in credentials.infos(store, DOMAINS, md).items()
                                if i is not None}
+        for name in list(self.unreleased):
+            self._release(name)
         try:
             self.session.ensure()
             self.session.put_node(mds=len(serves))

@@ -230,3 +230,42 @@ def test_the_due_mds_are_spread_over_the_live_nodes(etcd, etcd_prefix, tmp_path)
     finally:
         for f in fleets:
             f.close()
+
+
+def test_a_lock_that_could_not_be_given_back_is_given_back_later(etcd, etcd_prefix, tmp_path,
+                                                                monkeypatch):
+    """A release that meets an etcd outage would leave the lock to the node's lease, which
+    never ends while the node lives: the others would wait for it for ever."""
+    from types import SimpleNamespace
+    from apache_md.apache.config import load_text
+    from apache_md.fleet import coord, seal
+    from apache_md.fleet.etcd import Unavailable
+    from apache_md.fleet.node import Fleet
+    from apache_md.store.fs import Store
+    key = tmp_path / "fleet.key"
+    seal.write_new_key(str(key))
+    config = load_text(f"MDClusterEtcd {' '.join(etcd.endpoints)}\nMDClusterNode n1\n"
+                       f"MDClusterPrefix {etcd_prefix}\nMDClusterKeyFile {key}\n"
+                       "MDomain a.test\n<VirtualHost *:443>\nServerName a.test\n"
+                       "</VirtualHost>\n")
+    store = Store(tmp_path / "md")
+    store.init()
+    fleet = Fleet(config.settings)
+    try:
+        mine, _ = fleet.claim(store, [SimpleNamespace(md=config.mds[0], warn=False)])
+        assert mine and coord.holders(fleet.session) == {"a.test": "n1"}
+        real = coord.release
+
+        def away(session, md):
+            raise Unavailable("etcd unavailable: (test)")
+        monkeypatch.setattr(coord, "release", away)
+        fleet.finish(store, config, [SimpleNamespace(md="a.test", outcome="failed")])
+        assert coord.holders(fleet.session) == {"a.test": "n1"}
+        monkeypatch.setattr(coord, "release", real)
+        fleet.heartbeat(store, config)  # etcd still counted away: nothing yet
+        assert coord.holders(fleet.session) == {"a.test": "n1"}
+        fleet.sync(store, config)  # etcd answers again
+        fleet.heartbeat(store, config)
+        assert coord.holders(fleet.session) == {} and fleet.unreleased == {}
+    finally:
+        fleet.close()
