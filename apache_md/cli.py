@@ -358,6 +358,7 @@ def cmd_renew(args) -> int:
         return 1
     settings = config.settings
     # the acme library: only for commands that drive
+    from .ca import preflight
     from .ca.drive import Driver, drive_all
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     driver = Driver(store, settings, Messenger(settings.message_cmd, settings.notify_cmd,
@@ -367,7 +368,7 @@ def cmd_renew(args) -> int:
     fleet = None
     if settings.clustered:  # the fleet's newer sets first, and the MDs' locks held
         from .fleet.node import Fleet
-        fleet = Fleet(settings)
+        fleet = Fleet(settings, verify=preflight.check_configured)
         for name in fleet.sync(store, config):
             print(f"{name}: staged the certificates another node published")
         driver.share = fleet.share

@@ -159,7 +159,7 @@ class Worker:
         self._fleet_settings = wanted
         if config.settings.clustered:
             from .fleet.node import Fleet
-            self.fleet = Fleet(config.settings)
+            self.fleet = Fleet(config.settings, verify=_verify_http01)
             log.info("fleet node %s, etcd %s", self.fleet.node,
                      " ".join(config.settings.cluster_etcd))
 
@@ -464,6 +464,13 @@ def run_worker(load_config: Callable[[], Config], reload_command: str | None,
                once: bool = False, max_parallel: int = DRIVE_PARALLEL) -> int:
     cmd = shlex.split(reload_command) if reload_command else default_reload_command()
     return Worker(load_config, cmd, max_parallel=max_parallel, once=once).run()
+
+
+def _verify_http01(settings, domain: str, token: str, key_authz: str):
+    """Our own Apache's answer, fetched as the CA will, before the fleet is told it is
+    served here (imported when first needed: an idle worker loads no ACME code)."""
+    from .ca import preflight
+    return preflight.check_configured(settings, domain, token, key_authz)
 
 
 def _cluster_settings(settings) -> tuple:

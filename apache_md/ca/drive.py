@@ -306,8 +306,7 @@ class Driver:
     def _preflight(self, job: Job, md: ManagedDomain, domain: str, token: str,
                    key_authz: str) -> None:
         """Our own http-01 answer, fetched as the CA will; a wrong one fails here."""
-        r = preflight.check_http01(domain, token, key_authz, self.settings.port_map,
-                                   self.settings.listens)
+        r = preflight.check_configured(self.settings, domain, token, key_authz)
         if r.unanswered:
             raise CAProblem(111, "Apache is not answering", "challenge-setup-failure", r.detail)
         if r.ok is False:

@@ -120,6 +120,11 @@ def check_http01(domain: str, token: str, key_authz: str, port_map: dict[int, in
     return Result(False, _chain(hops) + f": more than {MAX_REDIRECTS} redirects")
 
 
+def check_configured(settings, domain: str, token: str, key_authz: str) -> Result:
+    """check_http01 with the configuration's MDPortMap and Listen directives."""
+    return check_http01(domain, token, key_authz, settings.port_map, settings.listens)
+
+
 def _why(e: BaseException) -> str:
     if isinstance(e, (TimeoutError, socket.timeout)):
         return f"no answer within {TIMEOUT:.0f} s"

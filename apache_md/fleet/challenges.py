@@ -13,8 +13,9 @@ import json
 import logging
 import threading
 import time
+from typing import Any, Callable
 
-from ..core.model import Config, ManagedDomain
+from ..core.model import Config, GlobalSettings, ManagedDomain
 from ..core.problem import CAProblem
 from ..store.fs import CHALLENGES, HTTP01_FILE, Store, StoreError
 from .etcd import EtcdError
@@ -23,6 +24,10 @@ from .session import Session
 log = logging.getLogger(__name__)
 ACK_TIMEOUT = 30.0  # seconds the renewing node waits for every node to serve an answer
 POLL = 0.25  # how often the mirror and the waiting driver look
+UNSERVED_LOG = 5.0  # seconds a node fails to serve an answer before it says so
+# (settings, domain, token, key authorization) -> a pre-flight result (ca.preflight's:
+# .ok False when this node's Apache answers wrongly or not at all, .detail)
+Verify = Callable[[GlobalSettings, str, str, str], Any]
 
 
 def share(session: Session, md: ManagedDomain, domain: str, token: str, key_authz: str,
@@ -69,11 +74,15 @@ class Mirror(threading.Thread):
     """Copies the other nodes' published answers into this store and acknowledges them;
     removes them here again when they are gone from etcd."""
 
-    def __init__(self, session: Session, store: Store, config: Config):
+    def __init__(self, session: Session, store: Store, config: Config,
+                 verify: Verify | None = None):
         super().__init__(name="fleet-challenges", daemon=True)
         self.session, self.store, self.config = session, store, config
+        self.verify = verify
         self.stop = threading.Event()
         self.served: dict[tuple[str, str], bytes] = {}  # (domain, token) -> answer written
+        self.acked: set[tuple[str, str]] = set()
+        self.failing: dict[tuple[str, str], float] = {}  # not answered since (monotonic)
 
     def run(self) -> None:
         while not self.stop.wait(POLL):
@@ -102,9 +111,32 @@ class Mirror(threading.Thread):
             seen.add((domain, token))
             if self.served.get((domain, token)) != answer:
                 self.store.write_bytes(CHALLENGES, domain, HTTP01_FILE, answer)
-                session.etcd.put(ks.ack(token, session.node), "served", session.lease)
                 self.served[(domain, token)] = answer
+                self.acked.discard((domain, token))
+            if (domain, token) not in self.acked and self._answers(domain, token, answer):
+                session.etcd.put(ks.ack(token, session.node), "served", session.lease)
+                self.acked.add((domain, token))
         for domain, token in set(self.served) - seen:
             answer = self.served.pop((domain, token))
+            self.acked.discard((domain, token))
+            self.failing.pop((domain, token), None)
             if self.store.read_bytes(CHALLENGES, domain, HTTP01_FILE) == answer:
                 self.store.purge(CHALLENGES, domain)
+
+    def _answers(self, domain: str, token: str, answer: bytes) -> bool:
+        """Whether this node's Apache serves the answer, fetched as the CA will (an ack
+        tells the renewer the CA may validate here). A check that cannot be made (a port
+        not mapped) acknowledges, as the renewer's own pre-flight lets the CA decide."""
+        if self.verify is None:
+            return True
+        r = self.verify(self.config.settings, domain, token, answer.decode())
+        if r.ok is not False:
+            self.failing.pop((domain, token), None)
+            return True
+        since = self.failing.setdefault((domain, token), time.monotonic())
+        if 0 <= since and time.monotonic() - since > UNSERVED_LOG:  # not a passing moment
+            self.failing[(domain, token)] = -1.0  # said once
+            log.error("fleet: this node does not serve the http-01 answer for %s, so it "
+                      "does not acknowledge it: %s", domain, r.detail)
+        return False
+

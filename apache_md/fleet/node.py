@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class Fleet:
-    def __init__(self, settings: GlobalSettings):
+    def __init__(self, settings: GlobalSettings, verify: challenges.Verify | None = None):
         self.node = settings.cluster_node
         self.ks = Keyspace(settings.cluster_prefix)
         self.etcd = Etcd(settings.cluster_etcd, ca=settings.cluster_etcd_ca,
@@ -36,6 +36,7 @@ class Fleet:
         self.mirror: challenges.Mirror | None = None  # the others' http-01 answers, here
         self.solo: set[str] = set()  # MDs renewed without the fleet (etcd away, warn window)
         self.serving = serving.Publisher(self.etcd, self.ks, self.node)
+        self.verify = verify  # a mirrored http-01 answer is acknowledged once Apache serves it
         # MD -> its domains: a lock (and answers) finish() could not give back; tried
         # again at each heartbeat, or the others would wait for this node until its lease
         # ends, which is never while it lives
@@ -82,7 +83,7 @@ class Fleet:
                 self.publish(store, md, DOMAINS)
         if self.mirror is None or self.mirror.store is not store:
             self._stop_mirror()
-            self.mirror = challenges.Mirror(self.session, store, config)
+            self.mirror = challenges.Mirror(self.session, store, config, self.verify)
             self.mirror.start()
         self.mirror.config = config
         return [md.name for md in config.mds if md.name in published

@@ -269,3 +269,42 @@ def test_a_lock_that_could_not_be_given_back_is_given_back_later(etcd, etcd_pref
         assert coord.holders(fleet.session) == {} and fleet.unreleased == {}
     finally:
         fleet.close()
+
+
+def test_an_answer_is_acknowledged_only_once_this_nodes_apache_serves_it(env, etcd,
+                                                                        etcd_prefix):
+    """An ack tells the renewer the CA may validate here: it is given when the node's own
+    Apache answers the token as the CA will ask for it, not when the file is written."""
+    from apache_md.apache.config import load_config
+    from apache_md.ca import preflight
+    from apache_md.core.problem import CAProblem
+    from apache_md.fleet import challenges
+    from apache_md.fleet.keyspace import Keyspace
+    from apache_md.fleet.session import Session
+    from apache_md.store.fs import CHALLENGES, HTTP01_FILE, Store
+    env.write_config("MDomain a.test", env.ssl_vhost("a.test"))
+    config = load_config(str(env.apache.main_conf))
+    c = Etcd(etcd.endpoints)
+    ks = Keyspace(etcd_prefix)
+    driver, here = Session(c, ks, "n1", 5), Session(c, ks, "n2", 5)
+    here.ensure()
+    store = Store(env.store)
+    mirror = challenges.Mirror(here, store, config, preflight.check_configured)
+    answer = "tok1.thumb"
+    try:
+        # Apache is not running yet: the answer is written, not acknowledged
+        with pytest.raises(CAProblem, match=r"fleet node\(s\) n2 did not confirm"):
+            challenges.share(driver, config.mds[0], "a.test", "tok1", answer, timeout=0.5)
+        mirror.step()
+        assert store.read_bytes(CHALLENGES, "a.test", HTTP01_FILE) == answer.encode()
+        assert c.get(ks.ack("tok1", "n2")) is None
+        env.start()
+        mirror.step()
+        assert c.get(ks.ack("tok1", "n2")) is not None
+        challenges.share(driver, config.mds[0], "a.test", "tok1", answer, timeout=1)
+        challenges.unshare(driver, ["a.test"])
+        mirror.step()
+        assert store.names(CHALLENGES) == []
+    finally:
+        driver.close()
+        here.close()
