@@ -426,3 +426,37 @@ def test_ipv6_address_certificate(env):
     san = r.chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["::1"]
     assert format(r.chain[0].serial_number, "X") == mds["::1"]["cert"]["rsa"]["serial"].lstrip("0")
+
+
+# -- other CA behaviours -------------------------------------------------------------------
+
+def test_a_stricter_ca_with_longer_chains_and_reused_authorizations(env, pebble):
+    """Pebble as other CAs behave: -strict (its checks of upcoming RFC 8555 breaking
+    changes), a chain of 4 with 2 alternate roots, every authorization reused (the order
+    arrives with valid authorizations: nothing to answer), then the same MD renewed."""
+    with pebble.configured(strict=True, extra_env={
+            "PEBBLE_CHAIN_LENGTH": "4", "PEBBLE_ALTERNATE_ROOTS": "2",
+            "PEBBLE_AUTHZREUSE": "100", "PEBBLE_VA_NOSLEEP": "1"}):
+        env.write_config("MDomain strict.test", env.ssl_vhost("strict.test"))
+        env.start()
+        out = renew_and_activate(env)
+        first = serial(env, "strict.test")
+        chain = env.await_served("strict.test", first)
+        assert len(chain) >= 3, out  # leaf and the intermediates of the 4-long chain
+        assert dns_names(chain[0]) == ["strict.test"]
+        out = renew_and_activate(env, "strict.test", force=True)
+        again = serial(env, "strict.test")
+        assert again != first, out
+        env.await_served("strict.test", again)
+
+
+def test_a_ca_rejecting_most_nonces(env, pebble):
+    """Half of all nonces refused (badNonce): each is retried with the nonce the error
+    carries, and the certificate comes as without."""
+    with pebble.configured(extra_env={"PEBBLE_WFE_NONCEREJECT": "50",
+                                      "PEBBLE_VA_NOSLEEP": "1"}):
+        env.write_config("MDomain nonce.test", env.ssl_vhost("nonce.test"))
+        env.start()
+        out = renew_and_activate(env)
+        env.await_served("nonce.test", serial(env, "nonce.test"))
+        assert "badNonce" not in out, out

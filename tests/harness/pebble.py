@@ -102,7 +102,7 @@ class Pebble:
                  ocsp_responder_url: str = "",
                  eab: dict[str, str] | None = None, eab_required: bool | None = None,
                  domain_blocklist=("blocked-domain.example",),
-                 env: dict[str, str] | None = None,
+                 env: dict[str, str] | None = None, strict: bool = False,
                  pebble_bin: str = "pebble", challtestsrv_bin: str = "pebble-challtestsrv"):
         self.work_dir = Path(work_dir) if work_dir else make_tmp_dir("pebble-")
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -118,6 +118,7 @@ class Pebble:
         self.eab_required = bool(eab) if eab_required is None else eab_required
         self.domain_blocklist = list(domain_blocklist) if domain_blocklist else None
         self.extra_env = dict(env or {})
+        self.strict = strict  # -strict: Pebble's checks of upcoming breaking changes
         self.pebble_bin = shutil.which(pebble_bin) or pebble_bin
         self.challtestsrv_bin = shutil.which(challtestsrv_bin) or challtestsrv_bin
 
@@ -220,7 +221,7 @@ class Pebble:
         env.update(self.extra_env)
         self._pebble = spawn(
             [self.pebble_bin, "-config", str(self.config_path),
-             "-dnsserver", f"127.0.0.1:{self.dns_port}"],
+             "-dnsserver", f"127.0.0.1:{self.dns_port}"] + (["-strict"] if self.strict else []),
             self.pebble_log, env=env, cwd=self.work_dir)
         self.wait_ready(timeout)
         self._fetch_roots(timeout)
