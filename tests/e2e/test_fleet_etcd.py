@@ -144,21 +144,27 @@ def test_what_a_node_serves_goes_in_shards_and_only_when_it_changed(etcd, etcd_p
     c.revoke(lease)
 
 
-def test_a_heartbeat_while_etcd_is_away_reads_nothing(etcd, etcd_prefix, tmp_path,
-                                                       monkeypatch):
+def node_with_one_md(etcd, prefix, tmp_path):
+    """A fleet node n1 (no worker) whose configuration has the MD a.test."""
     from apache_md.apache.config import load_text
     from apache_md.fleet import seal
-    from apache_md.fleet import node as fleet_node
+    from apache_md.fleet.node import Fleet
     from apache_md.store.fs import Store
     key = tmp_path / "fleet.key"
     seal.write_new_key(str(key))
     config = load_text(f"MDClusterEtcd {' '.join(etcd.endpoints)}\nMDClusterNode n1\n"
-                       f"MDClusterPrefix {etcd_prefix}\nMDClusterKeyFile {key}\n"
+                       f"MDClusterPrefix {prefix}\nMDClusterKeyFile {key}\n"
                        "MDomain a.test\n<VirtualHost *:443>\nServerName a.test\n"
                        "</VirtualHost>\n")
     store = Store(tmp_path / "md")
     store.init()
-    fleet = fleet_node.Fleet(config.settings)
+    return config, store, Fleet(config.settings)
+
+
+def test_a_heartbeat_while_etcd_is_away_reads_nothing(etcd, etcd_prefix, tmp_path,
+                                                       monkeypatch):
+    from apache_md.fleet import node as fleet_node
+    config, store, fleet = node_with_one_md(etcd, etcd_prefix, tmp_path)
     try:
         fleet.heartbeat(store, config)
         c = Etcd(etcd.endpoints)
@@ -237,20 +243,9 @@ def test_a_lock_that_could_not_be_given_back_is_given_back_later(etcd, etcd_pref
     """A release that meets an etcd outage would leave the lock to the node's lease, which
     never ends while the node lives: the others would wait for it for ever."""
     from types import SimpleNamespace
-    from apache_md.apache.config import load_text
-    from apache_md.fleet import coord, seal
+    from apache_md.fleet import coord
     from apache_md.fleet.etcd import Unavailable
-    from apache_md.fleet.node import Fleet
-    from apache_md.store.fs import Store
-    key = tmp_path / "fleet.key"
-    seal.write_new_key(str(key))
-    config = load_text(f"MDClusterEtcd {' '.join(etcd.endpoints)}\nMDClusterNode n1\n"
-                       f"MDClusterPrefix {etcd_prefix}\nMDClusterKeyFile {key}\n"
-                       "MDomain a.test\n<VirtualHost *:443>\nServerName a.test\n"
-                       "</VirtualHost>\n")
-    store = Store(tmp_path / "md")
-    store.init()
-    fleet = Fleet(config.settings)
+    config, store, fleet = node_with_one_md(etcd, etcd_prefix, tmp_path)
     try:
         mine, _ = fleet.claim(store, [SimpleNamespace(md=config.mds[0], warn=False)])
         assert mine and coord.holders(fleet.session) == {"a.test": "n1"}
