@@ -198,7 +198,11 @@ def obtain(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
         with contextlib.ExitStack() as locked:
             with conn.waiting():  # another MD may be registering: it needs a place to work
                 locked.enter_context(store_lock(store, ACCOUNTS))
-            acct, unusable = find(store, md, conn.url)
+                acct, unusable = find(store, md, conn.url)
+                if acct is not None and not unusable:
+                    # registered meanwhile: the lock goes before this MD waits for a
+                    # place again, or the MDs behind it would wait for that too
+                    locked.close()
             for acct_id, file, problem in unusable:
                 set_aside(store, acct_id, file, problem, md)
             if acct is None:

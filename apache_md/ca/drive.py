@@ -7,6 +7,7 @@ the problem in the job and returns.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import random
@@ -57,6 +58,50 @@ class RunResult:
     job: Job | None = None
 
 
+class Places:
+    """`n` places to work: a semaphore that serves the MDs in the order they came, and
+    an MD back from waiting for the CA before those: it is further on, and the MDs it
+    waited with (an account registration) must not find their places taken by the next
+    ones. (threading.Semaphore is not fair: MDs waiting longest could wait for ever.)"""
+
+    def __init__(self, n: int):
+        self.free = self.n = n
+        self.back = 0  # MDs back from waiting that want a place
+        self._queue: collections.deque[object] = collections.deque()  # the others, in order
+        self._cond = threading.Condition()
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None,
+                back: bool = False) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        me = object()
+        with self._cond:
+            if back:
+                self.back += 1
+            else:
+                self._queue.append(me)
+            try:
+                while self.free == 0 or (not back and (self.back or self._queue[0] is not me)):
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if not blocking or (left is not None and left <= 0):
+                        return False
+                    self._cond.wait(left)
+                self.free -= 1
+                return True
+            finally:
+                if back:
+                    self.back -= 1
+                else:
+                    self._queue.remove(me)
+                self._cond.notify_all()  # the next in line may go
+
+    def release(self) -> None:
+        with self._cond:
+            if self.free >= self.n:
+                raise ValueError("place released too many times")
+            self.free += 1
+            self._cond.notify_all()
+
+
 class Driver:
     def __init__(self, store: Store, settings: GlobalSettings, messenger: Messenger,
                  stop: threading.Event | None = None, progress=None,
@@ -70,7 +115,7 @@ class Driver:
         self.outages = outages  # the worker's: CAs that failed, probed until they answer
         # places for MDs that work at once (drive_all); one that waits for the CA gives its
         # place to another meanwhile
-        self.slots: threading.Semaphore | None = None
+        self.slots: Places | None = None
         self._local = threading.local()  # `held`: this thread's run has a place
         self._saved: dict[str, float] = {}  # MD -> time.monotonic() of its last job save
         self._unsaved: set[str] = set()  # MDs with progress not saved yet
@@ -156,7 +201,7 @@ class Driver:
             yield
         finally:
             if self.slots:
-                self._local.held = self.slots.acquire(timeout=IDLE_BACK)
+                self._local.held = self.slots.acquire(timeout=IDLE_BACK, back=True)
 
     # -- the protocol ------------------------------------------------------------------
     def _obtain(self, md: ManagedDomain, job: Job, ca_url: str, setups: list[Setup]) -> None:
@@ -418,7 +463,7 @@ def drive_all(driver: Driver, decisions: Sequence, parallel: int = DRIVE_PARALLE
     """
     if not decisions:
         return []
-    driver.slots = threading.BoundedSemaphore(max(1, parallel))
+    driver.slots = Places(max(1, parallel))
     with ThreadPoolExecutor(max_workers=max(1, min(parallel * IN_FLIGHT, len(decisions))),
                             thread_name_prefix="drive") as pool:
         futures = [pool.submit(driver.run, d.md, d.reason) for d in decisions]

@@ -75,7 +75,7 @@ def test_an_md_back_from_waiting_works_without_a_place_rather_than_wait_for_ever
     """What it waited on may hold up the MDs in the places (a lock it holds)."""
     monkeypatch.setattr(drive, "IDLE_BACK", 0.05)
     driver = FakeDriver(0)
-    driver.slots = threading.BoundedSemaphore(1)
+    driver.slots = drive.Places(1)
     with driver._slot():
         with driver._idle():
             driver.slots.acquire()  # another MD took the place, and keeps it
