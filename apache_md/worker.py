@@ -29,13 +29,14 @@ from .apache.syntax import PRETEND_MODULE as MOD_MD
 from .ca import DRIVE_PARALLEL, ari
 from .ca.outages import Outages
 from .ca.stapler import Stapler
+from .core.crypto import CryptoError
 from .core.job import now_utc
 from .core.model import Config, ManagedDomain
 from .core.plan import next_wake, plan
 from .core.schedule import next_check
 from .notify import Messenger
 from .status import snapshot
-from .store import broken, facts, jobs, state
+from .store import broken, facts, jobs, keypool, state
 from .store.changes import Changes
 from .store.fs import STAGING, WATCH, Store, StoreError, StoreKeyError
 
@@ -80,6 +81,7 @@ class Worker:
         self.changes = Changes()
         self.outages = Outages()
         self.fleet = None  # fleet.node.Fleet with MDClusterEtcd (docs/cluster.md)
+        self.pool_full = False  # the key pool had every key it keeps (until the next cycle)
         self._fleet_settings: tuple | None = None  # the MDCluster* values it was made from
 
     # -- systemd -----------------------------------------------------------------------
@@ -290,6 +292,8 @@ class Worker:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
+            if self._fill_key_pool():
+                continue  # one key at a time: the events above are looked at in between
             self.wake.wait(min(left, self.watchdog or left, POLL))
             self.wake.clear()
             self.ping()
@@ -302,6 +306,22 @@ class Worker:
                     log.debug("the fleet published: checking now")
                     return
 
+    def _fill_key_pool(self) -> bool:
+        """Make one key for the pool (store/keypool) while there is nothing else to do, so
+        that new MDs need not wait for theirs; True when it made one."""
+        if self.pool_full or self.refused or self.store is None or self.config is None:
+            return False
+        config = self.config
+        want = keypool.wanted({s for md in config.mds for s in md.keyspecs},
+                              config.settings.key_pool)
+        try:
+            made = keypool.fill_one(self.store, want)
+        except (StoreError, OSError, CryptoError) as e:
+            log.warning("the key pool is not filled: %s", e)
+            made = False
+        self.pool_full = not made
+        return made
+
     def cycle(self) -> float:
         """One check over all MDs; returns seconds until the next one is needed.
 
@@ -311,6 +331,7 @@ class Worker:
         """
         config, store = self.config, self.store
         settings = config.settings
+        self.pool_full = False  # a run may take keys, the configuration want others
         self.changes.mark(store, config)  # what this cycle writes is looked at once more
         messenger = Messenger(settings.message_cmd, settings.notify_cmd, str(store.base))
         drivers: list = []

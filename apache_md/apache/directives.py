@@ -394,6 +394,16 @@ def parse_port_map(args: list[str]) -> dict[int, int | None]:
     return dict(_port_map_entry(a) for a in args)
 
 
+KEY_POOL_MAX = 1000
+
+
+def parse_key_pool(value: str) -> int:
+    """MDKeyPool: keys of each kind kept ready (store/keypool), 0 for none."""
+    if not (value.isascii() and value.isdigit()) or int(value) > KEY_POOL_MAX:
+        raise Invalid(f"MDKeyPool '{value}': a number of keys from 0 to {KEY_POOL_MAX}")
+    return int(value)
+
+
 def parse_activation_interval(value: str) -> float:
     try:
         secs = parse_duration(value, "s")
@@ -646,6 +656,8 @@ _SPECS = [
          "the command run after a renewal"),
     Spec("MDChallengeDns01Version", SRV, TAKE1, GLOBAL, "dns01_version", _one(parse_dns01_version),
          "1 or 2"),
+    Spec("MDKeyPool", SRV, TAKE1, GLOBAL, "key_pool", _one(parse_key_pool),
+         "private keys of each kind kept ready for new certificates"),
     Spec("MDActivationInterval", SRV, TAKE1, GLOBAL, "activation_interval",
          _one(parse_activation_interval), "minimum time between reloads that activate certificates"),
     Spec("MDActivationWindow", SRV, TAKE1, GLOBAL, "activation_window", _one(parse_activation_window),

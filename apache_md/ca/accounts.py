@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from ..core import crypto
 from ..core.model import ManagedDomain
 from ..core.problem import CAProblem
-from ..store import broken
+from ..store import broken, keypool
 from ..store.accounts import SECRET_MODE, free_id
 from ..store.fs import ACCOUNTS, CorruptFile, Store, StoreError
 from ..store.locks import store_lock
@@ -148,7 +148,8 @@ def register(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
             "the CA requires 'External Account Binding' which is not configured. This means "
             "you need to obtain a 'Key ID' and a 'HMAC' from the CA and configure that using "
             "the MDExternalAccountBinding directive in your server.")
-    key = crypto.generate_key_rsa(ACCOUNT_KEY_BITS)
+    key = keypool.take(store, keypool.ACCOUNT_SPEC) \
+        or crypto.generate_key_rsa(ACCOUNT_KEY_BITS)
     jwk = jose.JWKRSA(key=key)
     conn.use_account(jwk, None)
     reg = messages.NewRegistration(

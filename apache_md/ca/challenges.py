@@ -131,7 +131,7 @@ class Setup:
 def setup_http01(store: Store, domain: str, key_authz: str) -> Setup:
     current = store.read_bytes(CHALLENGES, domain, HTTP01_FILE)
     if current != key_authz.encode():  # rewritten only when it changes, as mod_md
-        store.write_bytes(CHALLENGES, domain, HTTP01_FILE, key_authz.encode())
+        store.write_bytes(CHALLENGES, domain, HTTP01_FILE, key_authz.encode(), durable=False)
     return Setup("http-01", domain)
 
 

@@ -25,7 +25,7 @@ from ..core.model import GlobalSettings, ManagedDomain
 from ..core.problem import CAProblem
 from ..core.schedule import backoff_delay, missing_reason, next_check, ready_at
 from ..notify import Messenger
-from ..store import castats, credentials, jobs
+from ..store import castats, credentials, jobs, keypool
 from ..store.fs import DOMAINS, STAGING, Store, StoreError
 from ..store.locks import Busy, md_lock
 from . import DRIVE_PARALLEL, accounts, preflight, tailscale
@@ -156,8 +156,9 @@ class Driver:
         job.start_run()
         if reason:
             job.progress(None, reason)
+        # written again, durably, once the account is known
         self.store.write_json(STAGING, md.name, "md.json", md_to_json(md, ca_url=ca_url),
-                              mode=accounts.SECRET_MODE if md.eab_hmac else None)
+                              mode=accounts.SECRET_MODE if md.eab_hmac else None, durable=False)
         setups: list[Setup] = []
         try:
             if tailscale.applies(md):
@@ -244,7 +245,7 @@ class Driver:
                 "url": order.uri, "status": order.body.status.name,
                 "authorizations": list(order.body.authorizations),
                 "challenge-setups": [s.to_json() for s in setups],
-                "finalize": order.body.finalize})
+                "finalize": order.body.finalize}, durable=False)
             self._authorize(conn, md, job, order, types, setups)
             self._progress(job, md, f"Creating {spec.name} CSR")
             key = keys[spec.name]
@@ -266,8 +267,11 @@ class Driver:
             self.store.write_bytes(STAGING, md.name, spec.file_name("pubcert"),
                                    crypto.chain_to_pem(chain))
 
-    @staticmethod
-    def _new_key(md: ManagedDomain, spec):
+    def _new_key(self, md: ManagedDomain, spec):
+        """One made while the worker was idle (store/keypool), else a new one."""
+        key = keypool.take(self.store, spec)
+        if key is not None:
+            return key
         try:
             return crypto.generate_key(spec)
         except crypto.CryptoError as e:
@@ -435,7 +439,7 @@ class Driver:
             self.progress_cb(md.name, ": ".join(t for t in (activity, detail) if t))
 
     def _save(self, job: Job) -> None:
-        jobs.save(self.store, STAGING, job)
+        jobs.save(self.store, STAGING, job, durable=False)  # progress: the outcome is synced
         self._saved[job.name] = time.monotonic()
         self._unsaved.discard(job.name)
 

@@ -15,6 +15,7 @@ out (core/retryafter, Gate).
 from __future__ import annotations
 
 import logging
+import os
 import random
 import ssl
 import threading
@@ -73,7 +74,23 @@ def session(proxy: str | None, proxy_ca_certs: str | None) -> requests.Session:
     if proxy:
         s.proxies = {"http": proxy, "https": proxy}
         s.trust_env = False  # MDHttpProxy wins over http(s)_proxy/no_proxy
+    elif not _env_settings():
+        # nothing in the environment for requests to honour: it would look through the
+        # whole environment twice per request for nothing (a tenth of a request's CPU)
+        s.trust_env = False
     return s
+
+
+_ENV = ("_proxy", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NETRC")
+
+
+def _env_settings() -> bool:
+    """Does the environment hold what requests takes from it (proxies, no_proxy, a CA
+    bundle, a netrc file)? ~/.netrc counts too."""
+    if any(k.lower().endswith(_ENV[0]) or k in _ENV[1:] for k in os.environ):
+        return True
+    return os.path.exists(os.path.expanduser("~/.netrc")) or \
+        os.path.exists(os.path.expanduser("~/_netrc"))
 
 
 def retry_after_seconds(response: requests.Response | None) -> float | None:

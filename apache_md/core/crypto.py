@@ -166,6 +166,15 @@ def key_matches_cert(key, cert: x509.Certificate) -> bool:
     return key.public_key().public_bytes(*fmt) == cert.public_key().public_bytes(*fmt)
 
 
+def key_matches_spec(key, spec: KeySpec) -> bool:
+    """The key is of the kind `spec` makes (RSA of its size, EC on its curve)."""
+    if spec.kind == "EC":
+        c = curve(spec.curve)
+        return isinstance(key, ec.EllipticCurvePrivateKey) and c is not None \
+            and key.curve.name == c.name
+    return isinstance(key, rsa.RSAPrivateKey) and key.key_size == spec.rsa_bits
+
+
 def key_signs_for(key, cert: x509.Certificate) -> bool:
     """The key matches the certificate and works: a signature made with it
     verifies with the certificate's public key (a damaged private part fails)."""

@@ -242,6 +242,7 @@ class GlobalSettings:
     activation_interval: float = 0.0  # MDActivationInterval: min seconds between reloads
     activation_window: tuple[int, int] | None = None  # MDActivationWindow: minutes of day [from, to)
     log_level: int | None = None  # `LogLevel md:<level>` in <IfModule md_module>, as Python's
+    key_pool: int = 16  # MDKeyPool: keys of each kind the worker keeps ready (store/keypool)
     # MDCluster*: a fleet coordinated by etcd (docs/cluster.md); no endpoints = a single server
     cluster_etcd: list[str] = field(default_factory=list)  # endpoint URLs
     cluster_node: str = ""  # MDClusterNode, else the host name

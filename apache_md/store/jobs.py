@@ -31,5 +31,6 @@ def load(store: Store, group: str, name: str) -> Job:
     return find(store, group, name) or Job(name)
 
 
-def save(store: Store, group: str, job: Job) -> None:
-    store.write_json(group, job.name, FILE, job.to_json())
+def save(store: Store, group: str, job: Job, durable: bool = True) -> None:
+    """`durable` False for progress saved while a run goes on (fs.atomic_write)."""
+    store.write_json(group, job.name, FILE, job.to_json(), durable=durable)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 
 import pytest
 
@@ -84,3 +85,44 @@ def test_a_store_the_worker_may_not_read_stops_a_step_not_the_worker(caplog):
         assert w.stuck is None and "the store is usable again" in caplog.text
     finally:
         shutil.rmtree(base.parent)
+
+
+def test_an_idle_worker_fills_the_key_pool_between_its_checks_and_a_drive_takes_from_it(
+        tmp_path, monkeypatch):
+    """MDKeyPool keys of each kind the MDs use, one account key; made while the worker
+    sleeps, one at a time, and not made again until a cycle (a run may take some)."""
+    from apache_md.ca.drive import Driver
+    from apache_md.core.crypto import key_to_pem
+    from apache_md.core.model import GlobalSettings, KeySpec
+    from apache_md.notify import Messenger
+    from apache_md.store import keypool
+    store = tmp_path / "md"
+    w = Worker(lambda: load_text(f"MDStoreDir {store}\n<IfModule md_module>\nMDKeyPool 2\n"
+                                 "MDPrivateKeys RSA secp384r1\nMDomain a.test\n</IfModule>\n",
+                                 str(tmp_path / "apache2.conf")), ["true"])
+    assert w.refresh_config() and w.config.settings.key_pool == 2
+    w.store.init()
+    w._sleep_until(0)  # past its deadline: no time to spare
+    assert not (store / keypool.POOL).exists()
+    calls = []
+    with monkeypatch.context() as m:  # while it sleeps: one key, look around, the next
+        m.setattr(keypool, "fill_one", lambda s, want: calls.append(want) or len(calls) < 3)
+        w._sleep_until(time.monotonic() + 0.2)
+    assert len(calls) == 3 and sorted(calls[0]) == ["rsa2048", "rsa3072", "secp384r1"]
+    w.pool_full = False
+    made = 0
+    while w._fill_key_pool():
+        made += 1
+    assert made == 2 + 2 + 1
+    assert sorted(os.listdir(store / keypool.POOL)) == ["rsa2048", "rsa3072", "secp384r1"]
+    assert not w._fill_key_pool()  # full: not even looked at until the next cycle
+    pooled = {(store / keypool.POOL / "secp384r1" / n).read_bytes()
+              for n in os.listdir(store / keypool.POOL / "secp384r1")}
+    driver = Driver(w.store, GlobalSettings(), Messenger(None, None, str(store)))
+    key = driver._new_key(w.config.mds[0], KeySpec("EC", curve="secp384r1"))
+    assert key.curve.name == "secp384r1"
+    assert keypool.count(w.store, KeySpec("EC", curve="secp384r1")) == 1
+    left = {(store / keypool.POOL / "secp384r1" / n).read_bytes()
+            for n in os.listdir(store / keypool.POOL / "secp384r1")}
+    assert len(pooled - left) == 1  # the one taken is gone from the pool
+    assert key_to_pem(key) != key_to_pem(keypool.take(w.store, KeySpec("EC", curve="secp384r1")))

@@ -349,6 +349,16 @@ def test_store_locks_duration_and_keep_percent(tmp_path):
     assert load(tmp_path, "MDStoreLocks 0\n").settings.store_locks is None
 
 
+def test_key_pool_size(tmp_path):
+    assert load(tmp_path, "").settings.key_pool == 16
+    assert load(tmp_path, "MDKeyPool 0\n").settings.key_pool == 0
+    assert load(tmp_path, "MDKeyPool 200\n").settings.key_pool == 200
+    for bad in ("-1", "lots", "1001", "²"):
+        c = load(tmp_path, f"MDKeyPool {bad}\n")
+        assert c.settings.key_pool == 16
+        assert any("MDKeyPool" in str(e) for e in c.errors), bad
+
+
 def test_module_global_env_values(tmp_path):
     cfg = load(tmp_path, """\
         <VirtualHost *:443>

@@ -82,3 +82,30 @@ def test_an_md_back_from_waiting_works_without_a_place_rather_than_wait_for_ever
         assert driver._local.held is False  # on without it
     driver.slots.release()
     assert driver.slots.acquire(blocking=False)  # nothing released twice, nothing lost
+
+
+def test_places_go_in_order_and_to_mds_back_from_waiting_first():
+    places = drive.Places(1)
+    assert places.acquire()
+    order, threads = [], []
+
+    def want(name, back=False):
+        assert places.acquire(back=back, timeout=5)
+        order.append(name)
+        places.release()
+    def until(cond):
+        deadline = time.monotonic() + 5
+        while not cond() and time.monotonic() < deadline:
+            time.sleep(0.005)
+    for i, name in enumerate(("new1", "new2", "new3")):
+        threads.append(threading.Thread(target=want, args=(name,)))
+        threads[-1].start()
+        until(lambda: len(places._queue) == i + 1)  # queued in this order
+    threads.append(threading.Thread(target=want, args=("back", True)))
+    threads[-1].start()
+    until(lambda: places.back == 1)
+    places.release()
+    for t in threads:
+        t.join()
+    assert order == ["back", "new1", "new2", "new3"]
+    assert places.free == 1  # every place back, none twice
