@@ -300,7 +300,7 @@ class Worker:
             if not self.refused and self.store is not None:
                 changed = self.changes.changed(self.store, self.config)
                 if changed:
-                    log.debug("%s changed: checking now", changed)
+                    log.debug("files of %s changed: checking now", changed)
                     return
                 if self.fleet is not None and self.fleet.changed():
                     log.debug("the fleet published: checking now")
@@ -364,9 +364,11 @@ class Worker:
         decisions = plan(config, known, now_utc())
         due = [d for d in decisions if d.drive]
         changed = False  # did this cycle change what plan() reads?
+        touched: set[str] = set()  # MDs whose facts this cycle may have changed
         for d in decisions:
             if d.staged_waiting:
                 changed |= driver().notify_pending(d.md)
+                touched.add(d.md.name)
         held_back: set[str] = set()  # vetoed or busy: next check, not at once
         fleet_wait = False  # another node holds an MD's lock: look again within its TTL
         if due and self.fleet is not None:
@@ -381,14 +383,22 @@ class Worker:
             if self.fleet is not None:
                 self.fleet.finish(store, config, results)
             held_back |= {r.md for r in results if r.outcome in ("vetoed", "busy")}
-        changed |= bool(due) | self.activate_and_reload(snapshot=False, prepared=True)
+            touched |= {d.md.name for d in due}
+        for name in touched:  # the others' facts stand: read once in this cycle
+            known[name] = facts.read(store, config.md_by_name(name))
+        changed |= bool(due) | self.activate_and_reload(snapshot=False, prepared=True,
+                                                        known=known)
         # OCSP after activation, so new certificates get their response in this cycle.
         # (A revoked status it finds wakes us at once through ocsp_wake.)
         ocsp_wake = self.stapler.run_safely(store, config, messenger)
         now = now_utc()
         # Nothing driven, notified or activated: the decisions stand (a plan over a
         # thousand MDs costs a tenth of a second).
-        after = plan(config, facts.read_all(store, config), now) if changed else decisions
+        if changed:
+            known = facts.read_all(store, config)
+        else:  # OCSP answers may have come: the stapled MDs' facts are read again
+            known.update((md.name, facts.read(store, md)) for md in config.mds if md.stapling)
+        after = plan(config, known, now) if changed else decisions
         for d in after:
             if d.warn:
                 self._expiring(store, messenger, d.md)
@@ -403,7 +413,7 @@ class Worker:
         state.write_fleet_view(store, self.fleet.view() if self.fleet is not None else None)
         # the loop sleeps MAX_SLEEP at most
         self.next_cycle = min(wake, now_utc() + timedelta(seconds=MAX_SLEEP))
-        self.write_snapshot()
+        self.write_snapshot(known)
         self.sd(f"STATUS=managing {len(config.mds)} domain(s), next check "
                 f"{wake:%Y-%m-%d %H:%M:%S} UTC")
         return max(0.0, (wake - now_utc()).total_seconds())
@@ -437,28 +447,31 @@ class Worker:
         return results
 
     # -- activation ------------------------------------------------------------------------
-    def activate_and_reload(self, snapshot: bool = True, prepared: bool = False) -> bool:
+    def activate_and_reload(self, snapshot: bool = True, prepared: bool = False,
+                            known: dict | None = None) -> bool:
         """True when activation changed the store (activated, or discarded a failed set).
-        `prepared`: activation.prepare() ran in this cycle already."""
+        `prepared`: activation.prepare() ran in this cycle already; `known`: the MDs'
+        facts as this cycle read them."""
         config, store = self.config, self.store
         changed = False
         if self.reload_command is None and os.geteuid() != 0:
             # not allowed to reload Apache: root does it
-            activation.request(store, config, prepared=prepared)
+            activation.request(store, config, prepared=prepared, known=known)
         else:
             report = activation.activate_and_reload(store, config, self.reload_command,
-                                                    prepared=prepared,
+                                                    prepared=prepared, known=known,
                                                     before_reload=self.write_snapshot)
             changed = bool(report.activated or report.failed)
         if snapshot:
             self.write_snapshot()
         return changed
 
-    def write_snapshot(self) -> None:
+    def write_snapshot(self, known: dict | None = None) -> None:
+        """`known`: the MDs' facts as the cycle read them (others are read)."""
         try:
             if not self.stop.is_set():
                 state.write_worker_info(self.store, self.next_cycle)
-            snapshot.write_snapshot(self.store, self.config, self._renderer)
+            snapshot.write_snapshot(self.store, self.config, self._renderer, facts=known)
         except (StoreError, OSError) as e:
             log.error("cannot write the status snapshot: %s", e)
 

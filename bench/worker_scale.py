@@ -148,7 +148,7 @@ def run_live(apache: Apache, tmp: Path) -> dict:
                 "pss_mb": pss_kb(p.pid) / 1024}
     finally:
         p.send_signal(signal.SIGTERM)
-        p.wait(30)
+        p.wait(120)
         sock.close()
 
 

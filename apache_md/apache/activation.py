@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
@@ -22,7 +24,7 @@ from ..core.job import now_utc
 from ..core.mdjson import md_to_json
 from ..core.model import Config, GlobalSettings, ManagedDomain, RenewMode
 from ..notify import Messenger
-from ..store import broken, credentials, jobs, state
+from ..store import broken, changes, credentials, jobs, state
 from ..store.accounts import save_staged
 from ..store.facts import read as read_facts
 from ..store.fs import (
@@ -172,9 +174,26 @@ def _account_for(store: Store, ca_url: str | None) -> str | None:
     return None
 
 
+# md.json path: (the MD it was found in step with, the file's stamp then): a cycle over
+# 10,000 MDs read and compared every md.json; unchanged, one stat() is enough.
+_in_step: dict[str, tuple[ManagedDomain, int | None]] = {}
+
+
+def _md_json_stamp(path: str) -> int | None:
+    try:
+        return hash(changes.stamp(os.stat(path)))
+    except OSError:
+        return None
+
+
 def sync_md_json(store: Store, md: ManagedDomain) -> None:
     """Keep domains/<md>/md.json in step with the config (mod_md's store sync); a broken
     one is set aside (broken-files) before it is written again."""
+    path = store.fspath(DOMAINS, md.name, "md.json")
+    hit = _in_step.get(path)
+    if hit is not None and hit[0] is md and hit[1] is not None \
+            and hit[1] == _md_json_stamp(path):
+        return
     current = broken.read_json(store, DOMAINS, md.name, "md.json",
                                credentials.MD_JSON_BROKEN) or {}
     ca = current.get("ca") or {}
@@ -183,11 +202,12 @@ def sync_md_json(store: Store, md: ManagedDomain) -> None:
                         else 0)
     if wanted != current:
         store.write_json(DOMAINS, md.name, "md.json", wanted)
+    _in_step[path] = (md, _md_json_stamp(path))
 
 
 def activate(store: Store, config: Config, messenger: Messenger, report: Report,
              now: datetime | None = None, force: bool = False, precheck=None,
-             prepared: bool = False) -> None:
+             prepared: bool = False, known: Mapping[str, MDFacts] | None = None) -> None:
     """Activate every MD with a complete staged set, then write the Apache includes.
 
     `force` ignores MDActivationInterval/-Window (an administrator's explicit
@@ -196,7 +216,8 @@ def activate(store: Store, config: Config, messenger: Messenger, report: Report,
     A set is never taken while a drive of its MD holds the MD's lock (still writing it).
     `prepared`: prepare() ran just before, so with nothing activated the md.json files
     and includes are as it left them (a cycle over 10,000 MDs rewrote none of them, but
-    read and rendered each one twice).
+    read and rendered each one twice). `known`: the MDs' facts as the caller read them
+    (the worker's cycle; others are read).
     """
     now = now or now_utc()
     act_state = load_activation_state(store)
@@ -205,7 +226,7 @@ def activate(store: Store, config: Config, messenger: Messenger, report: Report,
     for md in config.mds:
         if md.is_static and md.renew_mode != RenewMode.ALWAYS:
             continue  # static files only; with `always` the renewed set takes over
-        why = ready(read_facts(store, md), now)
+        why = ready(_facts(store, md, known), now)
         if why is None and held:
             why = held
         if why is None:
@@ -242,6 +263,11 @@ def activate(store: Store, config: Config, messenger: Messenger, report: Report,
     report.includes_changed |= changed
     save_activation_state(store, waiting={**report.waiting, **report.blocked}, served=served,
                           resolved=report.activated)
+
+
+def _facts(store: Store, md: ManagedDomain, known: Mapping[str, MDFacts] | None) -> MDFacts:
+    got = known.get(md.name) if known else None
+    return got if got is not None else read_facts(store, md)
 
 
 def rollback(store: Store, config: Config, report: Report, why: str) -> None:
@@ -291,7 +317,8 @@ def prepare(store: Store, config: Config) -> tuple[dict[str, str], bool]:
 
 def activate_and_reload(store: Store, config: Config, reload_command: list[str] | None,
                         force: bool = False, prepared: bool = False,
-                        before_reload: Callable[[], None] | None = None) -> Report:
+                        before_reload: Callable[[], None] | None = None,
+                        known: Mapping[str, MDFacts] | None = None) -> Report:
     """Repair, activate what is ready, test Apache's config, reload, and make sure Apache
     still runs; roll back (and start Apache again) when it does not.
 
@@ -305,7 +332,7 @@ def activate_and_reload(store: Store, config: Config, reload_command: list[str] 
     if not prepared:
         report.repaired, report.includes_changed = prepare(store, config)
     activate(store, config, messenger, report, force=force,
-             precheck=lambda: ctl.configtest(config), prepared=prepared)
+             precheck=lambda: ctl.configtest(config), prepared=prepared, known=known)
     for name, why in report.failed.items():
         log.error("%s: activation failed: %s", name, why)
     for name, why in {**report.waiting, **report.blocked}.items():
@@ -367,12 +394,14 @@ def _start_again(config: Config, reload_command: list[str], report: Report) -> N
     log.error("%s", report.error)
 
 
-def request(store: Store, config: Config, prepared: bool = False) -> None:
+def request(store: Store, config: Config, prepared: bool = False,
+            known: Mapping[str, MDFacts] | None = None) -> None:
     """For a worker that may not reload Apache: repair and write the includes (the store
     is its own), and ask the root side (apache-md-activate.path) to activate the MDs whose
     staged sets are ready."""
     if not prepared:
         prepare(store, config)
-    staged = [m.name for m in config.mds if ready(read_facts(store, m), now_utc()) is None]
+    now = now_utc()
+    staged = [m.name for m in config.mds if ready(_facts(store, m, known), now) is None]
     if staged:
         state.request_activation(store, staged)

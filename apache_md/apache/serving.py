@@ -19,6 +19,7 @@ import os
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Callable
 
 from ..core import crypto
 from ..core.job import now_utc
@@ -85,7 +86,8 @@ def server_fallback(store: Store) -> str:
 
 
 # -- verification: would mod_ssl load this pair? ------------------------------------------------
-_checked: dict[tuple[str, str], tuple[tuple, str | None]] = {}
+# (cert, key): (hash of their stamps, problem)
+_checked: dict[tuple[str, str], tuple[int, str | None]] = {}
 _checked_lock = threading.Lock()
 
 
@@ -96,16 +98,18 @@ def _stamp(path: str) -> tuple | None:
         return None
     except OSError:
         return ()  # cannot tell (e.g. a directory we may not enter)
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
+    # ctime too: a key garbled in place with its old size and mtime (touch -r) is new
+    return (st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns)
 
 
-def problem(cert: str, key: str | None = None) -> str | None:
+def problem(cert: str, key: str | None = None, stamp: tuple | None = None) -> str | None:
     """Why mod_ssl would refuse the pair (naming the file), or None. `key` None: the key
     sits in the certificate's file. Cached by the files' stat: a check over a thousand
     unchanged sets reads nothing. Files we may not read (an unprivileged worker and
-    /etc/ssl/private) and passphrase-protected keys count as good: we cannot tell."""
+    /etc/ssl/private) and passphrase-protected keys count as good: we cannot tell.
+    `stamp`: (_stamp(cert), _stamp(key)) as the caller just took them."""
     key = key or cert
-    stamp = (_stamp(cert), _stamp(key))
+    stamp = hash(stamp or (_stamp(cert), _stamp(key)))
     with _checked_lock:
         hit = _checked.get((cert, key))
     if hit and hit[0] == stamp:
@@ -146,24 +150,23 @@ def _verify(cert: str, key: str) -> str | None:
 
 
 # -- what an include points at -------------------------------------------------------------------
-def live_pairs(store: Store, md: ManagedDomain) -> list[tuple[KeySpec, str, str]]:
-    """The (spec, cert, key) of each key type with a file in domains/<md>/."""
+def _live(store: Store, md: ManagedDomain) -> list[tuple[KeySpec, str, str, str | None]]:
+    """The (spec, cert, key, problem()) of each key type with a file in domains/<md>/,
+    from one stat() per file."""
     out = []
+    d = store.fsdir(DOMAINS, md.name)
     for spec in md.keyspecs:
-        cert = store.fspath(DOMAINS, md.name, spec.file_name("pubcert"))
-        key = store.fspath(DOMAINS, md.name, spec.file_name("privkey"))
-        if os.path.exists(cert) or os.path.exists(key):
-            out.append((spec, cert, key))
+        cert = os.path.join(d, spec.file_name("pubcert"))
+        key = os.path.join(d, spec.file_name("privkey"))
+        stamp = (_stamp(cert), _stamp(key))
+        if stamp != (None, None):
+            out.append((spec, cert, key, problem(cert, key, stamp)))
     return out
 
 
 def live_problem(store: Store, md: ManagedDomain) -> str | None:
     """What is wrong with the MD's live set in domains/ (None: good, or nothing there)."""
-    for _, cert, key in live_pairs(store, md):
-        why = problem(cert, key)
-        if why:
-            return why
-    return None
+    return next((why for *_, why in _live(store, md) if why), None)
 
 
 def static_problem(md: ManagedDomain) -> str | None:
@@ -182,9 +185,9 @@ def cert_pairs(store: Store, md: ManagedDomain) -> tuple[list[tuple[str, str]], 
         if static_problem(md) is None:
             return list(zip(md.cert_files, md.key_files)), False
     else:
-        pairs = [(c, k) for _, c, k in live_pairs(store, md)]
-        if pairs and all(problem(c, k) is None for c, k in pairs):
-            return pairs, False
+        live = _live(store, md)
+        if live and all(why is None for *_, why in live):
+            return [(c, k) for _, c, k, _ in live], False
     return [ensure_fallback(store, md, spec) for spec in md.keyspecs], True
 
 
@@ -287,6 +290,25 @@ def write_if_changed(store: Store, path: Path, text: str) -> bool:
     return True
 
 
+# include path: (what it was made of, the file's stamp once it said so). A cycle over
+# 10,000 MDs rendered and read every include to find it unchanged; now it renders and
+# reads only those whose certificates, settings or file changed (by hand: removed,
+# edited), and otherwise costs one stat().
+# (The MD is kept, for its id() in the hash not to be reused.)
+_written: dict[str, tuple[ManagedDomain, int]] = {}
+
+
+def _write_include(store: Store, path: Path, md: ManagedDomain, made_of: tuple,
+                   render: Callable[[], str]) -> bool:
+    key = os.fspath(path)
+    hit = _written.get(key)
+    if hit is not None and hit[0] is md and hit[1] == hash((made_of, _stamp(key))):
+        return False
+    changed = write_if_changed(store, path, render())
+    _written[key] = (md, hash((made_of, _stamp(key))))
+    return changed
+
+
 def write_includes(store: Store, config: Config | None) -> tuple[bool, dict[str, str]]:
     """Every MD's include and global.conf with the server-wide fallback: (whether any
     include changed, md -> what its include serves: "certificate", "static" or
@@ -309,8 +331,10 @@ def write_includes(store: Store, config: Config | None) -> tuple[bool, dict[str,
             "certificate" if credentials.uses_managed(store, md) else "static"
         responder = any(i and i.ocsp_url for i in credentials.active(store, md).values())
         stapling = includes.md_stapling(config, md, fallback_md, responder, setup)
-        changed |= write_if_changed(store, apache_dir / includes.include_file(md.name),
-                                    includes.md_include(md, pairs, fallback_md, stapling))
+        changed |= _write_include(
+            store, apache_dir / includes.include_file(md.name), md,
+            (tuple(pairs), fallback_md, stapling),
+            lambda: includes.md_include(md, pairs, fallback_md, stapling))  # noqa: B023
     changed |= write_if_changed(store, apache_dir / "global.conf",
                                 includes.global_conf(config, fallback))
     # Includes of MDs removed from the config stay: a vhost may still include them.

@@ -114,18 +114,22 @@ def _activation(md: ManagedDomain, complete: bool, job: Job | None, staged: bool
     return {"state": "pending", "detail": "no certificate from the CA yet"}
 
 
-def _next_check(md: ManagedDomain, job: Job | None, at: datetime, now: datetime,
-                worker: dict | None) -> datetime | None:
+def own_check(md: ManagedDomain, job: Job | None, at: datetime, now: datetime
+              ) -> datetime | None:
+    """When the MD itself asks for the worker (None: at the worker's next cycle)."""
+    if md.will_renew:
+        if job is not None and job.next_run and job.next_run > now:
+            return job.next_run  # backoff, activation delay, ARI
+        if at > now:
+            return at
+    return None
+
+
+def next_check(own: datetime | None, now: datetime, worker: dict | None) -> datetime | None:
     """When the worker next does something for this MD (None: no worker runs)."""
     if not worker:
         return None
     cycle = parse_http_date(worker.get("next-cycle")) or now
-    own = None
-    if md.will_renew:
-        if job is not None and job.next_run and job.next_run > now:
-            own = job.next_run  # backoff, activation delay, ARI
-        elif at > now:
-            own = at
     return max(cycle, own) if own else cycle
 
 
@@ -143,8 +147,13 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
               requested: set[str] | None = None,
               activation_state: dict | None = None,
               settings: GlobalSettings | None = None,
-              facts: MDFacts | None = None) -> dict[str, Any]:
-    """The md-status object of one MD; `facts` as store/facts.read() gives them."""
+              facts: MDFacts | None = None, notes: dict | None = None) -> dict[str, Any]:
+    """The md-status object of one MD; `facts` as store/facts.read() gives them.
+
+    It depends on the clock only where it compares `now` with renew-at and the job's
+    next-run and valid-from; `notes` (status/snapshot.py, which keeps an MD's pieces
+    until the next of those times) gets them: "at", "moving" (renew-at is now: an
+    incomplete MD), "job" (the job shown) and "own" (own_check())."""
     now = now or now_utc()
     facts = facts or read_facts(store, md)
     active, managed, issuer, ca = facts.active, facts.managed, facts.issuer, facts.ca
@@ -182,7 +191,10 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
                                    (act.get("waiting") or {}).get(md.name),
                                    (act.get("served") or {}).get(md.name),
                                    (act.get("repaired") or {}).get(md.name))
-    put(obj, "next-check", http_date(_next_check(md, job, at, now, worker)))
+    own = own_check(md, job, at, now)
+    put(obj, "next-check", http_date(next_check(own, now, worker)))
+    if notes is not None:
+        notes.update(at=at, moving=at is now, job=job, own=own)
     put(obj, "last-renewal", http_date(_last_renewal(store, md, job)))
     ari = _ari_json(md, facts)
     if ari:

@@ -28,6 +28,9 @@ from .condition import condition
 
 # = wsgi/app.py GENERATED (that file must not import the package)
 GENERATED = "<!--apache-md:generated-->"
+# = wsgi/app.py META: where an MD's page says who runs (meta(), in the snapshot's index):
+# the worker's pid and Apache's last reload must not make every MD's page new.
+META = "<!--apache-md:meta-->"
 # ACME CAs whose certificates are publicly trusted, so in Certificate Transparency logs
 # (browsers require it): only for them does the default MDCertificateCheck (crt.sh)
 # find anything. A check the administrator configured is offered for every certificate.
@@ -266,7 +269,7 @@ def _cell(label: str, content: str, css: str = "") -> str:
     return f'<td{klass} data-label="{_e(label)}">{content}</td>'
 
 
-def _meta(ctx: PageContext) -> str:
+def meta(ctx: PageContext) -> str:
     """as of (filled in by the handler) and the worker; no time that moves by itself."""
     if ctx.worker_pid is None:
         text = ('<span class="err">no apache-md worker is running: certificates are not '
@@ -321,7 +324,7 @@ def render_list(rows: list[str], conditions: list[str], ctx: PageContext,
                     + (f', {renewals["failed"]} failing' if renewals["failed"] else "")
                     + "</span>")
     n = len(conditions)
-    body = (f"<h1>Managed domains</h1>{_meta(ctx)}"
+    body = (f"<h1>Managed domains</h1>{meta(ctx)}"
             f'<p class="summary"><span><b>{n}</b> managed domain'
             f'{"s" if n != 1 else ""}</span>{summary}</p>')
     if not n:
@@ -456,7 +459,7 @@ def render_md(md: dict[str, Any], m: Moment, ctx: PageContext) -> str:
     certs = md.get("cert") or {}
     body = (f'<p class="meta"><a href="../md-status">all managed domains</a></p>'
             f'<h1 class="{css}">{_host(name)} <span class="badge">{_e(word)}</span></h1>'
-            + _meta(ctx)
+            + META
             + "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{v}</dd>" for k, v in facts) + "</dl>"
             f"<h2>Validity</h2>{validity_bar(md, m.mark)}"
             + (_legend() if window_marks(md) else "")

@@ -26,13 +26,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
-from datetime import datetime
+import zlib
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any, Iterator
 
 from .. import MOD_MD_COMPAT_VERSION
 from ..core.job import now_utc
 from ..core.jsonfmt import dumps, http_date
+from ..core.facts import MDFacts
 from ..core.model import Config
 from ..store import broken, castats, staples
 from ..store.fs import STATUS, Store, StoreError, atomic_write, fsync_dir
@@ -45,7 +47,8 @@ from ..store.state import (
 )
 from ..wsgi import app
 from . import condition, metrics, page
-from .mdstatus import _cert_status_keys, _without_logs, cert_status, md_status
+from ..store.facts import read as read_facts
+from .mdstatus import _cert_status_keys, _without_logs, cert_status, md_status, next_check
 
 SNAPSHOT = (STATUS, "snapshot", "status.json")  # the index
 PIECES = "md"  # the directory of the piece files, next to the index
@@ -57,14 +60,21 @@ ROWS_SLOT = "<!--apache-md:rows-->"
 class _Made:
     """What one MD's pieces were made from (hashes of the inputs, so that the render
     cache holds no copy of them: at 10,000 MDs that was most of the worker's memory),
-    and where they are: their file, and the texts until the file is written."""
+    and where they are: their file, and the texts until the file is written.
 
-    __slots__ = ("obj", "page", "state", "file", "pieces")
+    `inputs` are what its md-status object was made of (the MD, its facts object, what
+    the worker and the last activation say about it), `until` the first time the clock
+    changes it (None: at once), `own` and `check` its next-check: while all hold, the
+    MD's pieces stand as they are and nothing of it is made again."""
+
+    __slots__ = ("obj", "page", "state", "file", "pieces", "inputs", "until", "own",
+                 "check", "renewal")
 
     def __init__(self, obj: int, page_key: int, state: Any, file: str,
                  pieces: dict[str, str] | None):
         self.obj, self.page, self.state, self.file, self.pieces = \
             obj, page_key, state, file, pieces
+        self.inputs = self.until = self.own = self.check = self.renewal = None
 
 
 class Renderer:
@@ -96,16 +106,16 @@ def _compact(obj: Any) -> str:
 
 
 def _pieces(store: Store, r: Renderer, name: str, obj: dict[str, Any], now: datetime,
-            ctx: page.PageContext, cs_keys: list[str]) -> _Made:
+            ctx: page.PageContext, cs_keys: list[str], page_ctx: tuple) -> _Made:
     """The MD's pieces, made again only where their inputs changed."""
     obj_key = _hash(_compact(obj))
     last = r.made(name)
     v = None
     page_key = last.page if last else None
     moment = page.moment(obj, now)
-    if last is None or last.obj != obj_key or (moment, ctx) != last.page[1:]:
+    if last is None or last.obj != obj_key or (moment, page_ctx) != last.page[1:]:
         v = page.view(obj, now)
-        page_key = (_hash(_compact(v[0])), moment, ctx)
+        page_key = (_hash(_compact(v[0])), moment, page_ctx)
     state = condition.state(obj, now)
     if last is not None and last.obj == obj_key and last.page == page_key \
             and last.state == state:
@@ -148,6 +158,12 @@ def _old_pieces(store: Store, last: _Made | None) -> dict[str, str] | None:
         return None
 
 
+def _at_hand(store: Store, r: Renderer, m: _Made) -> bool:
+    """Are the pieces of `m` in memory or on disk (another writer may have taken them)?"""
+    return m.pieces is not None or m.file in r.written or \
+        os.path.exists(os.path.join(os.fspath(_pieces_dir(store)), m.file))
+
+
 def _pieces_dir(store: Store):
     return store.path(STATUS, "snapshot", PIECES)
 
@@ -162,10 +178,14 @@ class Built:
 
 
 def build(store: Store, config: Config, now: datetime | None = None,
-          renderer: Renderer | None = None, keep: bool = True) -> Built:
+          renderer: Renderer | None = None, keep: bool = True,
+          facts: Mapping[str, MDFacts] | None = None,
+          emit: Callable[[_Made], None] | None = None) -> Built:
     """The snapshot, one MD at a time: `keep` False (a writer) holds no MD's md-status
     object longer than it takes to make its pieces (at 10,000 MDs, all of them at once
-    were most of the worker's peak memory)."""
+    were most of the worker's peak memory), and `emit` gets each MD's new pieces as
+    they are made (the writer writes them then, rather than holding them all).
+    `facts`: the MDs' facts as the caller read them in this cycle (others are read)."""
     now = now or now_utc()
     r = renderer or Renderer()
     worker = read_worker_info(store)
@@ -179,15 +199,38 @@ def build(store: Store, config: Config, now: datetime | None = None,
                            activation_error=act_state.get("error"))
     full: dict[str, dict[str, Any]] = {}
     made: dict[str, _Made] = {}
-    renewals: dict[str, str | None] = {}  # MD -> metrics.renewal_state()
+    page_ctx = (ctx.check, ctx.refresh)  # what an MD's page says of them (page.META)
+    waiting, served, repaired = (act_state.get(k) or {} for k in ("waiting", "served",
+                                                                    "repaired"))
 
     def one(md, shown: list[dict[str, Any]] | None) -> None:
+        f = (facts or {}).get(md.name) or read_facts(store, md)
+        inputs = (md, f, settings, bool(worker), md.name in (requested or ()),
+                  waiting.get(md.name), served.get(md.name),
+                  _compact(repaired.get(md.name)), _compact(shown), page_ctx)
+        last = r.made(md.name)
+        if last is not None and last.until is not None and now < last.until \
+                and last.inputs == inputs and last.check == next_check(last.own, now, worker) \
+                and _at_hand(store, r, last):
+            old = _old_pieces(store, last) if keep else None
+            if not keep or old is not None:
+                made[md.name] = last  # nothing it is made of changed
+                if emit is not None:
+                    emit(last)
+                if keep:
+                    full[md.name] = json.loads(old["md"])
+                return
+        notes: dict[str, Any] = {}
         obj = md_status(store, md, now, with_log=True, worker=worker, requested=requested,
-                        activation_state=act_state, settings=settings)
+                        activation_state=act_state, settings=settings, facts=f, notes=notes)
         if shown:
             obj["broken-files"] = shown
-        made[md.name] = _pieces(store, r, md.name, obj, now, ctx, _cert_status_keys(md))
-        renewals[md.name] = metrics.renewal_state(obj)
+        m = made[md.name] = _pieces(store, r, md.name, obj, now, ctx, _cert_status_keys(md),
+                                    page_ctx)
+        m.inputs, m.until, m.own = inputs, _until(md, obj, notes, now), notes["own"]
+        m.check, m.renewal = next_check(m.own, now, worker), metrics.renewal_state(obj)
+        if emit is not None:
+            emit(m)
         if keep:
             full[md.name] = obj
     seen = _broken_by_md(store, now)
@@ -213,7 +256,7 @@ def build(store: Store, config: Config, now: datetime | None = None,
         top["managed-domains"] = [MDS_SLOT]
     if store_broken:
         top["broken-files"] = store_broken
-    progress = metrics.progress(renewals.values())
+    progress = metrics.progress(made[md.name].renewal for md in mds)
     fleet = read_fleet_view(store)
     if fleet:
         top["fleet"] = fleet  # apache-md's: nodes, lock holders, what each node serves
@@ -223,6 +266,8 @@ def build(store: Store, config: Config, now: datetime | None = None,
         "generated": http_date(now),
         # what the pages' GENERATED mark becomes: the handlers cannot import the page
         "generated-page": page.date(now),
+        # what the MDs' pages say of the worker and the last reload (their META mark)
+        "meta-page": page.meta(ctx),
         "pieces": [[md.name, made[md.name].file] for md in mds],
         "templates": {
             "list": _template(dumps(top), f'"{MDS_SLOT}"', ["entry", ",\n    "]),
@@ -239,6 +284,34 @@ def build(store: Store, config: Config, now: datetime | None = None,
         "staplings": rows,
     }
     return Built(index, made, full)
+
+
+# However well the inputs of an MD's pieces are known, they are made again within this
+# time (spread over the MDs by name, so that no one cycle makes them all).
+REMAKE = timedelta(hours=6)
+
+
+def _until(md, obj: dict[str, Any], notes: dict[str, Any], now: datetime) -> datetime | None:
+    """The first time after `now` at which the clock alone changes an MD's md-status
+    object or its pieces (mdstatus.md_status's notes; page.moment: condition, renew
+    window open, the bar's whole percent; metrics: condition.state); None: at once."""
+    if notes["moving"]:
+        return None  # renew-at is "now": incomplete
+    times = [notes["at"], now + REMAKE * (1 + zlib.crc32(md.name.encode()) % 64 / 64)]
+    job = notes["job"]
+    if job is not None:
+        times += [job.next_run, job.valid_from]
+    marks = page.window_marks(obj)
+    if marks is not None:
+        start, end = marks["from"], marks["until"]
+        times.append(end)  # expired
+        total = (end - start).total_seconds()
+        done = min(max((now - start).total_seconds(), 0), total)
+        mark = int(100 * done // total)
+        if mark < 100:
+            times.append(start + timedelta(seconds=total * (mark + 1) / 100))
+    later = [t for t in times if t is not None and t > now]
+    return min(later) if later else None
 
 
 def _template(text: str, slot: str, fill: list[str]) -> list:
@@ -300,7 +373,8 @@ def snapshot(store: Store, config: Config, now: datetime | None = None,
 
 
 def write_snapshot(store: Store, config: Config, renderer: Renderer | None = None,
-                   now: datetime | None = None) -> None:
+                   now: datetime | None = None,
+                   facts: Mapping[str, MDFacts] | None = None) -> None:
     """Build the snapshot and publish it: the piece files not on disk yet, then the
     index (the handlers see the new snapshot from its rename on), then away with the
     piece files it no longer names. One writer at a time (the worker, `activate` as
@@ -310,17 +384,22 @@ def write_snapshot(store: Store, config: Config, renderer: Renderer | None = Non
         index_path = store.path(*SNAPSHOT)
         if _identity(index_path) != r.index:
             r.written.clear()  # another writer came between: its clean-up may have run
-        built = build(store, config, now, r, keep=False)
         d = _pieces_dir(store)
-        names = {m.file for m in built.made.values()}
-        new = False
-        for m in built.made.values():
+        where = os.fspath(d)
+        new = []
+
+        def emit(m: _Made) -> None:
+            # As soon as it is made: the texts of every MD at once were the peak of the
+            # first snapshot of a worker (10 KB per MD).
             if m.file not in r.written:
-                if not (d / m.file).exists():
-                    atomic_write(d / m.file, _compact(m.pieces).encode(), 0o644, sync_dir=False)
-                    new = True
+                if not os.path.exists(os.path.join(where, m.file)):
+                    atomic_write(d / m.file, _compact(m.pieces).encode(), 0o644,
+                                 sync_dir=False)
+                    new.append(m.file)
                 r.written.add(m.file)
             m.pieces = None  # on disk: read back when they are needed again
+        built = build(store, config, now, r, keep=False, facts=facts, emit=emit)
+        names = {m.file for m in built.made.values()}
         if new:
             fsync_dir(d)  # the files before the index that names them
         store.write_bytes(*SNAPSHOT, _compact(built.index).encode())

@@ -37,6 +37,7 @@ RELAY_PATH = "/.httpd/ocsp-relay"
 JSON = "application/json"
 MARK_HEADER = "X-Apache-MD"  # = preflight.MARK_HEADER (this file must not import the package)
 GENERATED = "<!--apache-md:generated-->"  # = status.page.GENERATED
+META = "<!--apache-md:meta-->"  # = status.page.META
 TYPES = {"json": JSON, "html": "text/html; charset=utf-8",
          "metrics": "text/plain; version=0.0.4; charset=utf-8"}
 # What a client may ask for, per body format; the first format wins a tie, so
@@ -97,6 +98,7 @@ class View:
         # piece files by name: those of the previous view that this one names too
         self.pieces = pieces if pieces is not None else {}
         self.when = str(data.get("generated-page", ""))
+        self.meta = str(data.get("meta-page", ""))
         self.bodies: dict[str, bytes] = {}
         # md-status answers by (path, format), made on first request: the one thing
         # that changes after creation (a dict, so threads share it safely)
@@ -146,8 +148,9 @@ class View:
             if text is None:
                 return None
             # The pages say when the snapshot was made: the one thing that changes each time.
-            got = (text.replace(GENERATED, self.when) if key.startswith("html")
-                   else text).encode("utf-8")
+            # An MD's page says who runs as the index does (page.META).
+            got = (text.replace(META, self.meta).replace(GENERATED, self.when)
+                   if key.startswith("html") else text).encode("utf-8")
             self.bodies[key] = got
         return got
 
