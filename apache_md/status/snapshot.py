@@ -14,6 +14,12 @@ an index and one file of pieces per MD:
                                    of the list page, its metrics lines
   status/snapshot/generation       a counter bumped after every index, which the
                                    handlers compare instead of a stat() per request
+  status/snapshot/one/<name>.json  an MD's md-status JSON alone, byte for byte what
+                                   /md-status/<name> answers, for Apache to serve
+                                   itself (apache/includes.py: mod_rewrite sends
+                                   plain requests for an MD's name there, at about
+                                   two thirds of a WSGI request's cost); written with
+                                   the index, after it, before the counter
 
 A piece file is named by the digest of its content and never changes: an MD's
 file is written again only when what it says changed, so a cycle over
@@ -26,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import zlib
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
@@ -53,6 +60,9 @@ from .mdstatus import _cert_status_keys, _without_logs, cert_status, md_status, 
 SNAPSHOT = (STATUS, "snapshot", "status.json")  # the index
 PIECES = "md"  # the directory of the piece files, next to the index
 GENERATION = "generation"  # bumped after every index: the handlers compare it
+ONE = "one"  # the directory of the MDs' md-status JSON files, next to the index
+# MD names whose file the rewrite in the handler snippet looks for (= includes.ONE_NAME)
+_ONE_NAME = re.compile(r"^[A-Za-z0-9_*-][A-Za-z0-9_.*-]*$")
 MDS_SLOT = "<apache-md:managed-domains>"
 ROWS_SLOT = "<!--apache-md:rows-->"
 
@@ -90,6 +100,7 @@ class Renderer:
         self._last: dict[str, _Made] = {}
         self.written: set[str] = set()  # piece files this writer knows are on disk
         self.index: tuple | None = None  # the index file as this writer last wrote it
+        self.one: dict[str, str] = {}  # MD -> the piece file its one/ file was made from
 
     def made(self, name: str) -> _Made | None:
         return self._last.get(name)
@@ -384,6 +395,7 @@ def write_snapshot(store: Store, config: Config, renderer: Renderer | None = Non
         index_path = store.path(*SNAPSHOT)
         if _identity(index_path) != r.index:
             r.written.clear()  # another writer came between: its clean-up may have run
+            r.one.clear()
         d = _pieces_dir(store)
         where = os.fspath(d)
         new = []
@@ -400,13 +412,61 @@ def write_snapshot(store: Store, config: Config, renderer: Renderer | None = Non
             m.pieces = None  # on disk: read back when they are needed again
         built = build(store, config, now, r, keep=False, facts=facts, emit=emit)
         names = {m.file for m in built.made.values()}
+        ones: dict[str, bytes] = {}  # one/ files that may have to change
+        for name, m in built.made.items():
+            if r.one.get(name) != m.file and _ONE_NAME.match(name):
+                text = (_old_pieces(store, m) or {}).get("md")
+                if isinstance(text, str):
+                    ones[name] = text.encode("utf-8")
         if new:
             fsync_dir(d)  # the files before the index that names them
         store.write_bytes(*SNAPSHOT, _compact(built.index).encode())
         r.index = _identity(index_path)
+        _write_ones(store, r, built, ones)
         _bump(store.path(STATUS, "snapshot", GENERATION))
         _clean(d, names)
         r.written &= names
+
+
+def _write_ones(store: Store, r: Renderer, built: Built, ones: dict[str, bytes]) -> None:
+    """The one/ files of the MDs whose pieces changed (those whose JSON did not are left
+    alone), and away with those of MDs the index no longer has."""
+    d = store.path(STATUS, "snapshot", ONE)
+    new = False
+    for name, body in ones.items():
+        path = d / f"{name}.json"
+        try:
+            with open(path, "rb") as f:
+                same = f.read() == body
+        except FileNotFoundError:
+            same = False
+        if not same:
+            atomic_write(path, body, 0o644, sync_dir=False)
+            new = True
+        r.one[name] = built.made[name].file
+    if new:
+        fsync_dir(d)
+    if set(r.one) - set(built.made) or ones:
+        keep = {f"{n}.json" for n in built.made}
+        for e in _entries(d):
+            if e.name not in keep and not e.name.endswith(".tmp"):
+                _unlink(e.path)
+        for name in set(r.one) - set(built.made):
+            del r.one[name]
+
+
+def _entries(d) -> list[os.DirEntry]:
+    try:
+        return list(os.scandir(d))
+    except FileNotFoundError:
+        return []
+
+
+def _unlink(path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _bump(path) -> None:

@@ -184,6 +184,32 @@ def test_names_paths_and_methods(scenario):
     assert head.headers["content-type"] == "application/json"
 
 
+def test_one_md_is_served_by_apache_itself_with_the_handlers_bytes(scenario):
+    """A plain GET of /md-status/<MD name> is the snapshot's one/ file, served by Apache
+    (mod_rewrite + mod_headers, which the test Apache loads); anything else is the
+    handler's. Both answer the same bytes and the headers that matter."""
+    wsgi_accept = {"Accept": "application/json, text/plain;q=0.1"}  # negotiated: the handler
+    for name in NAMES:
+        static = scenario.get(f"/md-status/{name}")
+        for handler in (scenario.get(f"/md-status/{name}", headers=wsgi_accept),
+                        scenario.get(f"/md-status/{name}?format=json")):
+            assert handler.status == static.status == 200
+            assert handler.body == static.body, name
+            for h in ("content-type", "vary", "content-length"):
+                assert handler.headers[h] == static.headers[h], (name, h)
+            assert "accept-ranges" not in handler.headers  # mod_wsgi's answer
+        assert static.headers.get("accept-ranges") == "bytes", name  # Apache's file
+        assert "last-modified" not in static.headers and "etag" not in static.headers
+        head = scenario.get(f"/md-status/{name}", extra=["--head"])
+        assert head.status == 200 and "{" not in head.body  # curl --head: headers only
+        assert head.headers["content-length"] == static.headers["content-length"]
+    html = scenario.get("/md-status/active.test", headers={"Accept": BROWSER_ACCEPT})
+    assert html.headers["content-type"].startswith("text/html")  # negotiation: the handler
+    # no file for a name that is not an MD's: the handler's list, as mod_md answers
+    assert scenario.get("/md-status/www.active.test").json()["name"] == "active.test"
+    assert scenario.get("/md-status/unknown.test").json() == scenario.status()
+
+
 def test_cli_json_is_the_md_status_json(scenario):
     env = scenario.env
     # A complete MD does not depend on the clock: byte for byte the same.

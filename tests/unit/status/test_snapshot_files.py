@@ -165,3 +165,39 @@ def test_a_counter_file_truncated_by_hand_costs_nothing_but_a_look_at_the_index(
     fail_again(store, "failing.test", "the CA said no again")
     snapshot.write_snapshot(store, config)  # bumps the counter in place again
     assert "the CA said no again" in get("/md-status/failing.test")
+
+
+def one_file(store, name: str):
+    return store.base / "status" / "snapshot" / snapshot.ONE / f"{name}.json"
+
+
+def ones(store) -> dict[str, tuple]:
+    d = store.base / "status" / "snapshot" / snapshot.ONE
+    return {e.name: (e.inode(), e.stat().st_mtime_ns) for e in os.scandir(d)}
+
+
+def test_each_md_has_its_md_status_json_alone_written_only_when_it_changes(store):
+    """status/snapshot/one/<name>.json is what /md-status/<name> answers, byte for byte:
+    Apache serves it itself (apache/includes.py)."""
+    config = sample_config(store)
+    renderer = snapshot.Renderer()
+    snapshot.write_snapshot(store, config, renderer)
+    first = ones(store)
+    assert sorted(first) == sorted(f"{m.name}.json" for m in config.mds)
+    view = app.Snapshot(str(store.base)).current()
+    for m in config.mds:
+        body = one_file(store, m.name).read_bytes()
+        assert body == view.body(f"md:{m.name}") and json.loads(body)["name"] == m.name
+    fail_again(store, "failing.test", "the CA said no again")
+    snapshot.write_snapshot(store, config, renderer)
+    after = ones(store)
+    assert after["failing.test.json"] != first["failing.test.json"]
+    assert {k: v for k, v in after.items() if k != "failing.test.json"} == \
+        {k: v for k, v in first.items() if k != "failing.test.json"}
+    changed = json.loads(one_file(store, "failing.test").read_bytes())
+    assert changed["renewal"]["last"]["detail"] == "the CA said no again"
+    snapshot.write_snapshot(store, config)  # a fresh writer rewrites nothing unchanged
+    assert ones(store) == after
+    gone = config.mds.pop()  # an MD leaves the configuration: its file goes
+    snapshot.write_snapshot(store, config, renderer)
+    assert f"{gone.name}.json" not in ones(store) and len(ones(store)) == len(config.mds)
