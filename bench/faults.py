@@ -11,7 +11,7 @@ Pebble is restarted between the runs. Printed: both times, their ratio, the
 faults injected, and the requests the proxy saw to an endpoint before a
 Retry-After it had sent for it was over (there should be none).
 
-Usage: python bench/faults.py [-n 20] [--seed 1] [--timeout 600]
+Usage: python bench/faults.py [-n 20] [--seed 1] [--timeout 600] [--timeline DIR]
 """
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 from benchenv import (
     APACHE_MD,
@@ -47,7 +49,8 @@ def certified(apache, domains) -> int:
     return sum((store / "domains" / d / "pubcert.pem").exists() for d in domains)
 
 
-def run(pebble, domains, faults: dict, seed: int, timeout: float) -> dict:
+def run(pebble, domains, faults: dict, seed: int, timeout: float,
+        timeline: Path | None = None) -> dict:
     proxy = FaultProxy(pebble, PROXY_PORT, seed=seed, **faults).start()
     apache = apache_md_apache(pebble, domains, ca_url=proxy.directory_url)
     apache.write_conf("00-apache-md", apache_md(apache, "apache-conf").stdout)
@@ -58,7 +61,9 @@ def run(pebble, domains, faults: dict, seed: int, timeout: float) -> dict:
         apache_md(apache, "activate")
         apache.start()
         t0 = time.monotonic()
-        worker = subprocess.Popen(APACHE_MD + ["-f", str(apache.main_conf), "worker",
+        cmd = APACHE_MD if timeline is None else \
+            [sys.executable, str(REPO / "bench" / "timeline.py"), str(timeline), "--"]
+        worker = subprocess.Popen(cmd + ["-f", str(apache.main_conf), "worker",
                                                "--reload-command", reload_cmd],
                                   cwd=REPO, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
         try:
@@ -95,6 +100,9 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=20, help="managed domains (default 20)")
     ap.add_argument("--seed", type=int, default=1, help="the proxy's random seed")
     ap.add_argument("--timeout", type=float, default=600, help="give up after (seconds)")
+    ap.add_argument("--timeline", metavar="DIR", type=Path,
+                    help="write each run's per-MD timeline there (bench/timeline.py) and "
+                         "print where the slowest MDs' time went")
     args = ap.parse_args()
     domains = names(args.n)
     load = loadavg()
@@ -102,10 +110,15 @@ def main() -> int:
     results = {}
     try:
         say(f"clean: {args.n} MDs through the proxy, no faults ...")
-        results["clean"] = run(pebble, domains, NO_FAULTS, args.seed, args.timeout)
+        lines = {who: args.timeline / f"{who}.jsonl" if args.timeline else None
+                 for who in ("clean", "faults")}
+        if args.timeline:
+            args.timeline.mkdir(parents=True, exist_ok=True)
+        results["clean"] = run(pebble, domains, NO_FAULTS, args.seed, args.timeout,
+                               lines["clean"])
         pebble.restart()
         say(f"faults: {args.n} MDs through the proxy injecting faults ...")
-        results["faults"] = run(pebble, domains, {}, args.seed, args.timeout)
+        results["faults"] = run(pebble, domains, {}, args.seed, args.timeout, lines["faults"])
     finally:
         pebble.stop()
         shutil.rmtree(pebble.work_dir, ignore_errors=True)
@@ -123,6 +136,12 @@ def main() -> int:
     say(f"requests before a Retry-After had passed: {len(violations)}")
     for v in violations[:5]:
         say(f"  {v}")
+    if args.timeline:
+        from timeline import summary
+        for who, path in lines.items():
+            say(f"\n{who}: per MD (seconds since the worker started)")
+            for line in summary(path, worst=0 if who == "clean" else 3):
+                say(line)
     say(f"load average {load} before, {loadavg()} after, {os.cpu_count()} CPUs")
     return 0
 

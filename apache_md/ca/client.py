@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 import time
+from collections import deque
 from typing import Any, Callable, ContextManager
 from urllib.parse import urlsplit
 
@@ -37,6 +38,16 @@ NONCE_KEEP = 32
 # error without Replay-Nonce: a load balancer's 5xx, a reset) takes one instead of
 # asking new-nonce, which every thread shares, and waits on when that is held.
 NONCE_RESERVE = 4
+# The first try of a request safe to repeat (http.repeatable: a read, new-account) waits
+# PATIENCE_FACTOR times the CA's median answer time, PATIENCE_LEAST seconds at least, then
+# is sent again at once with the whole timeout: an answer held up somewhere (a slow
+# replica, a lost packet) then costs that, not its whole delay. Once per request (a CA
+# that is slow for everyone gets one copy of each slow read, and a longer median), never
+# before PATIENCE_SAMPLES answers have shown what is usual, and never for a request that
+# changes something (new-order, finalize, a challenge answer).
+PATIENCE_LEAST = 1.0
+PATIENCE_FACTOR = 4.0
+PATIENCE_SAMPLES = 3
 IDLE_LEAST = 0.5  # seconds of waiting for the CA for which a drive lets another MD work
 ORDER_TIMEOUT = 300.0  # seconds for the CA to decide authorizations, or to issue
 
@@ -126,6 +137,19 @@ class _CAShared:
         self.directory_at = 0.0
         self.nonces: list[tuple[float, str]] = []  # (time received, nonce), newest last
         self.refilling = False  # a request for the reserve is out
+        self.answer_times: deque[float] = deque(maxlen=32)  # seconds, the latest answers
+
+    def answered_in(self, seconds: float) -> None:
+        with self.lock:
+            self.answer_times.append(seconds)
+
+    def patience(self) -> float | None:
+        """Seconds a first try of a repeatable request waits (None: the whole timeout)."""
+        with self.lock:
+            times = sorted(self.answer_times)
+        if len(times) < PATIENCE_SAMPLES:
+            return None
+        return max(PATIENCE_LEAST, PATIENCE_FACTOR * times[len(times) // 2])
 
     @property
     def session(self) -> requests.Session:
@@ -187,6 +211,9 @@ class _Network(acme_client.ClientNetwork):
         self._gate = http.gate_for(ca_url)
         self._deadline: float | None = None  # end of the running request's retry budget
         self._response: requests.Response | None = None  # the last one of the running try
+        # the running request waits its whole timeout (it had its early copy, or it is
+        # not retried: a probe)
+        self._patient = True
         self.step: str | None = None  # what the connection is doing (failure messages)
         # called before a poll or a retry pauses (the job saves its progress meanwhile)
         self.on_wait: Callable[[], None] | None = None
@@ -260,7 +287,21 @@ class _Network(acme_client.ClientNetwork):
         with self._idle(self._gate.held_for(url)):
             self._gate.wait(url, self._stop, self._deadline)
         self._response = None
-        response = super()._send_request(method, url, *args, **kwargs)
+        patience = None
+        if not self._patient and http.repeatable(method, self.names.get(url),
+                                                 kwargs.get("data")):
+            patience = self._shared.patience()
+        if patience is not None:
+            kwargs["timeout"] = (self._default_timeout, patience)
+        start = time.monotonic()
+        try:
+            response = super()._send_request(method, url, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - re-raised, or as Impatient
+            if patience is not None and \
+                    isinstance(compat.network_cause(e), requests.exceptions.ReadTimeout):
+                raise http.Impatient(f"no answer within {patience:.1f} s") from None
+            raise
+        self._shared.answered_in(time.monotonic() - start)
         self._response = response
         self._gate.answered(url, response, self.names.get(url) in ("directory", "new-nonce"))
         if not response.ok and self.REPLAY_NONCE_HEADER in response.headers:
@@ -284,7 +325,8 @@ class _Network(acme_client.ClientNetwork):
     def _retrying(self, url: str, attempt: Callable[[], requests.Response]) -> requests.Response:
         """`attempt()` until it succeeds, fails for good, or the policy gives up. Within
         a running one (a nonce fetched for a POST), within what is left of its budget."""
-        outer = self._deadline
+        outer, outer_patient = self._deadline, self._patient
+        self._patient = False
         self._deadline = time.monotonic() + self._policy.budget
         if outer is not None:
             self._deadline = min(outer, self._deadline)
@@ -303,9 +345,11 @@ class _Network(acme_client.ClientNetwork):
                     if trouble is None:
                         raise
                     left = self._deadline - time.monotonic()
-                    if trouble.kind == "badNonce" and tries == 1:
-                        # retried at once with a fresh nonce, as the library and mod_md do;
-                        # only again and again it pauses
+                    self._patient |= trouble.kind == "slow"
+                    if trouble.kind == "slow" or trouble.kind == "badNonce" and tries == 1:
+                        # retried at once: a copy of a request held up somewhere; with a
+                        # fresh nonce, as the library and mod_md do; only a badNonce
+                        # again and again pauses
                         pause: float | None = 0.0
                     else:
                         # a Retry-After is the CA's own pace: it makes no later pause longer
@@ -323,7 +367,7 @@ class _Network(acme_client.ClientNetwork):
                         self.on_wait()
                     self.wait(pause)
         finally:
-            self._deadline = outer
+            self._deadline, self._patient = outer, outer_patient
 
     def _transient(self, e: BaseException) -> http.Transient | None:
         e = compat.network_cause(e)
@@ -355,7 +399,7 @@ class _Network(acme_client.ClientNetwork):
             return CAProblem(11, "Resource temporarily unavailable",
                              "urn:ietf:params:acme:error:badNonce",
                              f"the CA rejected the nonce of {step}, {n}{where}")
-        if t.kind == "timeout":
+        if t.kind in ("timeout", "slow"):
             return CAProblem(70007, "Timeout", None,
                              f"the CA did not answer {step} within {self._default_timeout} s, "
                              f"{n}{where}", ca_trouble="failing")
@@ -404,7 +448,13 @@ class CAConnection:
         if self._directory is None:
             shared = self._shared
             with contextlib.ExitStack() as locked:  # one fetch when many MDs start at once
-                with self.waiting():  # for the MD that fetches it: it needs a place to work
+                if shared.directory_lock.acquire(blocking=False):
+                    locked.callback(shared.directory_lock.release)
+                else:
+                    # waiting for the MD that fetches it, which needs a place to work; the
+                    # lock is let go before this MD waits for its place back (unwound in
+                    # reverse), or every MD behind it would wait for both in turn
+                    locked.enter_context(self.waiting())
                     locked.enter_context(shared.directory_lock)
                 cached = shared.directory
                 if cached is None or time.monotonic() - shared.directory_at > DIRECTORY_TTL:

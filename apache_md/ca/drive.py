@@ -42,7 +42,7 @@ from .client import CAConnection, authorized, identifiers
 from .outages import Outages
 
 log = logging.getLogger(__name__)
-IN_FLIGHT = 2  # MDs under way per working one (drive_all)
+IN_FLIGHT = 4  # MDs under way per working one (drive_all)
 IDLE_BACK = 2.0  # seconds an MD back from waiting waits for a place at most
 REFRESH_EVERY = 0.5  # seconds between status refreshes while drives run
 # Seconds between job saves while a run progresses, as mod_md; what is not saved yet is
@@ -195,12 +195,17 @@ class Driver:
         """While the CA keeps this MD waiting, another may work in its place. Back, it
         works without one after IDLE_BACK seconds: the MDs in the places may be waiting
         for it (a lock it holds), never a deadlock."""
+        if getattr(self._local, "idle", False):  # within another wait: without one already
+            yield
+            return
         if getattr(self._local, "held", False):
             self.slots.release()
             self._local.held = False
+        self._local.idle = True
         try:
             yield
         finally:
+            self._local.idle = False
             if self.slots:
                 self._local.held = self.slots.acquire(timeout=IDLE_BACK, back=True)
 

@@ -14,6 +14,7 @@ out (core/retryafter, Gate).
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -116,7 +117,7 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
 class Transient:
     """Trouble worth another try: what happened, in words for a failure message."""
 
-    kind: str  # "http" (5xx, 429), "reset", "timeout", "badNonce"
+    kind: str  # "http" (5xx, 429), "reset", "timeout", "slow", "badNonce"
     status: int | None = None  # the HTTP status, for "http"
     retry_after: float | None = None
 
@@ -129,6 +130,7 @@ class Transient:
                 phrase = ""
             return f"answered {self.status} {phrase}".rstrip()
         return {"reset": "broke the connection", "timeout": "did not answer in time",
+                "slow": "answered much later than usual",
                 "badNonce": "rejected the nonce (badNonce)"}.get(self.kind, self.kind)
 
 
@@ -151,12 +153,41 @@ def transient(e: BaseException, response: requests.Response | None) -> Transient
         return None
     if isinstance(e, (requests.exceptions.SSLError, requests.exceptions.ProxyError)):
         return None  # trust or proxy configuration: the same next time
+    if isinstance(e, Impatient):
+        return Transient("slow")
     if isinstance(e, requests.exceptions.Timeout):
         return Transient("timeout")
     if isinstance(e, (requests.exceptions.ConnectionError,
                       requests.exceptions.ChunkedEncodingError)):
         return Transient("reset")
     return None
+
+
+class Impatient(requests.exceptions.ReadTimeout):
+    """The first try of a request safe to repeat (repeatable) stopped waiting for an
+    answer much later than the CA's usual (ca/client): asked again at once."""
+
+
+def repeatable(method: str, resource: str | None, body: str | bytes | None) -> bool:
+    """Whether sending this request twice does what sending it once does, so a copy may
+    go out while the first is unanswered: GET and HEAD (the directory, new-nonce,
+    renewalInfo), a POST-as-GET (RFC 8555 §6.3: the JWS payload is empty: it reads an
+    order, an authorization, a certificate), and new-account, which for a key
+    registered already answers with that account (§7.3.1). Never new-order, finalize, a
+    challenge answer, key-change, revocation or any other POST with a payload: a copy
+    of those makes a second order or changes what the first did. `resource`: the
+    directory's name for the URL ("new-account"), None for other URLs."""
+    if method in ("GET", "HEAD"):
+        return True
+    if method != "POST" or body is None:
+        return False
+    if resource == "new-account":
+        return True
+    try:
+        jws = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(jws, dict) and jws.get("payload") == ""
 
 
 @dataclass(frozen=True)

@@ -55,3 +55,34 @@ def test_an_account_without_key_is_unusable(store):
     store.remove(ACCOUNTS, "ACME-ca.test-0000", "account.pem")
     assert accounts.find(store, md(), CA) == (None, [("ACME-ca.test-0000", "account.pem",
                                                       "missing")])
+
+
+def test_an_md_waits_for_its_place_back_only_once_the_account_lock_is_let_go(store):
+    """20 MDs starting at once wait for the one registering the account; each found it
+    and then waited for a place to work while holding the lock, so they went one by one
+    (up to 2 s each). Now the lock is let go first."""
+    from contextlib import contextmanager
+
+    from apache_md.store.locks import Busy, store_lock
+
+    seen = []
+
+    class Conn:
+        url = CA
+
+        @contextmanager
+        def waiting(self):
+            put_account(store, "ACME-ca.test-0000")  # registered by another MD meanwhile
+            yield
+            try:  # back: the place is waited for now
+                with store_lock(store, ACCOUNTS, timeout=0):
+                    seen.append("free")
+            except Busy:
+                seen.append("held")
+
+        def use_account(self, jwk, regr):
+            seen.append(regr.uri)
+
+    acct = accounts.obtain(store, Conn(), md())
+    assert acct.id == "ACME-ca.test-0000" and not acct.new
+    assert seen == ["free", f"{CA}/acct/ACME-ca.test-0000"]

@@ -109,3 +109,23 @@ def test_places_go_in_order_and_to_mds_back_from_waiting_first():
         t.join()
     assert order == ["back", "new1", "new2", "new3"]
     assert places.free == 1  # every place back, none twice
+
+
+def test_a_wait_within_a_wait_takes_no_second_place(monkeypatch):
+    """An MD waiting for another's fetch of the directory may fetch it itself (the other
+    one's failed), and wait for the CA within that: one place back, none taken twice."""
+    monkeypatch.setattr(drive, "IDLE_BACK", 0.05)
+    driver = FakeDriver(0)
+    driver.slots = drive.Places(2)
+    with driver._slot():
+        with driver._idle():
+            with driver._idle():
+                pass
+            assert driver.slots.acquire(blocking=False)  # both places free meanwhile
+            assert driver.slots.acquire(blocking=False)
+            driver.slots.release()
+            driver.slots.release()
+        assert driver._local.held is True
+        assert driver.slots.acquire(blocking=False)  # the other one is free
+        driver.slots.release()
+    assert driver.slots.acquire(blocking=False) and driver.slots.acquire(blocking=False)

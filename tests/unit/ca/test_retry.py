@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import josepy as jose
 import pytest
 import requests
-from acme import messages
+from acme import challenges, messages
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from apache_md.ca import client, http, outages, stapler
@@ -85,7 +85,8 @@ def test_gate_holds_an_endpoint_for_every_thread_and_gives_up_past_a_deadline():
 # -- the client against a local server ---------------------------------------------------------
 class FlakyCA:
     """Answers the directory; `script` lists the statuses of the next answers (and their
-    headers, and a JSON body); every 200 comes with a fresh nonce, as an ACME CA's."""
+    headers, and a JSON body; an X-Delay header holds the answer back that many seconds);
+    every 200 comes with a fresh nonce, as an ACME CA's."""
 
     def __init__(self):
         self.script: list[tuple] = []
@@ -103,6 +104,8 @@ class FlakyCA:
                 ca.times.append(time.monotonic())
                 ca.requests.append(f"{self.command} {self.path}")
                 status, headers, *problem = ca.script.pop(0) if ca.script else (200, {})
+                headers = dict(headers)
+                time.sleep(float(headers.pop("X-Delay", 0)))  # an answer held up on its way
                 body = json.dumps({"newNonce": ca.url + "nonce", "newAccount": ca.url + "acct",
                                    "newOrder": ca.url + "order"}).encode() \
                     if status == 200 else json.dumps(problem[0]).encode() if problem \
@@ -243,6 +246,66 @@ def test_a_reserve_of_nonces_is_kept_while_they_are_asked_for(flaky):
     flaky.requests.clear()
     post(other, flaky)
     assert flaky.requests == ["POST /order"]
+
+
+# -- a copy of a request held up: only of one safe to repeat -------------------------------------
+def _jws(conn: CAConnection, obj, url: str) -> str:
+    """The body the library would POST for `obj` (None: a POST-as-GET)."""
+    return conn.net._wrap_in_jws(obj, b"nonce", url)  # noqa: SLF001
+
+
+def test_only_a_request_safe_to_repeat_is_ever_sent_twice(flaky):
+    conn = posting(flaky)
+    url = flaky.url + "acme/order/1"
+    assert http.repeatable("GET", "directory", None)
+    assert http.repeatable("HEAD", "new-nonce", None)
+    assert http.repeatable("POST", None, _jws(conn, None, url))  # POST-as-GET: a read
+    # new-account for a key registered already answers with that account (RFC 8555 7.3.1)
+    reg = messages.NewRegistration(contact=("mailto:a@example.test",))
+    assert http.repeatable("POST", "new-account", _jws(conn, reg, flaky.url + "acct"))
+    # what changes something at the CA, never: a second order, a second finalization...
+    order = messages.NewOrder(identifiers=(messages.Identifier(
+        typ=messages.IDENTIFIER_FQDN, value="a.test"),))
+    assert not http.repeatable("POST", "new-order", _jws(conn, order, flaky.url + "order"))
+    finalize = client._RawJSON({"csr": "MIIB"})  # noqa: SLF001
+    assert not http.repeatable("POST", None, _jws(conn, finalize, url + "/finalize"))
+    challenge_answer = _jws(conn, challenges.HTTP01Response(), flaky.url + "chall/1")
+    assert json.loads(challenge_answer)["payload"] == "e30"  # "{}": it starts validation
+    assert not http.repeatable("POST", None, challenge_answer)
+    for body in (None, "", "not json", "[]", '{"payload": null}'):
+        assert not http.repeatable("POST", None, body)
+    assert not http.repeatable("PUT", None, _jws(conn, None, url))
+
+
+@pytest.fixture
+def impatient(flaky, monkeypatch):
+    """A CA whose usual answer is quick: a repeatable request waits 0.3 s at first."""
+    monkeypatch.setattr(client, "PATIENCE_LEAST", 0.3)
+    monkeypatch.setattr(client, "PATIENCE_SAMPLES", 1)
+    monkeypatch.setattr(client, "NONCE_RESERVE", 0)  # no requests beside the test's
+    conn = posting(flaky)  # its directory fetch showed what is usual
+    assert conn.net._shared.patience() == 0.3  # noqa: SLF001
+    return conn
+
+
+def test_a_read_held_up_is_asked_again_at_once_and_only_once(impatient, flaky):
+    url = flaky.url + "acme/order/1"
+    flaky.script = [(200, {}), (200, {"X-Delay": "2"})]  # new-nonce, then the answer
+    impatient.call(impatient.client._post_as_get, url)  # noqa: SLF001
+    # the copy with a fresh nonce: the first one's went with it
+    assert flaky.requests == ["HEAD /nonce", "POST /acme/order/1"] * 2
+    # held up twice: the copy waits as long as it takes (a CA slow for everyone gets
+    # one copy per request, not one per patience)
+    flaky.requests.clear()
+    flaky.script = [(200, {"X-Delay": "1"}), (200, {}), (200, {"X-Delay": "0.6"})]
+    impatient.call(impatient.client._post_as_get, url)  # noqa: SLF001 - the last nonce
+    assert flaky.requests == ["POST /acme/order/1", "HEAD /nonce", "POST /acme/order/1"]
+
+
+def test_a_request_that_changes_something_is_waited_for_however_long(impatient, flaky):
+    flaky.script = [(200, {}), (200, {"X-Delay": "1"})]  # new-nonce, then new-order
+    post(impatient, flaky)
+    assert flaky.requests == ["HEAD /nonce", "POST /order"]
 
 
 def test_a_refused_connection_is_not_retried_and_marks_the_ca_unreachable(flaky):
