@@ -36,7 +36,7 @@ from .core.plan import next_wake, plan
 from .core.schedule import next_check
 from .notify import Messenger
 from .status import snapshot
-from .store import broken, facts, jobs, keypool, state
+from .store import broken, certcache, facts, jobs, keypool, state
 from .store.changes import Changes
 from .store.fs import STAGING, WATCH, Store, StoreError, StoreKeyError
 
@@ -139,6 +139,7 @@ class Worker:
             log.error("%s", e)
             return self.config is not None
         self.config, self.store = config, store
+        certcache.load(store)  # what the last run knew of the certificates
         self._join_fleet(config)
         log.info("configuration: %d managed domain(s), store %s", len(config.mds), store.base)
         if refusal is not None:
@@ -414,6 +415,7 @@ class Worker:
         # the loop sleeps MAX_SLEEP at most
         self.next_cycle = min(wake, now_utc() + timedelta(seconds=MAX_SLEEP))
         self.write_snapshot(known)
+        certcache.save(store)  # for the next start, when this cycle learned something
         self.sd(f"STATUS=managing {len(config.mds)} domain(s), next check "
                 f"{wake:%Y-%m-%d %H:%M:%S} UTC")
         return max(0.0, (wake - now_utc()).total_seconds())

@@ -24,7 +24,7 @@ from typing import Callable
 from ..core import crypto
 from ..core.job import now_utc
 from ..core.model import Config, KeySpec, ManagedDomain
-from ..store import credentials
+from ..store import certcache, credentials
 from ..store.fs import APACHE, ARCHIVE, DOMAINS, Store, StoreError, atomic_write, rename
 from . import includes
 
@@ -72,12 +72,9 @@ def server_fallback(store: Store) -> str:
     one file: a vhost with its own SSLCertificateFile but no SSLCertificateKeyFile
     would otherwise inherit our key for its certificate)."""
     path = store.dir(APACHE) / SERVER_FALLBACK
-    ok = False
-    try:
-        info = crypto.cert_info(crypto.load_chain(path.read_bytes())[0])
-        ok = info.not_after - now_utc() > FALLBACK_MIN_LEFT and problem(str(path)) is None
-    except (OSError, crypto.CryptoError, IndexError):
-        pass
+    info = credentials.file_info(path)  # asked every cycle: by the file's stamp
+    ok = info is not None and info.not_after - now_utc() > FALLBACK_MIN_LEFT \
+        and problem(str(path)) is None
     if not ok:
         key = _fallback_key(KeySpec("RSA", 2048))
         atomic_write(path, crypto.self_signed(key, [FALLBACK_NAME]) + crypto.key_to_pem(key),
@@ -109,14 +106,18 @@ def problem(cert: str, key: str | None = None, stamp: tuple | None = None) -> st
     /etc/ssl/private) and passphrase-protected keys count as good: we cannot tell.
     `stamp`: (_stamp(cert), _stamp(key)) as the caller just took them."""
     key = key or cert
-    stamp = hash(stamp or (_stamp(cert), _stamp(key)))
+    stamps = stamp or (_stamp(cert), _stamp(key))
+    h = hash(stamps)
     with _checked_lock:
         hit = _checked.get((cert, key))
-    if hit and hit[0] == stamp:
+    if hit and hit[0] == h:
         return hit[1]
-    result = _verify(cert, key)
+    known, result = certcache.pair(cert, key, stamps)  # as a previous run found it
+    if not known:
+        result = _verify(cert, key)
+        certcache.put_pair(cert, key, stamps, result)
     with _checked_lock:
-        _checked[(cert, key)] = (stamp, result)
+        _checked[(cert, key)] = (h, result)
     return result
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
-from cryptography import x509
+from .lazy import Lazy
+
+x509 = Lazy("cryptography.x509")  # imported when first used
 
 _PEM_CERT = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?\r?\n-----END CERTIFICATE-----", re.DOTALL)

@@ -11,25 +11,29 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
-
 from . import compat
+from .lazy import Lazy
 from .model import KeySpec
 
-# mod_md's curve aliases; anything else is tried as an OpenSSL/NIST name.
-_CURVES = {
-    "p-256": ec.SECP256R1, "secp256r1": ec.SECP256R1, "prime256v1": ec.SECP256R1,
-    "p-384": ec.SECP384R1, "secp384r1": ec.SECP384R1,
-    "p-521": ec.SECP521R1, "secp521r1": ec.SECP521R1,
-    "p-192": ec.SECP192R1, "secp192r1": ec.SECP192R1, "prime192v1": ec.SECP192R1,
-    "p-224": ec.SECP224R1, "secp224r1": ec.SECP224R1,
+# Imported when first used (core/lazy.py)
+x509 = Lazy("cryptography.x509")
+x509_oid = Lazy("cryptography.x509.oid")
+exceptions = Lazy("cryptography.exceptions")
+hashes = Lazy("cryptography.hazmat.primitives.hashes")
+serialization = Lazy("cryptography.hazmat.primitives.serialization")
+ec = Lazy("cryptography.hazmat.primitives.asymmetric.ec")
+padding = Lazy("cryptography.hazmat.primitives.asymmetric.padding")
+rsa = Lazy("cryptography.hazmat.primitives.asymmetric.rsa")
+
+# mod_md's curve aliases (the curve's OpenSSL name); anything else is tried as an
+# OpenSSL/NIST name.
+CURVE_NAMES = {
+    "p-256": "secp256r1", "secp256r1": "secp256r1", "prime256v1": "secp256r1",
+    "p-384": "secp384r1", "secp384r1": "secp384r1",
+    "p-521": "secp521r1", "secp521r1": "secp521r1",
+    "p-192": "secp192r1", "secp192r1": "secp192r1", "prime192v1": "secp192r1",
+    "p-224": "secp224r1", "secp224r1": "secp224r1",
 }
-# TLS Feature extension value 5 = status_request (OCSP Must-Staple, RFC 7633)
-_MUST_STAPLE = x509.TLSFeature([x509.TLSFeatureType.status_request])
 FALLBACK_CN = "Apache Managed Domain Fallback"
 
 
@@ -39,7 +43,8 @@ class CryptoError(Exception):
 
 def curve(name: str):
     """The curve class for a MDPrivateKeys name (mod_md's aliases, then OpenSSL names)."""
-    c = _CURVES.get(name.lower())
+    known = CURVE_NAMES.get(name.lower())
+    c = getattr(ec, known.upper()) if known else None
     if c is None:
         by_lower = {k.lower(): v for k, v in getattr(ec, "_CURVE_TYPES", {}).items()}
         c = by_lower.get(name.lower())
@@ -122,12 +127,13 @@ def san_entries(names: list[str]) -> list[x509.GeneralName]:
 def make_csr(key, names: list[str], must_staple: bool = False) -> bytes:
     # CN only when it fits (64 chars) and is a DNS name; the SANs are what counts.
     first = names[0]
-    subject = [x509.NameAttribute(NameOID.COMMON_NAME, first)] \
+    subject = [x509.NameAttribute(x509_oid.NameOID.COMMON_NAME, first)] \
         if len(first) <= 64 and not _is_ip(first) else []
     builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(subject))
     builder = builder.add_extension(x509.SubjectAlternativeName(san_entries(names)), critical=False)
-    if must_staple:
-        builder = builder.add_extension(_MUST_STAPLE, critical=False)
+    if must_staple:  # TLS Feature 5 = status_request (OCSP Must-Staple, RFC 7633)
+        builder = builder.add_extension(x509.TLSFeature([x509.TLSFeatureType.status_request]),
+                                        critical=False)
     csr = builder.sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM)
 
@@ -135,7 +141,7 @@ def make_csr(key, names: list[str], must_staple: bool = False) -> bytes:
 def self_signed(key, names: list[str], days: int = 14, cn: str = FALLBACK_CN) -> bytes:
     """A fallback certificate (mod_md: CN 'Apache Managed Domain Fallback', 14 days)."""
     now = datetime.now(timezone.utc)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    subject = x509.Name([x509.NameAttribute(x509_oid.NameOID.COMMON_NAME, cn)])
     cert = (x509.CertificateBuilder()
             .subject_name(subject).issuer_name(subject)
             .public_key(key.public_key())
@@ -145,7 +151,7 @@ def self_signed(key, names: list[str], days: int = 14, cn: str = FALLBACK_CN) ->
             .add_extension(x509.SubjectAlternativeName(san_entries(names)), critical=False)
             .add_extension(x509.KeyUsage(True, False, isinstance(key, rsa.RSAPrivateKey), False,
                                          False, False, False, False, False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509_oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM)
 
@@ -188,7 +194,7 @@ def key_signs_for(key, cert: x509.Certificate) -> bool:
         elif isinstance(key, ec.EllipticCurvePrivateKey):
             cert.public_key().verify(key.sign(data, ec.ECDSA(hashes.SHA256())),
                                      data, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
+    except exceptions.InvalidSignature:
         return False
     return True
 
@@ -282,8 +288,7 @@ def key_type(public_key) -> str:
 def spec_key_type(spec: KeySpec) -> str:
     """What a certificate's key must be to serve `spec` (same form as key_type)."""
     if spec.kind == "EC":
-        curve = _CURVES.get(spec.curve.lower())
-        return curve.name if curve else spec.curve.lower()
+        return CURVE_NAMES.get(spec.curve.lower(), spec.curve.lower())
     return f"rsa{spec.rsa_bits}"
 
 
@@ -295,7 +300,7 @@ def cert_info(cert: x509.Certificate) -> CertInfo:
         serial = "0" + serial
     issuer_uri = ocsp_url = None
     try:
-        aia = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_INFORMATION_ACCESS).value
+        aia = cert.extensions.get_extension_for_oid(x509_oid.ExtensionOID.AUTHORITY_INFORMATION_ACCESS).value
         for d in aia:
             uri = d.access_location.value
             if d.access_method == x509.AuthorityInformationAccessOID.CA_ISSUERS and not issuer_uri:

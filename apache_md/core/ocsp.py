@@ -16,14 +16,21 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-from cryptography.x509 import ocsp
-from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
-
 from .compat import not_valid_after, not_valid_before
+from .lazy import Lazy
+
+# Imported when first used (core/lazy.py): only stapled MDs need them.
+x509 = Lazy("cryptography.x509")
+ocsp = Lazy("cryptography.x509.ocsp")
+x509_oid = Lazy("cryptography.x509.oid")
+exceptions = Lazy("cryptography.exceptions")
+hashes = Lazy("cryptography.hazmat.primitives.hashes")
+serialization = Lazy("cryptography.hazmat.primitives.serialization")
+ec = Lazy("cryptography.hazmat.primitives.asymmetric.ec")
+ed448 = Lazy("cryptography.hazmat.primitives.asymmetric.ed448")
+ed25519 = Lazy("cryptography.hazmat.primitives.asymmetric.ed25519")
+padding = Lazy("cryptography.hazmat.primitives.asymmetric.padding")
+rsa = Lazy("cryptography.hazmat.primitives.asymmetric.rsa")
 from .jsonfmt import http_date, parse_http_date, period
 
 SKEW = timedelta(minutes=5)  # clock difference tolerated on thisUpdate (mod_ssl's default)
@@ -60,7 +67,7 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         try:
             native(issuer)
             return True
-        except (ValueError, TypeError, InvalidSignature):
+        except (ValueError, TypeError, exceptions.InvalidSignature):
             return False
     if cert.issuer != issuer.subject:
         return False
@@ -154,7 +161,7 @@ def _check_signature(public_key: Any, sig: bytes, data: bytes, algo: Any, oid: A
     try:
         if isinstance(public_key, rsa.RSAPublicKey):
             pad = (padding.PSS(padding.MGF1(algo), padding.PSS.AUTO)
-                   if oid == SignatureAlgorithmOID.RSASSA_PSS else padding.PKCS1v15())
+                   if oid == x509_oid.SignatureAlgorithmOID.RSASSA_PSS else padding.PKCS1v15())
             public_key.verify(sig, data, pad, algo)
         elif isinstance(public_key, ec.EllipticCurvePublicKey):
             public_key.verify(sig, data, ec.ECDSA(algo))
@@ -162,7 +169,7 @@ def _check_signature(public_key: Any, sig: bytes, data: bytes, algo: Any, oid: A
             public_key.verify(sig, data)
         else:
             raise OCSPError(f"unsupported responder key type {type(public_key).__name__}")
-    except InvalidSignature:
+    except exceptions.InvalidSignature:
         raise OCSPError("the response signature does not verify") from None
     except (ValueError, TypeError) as e:
         raise OCSPError(f"the response signature cannot be checked: {e}") from None
@@ -187,7 +194,7 @@ def _signer(resp: ocsp.OCSPResponse, issuer: x509.Certificate, now: datetime) ->
             eku = cand.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         except x509.ExtensionNotFound:
             eku = []
-        if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+        if x509_oid.ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
             raise OCSPError("the responder certificate is not authorized for OCSP signing")
         if not not_valid_before(cand) - SKEW <= now <= not_valid_after(cand) + SKEW:
             raise OCSPError("the responder certificate is not valid now")

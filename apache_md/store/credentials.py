@@ -11,14 +11,16 @@ import os
 import sys
 import threading
 from pathlib import Path
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from ..core import crypto
 from ..core.crypto import CertInfo
 from ..core.model import KeySpec, ManagedDomain, RenewMode
-from . import broken, changes
+from . import broken, certcache, changes
 from .fs import DOMAINS, STAGING, Store, StoreError
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 # path: (stamp, info, chain): the chain only once someone asked for it (OCSP, ARI):
 # parsed certificate objects of a thousand MDs were a tenth of the worker's memory.
@@ -39,14 +41,27 @@ def _load(path: str | Path, want_chain: bool = False
         hit = _cache.get(key)
     if hit and hit[0] == stamp and (hit[2] is not None or not want_chain):
         return hit[1], hit[2]
+    data: list[bytes] = []
+
+    def read() -> bytes:
+        if not data:
+            with open(key, "rb") as f:
+                data.append(f.read())
+        return data[0]
     try:
-        with open(key, "rb") as f:
-            chain = crypto.load_chain(f.read())
+        # as a previous run of the worker found it: no parsing, no `cryptography`
+        info = None if want_chain else certcache.cert(key, stamp, read)
+        if info is not None:
+            with _cache_lock:
+                _cache[key] = (stamp, info, None)
+            return info, None
+        chain = crypto.load_chain(read())
     except (OSError, crypto.CryptoError):
         return None
     if not chain:
         return None
     info = hit[1] if hit and hit[0] == stamp else crypto.cert_info(chain[0])
+    certcache.put_cert(key, stamp, read(), info)
     with _cache_lock:
         _cache[key] = (stamp, info, chain if want_chain else None)
     return info, chain
@@ -132,6 +147,12 @@ def issuer_url(store: Store, md: ManagedDomain) -> str | None:
 
 def staged(store: Store, md: ManagedDomain) -> dict[str, CertInfo | None]:
     return infos(store, STAGING, md)
+
+
+def file_info(path: str | Path) -> CertInfo | None:
+    """The leaf's summary of any PEM file, cached like the store's."""
+    hit = _load(path)
+    return hit[0] if hit else None
 
 
 def file_chain(path: str | Path) -> list[x509.Certificate] | None:

@@ -35,6 +35,9 @@ def kind(spec: KeySpec) -> str | None:
     for a curve this `cryptography` does not know (the run reports it)."""
     if spec.kind != "EC":
         return f"rsa{spec.rsa_bits}"
+    known = crypto.CURVE_NAMES.get(spec.curve.lower())  # without loading `cryptography`
+    if known:
+        return known
     c = crypto.curve(spec.curve)
     return c.name if c is not None else None
 

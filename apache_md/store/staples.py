@@ -14,9 +14,8 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
 
 from ..core import ocsp
 from ..core.crypto import CertInfo
@@ -25,6 +24,9 @@ from ..core.jsonfmt import http_date, period, put
 from ..core.model import Config, GlobalSettings, ManagedDomain, VHost
 from . import broken, credentials, jobs
 from .fs import DOMAINS, OCSP, Store
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger(__name__)
 
