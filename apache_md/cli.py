@@ -39,11 +39,13 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _loader(args):
-    from .apache.config import load_config
+def _loader(args, apart: bool = False):
+    """`apart`: read in a child process (apache/config.load_config_apart), for the worker."""
+    from .apache.config import load_config, load_config_apart
 
     def load() -> Config:
-        config = load_config(args.config, server_root=args.server_root, defines=args.define)
+        config = (load_config_apart if apart else load_config)(
+            args.config, server_root=args.server_root, defines=args.define)
         # `LogLevel md:<level>` is apache-md's level too (at each load: the worker's SIGHUP)
         level = config.settings.log_level
         if args.verbose or level is None:
@@ -492,7 +494,7 @@ def cmd_worker(args) -> int:
     from .worker import run_worker
     # a worker that root starts renews as the store's owner, config errors or not
     owner.become(_loader(args)().settings.store_dir)
-    return run_worker(_loader(args), args.reload_command, once=args.once,
+    return run_worker(_loader(args, apart=True), args.reload_command, once=args.once,
                       max_parallel=args.parallel)
 
 

@@ -22,11 +22,11 @@ from .fs import DOMAINS, STAGING, Store, StoreError
 if TYPE_CHECKING:
     from cryptography import x509
 
-# path: (stamp, info, chain): the chain only once someone asked for it (OCSP, ARI):
+# path: (hash of its stamp, info, chain): the chain only once someone asked for it (OCSP, ARI):
 # parsed certificate objects of a thousand MDs were a tenth of the worker's memory.
-_cache: dict[str, tuple[tuple, CertInfo, list[x509.Certificate] | None]] = {}
+_cache: dict[str, tuple[int, CertInfo, list[x509.Certificate] | None]] = {}
 _cache_lock = threading.Lock()
-_stored_ca: dict[str, tuple[tuple, dict]] = {}  # md.json path: (stamp, ca)
+_stored_ca: dict[str, tuple[int, dict]] = {}  # md.json path: (hash of its stamp, ca)
 
 
 def _load(path: str | Path, want_chain: bool = False
@@ -37,9 +37,10 @@ def _load(path: str | Path, want_chain: bool = False
     except OSError:
         return None
     stamp = changes.stamp(st)
+    h = hash(stamp)  # what is kept: the tuples of 10,000 MDs were megabytes
     with _cache_lock:
         hit = _cache.get(key)
-    if hit and hit[0] == stamp and (hit[2] is not None or not want_chain):
+    if hit and hit[0] == h and (hit[2] is not None or not want_chain):
         return hit[1], hit[2]
     data: list[bytes] = []
 
@@ -53,17 +54,17 @@ def _load(path: str | Path, want_chain: bool = False
         info = None if want_chain else certcache.cert(key, stamp, read)
         if info is not None:
             with _cache_lock:
-                _cache[key] = (stamp, info, None)
+                _cache[key] = (h, info, None)
             return info, None
         chain = crypto.load_chain(read())
     except (OSError, crypto.CryptoError):
         return None
     if not chain:
         return None
-    info = hit[1] if hit and hit[0] == stamp else crypto.cert_info(chain[0])
+    info = hit[1] if hit and hit[0] == h else crypto.cert_info(chain[0])
     certcache.put_cert(key, stamp, read(), info)
     with _cache_lock:
-        _cache[key] = (stamp, info, chain if want_chain else None)
+        _cache[key] = (h, info, chain if want_chain else None)
     return info, chain
 
 
@@ -122,7 +123,7 @@ def stored_ca(store: Store, md: ManagedDomain) -> dict:
     path = store.fspath(DOMAINS, md.name, "md.json")
     try:
         st = os.stat(path)
-        stamp = changes.stamp(st)
+        stamp = hash(changes.stamp(st))
     except OSError:
         stamp = None
     hit = _stored_ca.get(path)
