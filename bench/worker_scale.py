@@ -130,6 +130,7 @@ def run_once(apache: Apache) -> dict:
 def run_live(apache: Apache, tmp: Path) -> dict:
     """A long-running worker: RSS once it reports its first cycle done (sd_notify)."""
     sock_path = str(tmp / "notify.sock")
+    Path(sock_path).unlink(missing_ok=True)  # an earlier run's
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(sock_path)
     sock.settimeout(0.2)
