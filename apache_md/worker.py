@@ -82,6 +82,7 @@ class Worker:
         self.outages = Outages()
         self.fleet = None  # fleet.node.Fleet with MDClusterEtcd (docs/cluster.md)
         self.pool_full = False  # the key pool had every key it keeps (until the next cycle)
+        self.pool_child = None  # subprocess.Popen filling the key pool
         self._fleet_settings: tuple | None = None  # the MDCluster* values it was made from
 
     # -- systemd -----------------------------------------------------------------------
@@ -236,6 +237,9 @@ class Worker:
             self._sleep_until(time.monotonic() + min(MAX_SLEEP, max(0.05, next_wake)))
         self.sd("STOPPING=1")
         self.stop.set()
+        if self.pool_child is not None:
+            self.pool_child.terminate()  # a key it was writing is a temporary file
+            self.pool_child.wait()
         if self.fleet is not None:
             self.fleet.close()  # its locks go at once, not after the lease TTL
         if self.store is not None:
@@ -293,8 +297,7 @@ class Worker:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            if self._fill_key_pool():
-                continue  # one key at a time: the events above are looked at in between
+            self._fill_key_pool()
             self.wake.wait(min(left, self.watchdog or left, POLL))
             self.wake.clear()
             self.ping()
@@ -307,21 +310,27 @@ class Worker:
                     log.debug("the fleet published: checking now")
                     return
 
-    def _fill_key_pool(self) -> bool:
-        """Make one key for the pool (store/keypool) while there is nothing else to do, so
-        that new MDs need not wait for theirs; True when it made one."""
+    def _fill_key_pool(self) -> None:
+        """Fill the key pool (store/keypool) while there is nothing else to do, so that
+        new MDs need not wait for their keys: in a child process at low priority, which
+        the sleeping loop looks at, so this one never loads `cryptography` for it."""
+        child = self.pool_child
+        if child is not None:
+            if child.poll() is not None:
+                self.pool_child, self.pool_full = None, True  # until the next cycle
+            return
         if self.pool_full or self.refused or self.store is None or self.config is None:
-            return False
+            return
         config = self.config
         want = keypool.wanted({s for md in config.mds for s in md.keyspecs},
                               config.settings.key_pool)
         try:
-            made = keypool.fill_one(self.store, want)
+            lacking = keypool.lacking(self.store, want)
         except (StoreError, OSError, CryptoError) as e:
             log.warning("the key pool is not filled: %s", e)
-            made = False
-        self.pool_full = not made
-        return made
+            lacking = False
+        self.pool_child = keypool.start_filling(self.store, want) if lacking else None
+        self.pool_full = self.pool_child is None
 
     def cycle(self) -> float:
         """One check over all MDs; returns seconds until the next one is needed.

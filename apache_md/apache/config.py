@@ -661,10 +661,10 @@ def load_config_apart(main_file: str = "/etc/apache2/apache2.conf",
     import subprocess
     import sys
 
+    from ..core.apart import child_env
+
     args = (os.path.abspath(main_file), server_root, tuple(defines))
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    env = child_env()
     try:
         p = subprocess.run([sys.executable, "-c", _APART],
                            input=pickle.dumps(args + (os.environ.get("PYTHONPATH"),)),

@@ -3,8 +3,9 @@
 An RSA 2048 key costs ~40 ms of CPU to make, an account's RSA 3072 key ~250 ms;
 when many new MDs come at once their keys are half the CPU the batch takes. The
 worker keeps `MDKeyPool` keys of every kind the configuration uses, and one
-account key, ready while it has nothing else to do (worker.py); a renewal run
-takes one instead of making it, and makes one when the pool is empty.
+account key, ready while it has nothing else to do (worker.py, in a child process
+at low priority); a renewal run takes one instead of making it, and makes one
+when the pool is empty.
 
 - Bounded: at most `size` files per kind in use; kinds no longer used go.
 - Files 0600 in 0700 directories, encrypted with the store's key like staged keys.
@@ -16,7 +17,10 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterable
 
@@ -92,6 +96,49 @@ def take(store: Store, spec: KeySpec):
             return key
         log.warning("%s: not a %s key, not used", path, kind(spec))
     return None
+
+
+def lacking(store: Store, want: dict[str, tuple[KeySpec, int]]) -> bool:
+    """Whether a kind has fewer keys than it should (a listdir per kind, no key read)."""
+    return any(len(_files(_dir(store, k))) < size for k, (_, size) in want.items())
+
+
+# Run by start_filling() in a fresh interpreter at low priority: making keys loads
+# `cryptography`, a third of an idle worker's memory, and a process keeps what it loaded.
+_CHILD = ("import logging, os, pickle, sys\n"
+          "os.nice(10)\n"
+          "logging.basicConfig(level=logging.WARNING, format='apache-md key pool: %(message)s')\n"
+          "base, want = pickle.loads(sys.stdin.buffer.read())\n"
+          "from apache_md.store.fs import Store\n"
+          "from apache_md.store.keypool import fill_all\n"
+          "sys.exit(fill_all(Store(base), want))\n")
+
+
+def start_filling(store: Store, want: dict[str, tuple[KeySpec, int]]
+                  ) -> subprocess.Popen | None:
+    """fill_all() in a child process (the caller polls it); None when it cannot start."""
+    from ..core.apart import child_env
+    try:
+        p = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE,
+                             env=child_env(), close_fds=True)
+        assert p.stdin is not None
+        p.stdin.write(pickle.dumps((os.fspath(store.base), want)))
+        p.stdin.close()
+        return p
+    except OSError as e:
+        log.warning("the key pool is not filled: %s", e)
+        return None
+
+
+def fill_all(store: Store, want: dict[str, tuple[KeySpec, int]]) -> int:
+    """Fill the pool up, one key at a time; the exit status of the child."""
+    try:
+        while fill_one(store, want):
+            pass
+    except (StoreError, OSError, crypto.CryptoError) as e:
+        log.warning("not filled: %s", e)
+        return 1
+    return 0
 
 
 def fill_one(store: Store, want: dict[str, tuple[KeySpec, int]]) -> bool:

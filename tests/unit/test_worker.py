@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -87,35 +90,45 @@ def test_a_store_the_worker_may_not_read_stops_a_step_not_the_worker(caplog):
         shutil.rmtree(base.parent)
 
 
-def test_an_idle_worker_fills_the_key_pool_between_its_checks_and_a_drive_takes_from_it(
-        tmp_path, monkeypatch):
-    """MDKeyPool keys of each kind the MDs use, one account key; made while the worker
-    sleeps, one at a time, and not made again until a cycle (a run may take some)."""
-    from apache_md.ca.drive import Driver
-    from apache_md.core.crypto import key_to_pem
-    from apache_md.core.model import GlobalSettings, KeySpec
-    from apache_md.notify import Messenger
-    from apache_md.store import keypool
+def pool_worker(tmp_path):
     store = tmp_path / "md"
     w = Worker(lambda: load_text(f"MDStoreDir {store}\n<IfModule md_module>\nMDKeyPool 2\n"
                                  "MDPrivateKeys RSA secp384r1\nMDomain a.test\n</IfModule>\n",
                                  str(tmp_path / "apache2.conf")), ["true"])
     assert w.refresh_config() and w.config.settings.key_pool == 2
     w.store.init()
+    return w, store
+
+
+def fill_pool(w) -> None:
+    deadline = time.monotonic() + 60
+    while not w.pool_full:
+        assert time.monotonic() < deadline
+        w._sleep_until(time.monotonic() + 0.1)
+
+
+def test_an_idle_worker_fills_the_key_pool_between_its_checks_and_a_drive_takes_from_it(
+        tmp_path):
+    """MDKeyPool keys of each kind the MDs use, one account key; made by a child process
+    while the worker sleeps, and not looked at again until a cycle (a run may take some)."""
+    from apache_md.ca.drive import Driver
+    from apache_md.core.crypto import key_to_pem
+    from apache_md.core.model import GlobalSettings, KeySpec
+    from apache_md.notify import Messenger
+    from apache_md.store import keypool
+    w, store = pool_worker(tmp_path)
     w._sleep_until(0)  # past its deadline: no time to spare
-    assert not (store / keypool.POOL).exists()
-    calls = []
-    with monkeypatch.context() as m:  # while it sleeps: one key, look around, the next
-        m.setattr(keypool, "fill_one", lambda s, want: calls.append(want) or len(calls) < 3)
-        w._sleep_until(time.monotonic() + 0.2)
-    assert len(calls) == 3 and sorted(calls[0]) == ["rsa2048", "rsa3072", "secp384r1"]
+    assert not (store / keypool.POOL).exists() and w.pool_child is None
+    fill_pool(w)
+    assert w.pool_child is None
+    assert {k: len(os.listdir(store / keypool.POOL / k))
+            for k in os.listdir(store / keypool.POOL)} == {"rsa2048": 2, "secp384r1": 2,
+                                                           "rsa3072": 1}
+    w._fill_key_pool()
+    assert w.pool_child is None  # full: not even looked at until the next cycle
     w.pool_full = False
-    made = 0
-    while w._fill_key_pool():
-        made += 1
-    assert made == 2 + 2 + 1
-    assert sorted(os.listdir(store / keypool.POOL)) == ["rsa2048", "rsa3072", "secp384r1"]
-    assert not w._fill_key_pool()  # full: not even looked at until the next cycle
+    w._fill_key_pool()
+    assert w.pool_child is None and w.pool_full  # nothing lacks: no child started
     pooled = {(store / keypool.POOL / "secp384r1" / n).read_bytes()
               for n in os.listdir(store / keypool.POOL / "secp384r1")}
     driver = Driver(w.store, GlobalSettings(), Messenger(None, None, str(store)))
@@ -126,3 +139,31 @@ def test_an_idle_worker_fills_the_key_pool_between_its_checks_and_a_drive_takes_
             for n in os.listdir(store / keypool.POOL / "secp384r1")}
     assert len(pooled - left) == 1  # the one taken is gone from the pool
     assert key_to_pem(key) != key_to_pem(keypool.take(w.store, KeySpec("EC", curve="secp384r1")))
+
+
+POOL_SCRIPT = """
+import sys, time
+from pathlib import Path
+from apache_md.apache.config import load_text
+from apache_md.worker import Worker
+store = Path(sys.argv[1]) / "md"
+# (RSA only: reading an EC curve's name in this process would load cryptography; the
+# worker reads its configuration in a child process)
+w = Worker(lambda: load_text(f"MDStoreDir {store}\\nMDKeyPool 2\\nMDomain a.test\\n"),
+           ["true"])
+assert w.refresh_config()
+w.store.init()
+deadline = time.monotonic() + 60
+while not w.pool_full and time.monotonic() < deadline:
+    w._sleep_until(time.monotonic() + 0.1)
+print(sorted(m for m in sys.modules if m.startswith("cryptography")) == [],
+      sum(1 for _ in (store / "keypool").rglob("*.pem")))
+"""
+
+
+def test_the_worker_itself_never_loads_cryptography_to_fill_the_pool(tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    p = subprocess.run([sys.executable, "-c", POOL_SCRIPT, str(tmp_path)],
+                       cwd=repo, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["True", "3"]  # 2 RSA 2048, the account's RSA 3072
