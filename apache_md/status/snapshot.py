@@ -44,7 +44,7 @@ from ..core.jsonfmt import dumps, http_date
 from ..core.facts import MDFacts
 from ..core.model import Config
 from ..store import broken, castats, staples
-from ..store.fs import STATUS, Store, StoreError, atomic_write, fsync_dir
+from ..store.fs import ONE_NAME, STATUS, STATUS_ONE, Store, StoreError, atomic_write, fsync_dir
 from ..store.locks import store_lock
 from ..store.state import (
     activation_requested,
@@ -60,9 +60,8 @@ from .mdstatus import _cert_status_keys, _without_logs, cert_status, md_status, 
 SNAPSHOT = (STATUS, "snapshot", "status.json")  # the index
 PIECES = "md"  # the directory of the piece files, next to the index
 GENERATION = "generation"  # bumped after every index: the handlers compare it
-ONE = "one"  # the directory of the MDs' md-status JSON files, next to the index
-# MD names whose file the rewrite in the handler snippet looks for (= includes.ONE_NAME)
-_ONE_NAME = re.compile(r"^[A-Za-z0-9_*-][A-Za-z0-9_.*-]*$")
+# MD names whose file the rewrite in the handler snippet looks for
+_ONE_NAME = re.compile(f"^{ONE_NAME}$")
 MDS_SLOT = "<apache-md:managed-domains>"
 ROWS_SLOT = "<!--apache-md:rows-->"
 
@@ -431,7 +430,7 @@ def write_snapshot(store: Store, config: Config, renderer: Renderer | None = Non
 def _write_ones(store: Store, r: Renderer, built: Built, ones: dict[str, bytes]) -> None:
     """The one/ files of the MDs whose pieces changed (those whose JSON did not are left
     alone), and away with those of MDs the index no longer has."""
-    d = store.path(STATUS, "snapshot", ONE)
+    d = store.path(*STATUS_ONE)
     new = False
     for name, body in ones.items():
         path = d / f"{name}.json"

@@ -26,6 +26,10 @@ ARCHIVE, TMP, OCSP = "archive", "tmp", "ocsp"
 # apache-md's own additions: generated Apache config, lock files, status snapshot,
 # and per-MD monitoring state kept between renewal runs (ARI answers, messages)
 APACHE, LOCKS, STATUS, WATCH = "apache", "locks", "status", "watch"
+# Each MD's md-status JSON alone (status/snapshot), served by Apache itself for the
+# names this pattern allows (the handler snippet's rewrite; apache/includes)
+STATUS_ONE = (STATUS, "snapshot", "one")
+ONE_NAME = r"[A-Za-z0-9_*-][A-Za-z0-9_.*-]*"
 HTTP01_FILE = "acme-http-01.txt"  # challenges/<domain>/: "<token>.<thumbprint>" (mod_md)
 
 # (dir mode, file mode) per group, as mod_md's md_store_fs.h; ours are world

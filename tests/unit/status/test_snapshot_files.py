@@ -8,7 +8,7 @@ import os
 import time
 
 from apache_md.store import jobs
-from apache_md.store.fs import STAGING
+from apache_md.store.fs import STAGING, STATUS_ONE
 from apache_md.wsgi import app
 from apache_md.status import snapshot
 from tests.unit.sample import env, sample_config
@@ -176,11 +176,11 @@ def test_a_counter_file_truncated_by_hand_costs_nothing_but_a_look_at_the_index(
 
 
 def one_file(store, name: str):
-    return store.base / "status" / "snapshot" / snapshot.ONE / f"{name}.json"
+    return store.path(*STATUS_ONE) / f"{name}.json"
 
 
 def ones(store) -> dict[str, tuple]:
-    d = store.base / "status" / "snapshot" / snapshot.ONE
+    d = store.path(*STATUS_ONE)
     return {e.name: (e.inode(), e.stat().st_mtime_ns) for e in os.scandir(d)}
 
 
