@@ -17,7 +17,7 @@ from .core.jsonfmt import parse_http_date
 from .core.model import Config
 from .core.plan import plan
 from .notify import Messenger
-from .status import page, snapshot
+from .status import condition, page, snapshot
 from .store import credentials, facts, owner, state
 from .store.fs import Store, StoreError, StoreKeyError
 from .store.state import load_activation_state
@@ -315,7 +315,7 @@ def _print_details(obj: dict, now) -> None:
     facts = [("names", " ".join(obj.get("domains", []))),
              ("state", obj.get("state-descr") or page.status_label(obj, now)[1]),
              ("activation", (obj.get("activation") or {}).get("detail")),
-             ("CA", ca.get("url")), ("account", ca.get("account")),
+             ("CA", condition.ca_url(obj) or None), ("account", ca.get("account")),
              ("next check", _fmt_time(obj.get("next-check"))),
              ("last renewal", _fmt_time(obj.get("last-renewal")))]
     for key_type, c in (obj.get("cert") or {}).items():

@@ -436,7 +436,7 @@ def effective_md(draft: _MDDraft, c: _Collected) -> ManagedDomain:
     merged = {**c.global_props, **p}
     kw: dict[str, Any] = {k: copy.copy(merged[k]) for k in _MD_FIELDS if k in merged}  # own lists
     kw.update({k: p[k] if k in p else env[k] for k in _ENV_FIELDS if k in p or k in env})
-    kw["dns01_cmd_md"] = p.get("dns01_cmd")
+    kw["own_env"] = tuple(k for k in _ENV_FIELDS if k in p)
     if merged.get("ca_urls"):
         kw["ca_urls"] = list(merged["ca_urls"])
     kw["ca_urls_configured"] = "ca_urls" in merged

@@ -203,6 +203,13 @@ def global_fallback(fallback: str) -> str:
             "</If>\n")
 
 
+# What mod_md answers before MDRequireHttps looks at a request (md_http_challenge_pr,
+# md_http_cert_status run first; md_require_https_maybe declines /.well-known/): never
+# redirected, never given HSTS.
+_NOT_MD_OWN = ("%{REQUEST_URI} !~ m#^/\\.well-known/# "
+               "&& %{REQUEST_URI} != '/.httpd/certificate-status'")
+
+
 def global_conf(config: Config | None, fallback: str | None = None) -> str:
     """Server-level rules: the fallback (the path of serving.server_fallback),
     MDRequireHttps (inherited by every vhost), and OCSP stapling. `config` None: the
@@ -221,8 +228,7 @@ def global_conf(config: Config | None, fallback: str | None = None) -> str:
         permanent = md.require_https == "permanent"
         code_get, code_other = ("301", "308") if permanent else ("302", "307")
         out.append(f"# MDRequireHttps {md.require_https} for {md.name}\n")
-        out.append(f'<If "%{{HTTPS}} != \'on\' && {host_test} '
-                   "&& %{REQUEST_URI} !~ m#^/\\.well-known/#\">\n")
+        out.append(f'<If "%{{HTTPS}} != \'on\' && {host_test} && {_NOT_MD_OWN}">\n')
         out.append("    <If \"%{REQUEST_METHOD} in {'GET', 'HEAD'}\">\n")
         out.append(f'        Redirect {code_get} "https://%{{SERVER_NAME}}%{{REQUEST_URI}}"\n')
         out.append("    </If>\n    <Else>\n")
@@ -231,7 +237,7 @@ def global_conf(config: Config | None, fallback: str | None = None) -> str:
         if permanent:
             out.append("<IfModule headers_module>\n")
             out.append(f'    Header always setifempty Strict-Transport-Security "{HSTS}" '
-                       f'"expr=%{{HTTPS}} == \'on\' && {host_test}"\n')
+                       f'"expr=%{{HTTPS}} == \'on\' && {host_test} && {_NOT_MD_OWN}"\n')
             out.append("</IfModule>\n")
     return "".join(out)
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 from typing import Any
 
 from .jsonfmt import put
-from .model import ManagedDomain, MDState
+from .model import ManagedDomain, MDState, RenewMode
+
+
+# md.json keys of the settings mod_md shows only when set inside the MD's section
+_ENV_KEYS = (("cmd-dns-01", "dns01_cmd"), ("proxy-url", "proxy_url"), ("ca-certs", "ca_certs"),
+             ("proxy-ca-certs", "proxy_ca_certs"))
 
 
 def md_to_json(md: ManagedDomain, *, ca_url: str | None = None, account: str | None = None,
@@ -14,7 +19,7 @@ def md_to_json(md: ManagedDomain, *, ca_url: str | None = None, account: str | N
     ca: dict[str, Any] = {}
     put(ca, "account", account)
     ca["proto"] = md.ca_proto
-    put(ca, "url", ca_url or (md.ca_urls[0] if md.ca_urls else None))
+    put(ca, "url", ca_url or None)  # mod_md's ca_effective: only the CA a certificate came from
     if md.ca_urls:
         ca["urls"] = list(md.ca_urls)
     put(ca, "agreement", md.ca_agreement)
@@ -32,7 +37,9 @@ def md_to_json(md: ManagedDomain, *, ca_url: str | None = None, account: str | N
         obj["privkey"] = specs[0] if len(specs) == 1 else specs
     obj["state"] = int(state)
     put(obj, "state-descr", state_descr)
-    obj["renew-mode"] = int(md.renew_mode)
+    # mod_md (state_init): certificate files are renewed only when asked for "always"
+    manual = md.is_static and md.renew_mode == RenewMode.AUTO
+    obj["renew-mode"] = int(RenewMode.MANUAL if manual else md.renew_mode)
     obj["renew-window"] = md.renew_window.format()
     obj["warn-window"] = md.warn_window.format()
     put(obj, "require-https", md.require_https)
@@ -43,10 +50,9 @@ def md_to_json(md: ManagedDomain, *, ca_url: str | None = None, account: str | N
     if md.key_files:
         obj["pkey-files"] = list(md.key_files)
     obj["stapling"] = md.stapling
-    put(obj, "cmd-dns-01", md.dns01_cmd_md)
-    put(obj, "proxy-url", md.proxy_url)
-    put(obj, "ca-certs", md.ca_certs)
-    put(obj, "proxy-ca-certs", md.proxy_ca_certs)
+    for key, name in _ENV_KEYS:
+        if name in md.own_env:
+            put(obj, key, getattr(md, name))
     if md.eab_kid:
         obj["eab"] = {"kid": md.eab_kid, "hmac": "***" if public else md.eab_hmac}
     put(obj, "profile", md.profile)

@@ -162,10 +162,13 @@ class ManagedDomain:
     stapling: bool = False
     challenges: list[str] | None = None  # MDCAChallenges, None = automatic
     dns01_cmd: str | None = None  # effective (MD or global)
-    dns01_cmd_md: str | None = None  # set inside the MD section (for md.json "cmd-dns-01")
     proxy_url: str | None = None
     ca_certs: str | None = None  # MDCACertificateFile
     proxy_ca_certs: str | None = None
+    # Which of dns01_cmd, proxy_url, ca_certs, proxy_ca_certs were set inside the MD's
+    # section: mod_md keeps the server-level ones in its module env, not in the MD, so
+    # only these appear in md.json and md-status.
+    own_env: tuple[str, ...] = ()
     profile: str | None = None
     profile_mandatory: bool = False
     ari_renewals: bool = True

@@ -44,3 +44,13 @@ def state(md: dict[str, Any], now: datetime) -> MDState:
         return MDState(md.get("state"))
     except (ValueError, TypeError):
         return MDState.UNKNOWN
+
+
+def ca_url(md: dict[str, Any]) -> str:
+    """The CA of an MD for people and metrics: the one that issued the live certificate
+    (md-status `ca.url`, which mod_md shows only once there is one), else the one a
+    renewal uses, else the first configured ("" for a static MD without any)."""
+    ca = md.get("ca") or {}
+    urls = ca.get("urls") or [""]
+    return ca.get("url") or (md.get("renewal") or {}).get("ca-url") or \
+        ("" if md.get("cert-files") else urls[0])

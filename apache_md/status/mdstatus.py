@@ -25,7 +25,7 @@ from ..core.job import Job, now_utc
 from ..core.jsonfmt import http_date, parse_http_date, period, put
 from ..core.mdjson import md_to_json
 from ..core.model import GlobalSettings, ManagedDomain, MDState
-from ..core.schedule import missing_reason, renew_at
+from ..core.schedule import missing_reason, renew_at, window_start
 from ..store import credentials, jobs, staples
 from ..store.facts import read as read_facts
 from ..store.fs import DOMAINS, STAGING, Store
@@ -164,14 +164,20 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
         job = None
     job_ca = md.ca_urls[job.ca_index % len(md.ca_urls)] if job is not None and md.ca_urls \
         else None
-    # ca.url: the CA that issued the live certificate; before there is one, the CA in use.
-    ca_url = ca.get("url") if any(active.values()) else None
-    obj = md_to_json(md, ca_url=ca_url or job_ca or ca.get("url"), account=ca.get("account"),
+    # ca.url: as mod_md's (md->ca_effective), the CA of the certificate that went live,
+    # from domains/<md>/md.json; none before the first one, none for static files. The
+    # CA a renewal uses is `renewal.ca-url`.
+    obj = md_to_json(md, ca_url=ca.get("url") if managed else None, account=ca.get("account"),
                      state=MDState.INCOMPLETE if reason else MDState.COMPLETE,
                      state_descr=reason, public=True)
     obj["cert"] = certs_json(active)
     staples.add_status(obj["cert"], store, md, active, settings, with_log)
-    at = renew_at(md, active, now, issuer) if managed or all(active.values()) else now
+    if managed:
+        at = renew_at(md, active, now, issuer)
+    elif all(active.values()):  # MDCertificateFile: the window of the files' certificates
+        at = min(window_start(md, info) for info in active.values() if info)
+    else:
+        at = now
     put(obj, "renew-at", http_date(at))
     obj["watched"] = md.is_watched
     if job is not None or at <= now:

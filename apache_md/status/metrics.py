@@ -102,8 +102,8 @@ def md_samples(md: dict[str, Any], now: datetime) -> dict[str, list[str]]:
     condition.state(md, now)."""
     out = _Samples()
     name = md.get("name", "")
-    ca = (md.get("ca") or {}).get("url") or ""
-    out.add("info", 1, md=name, domains=",".join(md.get("domains", [])), ca=ca,
+    out.add("info", 1, md=name, domains=",".join(md.get("domains", [])),
+            ca=condition.ca_url(md),
             renew_mode=name_of(RenewMode, md.get("renew-mode")))
     current = condition.state(md, now)
     for code in MDState:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from ..core.durations import DurationError, Timeslice
 from ..core.jsonfmt import http_date, parse_http_date
 from ..core.model import GlobalSettings, MDState, RenewMode, name_of
-from .condition import condition
+from .condition import ca_url, condition
 
 # = wsgi/app.py GENERATED (that file must not import the package)
 GENERATED = "<!--apache-md:generated-->"
@@ -436,7 +436,7 @@ def render_md(md: dict[str, Any], m: Moment, ctx: PageContext) -> str:
         ("Status", _e(word + (f": {md['state-descr']}" if md.get("state-descr") else ""))),
         ("Activation", _e(detail)),
     ] + ([("Activity", _e(doing))] if doing != detail else []) + [
-        ("CA", _e(ca.get("url", "-")
+        ("CA", _e((ca_url(md) or "-")
                   + (f" (account {ca['account']})" if ca.get("account") else ""))),
         ("Renew mode", _e(name_of(RenewMode, md.get("renew-mode")))),
         ("Renew window", _e(f"{md.get('renew-window')} before expiry, " + (

@@ -23,6 +23,7 @@ from apache_md.apache.config import (
 from apache_md.apache.directives import Invalid, parse_pkeys, uri_problem
 from apache_md.core import model
 from apache_md.core.durations import Timeslice
+from apache_md.core.mdjson import md_to_json
 from apache_md.core.model import (
     Config,
     GlobalSettings,
@@ -377,10 +378,16 @@ def test_module_global_env_values(tmp_path):
     assert cfg.errors == []
     a, b = cfg.mds
     assert a.proxy_url == "http://proxy.local:3128" and b.proxy_url == "https://other:8443"
-    assert a.dns01_cmd == "/usr/bin/dns01 --quiet" and a.dns01_cmd_md is None
-    assert b.dns01_cmd == b.dns01_cmd_md == '/opt/dns "x y"'
+    assert a.dns01_cmd == "/usr/bin/dns01 --quiet" and "dns01_cmd" not in a.own_env
+    assert b.dns01_cmd == '/opt/dns "x y"' and "dns01_cmd" in b.own_env
     assert a.ca_certs == str(tmp_path / "ca.pem") and b.ca_certs is None
     assert a.proxy_ca_certs == b.proxy_ca_certs == "/etc/proxy-ca.pem"
+    # md.json and md-status show only what the MD's section set (mod_md keeps the
+    # server-level values in its module env)
+    ja, jb = md_to_json(a), md_to_json(b)
+    assert not {"cmd-dns-01", "proxy-url", "ca-certs", "proxy-ca-certs"} & ja.keys()
+    assert jb["proxy-url"] == "https://other:8443" and jb["cmd-dns-01"] == '/opt/dns "x y"'
+    assert "proxy-ca-certs" not in jb
 
 
 def test_vhost_md_settings_are_ignored_with_warning(tmp_path):

@@ -1,0 +1,174 @@
+"""mod_md and apache-md answering the same configuration and store, compared key by key.
+
+Debian's real mod_md obtains the certificates (real Pebble), Apache restarts to use
+them, and everything a monitoring system reads is recorded: /md-status, each MD's
+/md-status/<name>, /.httpd/certificate-status of every host, MDRequireHttps'
+answers. Then the server switches to apache-md as docs/debian.md says, and the same
+requests must get the same answers: the same keys in the same order, the same values
+(dates a second apart, "now" as now), but for what apache-md documents as its own
+additions (README, Monitoring).
+"""
+from __future__ import annotations
+
+import time
+from email.utils import parsedate_to_datetime
+
+from tests.e2e.switch import (  # noqa: F401 - front, server, responder: fixtures
+    alike,
+    await_mod_md,
+    front,
+    install,
+    responder,
+    server,
+    static_files,
+    switch_to_apache_md,
+)
+from tests.harness import pki
+from tests.harness.client import curl
+
+# apache-md's additions to mod_md's md-status (README, Monitoring)
+OURS_MD = ("activation", "next-check", "last-renewal", "ari", "broken-files")
+OURS_OCSP = ("fetched", "refresh-at", "responder")
+NOW = "<now>"
+
+
+def ours_only(obj: dict) -> dict:
+    """An md-status object without apache-md's additions."""
+    obj = {k: v for k, v in obj.items() if k not in OURS_MD}
+    if "renewal" in obj:
+        obj["renewal"] = {k: v for k, v in obj["renewal"].items() if k != "ca-url"}
+    cert = {}
+    for key, c in obj.get("cert", {}).items():
+        if isinstance(c, dict) and "ocsp" in c:
+            c = {**c, "ocsp": {k: v for k, v in c["ocsp"].items() if k not in OURS_OCSP}}
+        cert[key] = c
+    obj["cert"] = cert
+    return obj
+
+
+def at_now(obj, when: float):
+    """renew-at within a few seconds of the request (mod_md's for an incomplete MD is the
+    time of the request) reads as NOW, so that answers made minutes apart compare."""
+    if isinstance(obj, dict):
+        return {k: (NOW if k == "renew-at" and _near(v, when) else at_now(v, when))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [at_now(v, when) for v in obj]
+    return obj
+
+
+def _near(text, when: float) -> bool:
+    try:
+        return abs(parsedate_to_datetime(text).timestamp() - when) < 5
+    except (TypeError, ValueError):
+        return False
+
+
+def differences(ours, theirs, path="") -> list[str]:
+    """Where two JSON values differ: missing or extra keys, key order, values."""
+    if isinstance(ours, dict) and isinstance(theirs, dict):
+        out = [f"{path}/{k}: only mod_md has it" for k in theirs if k not in ours]
+        out += [f"{path}/{k}: only apache-md has it" for k in ours if k not in theirs]
+        common = [k for k in theirs if k in ours]
+        if common != [k for k in ours if k in theirs]:
+            out.append(f"{path}: keys in another order")
+        for k in common:
+            out += differences(ours[k], theirs[k], f"{path}/{k}")
+        return out
+    if isinstance(ours, list) and isinstance(theirs, list) and len(ours) == len(theirs):
+        return [d for i, (a, b) in enumerate(zip(ours, theirs))
+                for d in differences(a, b, f"{path}[{i}]")]
+    if not alike(ours, theirs):
+        return [f"{path}: apache-md {ours!r}, mod_md {theirs!r}"]
+    return []
+
+
+def answers(s, names, hosts) -> dict:
+    """What a monitoring system reads, as of now."""
+    when = time.time()
+    port = s.apache.http_port
+    out = {"list": s.http_status()}
+    out["list"].pop("version")  # the installed mod_md's own, apache-md's the one it follows
+    for name in names:
+        got = s.http_status(name)
+        got.pop("version", None)
+        out[name] = got
+    for host in hosts:
+        r = curl(f"http://{host}:{port}/.httpd/certificate-status")
+        out[f"certificate-status {host}"] = [r.status, r.json() if r.status == 200 else None]
+    for path in ("/", "/page?q=1", "/.httpd/other", "/.well-known/x"):
+        r = curl(f"http://https.test:{port}{path}")
+        out[f"http {path}"] = [r.status, r.headers.get("location")]
+    r = curl(f"https://https.test:{s.apache.https_port}/.httpd/certificate-status",
+             insecure=True)
+    out["https certificate-status"] = [r.status, r.headers.get("strict-transport-security")]
+    r = curl(f"https://https.test:{s.apache.https_port}/", insecure=True)
+    out["https /"] = [r.status, r.headers.get("strict-transport-security")]
+    for key, value in out.items():
+        if isinstance(value, dict) and "managed-domains" in value:  # the list
+            value["managed-domains"] = [ours_only(m) for m in value["managed-domains"]]
+        elif isinstance(value, dict) and "name" in value:
+            out[key] = ours_only(value)
+        elif key.startswith("certificate-status") and value[1]:
+            value[1].pop("0", None)  # apache-md adds static files' certificates (README)
+    return at_now(out, when)
+
+
+def test_monitoring_reads_what_mod_md_answered(server, responder, tmp_path):
+    s, a = server, server.apache
+    ca = pki.make_ca(tmp_path, name="static test CA")
+    responder.add_issuer(ca.cert.read_bytes(), ca.key.read_bytes())
+    static = static_files(a.root, ca, "static.test", responder.url)
+    mds = ("MDomain plain.test www.plain.test\n"
+           "<MDomain keys.test>\n    MDPrivateKeys secp256r1 rsa2048\n"
+           "    MDRenewWindow 10d\n    MDWarnWindow 5%\n"
+           f"    MDCACertificateFile {s.env.pebble.ca_bundle}\n</MDomain>\n"
+           "<MDomain https.test>\n    MDRequireHttps permanent\n"
+           "    MDContactEmail other@example.test\n</MDomain>\n"
+           "<MDomain manual.test>\n    MDRenewMode manual\n</MDomain>\n"
+           f"<MDomain static.test>\n    MDCertificateFile {static.cert}\n"
+           f"    MDCertificateKeyFile {static.key}\n    MDStapling on\n</MDomain>\n")
+    vhosts = [("plain.test", ["www.plain.test"], "plain.test"), ("keys.test", [], "keys.test"),
+              ("https.test", [], "https.test"), ("manual.test", [], "manual.test"),
+              ("static.test", [], "static.test")]
+    names = ["plain.test", "www.plain.test", "keys.test", "https.test", "manual.test",
+             "static.test", "unknown.test"]
+    hosts = [h for h, _, _ in vhosts]
+    s.http_names = ["https.test"]
+    s.a2enmod_md()
+    s.mod_md_site(mds, vhosts)
+    a.start()
+    await_mod_md(s, ["plain.test", "keys.test", "https.test"])
+    a.restart()  # mod_md activates staged certificates at a restart
+    time.sleep(1)  # its first OCSP fetch for static.test
+    theirs = answers(s, names, hosts)
+    assert {m["name"]: m["state"] for m in theirs["list"]["managed-domains"]} == {
+        "plain.test": 2, "keys.test": 2, "https.test": 2, "manual.test": 1, "static.test": 2}
+
+    install(s)
+    switch_to_apache_md(s, mds, vhosts)
+    s.worker_status("next check")
+    ours = answers(s, names, hosts)
+
+    found = [f"{key}{d}" for key in theirs for d in differences(ours[key], theirs[key])]
+    assert not found, "\n".join(found)
+    assert theirs["http /"][0] == 301 and theirs["certificate-status https.test"][0] == 200
+
+
+def test_the_comparison_finds_a_difference():
+    """differences() is what the test above relies on: it must see each kind."""
+    theirs = {"a": 1, "b": {"c": "Wed, 02 Dec 2026 08:00:00 GMT", "d": [1, 2]}, "e": 0}
+    assert differences(theirs, theirs) == []
+    near = {"a": 1, "b": {"c": "Wed, 02 Dec 2026 08:00:01 GMT", "d": [1, 2]}, "e": 0}
+    assert differences(near, theirs) == []
+    ours = {"b": {"d": [1, 3], "c": "Wed, 02 Dec 2026 08:00:02 GMT"}, "a": 1, "x": 0}
+    assert differences(ours, theirs) == [
+        "/e: only mod_md has it", "/x: only apache-md has it", ": keys in another order",
+        "/b: keys in another order",
+        "/b/c: apache-md 'Wed, 02 Dec 2026 08:00:02 GMT', mod_md 'Wed, 02 Dec 2026 08:00:00 GMT'",
+        "/b/d[1]: apache-md 3, mod_md 2"]
+    t = parsedate_to_datetime("Wed, 02 Dec 2026 08:00:00 GMT").timestamp()
+    soon, later = "Wed, 02 Dec 2026 08:00:03 GMT", "Wed, 02 Dec 2026 08:00:09 GMT"
+    assert at_now({"x": [{"renew-at": soon}], "y": soon}, t) == {"x": [{"renew-at": NOW}],
+                                                                   "y": soon}
+    assert at_now({"renew-at": later}, t) == {"renew-at": later}
