@@ -172,3 +172,42 @@ def test_the_comparison_finds_a_difference():
     assert at_now({"x": [{"renew-at": soon}], "y": soon}, t) == {"x": [{"renew-at": NOW}],
                                                                    "y": soon}
     assert at_now({"renew-at": later}, t) == {"renew-at": later}
+
+
+def test_mds_without_certificates_read_as_mod_mds(server):
+    """Not used by any vhost, no usable challenge, a wildcard without dns-01, renewed
+    without a vhost (MDRenewMode always): states, renew-at, the renewal's errors and
+    log as mod_md left them, after the switch too."""
+    s, a = server, server.apache
+    # no second try while the test runs, by either: the errors and logs stay as they are
+    mds = ("MDRetryDelay 1h\nMDomain unused.test\n"
+           "<MDomain alpn.test>\n    MDCAChallenges tls-alpn-01\n</MDomain>\n"
+           "MDomain *.wild.test\n"
+           "<MDomain always.test>\n    MDRenewMode always\n</MDomain>\n")
+    vhosts = [("alpn.test", [], "alpn.test"), ("x.wild.test", [], "*.wild.test")]
+    names = ["unused.test", "alpn.test", "*.wild.test", "always.test"]
+
+    def read() -> dict:
+        when = time.time()
+        return at_now({n: ours_only(s.http_status(n)) for n in names}, when)
+
+    s.a2enmod_md()
+    s.mod_md_site(mds, vhosts)
+    a.start()
+    await_mod_md(s, ["always.test"])
+    theirs = read()
+    assert theirs["alpn.test"]["renewal"]["errors"] > 0, theirs["alpn.test"]
+    assert theirs["*.wild.test"]["renewal"]["errors"] > 0, theirs["*.wild.test"]
+    assert {n: m["state"] for n, m in theirs.items()} == dict.fromkeys(names, 1)
+
+    s.install_package()
+    s.a2dismod_md()
+    s.apache_md_site(mds, vhosts)
+    check = s.env.cli("check")
+    assert check.returncode == 1 and "can only be validated with the dns-01" in check.stderr
+    s.a2enconf_apache_md()
+    s.reload()
+    s.worker_status("next check")
+    ours = read()
+    found = [f"{n}{d}" for n in names for d in differences(ours[n], theirs[n])]
+    assert not found, "\n".join(found)
