@@ -167,7 +167,9 @@ def register(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
         doc["agreement"] = tos or md.ca_agreement
     if md.eab_kid:
         doc["eab"] = {"kid": md.eab_kid, "hmac": md.eab_hmac}
-    store.write_bytes(ACCOUNTS, acct_id, "account.pem", crypto.key_to_pem(key, store.key))
+    pem = crypto.key_to_pem(key, store.key)
+    store.write_bytes(ACCOUNTS, acct_id, "account.pem", pem)
+    crypto.remember_key(pem, store.key, key)  # the MDs waiting for it find it parsed
     # mod_md leaves account.json 0644 with the hmac in clear; only the worker reads it.
     store.write_json(ACCOUNTS, acct_id, "account.json", doc,
                      mode=SECRET_MODE if "eab" in doc else None)

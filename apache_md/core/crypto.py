@@ -111,6 +111,16 @@ def key_from_pem_cached(data: bytes, passphrase: bytes | None = None):
         return key
 
 
+def remember_key(data: bytes, passphrase: bytes | None, key) -> None:
+    """Note `key` as what key_from_pem_cached gives for `data`: a key this process
+    made (or took) and stored, e.g. a new account's, which every other MD then finds
+    without a parse and check while they wait."""
+    with _loaded_lock:
+        if len(_loaded) >= _LOADED_MAX:
+            _loaded.clear()
+        _loaded[(data, passphrase)] = key
+
+
 def _is_ip(name: str) -> bool:
     try:
         ipaddress.ip_address(name)
