@@ -227,10 +227,13 @@ class Driver:
         # The keys after the account: on a fresh store the MDs' keys (40 ms of CPU each)
         # made meanwhile slowed the account's own (250 ms) that every MD waits for.
         keys = {spec.name: self._new_key(md, spec) for spec in md.keyspecs}
-        # The account of this run (one per CA + EAB pair), for md.json's ca.account.
+        # The account of this run (one per CA + EAB pair), for md.json's ca.account. Its
+        # directory is synced with the certificate's (below): the staged set is durable
+        # as a whole, with one directory sync instead of one per file.
         self.store.write_json(STAGING, md.name, "md.json",
                               md_to_json(md, ca_url=conn.url, account=account.id),
-                              mode=accounts.SECRET_MODE if md.eab_hmac else None)
+                              mode=accounts.SECRET_MODE if md.eab_hmac else None,
+                              sync_dir=False)
         if account.new:
             replaced = (f"; the unusable account(s) {', '.join(account.replaced)} were set aside"
                         if account.replaced else "")
@@ -270,7 +273,8 @@ class Driver:
                 self._progress(job, md, None, f"MDMustStaple is on, but the CA issued the "
                                               f"{spec.name} certificate without the extension")
             self.store.write_bytes(STAGING, md.name, spec.file_name("privkey"),
-                                   crypto.key_to_pem(key, self.store.key), mode=0o600)
+                                   crypto.key_to_pem(key, self.store.key), mode=0o600,
+                                   sync_dir=False)  # synced with the certificate's
             self.store.write_bytes(STAGING, md.name, spec.file_name("pubcert"),
                                    crypto.chain_to_pem(chain))
 

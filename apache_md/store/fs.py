@@ -384,17 +384,23 @@ class Store:
         return aside
 
     def write_bytes(self, group: str, name: str, file: str, data: bytes | Iterable[bytes],
-                    mode: int | None = None, durable: bool = True) -> Path:
+                    mode: int | None = None, durable: bool = True,
+                    sync_dir: bool = True) -> Path:
+        """`durable`, `sync_dir`: as atomic_write's (sync_dir False: a later durable write
+        to the same directory syncs it for both)."""
         dmode, fmode = GROUP_MODES.get(group, (0o755, 0o644))
         d = self.dir(group, name)
         make_dirs(d, dmode)
         p = d / safe_name(file)
-        atomic_write(p, data, fmode if mode is None else mode, durable=durable)
+        atomic_write(p, data, fmode if mode is None else mode, sync_dir=sync_dir,
+                     durable=durable)
         return p
 
     def write_json(self, group: str, name: str, file: str, obj: Any,
-                   mode: int | None = None, durable: bool = True) -> Path:
-        return self.write_bytes(group, name, file, jsonfmt.dumps(obj).encode(), mode, durable)
+                   mode: int | None = None, durable: bool = True,
+                   sync_dir: bool = True) -> Path:
+        return self.write_bytes(group, name, file, jsonfmt.dumps(obj).encode(), mode, durable,
+                                sync_dir)
 
     def remove(self, group: str, name: str, file: str) -> None:
         try:
