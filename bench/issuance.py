@@ -39,6 +39,7 @@ from benchenv import (
     all_served_by_pebble,
     apache_md,
     apache_md_apache,
+    byte_compile,
     children_cpu,
     loadavg,
     md_status,
@@ -167,6 +168,7 @@ def main() -> int:
     if args.only != "apache-md" and not os.path.exists(MOD_MD):
         say(f"{MOD_MD} is missing (Debian's apache2 ships it): apache-md only")
         args.only = "apache-md"
+    byte_compile()
     pebble = start_pebble()
     results = {}
     try:
