@@ -137,8 +137,11 @@ def _pieces(store: Store, r: Renderer, name: str, obj: dict[str, Any], now: date
     else:
         out["md"] = dumps(obj)
         out["cs"] = dumps(cert_status(obj, cs_keys))
-        # its place in the list: indented as json.dumps(indent=2) nests it
-        out["entry"] = dumps(_without_logs(obj)).replace("\n", "\n    ")
+        # its place in the list: indented as json.dumps(indent=2) nests it; the same
+        # text when there are no logs to leave out (the indented dump is Python's slow
+        # encoder: one of the three a restart makes of each MD)
+        listed = _without_logs(obj)
+        out["entry"] = (out["md"] if listed == obj else dumps(listed)).replace("\n", "\n    ")
     if old is not None and last.page == page_key:
         out.update((k, old[k]) for k in ("html", "row") if k in old)
     else:
