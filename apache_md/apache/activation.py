@@ -197,9 +197,11 @@ def sync_md_json(store: Store, md: ManagedDomain) -> None:
     current = broken.read_json(store, DOMAINS, md.name, "md.json",
                                credentials.MD_JSON_BROKEN) or {}
     ca = current.get("ca") or {}
+    # state and state-descr are mod_md's (it writes why an MD is in error there): kept
+    descr = current.get("state-descr")
     wanted = md_to_json(md, ca_url=ca.get("url"), account=ca.get("account"),
                         state=current.get("state", 0) if isinstance(current.get("state"), int)
-                        else 0)
+                        else 0, state_descr=descr if isinstance(descr, str) else None)
     if wanted != current:
         store.write_json(DOMAINS, md.name, "md.json", wanted)
     _in_step[path] = (md, _md_json_stamp(path))

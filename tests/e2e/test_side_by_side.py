@@ -10,6 +10,7 @@ additions (README, Monitoring).
 """
 from __future__ import annotations
 
+import json
 import time
 from email.utils import parsedate_to_datetime
 
@@ -114,6 +115,14 @@ def answers(s, names, hosts) -> dict:
     return at_now(out, when)
 
 
+def md_jsons(s) -> dict:
+    """domains/*/md.json as stored: what a switch back to mod_md reads again."""
+    out = {}
+    for path in sorted((s.store / "domains").glob("*/md.json")):
+        out[path.parent.name] = json.loads(path.read_text())
+    return out
+
+
 def test_monitoring_reads_what_mod_md_answered(server, responder, tmp_path):
     s, a = server, server.apache
     ca = pki.make_ca(tmp_path, name="static test CA")
@@ -144,6 +153,7 @@ def test_monitoring_reads_what_mod_md_answered(server, responder, tmp_path):
     theirs = answers(s, names, hosts)
     assert {m["name"]: m["state"] for m in theirs["list"]["managed-domains"]} == {
         "plain.test": 2, "keys.test": 2, "https.test": 2, "manual.test": 1, "static.test": 2}
+    stored = md_jsons(s)
 
     install(s)
     switch_to_apache_md(s, mds, vhosts)
@@ -151,6 +161,8 @@ def test_monitoring_reads_what_mod_md_answered(server, responder, tmp_path):
     ours = answers(s, names, hosts)
 
     found = [f"{key}{d}" for key in theirs for d in differences(ours[key], theirs[key])]
+    found += [f"md.json {n}{d}" for n, m in stored.items()
+              for d in differences(md_jsons(s).get(n), m)]
     assert not found, "\n".join(found)
     assert theirs["http /"][0] == 301 and theirs["certificate-status https.test"][0] == 200
 
@@ -199,6 +211,8 @@ def test_mds_without_certificates_read_as_mod_mds(server):
     assert theirs["alpn.test"]["renewal"]["errors"] > 0, theirs["alpn.test"]
     assert theirs["*.wild.test"]["renewal"]["errors"] > 0, theirs["*.wild.test"]
     assert {n: m["state"] for n, m in theirs.items()} == dict.fromkeys(names, 1)
+    stored = md_jsons(s)
+    assert "state-descr" in stored["alpn.test"], stored["alpn.test"]  # what is compared
 
     s.install_package()
     s.a2dismod_md()
@@ -210,4 +224,6 @@ def test_mds_without_certificates_read_as_mod_mds(server):
     s.worker_status("next check")
     ours = read()
     found = [f"{n}{d}" for n in names for d in differences(ours[n], theirs[n])]
+    found += [f"md.json {n}{d}" for n, m in stored.items()
+              for d in differences(md_jsons(s).get(n), m)]
     assert not found, "\n".join(found)
