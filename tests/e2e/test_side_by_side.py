@@ -11,15 +11,20 @@ additions (README, Monitoring).
 from __future__ import annotations
 
 import json
+import shutil
 import time
+from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
 from tests.e2e.switch import (  # noqa: F401 - front, server, responder: fixtures
     alike,
     await_mod_md,
     front,
+    hexserial,
     install,
     responder,
+    same,
+    served,
     server,
     static_files,
     switch_to_apache_md,
@@ -224,6 +229,48 @@ def test_mds_without_certificates_read_as_mod_mds(server):
     s.worker_status("next check")
     ours = read()
     found = [f"{n}{d}" for n in names for d in differences(ours[n], theirs[n])]
+    found += [f"md.json {n}{d}" for n, m in stored.items()
+              for d in differences(md_jsons(s).get(n), m)]
+    assert not found, "\n".join(found)
+
+
+def test_a_renewal_waiting_for_its_activation_reads_as_mod_mds(server, tmp_path):
+    """A certificate near its end renewed under MDActivationDelay: the new set waits in
+    staging until a day after its notBefore. md-status's renewal (its message, ready
+    time, staged certificate), /.httpd/certificate-status's `renewal` and md.json read
+    as mod_md left them, after the switch too, and nothing is activated early."""
+    s, a = server, server.apache
+    mds = "MDActivationDelay 1d\nMDomain renew.test\n"
+    vhosts = [("renew.test", [], "renew.test")]
+    s.a2enmod_md()
+    s.mod_md_site(mds, vhosts)
+    a.start()
+    await_mod_md(s, ["renew.test"])  # a first certificate: no delay (none is live)
+    a.restart()
+    # the live set replaced by one two days from its end: within the renew window
+    ca = pki.make_ca(tmp_path, name="old CA")
+    now = datetime.now(timezone.utc)
+    old = pki.make_leaf(ca, tmp_path, names=("renew.test",), stem="old",
+                        not_before=now - timedelta(days=20), not_after=now + timedelta(days=2),
+                        with_chain=True)
+    live = s.store / "domains/renew.test"
+    shutil.copyfile(old.cert, live / "pubcert.pem")
+    shutil.copyfile(old.key, live / "privkey.pem")
+    a.restart()
+    deadline = time.monotonic() + 120
+    while not s.http_status("renew.test").get("renewal", {}).get("cert"):
+        assert time.monotonic() < deadline, s.http_status("renew.test")
+        time.sleep(0.5)
+    theirs = answers(s, ["renew.test"], ["renew.test"])
+    stored = md_jsons(s)
+    assert "can be used from" in theirs["renew.test"]["renewal"]["last"]["detail"], theirs
+
+    install(s)
+    switch_to_apache_md(s, mds, vhosts)
+    s.worker_status("next check")
+    ours = answers(s, ["renew.test"], ["renew.test"])
+    assert same(served(a.https_port, "renew.test"), hexserial(old.certificate))
+    found = [f"{key}{d}" for key in theirs for d in differences(ours[key], theirs[key])]
     found += [f"md.json {n}{d}" for n, m in stored.items()
               for d in differences(md_jsons(s).get(n), m)]
     assert not found, "\n".join(found)
