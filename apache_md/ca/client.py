@@ -120,6 +120,14 @@ def _reason(e: BaseException) -> str:
         e = nxt
 
 
+class Unanswered(CAProblem):
+    """A request that changes something (a challenge answer, finalize), sent once, whose
+    answer is much later than the CA's usual (ca/http.Impatient for those): the CA has most
+    likely got it and works on it, which its state shows. The caller reads that instead of
+    waiting out the answer (an answer held up somewhere costs that, not its whole delay),
+    and sends the request again only when the state says it did not arrive."""
+
+
 class _CAShared:
     """What every connection to one CA (same URL, trust and proxy) in this process
     shares: kept-alive HTTPS connections, the directory and unused nonces. Driving
@@ -215,6 +223,11 @@ class _Network(acme_client.ClientNetwork):
         self._gate = http.gate_for(ca_url)
         self._deadline: float | None = None  # end of the running request's retry budget
         self._response: requests.Response | None = None  # the last one of the running try
+        self._jws_nonce: bytes | None = None  # the nonce of the JWS about to be sent
+        # the running request changes something and is sent once, but the caller can
+        # tell from the CA's state whether it arrived: after the usual answer time it
+        # stops waiting for the answer and raises Unanswered (CAConnection.answer, finalize)
+        self.abandonable = False
         # the running request waits its whole timeout (it had its early copy, or it is
         # not retried: a probe)
         self._patient = True
@@ -291,9 +304,12 @@ class _Network(acme_client.ClientNetwork):
         with self._idle(self._gate.held_for(url)):
             self._gate.wait(url, self._stop, self._deadline)
         self._response = None
+        # the nonce this request carries (a POST's JWS), taken back when it never reached
+        # the CA
+        nonce, self._jws_nonce = self._jws_nonce, None
         patience = None
-        if not self._patient and http.repeatable(method, self.names.get(url),
-                                                 kwargs.get("data")):
+        copy = http.repeatable(method, self.names.get(url), kwargs.get("data"))
+        if not self._patient and (copy or self.abandonable):
             patience = self._shared.patience()
         if patience is not None:
             kwargs["timeout"] = (self._default_timeout, patience)
@@ -301,21 +317,41 @@ class _Network(acme_client.ClientNetwork):
         try:
             response = self._send_once(method, url, *args, **kwargs)
         except Exception as e:  # noqa: BLE001 - re-raised, or as Impatient
-            if patience is not None and \
-                    isinstance(compat.network_cause(e), requests.exceptions.ReadTimeout):
+            cause = compat.network_cause(e)
+            if patience is not None and isinstance(cause, requests.exceptions.ReadTimeout):
+                if not copy:
+                    raise Unanswered(70007, "Timeout", None,
+                                     f"no answer to {self.step_for(url)} within "
+                                     f"{patience:.1f} s") from None
                 raise http.Impatient(f"no answer within {patience:.1f} s") from None
+            if nonce is not None and http.transient(cause, None) is not None and \
+                    not isinstance(cause, requests.exceptions.Timeout):
+                self._reuse(nonce)  # a reset: perhaps before the CA had it
             raise
         self._shared.answered_in(time.monotonic() - start)
         self._response = response
         self._gate.answered(url, response, self.names.get(url) in ("directory", "new-nonce"))
-        if not response.ok and self.REPLAY_NONCE_HEADER in response.headers:
-            # the library keeps only the nonces of successes; an error's (a badNonce,
-            # a rate limit) saves the next try a request to new-nonce
-            try:
-                self._add_nonce(response)
-            except acme_errors.BadNonce:
-                pass
+        if not response.ok:
+            if self.REPLAY_NONCE_HEADER in response.headers:
+                # the library keeps only the nonces of successes; an error's (a badNonce,
+                # a rate limit) saves the next try a request to new-nonce
+                try:
+                    self._add_nonce(response)
+                except acme_errors.BadNonce:
+                    pass
+            elif nonce is not None:
+                # an error without a nonce comes from before the ACME server (a load
+                # balancer's 5xx or 429), which answers every POST with one (RFC 8555
+                # §6.5): the nonce sent is unused
+                self._reuse(nonce)
         return response
+
+    def _reuse(self, nonce: bytes) -> None:
+        """Send `nonce` again with the next try instead of asking new-nonce, which every
+        thread shares and which a Retry-After may hold. Should the CA have used it after
+        all, it answers badNonce with a fresh one, retried at once (_retrying): a round
+        trip, what a request to new-nonce costs."""
+        self._nonces.add(nonce)
 
     def _send_once(self, method: str, url: str, *args, **kwargs) -> requests.Response:
         """The library's _send_request without its debug log, which decodes and formats
@@ -335,6 +371,7 @@ class _Network(acme_client.ClientNetwork):
         """The library's JWS (RFC 8555 §6.2) for an RSA account key, built directly: josepy
         builds, checks and serialises a tree of objects for each one, twice the signature's
         own CPU. The same JSON members; other keys go through the library."""
+        self._jws_nonce = nonce
         if not isinstance(self.key, jose.JWKRSA) or self.alg is not jose.RS256:
             return super()._wrap_in_jws(obj, nonce, url)
         # the members in josepy's order, the same bytes as the library's
@@ -369,6 +406,7 @@ class _Network(acme_client.ClientNetwork):
         if outer is not None:
             self._deadline = min(outer, self._deadline)
         tries = backoffs = 0
+        last: str | None = None  # the kind of the last try's trouble
         try:
             while True:
                 tries += 1
@@ -384,16 +422,20 @@ class _Network(acme_client.ClientNetwork):
                         raise
                     left = self._deadline - time.monotonic()
                     self._patient |= trouble.kind == "slow"
-                    if trouble.kind == "slow" or trouble.kind == "badNonce" and tries == 1:
+                    at_once = trouble.kind == "slow" or (trouble.kind == "badNonce"
+                                                         and last != "badNonce")
+                    if at_once and tries < self._policy.tries:
                         # retried at once: a copy of a request held up somewhere; with a
-                        # fresh nonce, as the library and mod_md do; only a badNonce
-                        # again and again pauses
+                        # fresh nonce, as the library and mod_md do (also when the nonce
+                        # tried again after an error had been used: _reuse); only a
+                        # badNonce again and again pauses
                         pause: float | None = 0.0
                     else:
                         # a Retry-After is the CA's own pace: it makes no later pause longer
                         backoffs += trouble.retry_after is None
                         pause = self._policy.pause(tries, left, trouble.retry_after,
                                                    backoffs=backoffs)
+                    last = trouble.kind
                     if pause is None:
                         if trouble.retry_after is not None and trouble.retry_after > left \
                                 and tries < self._policy.tries:
@@ -655,17 +697,44 @@ class CAConnection:
     def answer(self, authzr: messages.AuthorizationResource,
                challb: messages.ChallengeBody) -> None:
         """Tell the CA that the challenge is in place."""
-        try:
+        def send() -> None:
             self.call(self.client.answer_challenge, challb, challb.response(self.net.key),
                       step="challenge")
-        except CAProblem:
-            # A try whose answer was lost may have got through, and the CA refuses the
-            # same answer again (Pebble: malformed): then it is validating already.
-            now, _ = self.call(self.client.poll, authzr, step="authorization")
-            mine = [c for c in now.body.challenges if c.chall.typ == challb.chall.typ]
-            if now.body.status == messages.STATUS_PENDING and \
-                    all(c.status == messages.STATUS_PENDING for c in mine):
-                raise
+        try:
+            with self._abandonable():
+                send()
+            return
+        except Unanswered:
+            if self._validating(authzr, challb):
+                return
+            try:  # it did not arrive: once more, waiting for the answer however long
+                send()
+                return
+            except CAProblem as p:
+                problem = p
+        except CAProblem as p:
+            problem = p
+        # A try whose answer was lost may have got through, and the CA refuses the
+        # same answer again (Pebble: malformed): then it is validating already.
+        if not self._validating(authzr, challb):
+            raise problem
+
+    def _validating(self, authzr: messages.AuthorizationResource,
+                    challb: messages.ChallengeBody) -> bool:
+        """Whether the CA has had the answer to this challenge (it validates, or has)."""
+        now, _ = self.call(self.client.poll, authzr, step="authorization")
+        mine = [c for c in now.body.challenges if c.chall.typ == challb.chall.typ]
+        return not (now.body.status == messages.STATUS_PENDING
+                    and all(c.status == messages.STATUS_PENDING for c in mine))
+
+    @contextlib.contextmanager
+    def _abandonable(self):
+        """The request sent within may raise Unanswered (_Network.abandonable)."""
+        self.net.abandonable = True
+        try:
+            yield
+        finally:
+            self.net.abandonable = False
 
     def await_authorizations(self, authzrs: list[messages.AuthorizationResource],
                              timeout: float = ORDER_TIMEOUT) -> None:
@@ -685,17 +754,29 @@ class CAConnection:
         """Submit the CSR and wait until the certificate is issued; its URL."""
         order = order.update(csr_pem=csr_pem)
         deadline = time.monotonic() + timeout
-        try:
-            self.call(compat.begin_finalization, self.client, order, step="finalize")
-        except CAProblem as p:
-            if not (p.problem or "").endswith("orderNotReady"):
-                raise
-            # Not ready yet (authorizations still settling), or finalized already by a
-            # try whose answer was lost: only a `ready` order is finalized (again).
-            state = self.poll(lambda: self._order_state(order.uri),
-                              lambda b: b.status != messages.STATUS_PENDING, deadline, "order")
-            if state.status == messages.STATUS_READY:
+
+        def submit() -> None:
+            try:
                 self.call(compat.begin_finalization, self.client, order, step="finalize")
+            except CAProblem as p:
+                if isinstance(p, Unanswered) or not (p.problem or "").endswith("orderNotReady"):
+                    raise
+                # Not ready yet (authorizations still settling), or finalized already by a
+                # try whose answer was lost: only a `ready` order is finalized (again).
+                state = self.poll(lambda: self._order_state(order.uri),
+                                  lambda b: b.status != messages.STATUS_PENDING, deadline,
+                                  "order")
+                if state.status == messages.STATUS_READY:
+                    self.call(compat.begin_finalization, self.client, order, step="finalize")
+        try:
+            with self._abandonable():
+                submit()
+        except Unanswered:
+            # the order says whether the CSR arrived (processing, valid); if not (yet), it
+            # is sent once more, and that answer waited for
+            state, _ = self.call(self._order_state, order.uri, step="order")
+            if state.status in (messages.STATUS_PENDING, messages.STATUS_READY):
+                submit()
         body = self.poll(lambda: self._order_state(order.uri),
                          lambda b: b.status in (messages.STATUS_VALID, messages.STATUS_INVALID),
                          deadline, "order")

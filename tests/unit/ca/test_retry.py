@@ -85,13 +85,15 @@ def test_gate_holds_an_endpoint_for_every_thread_and_gives_up_past_a_deadline():
 # -- the client against a local server ---------------------------------------------------------
 class FlakyCA:
     """Answers the directory; `script` lists the statuses of the next answers (and their
-    headers, and a JSON body; an X-Delay header holds the answer back that many seconds);
+    headers, and a JSON body instead of the directory's or an HTML error page; an X-Delay
+    header holds the answer back that many seconds);
     every 200 comes with a fresh nonce, as an ACME CA's."""
 
     def __init__(self):
         self.script: list[tuple] = []
         self.times: list[float] = []
         self.requests: list[str] = []  # "METHOD /path"
+        self.bodies: list[bytes] = []  # of the POSTs
         ca = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -106,10 +108,10 @@ class FlakyCA:
                 status, headers, *problem = ca.script.pop(0) if ca.script else (200, {})
                 headers = dict(headers)
                 time.sleep(float(headers.pop("X-Delay", 0)))  # an answer held up on its way
-                body = json.dumps({"newNonce": ca.url + "nonce", "newAccount": ca.url + "acct",
-                                   "newOrder": ca.url + "order"}).encode() \
-                    if status == 200 else json.dumps(problem[0]).encode() if problem \
-                    else b"<html>down</html>"
+                body = json.dumps(problem[0]).encode() if problem \
+                    else json.dumps({"newNonce": ca.url + "nonce", "newAccount": ca.url + "acct",
+                                     "newOrder": ca.url + "order"}).encode() \
+                    if status == 200 else b"<html>down</html>"
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json" if status == 200 else
                                  "application/problem+json" if problem else "text/html")
@@ -123,7 +125,7 @@ class FlakyCA:
                     self.wfile.write(body)
 
             def do_POST(self):
-                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                ca.bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
                 self.do_GET()
 
             do_HEAD = do_GET
@@ -201,6 +203,7 @@ def posting(flaky) -> CAConnection:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     conn.net.key = jose.JWKRSA(key=key)
     flaky.requests.clear()
+    flaky.bodies.clear()
     return conn
 
 
@@ -217,11 +220,41 @@ def test_a_nonce_is_fetched_as_a_request_of_its_own(flaky, monkeypatch):
         post(conn, flaky)
     assert e.value.detail.startswith("the CA answered 502 Bad Gateway to new-nonce, 3 tries")
     assert flaky.requests == ["HEAD /nonce"] * 3
-    # it failed twice, then the POST fails once: the POST has its three tries still
-    flaky.script = [(502, {}), (502, {}), (200, {}), (502, {}), (200, {}), (200, {})]
+    # it failed twice, then the POST fails once: the POST has its three tries still (and
+    # the nonce of the one that failed: it never reached the CA)
+    flaky.script = [(502, {}), (502, {}), (200, {}), (502, {}), (200, {})]
     flaky.requests.clear()
     post(conn, flaky)
-    assert flaky.requests == ["HEAD /nonce"] * 3 + ["POST /order", "HEAD /nonce", "POST /order"]
+    assert flaky.requests == ["HEAD /nonce"] * 3 + ["POST /order"] * 2
+
+
+def _nonce_of(body: bytes) -> str:
+    protected = json.loads(jose.decode_b64jose(json.loads(body)["protected"]))
+    return protected["nonce"]
+
+
+def test_the_nonce_of_a_post_that_never_reached_the_ca_is_sent_again(flaky, monkeypatch):
+    """An error without Replay-Nonce (a load balancer's 5xx, a reset): the next try takes
+    the same nonce instead of asking new-nonce. Used after all, the CA says badNonce with
+    a fresh one, and that try goes at once."""
+    monkeypatch.setattr(client, "NONCE_RESERVE", 0)
+    conn = posting(flaky)
+    pauses = []
+    monkeypatch.setattr(conn.net, "wait", pauses.append)
+    bad = {"type": "urn:ietf:params:acme:error:badNonce", "detail": "used"}
+    fresh = jose.encode_b64jose(b"fresh")
+    flaky.script = [(200, {}), (503, {}), (400, {"Replay-Nonce": fresh}, bad), (200, {})]
+    post(conn, flaky)
+    assert flaky.requests == ["HEAD /nonce"] + ["POST /order"] * 3
+    first, again, third = (_nonce_of(b) for b in flaky.bodies)
+    assert first == again and third == fresh
+    assert len(pauses) == 2 and pauses[0] > 0 and pauses[1] == 0  # the badNonce: at once
+    # a badNonce after a badNonce pauses, as before
+    flaky.script = [(400, {"Replay-Nonce": fresh}, bad), (400, {"Replay-Nonce": fresh}, bad),
+                    (200, {})]
+    pauses.clear()
+    post(conn, flaky)
+    assert pauses[0] == 0 and pauses[1] > 0
 
 
 def test_the_nonce_of_an_error_serves_the_next_try(flaky, monkeypatch):
@@ -306,6 +339,40 @@ def test_a_request_that_changes_something_is_waited_for_however_long(impatient, 
     flaky.script = [(200, {}), (200, {"X-Delay": "1"})]  # new-nonce, then new-order
     post(impatient, flaky)
     assert flaky.requests == ["HEAD /nonce", "POST /order"]
+
+
+def test_a_finalization_held_up_is_read_from_the_order_and_sent_again_only_if_not_there(
+        impatient, flaky):
+    """finalize (or a challenge answer) is sent once; when its answer is late the order's
+    state says whether the CSR arrived: then it is not waited out; if not, it goes again
+    and that answer is waited for however long."""
+    from apache_md.core import crypto
+    url = flaky.url + "acme/order/1"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    order = messages.OrderResource(uri=url, body=messages.Order(
+        status=messages.STATUS_READY, finalize=url + "/finalize"))
+
+    def state(status: str) -> dict:
+        return {"status": status, "finalize": url + "/finalize",
+                "certificate": flaky.url + "cert/1"}
+    flaky.script = [(200, {}),  # new-nonce
+                    (200, {"X-Delay": "1.5"}, state("processing")),  # finalize, held up
+                    (200, {}),  # new-nonce: the finalize's answer was not waited for
+                    (200, {}, state("valid")), (200, {}, state("valid"))]  # the order
+    csr = crypto.make_csr(key, ["a.test"], False)
+    assert impatient.finalize(order, csr) == flaky.url + "cert/1"
+    assert flaky.requests == ["HEAD /nonce", "POST /acme/order/1/finalize", "HEAD /nonce",
+                              "POST /acme/order/1", "POST /acme/order/1"]
+    # the order is still ready: the CSR did not arrive, and goes again
+    flaky.requests.clear()
+    flaky.script = [(200, {"X-Delay": "1.5"}, state("processing")), (200, {}),
+                    (200, {}, state("ready")),
+                    (200, {"X-Delay": "0.6"}, state("processing")),  # waited for
+                    (200, {}, state("valid"))]
+    assert impatient.finalize(order, csr) == flaky.url + "cert/1"
+    assert flaky.requests == ["POST /acme/order/1/finalize", "HEAD /nonce",
+                              "POST /acme/order/1", "POST /acme/order/1/finalize",
+                              "POST /acme/order/1"]
 
 
 def test_a_refused_connection_is_not_retried_and_marks_the_ca_unreachable(flaky):
