@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import josepy as jose
 from acme import messages
@@ -22,11 +24,19 @@ from ..core.problem import CAProblem
 from ..store import broken, keypool
 from ..store.accounts import SECRET_MODE, free_id
 from ..store.fs import ACCOUNTS, CorruptFile, Store, StoreError
-from ..store.locks import store_lock
+from ..store.locks import Busy, store_lock
 from .client import CAConnection
 
 log = logging.getLogger(__name__)
 ACCOUNT_KEY_BITS = 3072  # mod_md's MD_ACME_ACCT_PKEY_BITS
+# An MD waiting for another thread's registration does its own work meanwhile (obtain's
+# `meanwhile`: its keys) once that registration has waited for the CA this long: the CPU
+# is idle then, while the account key itself (made before) would only be slowed by it.
+MEANWHILE_AFTER = 0.5
+_registering = threading.Condition()
+# store -> None while a thread of this process holds its account lock, or since when the
+# registration under it has waited for the CA (time.monotonic())
+_holders: dict[str, float | None] = {}
 
 
 @dataclass
@@ -156,6 +166,7 @@ def register(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
         contact=tuple(md.contacts),
         terms_of_service_agreed=bool(md.ca_agreement) or None,
         external_account_binding=_eab_binding(conn, md, jwk))
+    _note(store, time.monotonic())
     regr = conn.new_account(reg)
     acct_id = free_id(store, conn.url)
     doc: dict[str, Any] = {
@@ -194,13 +205,47 @@ def _registration_json(body: messages.Registration) -> dict[str, Any]:
     return doc
 
 
-def obtain(store: Store, conn: CAConnection, md: ManagedDomain) -> Account:
-    """The account to use for `md` at this CA, registering one if needed (`new` says so)."""
+def _note(store: Store, state: float | None, held: bool = True) -> None:
+    """The account lock of `store` is held by this thread (`state`: see _holders), or
+    no longer (`held` False)."""
+    with _registering:
+        if held:
+            _holders[str(store.base)] = state
+        else:
+            _holders.pop(str(store.base), None)
+        _registering.notify_all()
+
+
+def _await(store: Store) -> bool:
+    """Wait while another thread holds the account lock, until its registration has
+    waited for the CA MEANWHILE_AFTER seconds (True) or it lets go (False)."""
+    with _registering:
+        while str(store.base) in _holders:
+            since = _holders[str(store.base)]
+            left = None if since is None else since + MEANWHILE_AFTER - time.monotonic()
+            if left is not None and left <= 0:
+                return True
+            _registering.wait(left)
+    return False
+
+
+def obtain(store: Store, conn: CAConnection, md: ManagedDomain,
+           meanwhile: Callable[[], None] | None = None) -> Account:
+    """The account to use for `md` at this CA, registering one if needed (`new` says so).
+    `meanwhile()` is called when this MD waits for another's registration that waits for
+    the CA."""
     acct, unusable = find(store, md, conn.url)
     if acct is None or unusable:
         with contextlib.ExitStack() as locked:
             with conn.waiting():  # another MD may be registering: it needs a place to work
-                locked.enter_context(store_lock(store, ACCOUNTS))
+                try:
+                    locked.enter_context(store_lock(store, ACCOUNTS, timeout=0))
+                except Busy:
+                    if meanwhile is not None and _await(store):
+                        meanwhile()
+                    locked.enter_context(store_lock(store, ACCOUNTS))
+                _note(store, None)
+                locked.callback(_note, store, None, False)
                 acct, unusable = find(store, md, conn.url)
                 if acct is not None and not unusable:
                     # registered meanwhile: the lock goes before this MD waits for a

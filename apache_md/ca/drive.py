@@ -223,10 +223,18 @@ class Driver:
         meta = conn.meta
         profile = self._profile(md, meta)
         self._progress(job, md, f"Selecting account to use for {md.name}")
-        account = accounts.obtain(self.store, conn, md)
+        keys: dict = {}
+
+        def make_keys() -> None:
+            for spec in md.keyspecs:
+                if spec.name not in keys:
+                    keys[spec.name] = self._new_key(md, spec)
         # The keys after the account: on a fresh store the MDs' keys (40 ms of CPU each)
-        # made meanwhile slowed the account's own (250 ms) that every MD waits for.
-        keys = {spec.name: self._new_key(md, spec) for spec in md.keyspecs}
+        # made meanwhile slowed the account's own (250 ms) that every MD waits for; they
+        # are made while waiting for the account only when its registration waits for
+        # the CA (a Retry-After, a slow answer).
+        account = accounts.obtain(self.store, conn, md, meanwhile=make_keys)
+        make_keys()
         # The account of this run (one per CA + EAB pair), for md.json's ca.account. Its
         # directory is synced with the certificate's (below): the staged set is durable
         # as a whole, with one directory sync instead of one per file.

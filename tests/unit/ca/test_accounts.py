@@ -1,5 +1,9 @@
 """Accounts in the store: unusable ones are named and set aside, never lost."""
 
+from contextlib import contextmanager
+
+import pytest
+
 from apache_md.ca import accounts
 from apache_md.core import crypto
 from apache_md.core.model import Location, ManagedDomain
@@ -86,3 +90,60 @@ def test_an_md_waits_for_its_place_back_only_once_the_account_lock_is_let_go(sto
     acct = accounts.obtain(store, Conn(), md())
     assert acct.id == "ACME-ca.test-0000" and not acct.new
     assert seen == ["free", f"{CA}/acct/ACME-ca.test-0000"]
+
+
+def _registering_conn(store, asking, answer):
+    """A connection whose registration waits for `answer` (set when it is asked)."""
+    from acme import messages
+
+    class Conn:
+        url, meta = CA, {}
+
+        @contextmanager
+        def waiting(self):
+            yield
+
+        def use_account(self, jwk, regr):
+            pass
+
+        def new_account(self, reg):
+            asking.set()
+            assert answer.wait(30)
+            return messages.RegistrationResource(uri=f"{CA}/acct/1",
+                                                 body=messages.Registration())
+    return Conn()
+
+
+@pytest.mark.parametrize("waits", [True, False])
+def test_an_md_waiting_for_a_registration_that_waits_for_the_ca_works_meanwhile(
+        store, monkeypatch, waits):
+    """The MDs behind the one registering the account make their keys while its
+    registration waits for the CA (not while it makes the account key: that would slow
+    it), and take the account once it is there."""
+    import threading
+
+    monkeypatch.setattr(accounts, "MEANWHILE_AFTER", 0 if waits else 3600)
+    monkeypatch.setattr(accounts.keypool, "take", lambda *a: crypto.generate_key_rsa(2048))
+    asking, answer = threading.Event(), threading.Event()
+    conn = _registering_conn(store, asking, answer)
+    the_md = md()
+    the_md.contacts = ["mailto:admin@a.test"]
+    first = threading.Thread(target=accounts.obtain, args=(store, conn, the_md))
+    first.start()
+    assert asking.wait(30)
+    done = []
+
+    def meanwhile():
+        done.append("meanwhile")
+        answer.set()  # the CA answers the registration while this MD works
+
+    second = threading.Thread(target=lambda: done.append(
+        accounts.obtain(store, conn, the_md, meanwhile=meanwhile).id))
+    second.start()
+    if not waits:  # its registration is answered before it waited long: nothing meanwhile
+        answer.set()
+    second.join(30)
+    first.join(30)
+    answer.set()
+    acct_id = accounts.find(store, the_md, CA)[0].id
+    assert done == (["meanwhile", acct_id] if waits else [acct_id])
