@@ -171,6 +171,18 @@ class Server:
         raise AssertionError(f"worker: no STATUS with {want!r}; got {self.notes[-5:]}\n"
                              f"{self.worker_log()[-3000:]}")
 
+    def drain_status(self) -> None:
+        """Take in the notes the worker sent so far: the next worker_status() waits for
+        one sent after now (a cycle's STATUS left unread would answer it at once)."""
+        self.sock.setblocking(False)
+        try:
+            while True:
+                self.notes.append(self.sock.recv(4096).decode())
+        except BlockingIOError:
+            pass
+        finally:
+            self.sock.settimeout(0.2)
+
     def worker_log(self) -> str:
         return self.log.read_text(errors="replace")
 

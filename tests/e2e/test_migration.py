@@ -188,6 +188,7 @@ def test_a_store_apache_md_wrote_is_taken_back_by_mod_md(server):
     s.activate()
     (store / "domains/back.test/job.json").write_text("{not json")
     (store / "domains/back.test/md.json").write_text("[]")
+    s.drain_status()
     s.worker.send_signal(signal.SIGHUP)
     s.worker_status("next check")
     assert (store / "domains/back.test/job.json.broken.1").exists()
