@@ -63,6 +63,14 @@ def install(out: Path) -> None:
         return progress(self, job, md, activity, detail, save)
 
     drive.Driver._progress = progress_noted
+    new_key = drive.Driver._new_key
+
+    def new_key_noted(self, md, spec):
+        key = new_key(self, md, spec)
+        note("key")
+        return key
+
+    drive.Driver._new_key = new_key_noted
     send = client._Network._send_request
 
     def send_noted(self, method, url, *args, **kwargs):
@@ -119,7 +127,7 @@ def summary(path: Path, worst: int = 3) -> list[str]:
                            f"{mark}" + (f" (held {r['held']})" if r["held"] else ""))
             elif r["what"] == "wait" and r["took"] >= 0.1:
                 out.append(f"   {r['t']:7.2f} wait {r['took']:.2f} s")
-            elif r["what"] in ("step", "slot", "end"):
+            elif r["what"] in ("step", "slot", "end", "key"):
                 what = r.get("step") or r.get("outcome") or ""
                 out.append(f"   {r['t']:7.2f} {r['what']:4} {what}")
     return out
