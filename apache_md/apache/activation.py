@@ -22,6 +22,7 @@ from ..core import crypto
 from ..core.facts import MDFacts
 from ..core.job import now_utc
 from ..core.mdjson import md_to_json
+from ..core.schedule import md_state
 from ..core.model import Config, GlobalSettings, ManagedDomain, RenewMode
 from ..notify import Messenger
 from ..store import broken, changes, credentials, jobs, state
@@ -197,11 +198,11 @@ def sync_md_json(store: Store, md: ManagedDomain) -> None:
     current = broken.read_json(store, DOMAINS, md.name, "md.json",
                                credentials.MD_JSON_BROKEN) or {}
     ca = current.get("ca") or {}
-    # state and state-descr are mod_md's (it writes why an MD is in error there): kept
-    descr = current.get("state-descr")
-    wanted = md_to_json(md, ca_url=ca.get("url"), account=ca.get("account"),
-                        state=current.get("state", 0) if isinstance(current.get("state"), int)
-                        else 0, state_descr=descr if isinstance(descr, str) else None)
+    facts = read_facts(store, md)
+    # as mod_md's store sync writes them (its state_init): why an MD is incomplete too
+    st, descr = md_state(md, facts.managed, facts.active)
+    wanted = md_to_json(md, ca_url=ca.get("url"), account=ca.get("account"), state=st,
+                        state_descr=descr)
     if wanted != current:
         store.write_json(DOMAINS, md.name, "md.json", wanted)
     _in_step[path] = (md, _md_json_stamp(path))

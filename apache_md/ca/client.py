@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import ipaddress
 import logging
@@ -67,7 +68,8 @@ def problem_from_exception(e: BaseException, ca_url: str = "", proxy: str | None
         step = step_for(resp.url) if step_for else resp.url
         return CAProblem(20014, resp.reason or f"HTTP {resp.status_code}", None,
                          f"the CA answered {resp.status_code} {resp.reason or ''} to {step}"
-                         .replace("  ", " ") + f" (ACME server at {ca_url})")
+                         .replace("  ", " ") + f" (ACME server at {ca_url})",
+                         http_status=resp.status_code)
     if isinstance(e, requests.exceptions.ProxyError):
         text = str(e)
         desc = "Connection refused" if "refused" in text.lower() else "Proxy failed"
@@ -98,6 +100,31 @@ def problem_from_exception(e: BaseException, ca_url: str = "", proxy: str | None
     if isinstance(e, acme_errors.ClientError) and "Unexpected response" in str(e):
         return CAProblem(20014, "Bad response", None, f"Unexpected response from {ca_url}: {e}")
     return CAProblem(20014, type(e).__name__, None, str(e) or type(e).__name__)
+
+
+def directory_problem(p: CAProblem, ca_url: str, proxy: str | None = None) -> CAProblem:
+    """A failed fetch of the directory as mod_md reports it (md_acme_setup): its words,
+    which administrators search for; the cause goes to the log. What names a directive
+    to look at (a proxy, TLS trust) stays as it is."""
+    if p.problem or p.retry_after or p.description in ("Stopped", "TLS error") \
+            or (proxy and p.http_status is None):
+        return p
+    log.warning("ACME server at %s: %s", ca_url, p.detail or p.description)
+    if p.http_status is not None:
+        return dataclasses.replace(
+            p, status=11, description="Resource temporarily unavailable",
+            detail=f"The ACME server at <{ca_url}> responded with HTTP status "
+                   f"{p.http_status}. This is unusual. Please verify that the URL is correct "
+                   "and that you can indeed make request from the server to it by other "
+                   "means, e.g. invoking curl/wget.")
+    return dataclasses.replace(
+        p, detail=f"Unsuccessful in contacting ACME server at <{ca_url}>. If this problem "
+                  "persists, please check your network connectivity from your Apache server "
+                  "to the ACME server. Also, older servers might have trouble verifying the "
+                  "certificates of the ACME server. You can check if you are able to contact "
+                  "it manually via the curl command. Sometimes, the ACME server might be down "
+                  "for maintenance, so failing to contact it is not an immediate problem. "
+                  "Apache will continue retrying this.")
 
 
 def _response_of(e: BaseException) -> requests.Response | None:
@@ -474,7 +501,7 @@ class _Network(acme_client.ClientNetwork):
                 detail += f": {err.detail or err.title}"
             phrase = t.what.split(" ", 2)[2] if t.what.count(" ") >= 2 else f"HTTP {t.status}"
             return CAProblem(20014, phrase, err.typ if err else None, detail + where,
-                             ca_trouble="failing")
+                             ca_trouble="failing", http_status=t.status)
         if t.kind == "badNonce":
             return CAProblem(11, "Resource temporarily unavailable",
                              "urn:ietf:params:acme:error:badNonce",
@@ -544,8 +571,8 @@ class CAConnection:
                         raw = self.call(self.net.get, self.url).json()
                         # a copy: acme 2.1 replaces raw["meta"] in place with its Meta object
                         cached = (messages.Directory.from_json(copy.deepcopy(raw)), raw)
-                    except CAProblem:
-                        raise
+                    except CAProblem as p:
+                        raise directory_problem(p, self.url, self.proxy) from None
                     except Exception as e:  # noqa: BLE001 - mapped to a CAProblem
                         raise self._request_failed(e) from None
                     shared.directory, shared.directory_at = cached, time.monotonic()

@@ -8,6 +8,7 @@ the problem in the job and returns.
 from __future__ import annotations
 
 import collections
+import os
 import contextlib
 import logging
 import random
@@ -23,7 +24,7 @@ from ..core.job import Job, now_utc
 from ..core.mdjson import md_to_json
 from ..core.model import GlobalSettings, ManagedDomain
 from ..core.problem import CAProblem
-from ..core.schedule import backoff_delay, missing_reason, next_check, ready_at
+from ..core.schedule import ARI_EXPLAINED, backoff_delay, missing_reason, next_check, ready_at
 from ..notify import Messenger
 from ..store import castats, credentials, jobs, keypool
 from ..store.fs import DOMAINS, STAGING, Store, StoreError
@@ -125,7 +126,8 @@ class Driver:
 
     # -- entry point ---------------------------------------------------------------
     def run(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
-        """One renewal run; `reason` (why it is due) goes into the job log."""
+        """One renewal run; `reason` (why it is due) is the worker's to log: mod_md's
+        job log has it only for a CA's ARI explanation."""
         try:
             with self._slot(), md_lock(self.store, md.name, timeout=0):
                 return self._run_locked(md, reason)
@@ -153,8 +155,9 @@ class Driver:
             job.ca_index = (job.ca_index + 1) % n  # failover: round robin over ca.urls
             self._purge_staged_set(md)
         ca_url = md.ca_urls[job.ca_index % n] if n else ""
+        reset = not self._staging_current(md)  # before this run writes staging's md.json
         job.start_run()
-        if reason:
+        if reason and reason.startswith(ARI_EXPLAINED):
             job.progress(None, reason)
         # written again, durably, once the account is known
         self.store.write_json(STAGING, md.name, "md.json", md_to_json(md, ca_url=ca_url),
@@ -165,7 +168,7 @@ class Driver:
                 tailscale.obtain(self.store, md, ca_url,
                                  lambda a, d: self._progress(job, md, a, d), self.stop)
             else:
-                self._obtain(md, job, ca_url, setups)
+                self._obtain(md, job, ca_url, setups, reset)
         except CAProblem as p:
             return self._failed(md, job, p, ca_url)
         except StoreError as e:
@@ -210,10 +213,32 @@ class Driver:
                 self._local.held = self.slots.acquire(timeout=IDLE_BACK, back=True)
 
     # -- the protocol ------------------------------------------------------------------
-    def _obtain(self, md: ManagedDomain, job: Job, ca_url: str, setups: list[Setup]) -> None:
-        self._progress(job, md, f"Contacting ACME server for {md.name} at {ca_url}", save=True)
+    def _staging_current(self, md: ManagedDomain) -> bool:
+        """mod_md keeps a staging area whose md.json is not older than the live one."""
+        try:
+            staged = os.stat(self.store.fspath(STAGING, md.name, "md.json")).st_mtime
+        except OSError:
+            return False
+        try:
+            return staged >= os.stat(self.store.fspath(DOMAINS, md.name, "md.json")).st_mtime
+        except OSError:
+            return True
+
+    def _obtain(self, md: ManagedDomain, job: Job, ca_url: str, setups: list[Setup],
+                reset: bool = True) -> None:
+        # The job log follows mod_md's driver step by step (its md_result changes: an
+        # activity, or the activity with what it learnt), so that md-status reads alike.
         types = preferred_types(md, self.settings)
         check_names(md, types, self.settings)
+        self._progress(job, md, None, f"MDomain {md.name} initialized with support for ACME "
+                                      f"challenges {' '.join(types)}")
+        self._progress(job, md, "Checking staging area")
+        if reset:
+            self._progress(job, md, "Resetting staging area")
+        self._progress(job, md, "Assessing current status")
+        if reset:
+            self._progress(job, md, f"Resetting staging for {md.name}")
+        self._progress(job, md, f"Contacting ACME server for {md.name} at {ca_url}", save=True)
         for spec in md.keyspecs:  # a key spec that cannot be made fails before the CA
             self._check_spec(md, spec)
         conn = CAConnection(ca_url, ca_certs=md.ca_certs, proxy=md.proxy_url,
@@ -222,6 +247,8 @@ class Driver:
         conn.idle = self._idle
         meta = conn.meta
         profile = self._profile(md, meta)
+        self._progress(job, md, f"Driving ACME to renew {md.keyspecs[0].name} certificate "
+                                f"for {md.name}")
         self._progress(job, md, f"Selecting account to use for {md.name}")
         keys: dict = {}
 
@@ -243,19 +270,23 @@ class Driver:
                               mode=accounts.SECRET_MODE if md.eab_hmac else None,
                               sync_dir=False)
         if account.new:
-            replaced = (f"; the unusable account(s) {', '.join(account.replaced)} were set aside"
-                        if account.replaced else "")
-            self._progress(job, md, None, f"Registered a new account {account.id} at "
-                                          f"{conn.url}{replaced}")
-        self._progress(job, md, None, f"Using account {account.id}")
+            self._progress(job, md, f"Creating new ACME account for {md.name}")
+            if account.replaced:
+                self._progress(job, md, None, f"the unusable account(s) "
+                                              f"{', '.join(account.replaced)} were set aside")
+            log.info("%s: registered a new account %s at %s", md.name, account.id, conn.url)
         # `replaces` only where it can mean something: ARI on, offered by this CA,
         # and the current certificate issued by this very CA.
         ari = bool(md.ari_renewals and conn.has_renewal_info
                    and credentials.issuer_url(self.store, md) == ca_url)
-        for spec in md.keyspecs:
+        for i, spec in enumerate(md.keyspecs):
             self._check_stop()
+            if i:
+                self._progress(job, md, f"Driving ACME to renew {spec.name} certificate "
+                                        f"for {md.name}")
+                self._progress(job, md, f"Selecting account to use for {md.name}")
             replaces = self._replaces(md, spec) if ari else None
-            self._progress(job, md, f"Creating new order, key-spec={spec.name}, "
+            self._progress(job, md, f"Creating new order, key-spec={spec.label}, "
                                     f"profile={profile or 'none'}, "
                                     f"replacing-cert={replaces or 'none'}")
             order = conn.new_order(identifiers(md.domains), profile, replaces)
@@ -265,11 +296,16 @@ class Driver:
                 "challenge-setups": [s.to_json() for s in setups],
                 "finalize": order.body.finalize}, durable=False)
             self._authorize(conn, md, job, order, types, setups)
+            self._progress(job, md, "Waiting for order to become ready")
+            self._progress(job, md, f"Finalizing order for {md.name}")
             self._progress(job, md, f"Creating {spec.name} CSR")
             key = keys[spec.name]
             csr = crypto.make_csr(key, md.domains, md.must_staple)
             self._progress(job, md, f"Submitting {spec.name} CSR to CA")
             cert_url = conn.finalize(order, csr)
+            self._progress(job, md, "Waiting for finalized order to become valid")
+            self._progress(job, md, None, "ACME server order status is 'valid'.")
+            self._progress(job, md, "Waiting for finalized order to become valid")
             self._progress(job, md, f"Retrieving {spec.name} certificate chain for {md.name}")
             pem = conn.download(cert_url)
             chain = crypto.load_chain(pem.encode() if isinstance(pem, str) else pem)
@@ -323,11 +359,15 @@ class Driver:
         Types are tried in order; a type whose setup fails (the pre-flight, the DNS
         command, MDMessageCmd's challenge-setup) gives way to the next, as in mod_md."""
         pending = []
+        self._progress(job, md, "Starting challenges for domains")
         for authzr in order.authorizations:
             if authorized(authzr):
                 continue
             body = authzr.body
             domain = body.identifier.value
+            self._progress(job, md, None, f"{domain}: selecting suitable authorization "
+                                          f"challenge type, this domain supports "
+                                          f"{' '.join(types)}")
             candidates = authz_types(types, domain, bool(getattr(body, "wildcard", False)))
             offered = {c.chall.typ: c for c in body.challenges}
             chosen = None
@@ -353,9 +393,12 @@ class Driver:
                                 f"usable here: {', '.join(candidates) or 'none'}.")
             conn.answer(authzr, chosen)
             pending.append(authzr)
+        self._progress(job, md, f"Monitoring challenge status for {md.name}")
         if pending:
-            self._progress(job, md, f"Monitoring challenge status for {md.name}")
             conn.await_authorizations(pending)
+        for authzr in order.authorizations:
+            self._progress(job, md, None, f"domain authorization for "
+                                          f"{authzr.body.identifier.value} is valid")
 
     def _set_up(self, conn, md, job, typ, domain, challb, setups) -> None:
         key_authz = conn.key_authorization(challb)
@@ -401,9 +444,11 @@ class Driver:
         complete = credentials.uses_managed(self.store, md) and missing_reason(md, active) is None
         valid_from = ready_at(max(i.not_before for i in staged.values() if i), active, complete,
                               self.settings.activation_delay, now_utc())
+        when = valid_from.strftime('%a, %d %b %Y %H:%M:%S GMT')
         job.succeed(valid_from, "The certificate for the managed domain has been renewed "
-                                f"successfully and can be used (valid since "
-                                f"{valid_from.strftime('%a, %d %b %Y %H:%M:%S GMT')}).")
+                    + (f"successfully and can be used from {when} on." if valid_from > now_utc()
+                       else f"successfully and can be used (valid since {when}). A graceful "
+                            "server restart now is recommended."))
         self._notify_renewed(md, job)
         jobs.save(self.store, STAGING, job)
         return RunResult(md.name, "renewed", "certificates staged", job)
@@ -433,6 +478,8 @@ class Driver:
         if p.description != "Stopped":  # a shutdown is no failure
             castats.record(self.store, ca_url, request_failed=p.ca_url is not None,
                            renewed=False, problem=p.problem or p.description)
+        if p.detail or p.problem:  # mod_md: the activity with what went wrong, then the error
+            job.progress(job.last.get("activity"), p.detail, p.problem)
         job.fail(p.status, p.description, p.problem, p.detail, subproblems=p.subproblems)
         delay = backoff_delay(job.errors, self.settings.retry_delay, p.problem, self.rnd)
         if p.retry_after:
@@ -455,6 +502,8 @@ class Driver:
         """What the run does now (md-status `renewal.last.activity`, as mod_md says it),
         or a `detail` it learnt; both go into the job log (saved every
         PROGRESS_SAVE_EVERY seconds at most, or now with `save`)."""
+        if activity is None and detail:
+            activity = job.last.get("activity")  # mod_md's result keeps its activity
         job.progress(activity, detail)
         if save or time.monotonic() - self._saved.get(md.name, 0.0) >= PROGRESS_SAVE_EVERY:
             self._save(job)

@@ -93,6 +93,13 @@ class KeySpec:
     def rsa_bits(self) -> int:
         return self.bits or 2048
 
+    @property
+    def label(self) -> str:
+        """As mod_md names the spec of an order: "default", "rsa-2048", "ec-secp256r1"."""
+        if self.kind == "Default":
+            return "default"
+        return f"rsa-{self.rsa_bits}" if self.kind == "RSA" else f"ec-{self.curve}"
+
     def file_name(self, base: str) -> str:
         """`privkey` -> privkey.pem / privkey.secp256r1.pem (lowercased, as mod_md)."""
         if self.name.lower() == "rsa":

@@ -23,6 +23,7 @@ class CAProblem(Exception):
     # The CA's trouble, not the MD's: "unreachable" (no connection at all) or "failing"
     # (5xx, resets, timeouts that outlasted the retries); ca/outages watches those CAs.
     ca_trouble: str | None = None
+    http_status: int | None = None  # an HTTP error answer without a problem document
 
     def __str__(self) -> str:
         return self.detail or self.description

@@ -15,7 +15,7 @@ from typing import Any, Iterable
 from . import tailscale
 from .crypto import CertInfo, covers, spec_key_type
 from .jsonfmt import http_date, parse_http_date
-from .model import ManagedDomain
+from .model import ManagedDomain, MDState
 
 MAX_BACKOFF = 24 * 3600.0
 SHORT_LIVED = timedelta(days=10)
@@ -86,6 +86,14 @@ def missing_reason(md: ManagedDomain, certs: dict[str, CertInfo | None]) -> str 
     why = _missing_reason(md, certs)
     _missing[key] = (md, why)
     return why
+
+
+def md_state(md: ManagedDomain, managed: bool,
+             certs: dict[str, CertInfo | None]) -> tuple[MDState, str | None]:
+    """mod_md's `state` and `state-descr` of an MD (md.json and md-status)."""
+    reason = missing_reason(md, certs) if managed else (
+        None if all(certs.values()) else "certificate files are missing")
+    return (MDState.INCOMPLETE if reason else MDState.COMPLETE), reason
 
 
 def _missing_reason(md: ManagedDomain, certs: dict[str, CertInfo | None]) -> str | None:
@@ -261,9 +269,12 @@ def ari_next_poll(entries: Iterable[dict[str, Any] | None]) -> datetime | None:
     return min(times) if times else None
 
 
+ARI_EXPLAINED = "Renewal triggered by CA via ARI, explanation at "  # mod_md's job log has it
+
+
 def ari_reason(explanation_url: str | None) -> str:
-    text = "Renewal triggered by CA via ARI"
-    return f"{text}, explanation at {explanation_url}" if explanation_url else text
+    return f"{ARI_EXPLAINED}{explanation_url}" if explanation_url \
+        else "Renewal triggered by CA via ARI"
 
 
 def _rfc3339(text: Any) -> datetime | None:

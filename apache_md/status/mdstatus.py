@@ -24,8 +24,8 @@ from ..core.facts import MDFacts
 from ..core.job import Job, now_utc
 from ..core.jsonfmt import http_date, parse_http_date, period, put
 from ..core.mdjson import md_to_json
-from ..core.model import GlobalSettings, ManagedDomain, MDState
-from ..core.schedule import missing_reason, renew_at, window_start
+from ..core.model import GlobalSettings, ManagedDomain
+from ..core.schedule import md_state, renew_at, window_start
 from ..store import credentials, jobs, staples
 from ..store.facts import read as read_facts
 from ..store.fs import DOMAINS, STAGING, Store
@@ -157,8 +157,7 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
     now = now or now_utc()
     facts = facts or read_facts(store, md)
     active, managed, issuer, ca = facts.active, facts.managed, facts.issuer, facts.ca
-    reason = missing_reason(md, active) if managed else (
-        None if all(active.values()) else "certificate files are missing")
+    state, reason = md_state(md, managed, active)
     job = facts.job
     if job is not None and not job_seems_valid(store, md, job):
         job = None
@@ -168,8 +167,7 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
     # from domains/<md>/md.json; none before the first one, none for static files. The
     # CA a renewal uses is `renewal.ca-url`.
     obj = md_to_json(md, ca_url=ca.get("url") if managed else None, account=ca.get("account"),
-                     state=MDState.INCOMPLETE if reason else MDState.COMPLETE,
-                     state_descr=reason, public=True)
+                     state=state, state_descr=reason, public=True)
     obj["cert"] = certs_json(active)
     staples.add_status(obj["cert"], store, md, active, settings, with_log)
     if managed:

@@ -152,7 +152,7 @@ def test_md_status_shows_the_running_renewal_and_keeps_it_after(env, recorder):
                           "detail": "Setting up challenge 'http-01' for domain one.test"}
     details = [e.get("detail") for e in entries]
     assert details.index(job["last"]["activity"]) < details.index(
-        "Creating new order, key-spec=rsa, profile=none, replacing-cert=none")
+        "Creating new order, key-spec=default, profile=none, replacing-cert=none")
     assert entries[-1]["type"] == "message-renewing"
     assert proc.returncode == 0, out
     after = md_status(env, "one.test")["renewal"]  # renew wrote it before it exited

@@ -120,7 +120,8 @@ def test_certificate_in_renew_window_is_replaced_with_messages_in_order(env, mes
     job["next-run"] = format_datetime(datetime.now(timezone.utc), usegmt=True)  # time passes
     job_file.write_text(json.dumps(job))
 
-    worker_once(env)
+    out = worker_once(env)
+    assert "one.test (renewal window reached (1900d))" in out, out  # why, in the worker's log
     serial2 = serial_of(env, "one.test")
     assert serial2 and serial2 != serial1
     env.await_served("one.test", serial2)
@@ -130,13 +131,16 @@ def test_certificate_in_renew_window_is_replaced_with_messages_in_order(env, mes
     setups = [m for m in again[1:] if "challenge-setup" in m]
     assert again[1 + len(setups):] == ["notify one.test", "msg renewed one.test",
                                        "msg installed one.test"]
-    # the activated job keeps mod_md's message-<reason> entries and why it ran
+    # the activated job keeps mod_md's message-<reason> entries, and its steps as mod_md's
     job = read_json(env.store / "domains" / "one.test" / "job.json")
     types = log_types(job)
     assert types.index("message-renewing") < types.index("starting") \
         < types.index("message-renewed") < types.index("message-installed")
     details = [e.get("detail", "") for e in job["log"]["entries"]]
-    assert any("renewal window reached (1900d)" in d for d in details)
+    i = details.index("Monitoring challenge status for one.test")  # newest first
+    assert sorted(details[i - 2:i]) == [
+        f"Monitoring challenge status for one.test: domain authorization for {d} is valid"
+        for d in ("one.test", "www.one.test")], details
 
 
 # -- configuration changes ------------------------------------------------------------------

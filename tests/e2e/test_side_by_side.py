@@ -11,7 +11,9 @@ additions (README, Monitoring).
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import signal
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -271,6 +273,85 @@ def test_a_renewal_waiting_for_its_activation_reads_as_mod_mds(server, tmp_path)
     ours = answers(s, ["renew.test"], ["renew.test"])
     assert same(served(a.https_port, "renew.test"), hexserial(old.certificate))
     found = [f"{key}{d}" for key in theirs for d in differences(ours[key], theirs[key])]
+    found += [f"md.json {n}{d}" for n, m in stored.items()
+              for d in differences(md_jsons(s).get(n), m)]
+    assert not found, "\n".join(found)
+
+
+DATE = re.compile(r"\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT")
+
+
+BAD_NONCE = "problem: urn:ietf:params:acme:error:badNonce"
+NEW_ACCOUNT = re.compile(r"Creating new ACME account for \S+$")
+
+
+def renewal_story(st: dict) -> dict:
+    """What one renewal did, as md-status tells it, without its times, serials and the
+    backoff's jitter (mod_md's is +-50%). Which MD registers the account that all share
+    is a race: `account` says whether this one did. The CA lists an order's
+    authorizations in any order: `www.` names are read as the names they precede. Pebble
+    refuses a twentieth of the nonces at random: mod_md notes each, apache-md retries."""
+    r = st.get("renewal", {})
+    last = {k: v for k, v in r.get("last", {}).items() if k != "valid-from"}
+    log = [[e["type"].replace("www.", ""),
+            DATE.sub("<date>", e.get("detail", "")).replace("www.", "")]
+           for e in r.get("log", {}).get("entries", []) if BAD_NONCE not in e.get("detail", "")]
+    return {"state": st["state"], "state-descr": st.get("state-descr"), "renew": st.get("renew"),
+            "finished": r.get("finished"), "errors": r.get("errors"), "last": last,
+            "log": [e for e in log if not NEW_ACCOUNT.match(e[1])],
+            "account": any(NEW_ACCOUNT.match(e[1]) for e in log)}
+
+
+def test_renewals_on_fresh_stores_read_as_mod_mds(server):
+    """The same configuration on a fresh store under each, one after the other: every
+    step of each renewal in the job log as mod_md writes it, the same errors for a CA
+    that cannot be reached or answers 404 for its directory, the same md.json files."""
+    s, a = server, server.apache
+    mds = ("MDRetryDelay 1h\n"
+           "<MDomain down.test>\n    MDCertificateAuthority https://localhost:9/dir\n"
+           "</MDomain>\n"
+           f"<MDomain nodir.test>\n    MDCertificateAuthority {s.front.directory_url}x\n"
+           "</MDomain>\n"
+           "MDomain ok.test www.ok.test\n"
+           "<MDomain ec.test>\n    MDPrivateKeys secp384r1\n</MDomain>\n")
+    vhosts = [("down.test", [], "down.test"), ("nodir.test", [], "nodir.test"),
+              ("ok.test", ["www.ok.test"], "ok.test"), ("ec.test", [], "ec.test")]
+    names = [md for _, _, md in vhosts]
+
+    def stories() -> dict:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                got = {n: s.http_status(n) for n in names}
+            except ValueError:  # apache-md's 503 before its first snapshot
+                got = {}
+            if got and all(got[n].get("renewal", {}).get("errors")
+                           or got[n].get("renewal", {}).get("finished") for n in names):
+                return {n: renewal_story(m) for n, m in got.items()}
+            assert time.monotonic() < deadline, got
+            time.sleep(0.5)
+
+    s.a2enmod_md()
+    s.mod_md_site(mds, vhosts)
+    a.start()
+    theirs, stored = stories(), md_jsons(s)
+    assert theirs["down.test"]["last"]["status"] == 111, theirs["down.test"]
+    assert theirs["nodir.test"]["last"]["status"] == 11, theirs["nodir.test"]
+    assert theirs["ok.test"]["finished"] and theirs["ec.test"]["finished"], theirs
+
+    a.stop()
+    shutil.rmtree(s.store)
+    s.store.mkdir()
+    s.install_package()
+    s.a2dismod_md()
+    s.apache_md_site(mds, vhosts)
+    s.a2enconf_apache_md()
+    a.start()
+    s.worker.send_signal(signal.SIGHUP)  # systemctl start apache2: the worker reads it
+    ours = stories()
+    for side in (theirs, ours):
+        assert sum(m.pop("account") for m in side.values()) == 1, side
+    found = [f"{n}{d}" for n in names for d in differences(ours[n], theirs[n])]
     found += [f"md.json {n}{d}" for n, m in stored.items()
               for d in differences(md_jsons(s).get(n), m)]
     assert not found, "\n".join(found)

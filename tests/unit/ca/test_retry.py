@@ -155,12 +155,29 @@ def test_5xx_is_retried_in_place(flaky):
     assert len(flaky.times) == 3
 
 
-def test_a_ca_that_keeps_failing_is_named_with_the_step_and_the_tries(flaky):
+def test_a_ca_that_keeps_failing_is_named_with_the_step_and_the_tries(flaky, caplog):
+    """In the log; the renewal's error reads as mod_md's (md_acme_setup)."""
     flaky.script = [(502, {})] * 3
     with pytest.raises(CAProblem) as e:
         CAConnection(flaky.url + "dir").directory  # noqa: B018
     p = e.value
-    assert p.detail.startswith("the CA answered 502 Bad Gateway to directory, 3 tries")
+    assert "the CA answered 502 Bad Gateway to directory, 3 tries" in caplog.text
+    assert p.detail == (f"The ACME server at <{flaky.url}dir> responded with HTTP status 502. "
+                        "This is unusual. Please verify that the URL is correct and that you "
+                        "can indeed make request from the server to it by other means, e.g. "
+                        "invoking curl/wget.")
+    assert p.ca_trouble == "failing"
+    assert (p.status, p.description) == (11, "Resource temporarily unavailable")
+
+
+def test_a_ca_that_keeps_failing_later_is_named_with_the_step_and_the_tries(flaky):
+    conn = CAConnection(flaky.url + "dir")
+    conn.directory  # noqa: B018
+    flaky.script = [(502, {})] * 3
+    with pytest.raises(CAProblem) as e:
+        conn.call(conn.net.get, flaky.url + "order", step="new-order")
+    p = e.value
+    assert p.detail.startswith("the CA answered 502 Bad Gateway to new-order, 3 tries"), p
     assert "<Response" not in p.detail and p.ca_trouble == "failing"
     assert p.description == "Bad Gateway"
 
