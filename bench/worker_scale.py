@@ -28,6 +28,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -127,8 +128,10 @@ def run_once(apache: Apache) -> dict:
             "maxrss_mb": ru.ru_maxrss / 1024}
 
 
-def run_live(apache: Apache, tmp: Path) -> dict:
-    """A long-running worker: RSS once it reports its first cycle done (sd_notify)."""
+def run_live(apache: Apache, tmp: Path, code: Path = REPO) -> dict:
+    """A long-running worker (apache-md from the checkout `code`): RSS and CPU once it
+    reports its first cycle done (sd_notify), and the wall and CPU of its stop (SIGTERM
+    until it exits: systemd kills a worker that takes longer than its stop timeout)."""
     sock_path = str(tmp / "notify.sock")
     Path(sock_path).unlink(missing_ok=True)  # an earlier run's
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -136,8 +139,9 @@ def run_live(apache: Apache, tmp: Path) -> dict:
     sock.settimeout(0.2)
     p = subprocess.Popen(APACHE_MD + ["-f", str(apache.main_conf), "worker",
                                       "--reload-command", "true"],
-                         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         cwd=code, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          env=dict(os.environ, NOTIFY_SOCKET=sock_path))
+    out: dict = {}
     try:
         def cycled():
             try:
@@ -145,12 +149,41 @@ def run_live(apache: Apache, tmp: Path) -> dict:
             except socket.timeout:
                 return p.poll() is not None and SystemExit("worker exited")
         wait(cycled, 300, "the live worker's first cycle", interval=0)
-        return {"rss_mb": rss_kb(p.pid) / 1024, "hwm_mb": rss_kb(p.pid, "VmHWM") / 1024,
-                "pss_mb": pss_kb(p.pid) / 1024}
+        out.update(rss_mb=rss_kb(p.pid) / 1024, hwm_mb=rss_kb(p.pid, "VmHWM") / 1024,
+                   pss_mb=pss_kb(p.pid) / 1024, cpu=proc_cpu(p.pid))
     finally:
+        t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
-        p.wait(120)
+        _, _, ru = os.wait4(p.pid, 0)
+        p.returncode = 0
+        out["stop_wall"] = time.monotonic() - t0
+        if "cpu" in out:
+            out["stop_cpu"] = ru.ru_utime + ru.ru_stime - out["cpu"]
         sock.close()
+    return out
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used itself (not its children)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def restarts(apache: Apache, codes: list[Path], k: int) -> None:
+    """k live workers in a row for each checkout in `codes`, on the same store: a
+    restart's first cycle (CPU, RSS) and stop (wall, CPU). The first run of each
+    checkout follows the other's stop (or the store's build): its figures say what a
+    switch costs, the later ones what a restart of the same code does."""
+    say(f"{'code':28} {'run':>3} {'1st cycle CPU s':>15} {'RSS MB':>7} {'peak MB':>8} "
+        f"{'stop wall s':>11} {'stop CPU s':>10}  load")
+    for code in codes:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(code / "apache_md")],
+                       check=True, stdout=subprocess.DEVNULL)  # as Debian ships them
+        for i in range(k):
+            r = run_live(apache, apache.root, code)
+            say(f"{str(code)[-28:]:28} {i + 1:3d} {r['cpu']:15.2f} {r['rss_mb']:7.1f} "
+                f"{r['hwm_mb']:8.1f} {r['stop_wall']:11.2f} {r['stop_cpu']:10.2f}  "
+                f"{loadavg()}")
 
 
 def cycle_cpu(apache: Apache, cycles: int = 3) -> list[float]:
@@ -202,6 +235,12 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=1000, help="managed domains (default 1000)")
     ap.add_argument("--no-apache", action="store_true",
                     help="skip the Apache memory comparison (Apache need not run)")
+    ap.add_argument("--restarts", type=int, metavar="K",
+                    help="only live workers: K in a row for each checkout of --code "
+                         "(a restart's first cycle and its stop), nothing else")
+    ap.add_argument("--code", default=str(REPO), metavar="DIR[,DIR]",
+                    help="with --restarts: the checkouts whose apache-md runs, in turn "
+                         "(default this one)")
     args = ap.parse_args()
     load = loadavg()
     domains = names(args.n)
@@ -217,6 +256,10 @@ def main() -> int:
         built = build_store(amd, store, domains)
         amd.write_conf("00-apache-md", apache_md(amd, "apache-conf").stdout)
         apache_md(amd, "activate")  # the includes, as after installation
+        if args.restarts:
+            restarts(amd, [Path(c).resolve() for c in args.code.split(",")], args.restarts)
+            say(f"load average {load} before, {loadavg()} after, {os.cpu_count()} CPUs")
+            return 0
         say("apache-md worker --once (x2), a live worker, Worker.cycle() ...")
         cold = run_once(amd)
         warm = run_once(amd)
