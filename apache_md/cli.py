@@ -413,7 +413,7 @@ def cmd_renew(args) -> int:
             fleet.close()  # its locks go with its lease
     if bar and todo:
         bar.end()
-    snapshot.write_snapshot(store, config, renderer)
+    snapshot.write_snapshot(store, config, renderer, persist=True)
     failed = sum(r.outcome in ("failed", "vetoed", "busy") for r in results)
     if todo and not failed:
         print("New certificates are staged; run 'apache-md activate' to put them live.")

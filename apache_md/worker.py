@@ -96,15 +96,19 @@ class Worker:
 
     # -- signals ---------------------------------------------------------------------------
     def install_signals(self) -> None:
+        def later(*events: threading.Event) -> None:
+            # Not set() in the handler: it runs in the main thread, maybe inside wait()
+            # of one of these events while that holds the event's lock, and set() takes
+            # the lock too (a SIGTERM hung the worker until systemd killed it).
+            threading.Thread(target=lambda: [e.set() for e in events], daemon=True).start()
+
         def on_term(signum, frame):
             log.info("received %s, stopping", signal.Signals(signum).name)
-            self.stop.set()
-            self.wake.set()
+            later(self.stop, self.wake)
 
         def on_hup(signum, frame):
             log.info("received SIGHUP, re-reading the configuration")
-            self.reread.set()
-            self.wake.set()
+            later(self.reread, self.wake)
         signal.signal(signal.SIGTERM, on_term)
         signal.signal(signal.SIGINT, on_term)
         signal.signal(signal.SIGHUP, on_hup)
@@ -244,7 +248,9 @@ class Worker:
             self.fleet.close()  # its locks go at once, not after the lease TTL
         if self.store is not None:
             state.clear_worker_info(self.store)
-            self.write_snapshot()  # says: no worker runs
+            # says no worker runs (the MDs' pieces keep what it planned) and leaves what
+            # it made for the next start
+            self.write_snapshot(persist=True)
         log.info("stopped")
         return 1 if self.refused or self.stuck else 0
 
@@ -477,12 +483,14 @@ class Worker:
             self.write_snapshot()
         return changed
 
-    def write_snapshot(self, known: dict | None = None) -> None:
-        """`known`: the MDs' facts as the cycle read them (others are read)."""
+    def write_snapshot(self, known: dict | None = None, persist: bool | None = None) -> None:
+        """`known`: the MDs' facts as the cycle read them (others are read); `persist`:
+        as snapshot.write_snapshot's."""
         try:
             if not self.stop.is_set():
                 state.write_worker_info(self.store, self.next_cycle)
-            snapshot.write_snapshot(self.store, self.config, self._renderer, facts=known)
+            snapshot.write_snapshot(self.store, self.config, self._renderer, facts=known,
+                                    persist=persist)
         except (StoreError, OSError) as e:
             log.error("cannot write the status snapshot: %s", e)
 

@@ -147,8 +147,12 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
               requested: set[str] | None = None,
               activation_state: dict | None = None,
               settings: GlobalSettings | None = None,
-              facts: MDFacts | None = None, notes: dict | None = None) -> dict[str, Any]:
+              facts: MDFacts | None = None, notes: dict | None = None,
+              planned: dict | None = None) -> dict[str, Any]:
     """The md-status object of one MD; `facts` as store/facts.read() gives them.
+    `worker` is the running worker's info (None: none runs), `planned` the info of the
+    worker whose plan `next-check` shows (default `worker`: status/snapshot.py passes
+    the last one's once it stopped).
 
     It depends on the clock only where it compares `now` with renew-at and the job's
     next-run and valid-from; `notes` (status/snapshot.py, which keeps an MD's pieces
@@ -196,7 +200,8 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
                                    (act.get("served") or {}).get(md.name),
                                    (act.get("repaired") or {}).get(md.name))
     own = own_check(md, job, at, now)
-    put(obj, "next-check", http_date(next_check(own, now, worker)))
+    put(obj, "next-check", http_date(next_check(own, now, worker if planned is None
+                                                  else planned)))
     if notes is not None:
         notes.update(at=at, moving=at is now, job=job, own=own)
     put(obj, "last-renewal", http_date(_last_renewal(store, md, job)))

@@ -29,22 +29,26 @@ fills them; `published()` reads them through it, so the format has one reader.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
+import sys
+import time
 import zlib
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Iterator
 
-from .. import MOD_MD_COMPAT_VERSION
+from .. import MOD_MD_COMPAT_VERSION, __version__
 from ..core.job import now_utc
 from ..core.jsonfmt import dumps, http_date
 from ..core.facts import MDFacts
 from ..core.model import Config
 from ..store import broken, castats, staples
 from ..store.fs import ONE_NAME, STATUS, STATUS_ONE, Store, StoreError, atomic_write, fsync_dir
+from ..store.changes import stamp
 from ..store.locks import store_lock
 from ..store.state import (
     activation_requested,
@@ -54,7 +58,7 @@ from ..store.state import (
 )
 from ..wsgi import app
 from . import condition, metrics, page
-from ..store.facts import read as read_facts
+from ..store.facts import read as read_facts, signature_of as facts_signature
 from .mdstatus import _cert_status_keys, _without_logs, cert_status, md_status, next_check
 
 SNAPSHOT = (STATUS, "snapshot", "status.json")  # the index
@@ -77,13 +81,14 @@ class _Made:
     MD's pieces stand as they are and nothing of it is made again."""
 
     __slots__ = ("obj", "page", "state", "file", "pieces", "inputs", "until", "own",
-                 "check", "renewal")
+                 "check", "renewal", "digest")
 
-    def __init__(self, obj: int, page_key: int, state: Any, file: str,
+    def __init__(self, obj: int | None, page_key: tuple, state: Any, file: str,
                  pieces: dict[str, str] | None):
         self.obj, self.page, self.state, self.file, self.pieces = \
             obj, page_key, state, file, pieces
         self.inputs = self.until = self.own = self.check = self.renewal = None
+        self.digest: str | None = None  # of `inputs`, the same in the next process (MADE)
 
 
 class Renderer:
@@ -99,7 +104,13 @@ class Renderer:
         self._last: dict[str, _Made] = {}
         self.written: set[str] = set()  # piece files this writer knows are on disk
         self.index: tuple | None = None  # the index file as this writer last wrote it
-        self.one: dict[str, str] = {}  # MD -> the piece file its one/ file was made from
+        # MD -> the piece file its one/ file was made from, and a hash of that file's
+        # identity (what the next process checks before it believes MADE)
+        self.one: dict[str, tuple[str, int]] = {}
+        self.planned: dict[str, Any] | None = None  # the worker info next-check shows
+        self.saved: dict[str, list] | None = None  # MADE as the last writer left it
+        self.dirty = False  # something MADE holds changed since this writer saved it
+        self.saved_at: float | None = None  # monotonic time of its last save
 
     def made(self, name: str) -> _Made | None:
         return self._last.get(name)
@@ -171,6 +182,117 @@ def _old_pieces(store: Store, last: _Made | None) -> dict[str, str] | None:
         return None
 
 
+# What a writer made, for the next process (`apache-md activate`, a restarted worker):
+# per MD a digest of the inputs of its pieces and what else a _Made holds, and which
+# piece file each one/ file was made from. A new writer takes an MD's pieces from it
+# rather than making them again when its inputs give the same digest (at 10,000 MDs,
+# making every MD again was 18-20 s of a restarted worker's first cycle). Its loss
+# costs that work only: piece files are named by their content, and the digest covers
+# everything they are made of, so a stale entry is never taken.
+MADE = (STATUS, "snapshot", "made.json")
+# A writer saves it at most this often (and when asked to, at a stop): while a drive
+# rewrites the snapshot twice a second, 10,000 entries each time would be a tenth of
+# the write.
+SAVE_EVERY = 30.0
+_PIECE_FILE = re.compile(r"^[0-9a-f]{32}\.json$")
+
+
+@functools.cache
+def _code() -> str:
+    """apache-md's modules as this process runs them (and Python's version, which the
+    facts' signature hash depends on): MADE is believed by the same code only."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.blake2b(f"{__version__} {sys.version}".encode(), digest_size=16)
+    for where, _, names in sorted(os.walk(root)):
+        for name in sorted(n for n in names if n.endswith(".py")):
+            st = os.stat(os.path.join(where, name))
+            h.update(f"{where}/{name} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def _digest(signature: int, inputs: tuple, settings_key: str) -> str:
+    """The inputs of an MD's pieces, the same in the next process: its facts by the
+    signature of the files they were read from (store/facts.py), the rest by repr
+    (dataclasses, strings, numbers, datetimes: no object addresses)."""
+    md, _facts, _settings, *rest = inputs
+    text = repr((signature, md, settings_key, rest))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def _revive(entry: Any, inputs: tuple, digest: Callable[[], str | None]) -> _Made | None:
+    """An MD's _Made as MADE has it, when its inputs are what they were then."""
+    try:
+        want, file, until, own, check, condition, renewal = entry
+        if not (isinstance(file, str) and _PIECE_FILE.match(file) and isinstance(condition, str)
+                and isinstance(renewal, (str, type(None)))):
+            return None
+        if want != digest():
+            return None
+        m = _Made(None, (None, page.Moment(condition, False, None), None), None, file, None)
+        m.until, m.own, m.check = (None if t is None else datetime.fromisoformat(t)
+                                   for t in (until, own, check))
+    except (TypeError, ValueError):
+        return None
+    m.inputs, m.digest, m.renewal = inputs, want, renewal
+    return m
+
+
+def _load(store: Store, r: Renderer) -> None:
+    r.saved = {}
+    try:
+        with open(store.path(*MADE), "rb") as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError):
+        return
+    if not isinstance(data, dict) or data.get("code") != _code():
+        return
+    mds, planned, one = data.get("mds"), data.get("planned"), data.get("one")
+    if isinstance(mds, dict):
+        r.saved = mds
+    if isinstance(planned, dict):
+        r.planned = planned
+    if isinstance(one, dict):
+        r.one = {name: (v[0], v[1]) for name, v in one.items()
+                 if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
+                 and isinstance(v[1], int)}
+        _check_ones(store, r)
+
+
+def _check_ones(store: Store, r: Renderer) -> None:
+    """Forget the one/ files that are not as this writer left them (another wrote them,
+    or someone by hand): those are compared with their pieces again."""
+    d = os.fspath(store.path(*STATUS_ONE))
+    for name, (_, ident) in list(r.one.items()):
+        try:
+            same = _one_identity(os.stat(os.path.join(d, f"{name}.json"))) == ident
+        except OSError:
+            same = False
+        if not same:
+            del r.one[name]
+
+
+def _one_identity(st: os.stat_result) -> int:
+    return hash(stamp(st))  # ints only: the same in the next process
+
+
+def _save(store: Store, r: Renderer, built: Built, persist: bool | None) -> None:
+    """MADE, when it changed: `persist` None at most every SAVE_EVERY, True now."""
+    if not r.dirty or persist is False:
+        return
+    clock = time.monotonic()
+    if persist is None and r.saved_at is not None and clock - r.saved_at < SAVE_EVERY:
+        return
+    iso = lambda t: None if t is None else t.isoformat()  # noqa: E731
+    mds = {name: [m.digest, m.file, iso(m.until), iso(m.own), iso(m.check),
+                  m.page[1].condition, m.renewal]
+           for name, m in built.made.items() if m.digest is not None and m.until is not None}
+    data = {"code": _code(), "planned": r.planned, "mds": mds,
+            "one": {name: list(v) for name, v in r.one.items() if name in built.made}}
+    # not synced: its loss costs the work it saves, nothing else
+    atomic_write(store.path(*MADE), _compact(data).encode(), 0o644, durable=False)
+    r.dirty, r.saved_at = False, clock
+
+
 def _at_hand(store: Store, r: Renderer, m: _Made) -> bool:
     """Are the pieces of `m` in memory or on disk (another writer may have taken them)?"""
     return m.pieces is not None or m.file in r.written or \
@@ -201,7 +323,15 @@ def build(store: Store, config: Config, now: datetime | None = None,
     `facts`: the MDs' facts as the caller read them in this cycle (others are read)."""
     now = now or now_utc()
     r = renderer or Renderer()
+    if r.saved is None:
+        _load(store, r)  # a new writer: what the last one made
     worker = read_worker_info(store)
+    # next-check shows what the running worker plans, or once it stopped what it had
+    # planned: rewriting every MD's pieces to say that no worker runs was most of a
+    # stop and of the next start at 10,000 MDs (the list page and the metrics say it)
+    planned = worker or r.planned
+    if planned != r.planned:
+        r.planned, r.dirty = planned, True
     requested = activation_requested(store)
     act_state = load_activation_state(store)
     mds = sorted(config.mds, key=lambda m: m.name)
@@ -216,14 +346,27 @@ def build(store: Store, config: Config, now: datetime | None = None,
     waiting, served, repaired = (act_state.get(k) or {} for k in ("waiting", "served",
                                                                     "repaired"))
 
+    settings_key: list[str] = []  # repr(settings), made once when first needed
+
+    def digest(md, f, inputs) -> str | None:
+        sig = facts_signature(store, md, f)
+        if sig is None:
+            return None
+        if not settings_key:
+            settings_key.append(repr(settings))
+        return _digest(sig, inputs, settings_key[0])
+
     def one(md, shown: list[dict[str, Any]] | None) -> None:
         f = (facts or {}).get(md.name) or read_facts(store, md)
-        inputs = (md, f, settings, bool(worker), md.name in (requested or ()),
-                  waiting.get(md.name), served.get(md.name),
+        # whether a worker runs shows only in a staged MD's activation detail
+        inputs = (md, f, settings, bool(worker) if f.staged_finished else None,
+                  md.name in (requested or ()), waiting.get(md.name), served.get(md.name),
                   _compact(repaired.get(md.name)), _compact(shown), page_ctx)
         last = r.made(md.name)
+        if last is None and r.saved:
+            last = _revive(r.saved.pop(md.name, None), inputs, lambda: digest(md, f, inputs))
         if last is not None and last.until is not None and now < last.until \
-                and last.inputs == inputs and last.check == next_check(last.own, now, worker) \
+                and last.inputs == inputs and last.check == next_check(last.own, now, planned) \
                 and _at_hand(store, r, last):
             old = _old_pieces(store, last) if keep else None
             if not keep or old is not None:
@@ -235,13 +378,16 @@ def build(store: Store, config: Config, now: datetime | None = None,
                 return
         notes: dict[str, Any] = {}
         obj = md_status(store, md, now, with_log=True, worker=worker, requested=requested,
-                        activation_state=act_state, settings=settings, facts=f, notes=notes)
+                        activation_state=act_state, settings=settings, facts=f, notes=notes,
+                        planned=planned)
         if shown:
             obj["broken-files"] = shown
         m = made[md.name] = _pieces(store, r, md.name, obj, now, ctx, _cert_status_keys(md),
                                     page_ctx)
         m.inputs, m.until, m.own = inputs, _until(md, obj, notes, now), notes["own"]
-        m.check, m.renewal = next_check(m.own, now, worker), metrics.renewal_state(obj)
+        m.check, m.renewal = next_check(m.own, now, planned), metrics.renewal_state(obj)
+        m.digest = digest(md, f, inputs)
+        r.dirty = True
         if emit is not None:
             emit(m)
         if keep:
@@ -262,7 +408,10 @@ def build(store: Store, config: Config, now: datetime | None = None,
     for md in mds:
         for d in md.domains:
             domains.setdefault(d, md.name)
+    if made.keys() != r._last.keys():
+        r.dirty = True  # MDs left
     r._last = made
+    r.saved = {}  # what was not taken is no more
     # mod_md's list (status_get_json): the MDs without job logs, in name order
     top: dict[str, Any] = {"version": MOD_MD_COMPAT_VERSION}
     if mds:
@@ -387,17 +536,20 @@ def snapshot(store: Store, config: Config, now: datetime | None = None,
 
 def write_snapshot(store: Store, config: Config, renderer: Renderer | None = None,
                    now: datetime | None = None,
-                   facts: Mapping[str, MDFacts] | None = None) -> None:
+                   facts: Mapping[str, MDFacts] | None = None,
+                   persist: bool | None = None) -> None:
     """Build the snapshot and publish it: the piece files not on disk yet, then the
     index (the handlers see the new snapshot from its rename on), then away with the
     piece files it no longer names. One writer at a time (the worker, `activate` as
-    root, `renew`): another's clean-up must not take files before its index names them."""
+    root, `renew`): another's clean-up must not take files before its index names them.
+    `persist`: save what was made for the next writer (MADE) now (True), at most every
+    SAVE_EVERY (None: a writer's first snapshot saves at once) or not (False)."""
     r = renderer or Renderer()
     with store_lock(store, "status-snapshot"):
         index_path = store.path(*SNAPSHOT)
-        if _identity(index_path) != r.index:
+        if r.index is not None and _identity(index_path) != r.index:
             r.written.clear()  # another writer came between: its clean-up may have run
-            r.one.clear()
+            _check_ones(store, r)
         d = _pieces_dir(store)
         where = os.fspath(d)
         new = []
@@ -416,7 +568,7 @@ def write_snapshot(store: Store, config: Config, renderer: Renderer | None = Non
         names = {m.file for m in built.made.values()}
         ones: dict[str, bytes] = {}  # one/ files that may have to change
         for name, m in built.made.items():
-            if r.one.get(name) != m.file and _ONE_NAME.match(name):
+            if r.one.get(name, ("",))[0] != m.file and _ONE_NAME.match(name):
                 text = (_old_pieces(store, m) or {}).get("md")
                 if isinstance(text, str):
                     ones[name] = text.encode("utf-8")
@@ -428,6 +580,7 @@ def write_snapshot(store: Store, config: Config, renderer: Renderer | None = Non
         _bump(store.path(STATUS, "snapshot", GENERATION))
         _clean(d, names)
         r.written &= names
+        _save(store, r, built, persist)
 
 
 def _write_ones(store: Store, r: Renderer, built: Built, ones: dict[str, bytes]) -> None:
@@ -440,12 +593,15 @@ def _write_ones(store: Store, r: Renderer, built: Built, ones: dict[str, bytes])
         try:
             with open(path, "rb") as f:
                 same = f.read() == body
+                ident = _one_identity(os.fstat(f.fileno()))
         except FileNotFoundError:
             same = False
         if not same:
             atomic_write(path, body, 0o644, sync_dir=False)
+            ident = _one_identity(os.stat(path))
             new = True
-        r.one[name] = built.made[name].file
+        r.one[name] = (built.made[name].file, ident)
+        r.dirty = True
     if new:
         fsync_dir(d)
     if set(r.one) - set(built.made) or ones:

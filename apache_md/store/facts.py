@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+import zlib
 
 from ..core import ocsp
 from ..core.crypto import CertInfo
@@ -68,11 +69,20 @@ def forget(store: Store, config: Config) -> None:
             del _cache[key]
 
 
-def _stamp(path: str) -> tuple | None:
+def signature_of(store: Store, md: ManagedDomain, facts: MDFacts) -> int | None:
+    """The signature `facts` were read under (None: not read by read(), or since read
+    again): what status/snapshot.py keeps, with the pieces made of them, for the next
+    process."""
+    with _lock:
+        hit = _cache.get((str(store.base), md.name))
+    return hit[1] if hit is not None and hit[2] is facts and hit[0] is md else None
+
+
+def _stamp(path: str) -> tuple:
     try:
         return changes.stamp(os.stat(path))
     except OSError:
-        return None
+        return ()
 
 
 def signature(store: Store, md: ManagedDomain) -> int:
@@ -94,7 +104,7 @@ def signature(store: Store, md: ManagedDomain) -> int:
     staging = store.fsdir(STAGING, md.name)
     seen = _stamp(staging)
     add(seen)
-    if seen is not None:  # mostly absent: one stat()
+    if seen:  # mostly absent: one stat()
         for f in (jobs.FILE, "md.json") + tuple(s.file_name(k) for s in md.keyspecs
                                                for k in ("pubcert", "privkey")):
             add(_stamp(os.path.join(staging, f)))
@@ -108,7 +118,9 @@ def signature(store: Store, md: ManagedDomain) -> int:
         except OSError:
             names = []
         for f in names:
-            add((f, _stamp(os.path.join(d, f))))
+            add((zlib.crc32(f.encode()), _stamp(os.path.join(d, f))))
+    # Of ints and tuples alone, no str (their hash differs from one process to the next):
+    # the same files give the same signature in the next process too.
     return hash(tuple(out))
 
 

@@ -167,3 +167,34 @@ def test_the_worker_itself_never_loads_cryptography_to_fill_the_pool(tmp_path):
                        cwd=repo, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["True", "3"]  # 2 RSA 2048, the account's RSA 3072
+
+
+def test_a_signal_arriving_inside_a_wait_does_not_hang_the_worker(monkeypatch):
+    """The handler runs in the main thread, maybe inside Event.wait() while that holds the
+    event's lock: it must not set the events itself (set() takes that lock: a SIGTERM
+    hung a worker at 1,000 MDs until it was killed)."""
+    import signal
+    import threading
+    w = Worker(lambda: None, ["true"])
+    setters: dict[str, int] = {}
+
+    class Recorded(threading.Event):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def set(self):
+            setters[self.name] = threading.get_ident()
+            super().set()
+    w.stop, w.wake, w.reread = Recorded("stop"), Recorded("wake"), Recorded("reread")
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        w.install_signals()
+        signal.getsignal(signal.SIGHUP)(signal.SIGHUP, None)
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+        assert w.stop.wait(10) and w.wake.wait(10) and w.reread.wait(10)
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+    assert set(setters) == {"stop", "wake", "reread"}
+    assert threading.get_ident() not in setters.values()
