@@ -47,7 +47,7 @@ from ..core.jsonfmt import dumps, http_date
 from ..core.facts import MDFacts
 from ..core.model import Config
 from ..store import broken, castats, staples
-from ..store.fs import ONE_NAME, STATUS, STATUS_ONE, Store, StoreError, atomic_write, fsync_dir
+from ..store.fs import ONE_NAME, STATUS, STATUS_ONE, Batch, Store, StoreError, atomic_write
 from ..store.changes import stamp
 from ..store.locks import store_lock
 from ..store.state import (
@@ -552,59 +552,68 @@ def write_snapshot(store: Store, config: Config, renderer: Renderer | None = Non
             _check_ones(store, r)
         d = _pieces_dir(store)
         where = os.fspath(d)
-        new = []
+        batch = Batch()  # the new pieces and one/ files, made durable with one sync
 
         def emit(m: _Made) -> None:
             # As soon as it is made: the texts of every MD at once were the peak of the
             # first snapshot of a worker (10 KB per MD).
             if m.file not in r.written:
                 if not os.path.exists(os.path.join(where, m.file)):
-                    atomic_write(d / m.file, _compact(m.pieces).encode(), 0o644,
-                                 sync_dir=False)
-                    new.append(m.file)
+                    batch.add(d / m.file, _compact(m.pieces).encode(), 0o644)
                 r.written.add(m.file)
             m.pieces = None  # on disk: read back when they are needed again
-        built = build(store, config, now, r, keep=False, facts=facts, emit=emit)
-        names = {m.file for m in built.made.values()}
-        ones: dict[str, bytes] = {}  # one/ files that may have to change
-        for name, m in built.made.items():
-            if r.one.get(name, ("",))[0] != m.file and _ONE_NAME.match(name):
-                text = (_old_pieces(store, m) or {}).get("md")
-                if isinstance(text, str):
-                    ones[name] = text.encode("utf-8")
-        if new:
-            fsync_dir(d)  # the files before the index that names them
-        store.write_bytes(*SNAPSHOT, _compact(built.index).encode())
-        r.index = _identity(index_path)
-        _write_ones(store, r, built, ones)
+        try:
+            built = build(store, config, now, r, keep=False, facts=facts, emit=emit)
+            names = {m.file for m in built.made.values()}
+            batch.commit(d)  # the files before the index that names them
+            ones = _changed_ones(store, r, built, batch)  # read from those files
+            store.write_bytes(*SNAPSHOT, _compact(built.index).encode())
+            r.index = _identity(index_path)
+            _place_ones(store, r, built, ones, batch)
+        finally:
+            batch.discard()
         _bump(store.path(STATUS, "snapshot", GENERATION))
         _clean(d, names)
         r.written &= names
         _save(store, r, built, persist)
 
 
-def _write_ones(store: Store, r: Renderer, built: Built, ones: dict[str, bytes]) -> None:
-    """The one/ files of the MDs whose pieces changed (those whose JSON did not are left
-    alone), and away with those of MDs the index no longer has."""
+def _changed_ones(store: Store, r: Renderer, built: Built, batch: Batch) -> list[str]:
+    """The one/ files of MDs whose pieces changed, added to `batch` where their text did
+    (the others are left alone): the names of those whose file was looked at."""
     d = store.path(*STATUS_ONE)
-    new = False
-    for name, body in ones.items():
-        path = d / f"{name}.json"
+    looked = []
+    for name, m in built.made.items():
+        if r.one.get(name, ("",))[0] == m.file or not _ONE_NAME.match(name):
+            continue
+        text = (_old_pieces(store, m) or {}).get("md")
+        if not isinstance(text, str):
+            continue
+        body, path = text.encode("utf-8"), d / f"{name}.json"
+        looked.append(name)
         try:
             with open(path, "rb") as f:
-                same = f.read() == body
-                ident = _one_identity(os.fstat(f.fileno()))
+                if f.read() == body:
+                    r.one[name] = (m.file, _one_identity(os.fstat(f.fileno())))
+                    r.dirty = True
+                    continue
         except FileNotFoundError:
-            same = False
-        if not same:
-            atomic_write(path, body, 0o644, sync_dir=False)
-            ident = _one_identity(os.stat(path))
-            new = True
-        r.one[name] = (built.made[name].file, ident)
-        r.dirty = True
-    if new:
-        fsync_dir(d)
-    if set(r.one) - set(built.made) or ones:
+            pass
+        batch.add(path, body, 0o644)
+    return looked
+
+
+def _place_ones(store: Store, r: Renderer, built: Built, looked: list[str],
+                batch: Batch) -> None:
+    """The one/ files that changed in place (after the index), and away with those of
+    MDs the index no longer has."""
+    d = store.path(*STATUS_ONE)
+    batch.commit(d)
+    for name in looked:
+        if r.one.get(name, ("",))[0] != built.made[name].file:
+            r.one[name] = (built.made[name].file, _one_identity(os.stat(d / f"{name}.json")))
+            r.dirty = True
+    if set(r.one) - set(built.made) or looked:
         keep = {f"{n}.json" for n in built.made}
         for e in _entries(d):
             if e.name not in keep and not e.name.endswith(".tmp"):

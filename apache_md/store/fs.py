@@ -199,6 +199,60 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int,
         fsync_dir(path.parent)
 
 
+class Batch:
+    """Many files written atomically and durably with one sync: each goes to a temporary
+    file, one sync(2) makes them all durable, then each is renamed into place and its
+    directory synced once (commit). For thousands of small files, the status snapshot's
+    pieces: an fsync() of each was most of the time taken writing them (ext4 commits
+    its journal at each one; 1,000 files of 9 KB: 4.6 s against 0.4 s)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, list[tuple[str, str]]] = {}  # directory -> (tmp, path)
+        self._synced = True
+
+    def add(self, path: Path, data: bytes, mode: int) -> None:
+        if os.path.dirname(os.fspath(path)) not in self._files:
+            make_dirs(Path(path).parent, 0o755)
+        path = os.fspath(path)
+        for attempt in range(100):
+            tmp = f"{path}.{os.getpid()}.{attempt}.tmp"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise StoreError(f"cannot create a temporary file next to {path}")
+        self._files.setdefault(os.path.dirname(path), []).append((tmp, path))
+        self._synced = False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)  # whatever the umask
+
+    def commit(self, directory: str | os.PathLike) -> bool:
+        """The files added in `directory` in place, durable; False when there were none."""
+        files = self._files.pop(os.fspath(directory), None)
+        if not files:
+            return False
+        if not self._synced:
+            os.sync()  # every file added so far, in whichever directory
+            self._synced = True
+        for tmp, path in files:
+            os.replace(tmp, path)
+        fsync_dir(directory)
+        return True
+
+    def discard(self) -> None:
+        """Away with the temporary files not committed (after an error)."""
+        for files in self._files.values():
+            for tmp, _ in files:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+        self._files.clear()
+
+
 class Store:
     def __init__(self, base: str | os.PathLike):
         self.base = Path(base)

@@ -134,3 +134,25 @@ def test_writes_and_new_directories_are_durable(tmp_path, monkeypatch):
     from apache_md.store.fs import rename
     rename(p, s.base / "tmp" / "moved.pem")
     assert set(synced) == {str(s.base / "tmp"), str(p.parent)}
+
+
+def test_a_batch_shows_its_files_only_once_they_are_committed(tmp_path, monkeypatch):
+    """Many files, one sync (the status snapshot's pieces): none is in place before it
+    is durable, each directory's files come with its commit, and after an error no
+    temporary file is left."""
+    from apache_md.store.fs import Batch
+    syncs = []
+    monkeypatch.setattr(os, "sync", lambda: syncs.append(1))
+    batch = Batch()
+    batch.add(tmp_path / "a" / "one.json", b"1", 0o644)
+    batch.add(tmp_path / "b" / "two.json", b"2", 0o600)
+    assert not (tmp_path / "a" / "one.json").exists()
+    assert batch.commit(tmp_path / "a") and syncs == [1]
+    assert (tmp_path / "a" / "one.json").read_bytes() == b"1"
+    assert not (tmp_path / "b" / "two.json").exists()
+    assert batch.commit(tmp_path / "b") and syncs == [1]  # synced with the first
+    assert oct((tmp_path / "b" / "two.json").stat().st_mode & 0o777) == "0o600"
+    assert not batch.commit(tmp_path / "b")
+    batch.add(tmp_path / "a" / "three.json", b"3", 0o644)
+    batch.discard()
+    assert sorted(os.listdir(tmp_path / "a")) == ["one.json"]
