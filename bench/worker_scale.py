@@ -150,23 +150,26 @@ def run_live(apache: Apache, tmp: Path, code: Path = REPO) -> dict:
                 return p.poll() is not None and SystemExit("worker exited")
         wait(cycled, 300, "the live worker's first cycle", interval=0)
         out.update(rss_mb=rss_kb(p.pid) / 1024, hwm_mb=rss_kb(p.pid, "VmHWM") / 1024,
-                   pss_mb=pss_kb(p.pid) / 1024, cpu=proc_cpu(p.pid))
+                   pss_mb=pss_kb(p.pid) / 1024)
+        out["cpu"], out["children_cpu"] = proc_cpu(p.pid)
     finally:
         t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
         _, _, ru = os.wait4(p.pid, 0)
         p.returncode = 0
         out["stop_wall"] = time.monotonic() - t0
-        if "cpu" in out:
-            out["stop_cpu"] = ru.ru_utime + ru.ru_stime - out["cpu"]
+        if "cpu" in out:  # wait4 counts the children the worker waited for too
+            out["stop_cpu"] = ru.ru_utime + ru.ru_stime - out["cpu"] - out["children_cpu"]
         sock.close()
     return out
 
 
-def proc_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a process has used itself (not its children)."""
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) a process has used itself, and its children that it
+    waited for (the configuration is read in one)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
 
 
 def restarts(apache: Apache, codes: list[Path], k: int) -> None:
@@ -174,14 +177,15 @@ def restarts(apache: Apache, codes: list[Path], k: int) -> None:
     restart's first cycle (CPU, RSS) and stop (wall, CPU). The first run of each
     checkout follows the other's stop (or the store's build): its figures say what a
     switch costs, the later ones what a restart of the same code does."""
-    say(f"{'code':28} {'run':>3} {'1st cycle CPU s':>15} {'RSS MB':>7} {'peak MB':>8} "
-        f"{'stop wall s':>11} {'stop CPU s':>10}  load")
+    say(f"{'code':28} {'run':>3} {'1st cycle CPU s':>15} {'children':>8} {'RSS MB':>7} "
+        f"{'peak MB':>8} {'stop wall s':>11} {'stop CPU s':>10}  load")
     for code in codes:
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(code / "apache_md")],
                        check=True, stdout=subprocess.DEVNULL)  # as Debian ships them
         for i in range(k):
             r = run_live(apache, apache.root, code)
-            say(f"{str(code)[-28:]:28} {i + 1:3d} {r['cpu']:15.2f} {r['rss_mb']:7.1f} "
+            say(f"{str(code)[-28:]:28} {i + 1:3d} {r['cpu']:15.2f} {r['children_cpu']:8.2f} "
+                f"{r['rss_mb']:7.1f} "
                 f"{r['hwm_mb']:8.1f} {r['stop_wall']:11.2f} {r['stop_cpu']:10.2f}  "
                 f"{loadavg()}")
 
