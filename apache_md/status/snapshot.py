@@ -228,13 +228,19 @@ def _revive(entry: Any, inputs: tuple, digest: Callable[[], str | None]) -> _Mad
             return None
         if want != digest():
             return None
-        m = _Made(None, (None, page.Moment(condition, False, None), None), None, file, None)
-        m.until, m.own, m.check = (None if t is None else datetime.fromisoformat(t)
-                                   for t in (until, own, check))
+        # what the list needs of its page key (its condition): one for all of each kind
+        key = _REVIVED.setdefault(condition, (None, page.Moment(condition, False, None), None))
+        m = _Made(None, key, None, file, None)
+        m.until, m.own = (None if t is None else datetime.fromisoformat(t) for t in (until, own))
+        m.check = m.own if check == own else None if check is None else \
+            datetime.fromisoformat(check)
     except (TypeError, ValueError):
         return None
-    m.inputs, m.digest, m.renewal = inputs, want, renewal
+    m.inputs, m.digest, m.renewal = inputs, want, renewal and sys.intern(renewal)
     return m
+
+
+_REVIVED: dict[str, tuple] = {}
 
 
 def _load(store: Store, r: Renderer) -> None:
@@ -247,12 +253,16 @@ def _load(store: Store, r: Renderer) -> None:
     if not isinstance(data, dict) or data.get("code") != _code():
         return
     mds, planned, one = data.get("mds"), data.get("planned"), data.get("one")
+    files: dict[str, str] = {}  # a piece file's name once for its MD and its one/ file
     if isinstance(mds, dict):
         r.saved = mds
+        for e in mds.values():
+            if isinstance(e, list) and len(e) > 1 and isinstance(e[1], str):
+                e[1] = files.setdefault(e[1], e[1])
     if isinstance(planned, dict):
         r.planned = planned
     if isinstance(one, dict):
-        r.one = {name: (v[0], v[1]) for name, v in one.items()
+        r.one = {name: (files.get(v[0], v[0]), v[1]) for name, v in one.items()
                  if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str)
                  and isinstance(v[1], int)}
         _check_ones(store, r)

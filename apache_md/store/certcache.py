@@ -7,6 +7,8 @@ loading `cryptography` for it was a third of an idle worker's memory. Kept here,
 size, mtime, ctime), the SHA-256 of its content and its summary (core/crypto.CertInfo:
 public facts of the certificate), and per certificate/key pair of mod_ssl's its two
 stamps and the verdict (serving.problem). No key and nothing derived from a key.
+A stamp is kept as its hash (ints only: the same in every process): at 10,000 MDs the
+stamps' tuples of four ints were 6 MB of the worker.
 
 An entry counts only while the file's stamp is the same (a certificate whose stamp
 changed counts again when its content hash is the same); the stamps change whenever
@@ -29,12 +31,13 @@ from .fs import STATUS, Store, atomic_write
 
 log = logging.getLogger(__name__)
 FILE = (STATUS, "cache", "certificates.json")
-FORMAT = 1
+FORMAT = 2  # 1: stamps as lists of four ints (read too)
 
 _lock = threading.Lock()
-# path: (stamp, sha256 of the content, summary); (cert, key): (their stamps, problem)
-_certs: dict[str, tuple[tuple, str, CertInfo]] = {}
-_pairs: dict[tuple[str, str], tuple[tuple, str | None]] = {}
+# path: (hash of its stamp, sha256 of the content, summary); (cert, key): (hash of
+# their stamps, problem)
+_certs: dict[str, tuple[int, str, CertInfo]] = {}
+_pairs: dict[tuple[str, str], tuple[int, str | None]] = {}
 _used: set = set()  # what this process looked up or learned
 _dirty = False
 _loaded: set[str] = set()  # stores whose file was read
@@ -59,6 +62,7 @@ def cert(path: str, stamp: tuple, read=None) -> CertInfo | None:
     """The summary of the certificate file at `path` as it is (`stamp`); `read()` gives
     its content when the stamp alone does not tell (None: then it is not asked)."""
     global _dirty
+    stamp = hash(stamp)
     with _lock:
         hit = _certs.get(path)
     if hit is None:
@@ -78,7 +82,7 @@ def cert(path: str, stamp: tuple, read=None) -> CertInfo | None:
 def put_cert(path: str, stamp: tuple, data: bytes, info: CertInfo) -> None:
     global _dirty
     with _lock:
-        _certs[path] = (stamp, digest(data), info)
+        _certs[path] = (hash(stamp), digest(data), info)
         _used.add(path)
         _dirty = True
 
@@ -87,7 +91,7 @@ def pair(cert: str, key: str, stamps: tuple) -> tuple[bool, str | None]:
     """(known, problem) of the pair as its files are (`stamps`)."""
     with _lock:
         hit = _pairs.get((cert, key))
-        if hit is None or hit[0] != stamps:
+        if hit is None or hit[0] != hash(stamps):
             return False, None
         _used.add((cert, key))
         return True, hit[1]
@@ -98,7 +102,7 @@ def put_pair(cert: str, key: str, stamps: tuple, problem: str | None) -> None:
     if not all(isinstance(s, tuple) and s for s in stamps):
         return  # a file missing or not looked at: nothing to keep
     with _lock:
-        _pairs[(cert, key)] = (stamps, problem)
+        _pairs[(cert, key)] = (hash(stamps), problem)
         _used.add((cert, key))
         _dirty = True
 
@@ -135,6 +139,12 @@ def _stamp(v: Any) -> tuple:
     return tuple(v)
 
 
+def _hash(v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ValueError("not a file stamp's hash")
+    return v
+
+
 def load(store: Store) -> None:
     """Read the store's file once per process (what is in memory already wins)."""
     path = store.path(*FILE)
@@ -145,18 +155,25 @@ def load(store: Store) -> None:
     try:
         with open(path, "rb") as f:
             doc = json.loads(f.read())
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ValueError(f"format {doc.get('format') if isinstance(doc, dict) else None!r}"
-                             f", not {FORMAT}")
-        certs = {p: (_stamp(e[0]), e[1], _info(e[2])) for p, e in doc["certs"].items()
-                 if isinstance(e[1], str)}
+        fmt = doc.get("format") if isinstance(doc, dict) else None
+        if fmt not in (1, FORMAT):
+            raise ValueError(f"format {fmt!r}, not {FORMAT}")
+        old = fmt == 1
+        # a certificate's path once for its entry and its pairs'
+        certs = {sys.intern(p): (hash(_stamp(e[0])) if old else _hash(e[0]), e[1], _info(e[2]))
+                 for p, e in doc["certs"].items() if isinstance(e[1], str)}
         pairs = {}
         for e in doc["pairs"]:
-            c, k, s1, s2, problem = e
+            if old:
+                c, k, s1, s2, problem = e
+                h = hash((_stamp(s1), _stamp(s2)))
+            else:
+                c, k, h, problem = e
+                h = _hash(h)
             if not isinstance(c, str) or not isinstance(k, str) or \
                     not (problem is None or isinstance(problem, str)):
                 raise ValueError("not a pair")
-            pairs[(c, k)] = ((_stamp(s1), _stamp(s2)), problem)
+            pairs[(sys.intern(c), k)] = (h, problem)
     except FileNotFoundError:
         return
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
@@ -176,10 +193,8 @@ def save(store: Store) -> None:
     with _lock:
         if not _dirty:
             return
-        certs = {p: [list(v[0]), v[1], _info_json(v[2])] for p, v in _certs.items()
-                 if p in _used}
-        pairs = [[c, k, list(v[0][0]), list(v[0][1]), v[1]] for (c, k), v in _pairs.items()
-                 if (c, k) in _used]
+        certs = {p: [v[0], v[1], _info_json(v[2])] for p, v in _certs.items() if p in _used}
+        pairs = [[c, k, v[0], v[1]] for (c, k), v in _pairs.items() if (c, k) in _used]
         _dirty = False
     data = json.dumps({"format": FORMAT, "certs": certs, "pairs": pairs},
                       separators=(",", ":")).encode()
