@@ -143,6 +143,7 @@ def test_a_batch_shows_its_files_only_once_they_are_committed(tmp_path, monkeypa
     from apache_md.store.fs import Batch
     syncs = []
     monkeypatch.setattr(os, "sync", lambda: syncs.append(1))
+    monkeypatch.setattr(Batch, "SYNC_ALL", 2)
     batch = Batch()
     batch.add(tmp_path / "a" / "one.json", b"1", 0o644)
     batch.add(tmp_path / "b" / "two.json", b"2", 0o600)
@@ -156,3 +157,6 @@ def test_a_batch_shows_its_files_only_once_they_are_committed(tmp_path, monkeypa
     batch.add(tmp_path / "a" / "three.json", b"3", 0o644)
     batch.discard()
     assert sorted(os.listdir(tmp_path / "a")) == ["one.json"]
+    batch.add(tmp_path / "a" / "four.json", b"4", 0o644)  # one file: its own fsync
+    assert batch.commit(tmp_path / "a") and syncs == [1]
+    assert (tmp_path / "a" / "four.json").read_bytes() == b"4"
