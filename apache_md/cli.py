@@ -374,6 +374,7 @@ def cmd_renew(args) -> int:
         for name in fleet.sync(store, config):
             print(f"{name}: staged the certificates another node published")
         driver.share = fleet.share
+        driver.order_saved = fleet.order_saved
     known = facts.read_all(store, config, args.names or None)
     if not args.force:
         for name in ari.refresh_all(store, config, known, now_utc()):

@@ -361,6 +361,7 @@ class Worker:
                                       outages=self.outages))
                 if self.fleet is not None:
                     drivers[0].share = self.fleet.share
+                    drivers[0].order_saved = self.fleet.order_saved
             return drivers[0]
         activation.prepare(store, config)  # a broken live set is renewed in this very cycle
         if self.fleet is not None:

@@ -60,13 +60,18 @@ def _eab_matches(stored: dict | None, md: ManagedDomain) -> bool:
     return bool(stored) and stored.get("kid") == md.eab_kid and stored.get("hmac") == md.eab_hmac
 
 
-def find(store: Store, md: ManagedDomain, ca_url: str
+def find(store: Store, md: ManagedDomain, ca_url: str, prefer: str | None = None
          ) -> tuple[Account | None, list[tuple[str, str, str]]]:
-    """The account to use at `ca_url`, and the accounts found unusable as (id, file,
-    problem): an account.json that does not parse or lacks the URLs mod_md requires, or,
-    for an account that would be used, a missing or undecryptable key."""
+    """The account to use at `ca_url` (`prefer`, the MD's own, when it is usable there,
+    as mod_md's md->ca_account), and the accounts found unusable as (id, file, problem):
+    an account.json that does not parse or lacks the URLs mod_md requires, or, for an
+    account that would be used, a missing or undecryptable key."""
     found, unusable = None, []
-    for acct_id in store.names(ACCOUNTS):
+    names = store.names(ACCOUNTS)
+    if prefer in names:
+        names.remove(prefer)
+        names.insert(0, prefer)
+    for acct_id in names:
         try:
             doc = store.read_json(ACCOUNTS, acct_id, "account.json")
         except CorruptFile as e:
@@ -229,12 +234,12 @@ def _await(store: Store) -> bool:
     return False
 
 
-def obtain(store: Store, conn: CAConnection, md: ManagedDomain,
+def obtain(store: Store, conn: CAConnection, md: ManagedDomain, prefer: str | None = None,
            meanwhile: Callable[[], None] | None = None) -> Account:
-    """The account to use for `md` at this CA, registering one if needed (`new` says so).
-    `meanwhile()` is called when this MD waits for another's registration that waits for
-    the CA."""
-    acct, unusable = find(store, md, conn.url)
+    """The account to use for `md` at this CA, registering one if needed (`new` says so);
+    `prefer`: the one an order under way was placed with. `meanwhile()` is called when
+    this MD waits for another's registration that waits for the CA."""
+    acct, unusable = find(store, md, conn.url, prefer)
     if acct is None or unusable:
         with contextlib.ExitStack() as locked:
             with conn.waiting():  # another MD may be registering: it needs a place to work
@@ -246,7 +251,7 @@ def obtain(store: Store, conn: CAConnection, md: ManagedDomain,
                     locked.enter_context(store_lock(store, ACCOUNTS))
                 _note(store, None)
                 locked.callback(_note, store, None, False)
-                acct, unusable = find(store, md, conn.url)
+                acct, unusable = find(store, md, conn.url, prefer)
                 if acct is not None and not unusable:
                     # registered meanwhile: the lock goes before this MD waits for a
                     # place again, or the MDs behind it would wait for that too

@@ -127,6 +127,11 @@ def directory_problem(p: CAProblem, ca_url: str, proxy: str | None = None) -> CA
                   "Apache will continue retrying this.")
 
 
+class OrderDead(CAProblem):
+    """The CA declared the order, or one of its authorizations, invalid: it cannot go on
+    (the next run places a new one)."""
+
+
 def _response_of(e: BaseException) -> requests.Response | None:
     """The response the library's ClientError carries (alone, or with a parse error)."""
     if not isinstance(e, acme_errors.ClientError) or not e.args:
@@ -773,7 +778,7 @@ class CAConnection:
                                                              messages.STATUS_PROCESSING),
                              deadline, "authorization")
             if done.body.status != messages.STATUS_VALID:
-                raise _authz_problem(done)
+                raise authz_problem(done)
 
     # -- finalization ---------------------------------------------------------------
     def finalize(self, order: messages.OrderResource, csr_pem: bytes,
@@ -804,14 +809,43 @@ class CAConnection:
             state, _ = self.call(self._order_state, order.uri, step="order")
             if state.status in (messages.STATUS_PENDING, messages.STATUS_READY):
                 submit()
-        body = self.poll(lambda: self._order_state(order.uri),
+        return self.issued(order.uri, deadline)
+
+    def issued(self, url: str, deadline: float | None = None) -> str:
+        """Wait until the finalized order at `url` is valid; its certificate's URL."""
+        deadline = deadline or time.monotonic() + ORDER_TIMEOUT
+        body = self.poll(lambda: self._order_state(url),
                          lambda b: b.status in (messages.STATUS_VALID, messages.STATUS_INVALID),
                          deadline, "order")
         if body.status != messages.STATUS_VALID or not body.certificate:
             err = body.error
-            raise CAProblem(20014, "Order invalid", getattr(err, "typ", None),
+            raise OrderDead(20014, "Order invalid", getattr(err, "typ", None),
                             getattr(err, "detail", None) or "the CA declared the order invalid")
         return body.certificate
+
+    def order(self, url: str) -> messages.OrderResource | None:
+        """The order at `url` as the CA has it now, with its authorizations while it is
+        pending; None when the CA does not know it (404, or 403: another account's)."""
+        client = self.client
+
+        def get() -> messages.OrderResource | None:
+            try:
+                resp = client._post_as_get(url)  # noqa: SLF001
+            except (messages.Error, acme_errors.ClientError) as e:
+                r = _response_of(e) or self.net._response  # noqa: SLF001
+                if r is not None and r.status_code in (403, 404):
+                    log.info("%s: the CA answers %d for the order %s", self.url,
+                             r.status_code, url)
+                    return None
+                raise
+            body = messages.Order.from_json(resp.json())
+            authzs = []
+            if body.status == messages.STATUS_PENDING:
+                authzs = [client._authzr_from_response(client._post_as_get(u), uri=u)  # noqa: SLF001
+                          for u in body.authorizations]
+            return messages.OrderResource(body=body, uri=url, authorizations=authzs)
+        self.directory  # noqa: B018
+        return self.call(get, step="order")
 
     def download(self, url: str) -> str:
         """The certificate chain (PEM) at `url`."""
@@ -873,12 +907,12 @@ def authorized(authzr: messages.AuthorizationResource) -> bool:
     return authzr.body.status == messages.STATUS_VALID
 
 
-def _authz_problem(authzr: messages.AuthorizationResource) -> CAProblem:
+def authz_problem(authzr: messages.AuthorizationResource) -> CAProblem:
     for c in authzr.body.challenges:
         if c.error is not None:
-            return CAProblem(20014, "Challenge failed", c.error.typ,
+            return OrderDead(20014, "Challenge failed", c.error.typ,
                              c.error.detail or c.error.title)
-    return CAProblem(20014, "Authorization failed", "urn:ietf:params:acme:error:unauthorized",
+    return OrderDead(20014, "Authorization failed", "urn:ietf:params:acme:error:unauthorized",
                      f"authorization for {authzr.body.identifier.value} is "
                      f"{authzr.body.status.name}")
 

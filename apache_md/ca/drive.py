@@ -26,10 +26,10 @@ from ..core.model import GlobalSettings, ManagedDomain
 from ..core.problem import CAProblem
 from ..core.schedule import ARI_EXPLAINED, backoff_delay, missing_reason, next_check, ready_at
 from ..notify import Messenger
-from ..store import castats, credentials, jobs, keypool
+from ..store import broken, castats, credentials, jobs, keypool
 from ..store.fs import DOMAINS, STAGING, Store, StoreError
 from ..store.locks import Busy, md_lock
-from . import DRIVE_PARALLEL, accounts, preflight, tailscale
+from . import DRIVE_PARALLEL, accounts, orders, preflight, tailscale
 from .challenges import (
     Setup,
     authz_types,
@@ -39,16 +39,21 @@ from .challenges import (
     setup_http01,
     teardown,
 )
-from .client import CAConnection, authorized, identifiers
+from .client import CAConnection, OrderDead, authorized, authz_problem, identifiers
 from .outages import Outages
 
 log = logging.getLogger(__name__)
+PENDING, READY, PROCESSING, VALID, INVALID = "pending", "ready", "processing", "valid", "invalid"
 IN_FLIGHT = 4  # MDs under way per working one (drive_all)
 IDLE_BACK = 2.0  # seconds an MD back from waiting waits for a place at most
 REFRESH_EVERY = 0.5  # seconds between status refreshes while drives run
 # Seconds between job saves while a run progresses, as mod_md; what is not saved yet is
 # saved before anything that may take a while (a command, waiting for the CA).
 PROGRESS_SAVE_EVERY = 0.5
+
+
+class _Stale(Exception):
+    """An order left by an earlier run that cannot go on (an authorization invalid)."""
 
 
 @dataclass
@@ -123,6 +128,9 @@ class Driver:
         # In a fleet: share(md, domain, token, key_authz) makes every node serve an http-01
         # answer before the CA is told (raises CAProblem naming a node that lags)
         self.share: Callable[[ManagedDomain, str, str, str], None] | None = None
+        # In a fleet: order_saved(store, md) shares the order under way (a new one, the key
+        # staged for finalize), so the node taking a dead renewer's MD over goes on with it
+        self.order_saved: Callable[[Store, ManagedDomain], None] | None = None
 
     # -- entry point ---------------------------------------------------------------
     def run(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
@@ -159,17 +167,26 @@ class Driver:
         job.start_run()
         if reason and reason.startswith(ARI_EXPLAINED):
             job.progress(None, reason)
-        # written again, durably, once the account is known
-        self.store.write_json(STAGING, md.name, "md.json", md_to_json(md, ca_url=ca_url),
+        staged_md = broken.read_json(self.store, STAGING, md.name, "md.json",
+                                     "the renewal starts afresh")
+        resume = self._resumable(md, job, staged_md, ca_url)
+        account = orders.staged_account(staged_md) if resume else None
+        # written again, durably, once the account is known; the account an order left
+        # here was placed with stays, should this run end before it knows its own
+        self.store.write_json(STAGING, md.name, "md.json",
+                              md_to_json(md, ca_url=ca_url, account=account),
                               mode=accounts.SECRET_MODE if md.eab_hmac else None, durable=False)
-        setups: list[Setup] = []
+        setups: list[Setup] = []  # the answers in place for the order under way
         try:
             if tailscale.applies(md):
                 tailscale.obtain(self.store, md, ca_url,
                                  lambda a, d: self._progress(job, md, a, d), self.stop)
             else:
-                self._obtain(md, job, ca_url, setups, reset)
-        except CAProblem as p:
+                self._obtain(md, job, ca_url, setups, reset, resume, account)
+        except OrderDead as p:  # the next run places a new one
+            orders.remove(self.store, md.name)
+            return self._failed(md, job, p, ca_url)
+        except CAProblem as p:  # the order, if any, goes on at the next run
             return self._failed(md, job, p, ca_url)
         except StoreError as e:
             return self._failed(md, job, CAProblem(20014, "store error", None, str(e)), ca_url)
@@ -178,9 +195,7 @@ class Driver:
             return self._failed(md, job, CAProblem(20014, type(e).__name__, None,
                                                    f"internal error: {e}"), ca_url)
         finally:
-            for s in setups:
-                teardown(self.store, s, md, self.settings.dns01_version, str(self.store.base))
-            self.store.remove(STAGING, md.name, "order.json")
+            self._tear_down(md, setups)
         return self._succeeded(md, job, ca_url)
 
     @contextlib.contextmanager
@@ -225,7 +240,8 @@ class Driver:
             return True
 
     def _obtain(self, md: ManagedDomain, job: Job, ca_url: str, setups: list[Setup],
-                reset: bool = True) -> None:
+                reset: bool = True, resume: bool = False,
+                staged_account: str | None = None) -> None:
         # The job log follows mod_md's driver step by step (its md_result changes: an
         # activity, or the activity with what it learnt), so that md-status reads alike.
         types = preferred_types(md, self.settings)
@@ -250,17 +266,24 @@ class Driver:
         self._progress(job, md, f"Driving ACME to renew {md.keyspecs[0].name} certificate "
                                 f"for {md.name}")
         self._progress(job, md, f"Selecting account to use for {md.name}")
-        keys: dict = {}
+        # Key types a run cut short has staged already are not ordered again (mod_md's
+        # load_missing_creds) while the set is incomplete (a complete one: renewed anew,
+        # forced); the key an order may have been finalized with is the staged one.
+        partial = resume and not credentials.staged_complete(self.store, md)
+        done = {s.name for s in md.keyspecs if partial and self._staged_done(md, s)}
+        keys = {s.name: k for s in md.keyspecs if resume and s.name not in done
+                and (k := self._staged_key(md, s)) is not None}
+        staged_keys = set(keys)
 
         def make_keys() -> None:
             for spec in md.keyspecs:
-                if spec.name not in keys:
+                if spec.name not in keys and spec.name not in done:
                     keys[spec.name] = self._new_key(md, spec)
         # The keys after the account: on a fresh store the MDs' keys (40 ms of CPU each)
         # made meanwhile slowed the account's own (250 ms) that every MD waits for; they
         # are made while waiting for the account only when its registration waits for
         # the CA (a Retry-After, a slow answer).
-        account = accounts.obtain(self.store, conn, md, meanwhile=make_keys)
+        account = accounts.obtain(self.store, conn, md, staged_account, meanwhile=make_keys)
         make_keys()
         # The account of this run (one per CA + EAB pair), for md.json's ca.account. Its
         # directory is synced with the certificate's (below): the staged set is durable
@@ -275,6 +298,9 @@ class Driver:
                 self._progress(job, md, None, f"the unusable account(s) "
                                               f"{', '.join(account.replaced)} were set aside")
             log.info("%s: registered a new account %s at %s", md.name, account.id, conn.url)
+        if resume and staged_account and staged_account != account.id:
+            self._drop_saved(md, job, f"it was placed with the account {staged_account}, "
+                                      f"this run uses {account.id}")
         # `replaces` only where it can mean something: ARI on, offered by this CA,
         # and the current certificate issued by this very CA.
         ari = bool(md.ari_renewals and conn.has_renewal_info
@@ -285,42 +311,169 @@ class Driver:
                 self._progress(job, md, f"Driving ACME to renew {spec.name} certificate "
                                         f"for {md.name}")
                 self._progress(job, md, f"Selecting account to use for {md.name}")
-            replaces = self._replaces(md, spec) if ari else None
-            self._progress(job, md, f"Creating new order, key-spec={spec.label}, "
-                                    f"profile={profile or 'none'}, "
-                                    f"replacing-cert={replaces or 'none'}")
-            order = conn.new_order(identifiers(md.domains), profile, replaces)
-            self.store.write_json(STAGING, md.name, "order.json", {
-                "url": order.uri, "status": order.body.status.name,
-                "authorizations": list(order.body.authorizations),
-                "challenge-setups": [s.to_json() for s in setups],
-                "finalize": order.body.finalize}, durable=False)
-            self._authorize(conn, md, job, order, types, setups)
-            self._progress(job, md, "Waiting for order to become ready")
-            self._progress(job, md, f"Finalizing order for {md.name}")
-            self._progress(job, md, f"Creating {spec.name} CSR")
-            key = keys[spec.name]
-            csr = crypto.make_csr(key, md.domains, md.must_staple)
-            self._progress(job, md, f"Submitting {spec.name} CSR to CA")
-            cert_url = conn.finalize(order, csr)
-            self._progress(job, md, "Waiting for finalized order to become valid")
+            if spec.name in done:
+                self._progress(job, md, None, f"The {spec.name} certificate is staged already")
+                continue
+            key, staged = keys[spec.name], spec.name in staged_keys
+            order = self._resumed(conn, md, job, setups) if resume else None
+            if order is not None and order.body.status.name in (PROCESSING, VALID) \
+                    and not staged:
+                self._drop_order(md, setups, job, f"it is {order.body.status.name}, but the "
+                                                  f"{spec.name} key it was finalized with is "
+                                                  f"not staged")
+                order = None
+            if order is not None and order.body.status.name == PENDING:
+                try:
+                    self._authorize(conn, md, job, order, types, setups, resumed=True)
+                except _Stale as e:  # mod_md: found 'invalid' domains, start over
+                    self._drop_order(md, setups, job, str(e))
+                    order = None
+            if order is None:
+                replaces = self._replaces(md, spec) if ari else None
+                self._progress(job, md, f"Creating new order, key-spec={spec.label}, "
+                                        f"profile={profile or 'none'}, "
+                                        f"replacing-cert={replaces or 'none'}")
+                order = conn.new_order(identifiers(md.domains), profile, replaces)
+                self._save_order(md, order, setups)
+                if self.order_saved is not None:
+                    self.order_saved(self.store, md)
+                self._authorize(conn, md, job, order, types, setups)
+            if order.body.status.name in (PROCESSING, VALID):  # finalized by a run cut short
+                self._progress(job, md, "Waiting for finalized order to become valid")
+                cert_url = conn.issued(order.uri)
+            else:
+                self._progress(job, md, "Waiting for order to become ready")
+                self._progress(job, md, f"Finalizing order for {md.name}")
+                # staged before finalize (durable; its directory synced with the certificate's)
+                if not staged:
+                    self.store.write_bytes(STAGING, md.name, spec.file_name("privkey"),
+                                           crypto.key_to_pem(key, self.store.key), mode=0o600,
+                                           sync_dir=False)
+                    if self.order_saved is not None:
+                        self.order_saved(self.store, md)
+                self._progress(job, md, f"Creating {spec.name} CSR")
+                csr = crypto.make_csr(key, md.domains, md.must_staple)
+                self._progress(job, md, f"Submitting {spec.name} CSR to CA")
+                cert_url = conn.finalize(order, csr)
+                self._progress(job, md, "Waiting for finalized order to become valid")
             self._progress(job, md, None, "ACME server order status is 'valid'.")
             self._progress(job, md, "Waiting for finalized order to become valid")
             self._progress(job, md, f"Retrieving {spec.name} certificate chain for {md.name}")
             pem = conn.download(cert_url)
             chain = crypto.load_chain(pem.encode() if isinstance(pem, str) else pem)
             if not chain or not crypto.key_matches_cert(key, chain[0]):
-                raise CAProblem(20014, "Bad certificate", None,
+                raise OrderDead(20014, "Bad certificate", None,
                                 "the CA returned a certificate that does not match the key")
             if md.must_staple and not crypto.has_must_staple(chain[0]):
                 # Let's Encrypt dropped Must-Staple in 2025; say so instead of looking broken.
                 self._progress(job, md, None, f"MDMustStaple is on, but the CA issued the "
                                               f"{spec.name} certificate without the extension")
-            self.store.write_bytes(STAGING, md.name, spec.file_name("privkey"),
-                                   crypto.key_to_pem(key, self.store.key), mode=0o600,
-                                   sync_dir=False)  # synced with the certificate's
             self.store.write_bytes(STAGING, md.name, spec.file_name("pubcert"),
                                    crypto.chain_to_pem(chain))
+            # done: its answers go, and the next key type places an order of its own
+            self._drop_order(md, setups)
+
+    # -- the order under way (ca/orders) ---------------------------------------------------
+    def _resumable(self, md: ManagedDomain, job: Job, staged_md: dict | None,
+                   ca_url: str) -> bool:
+        """Whether what an earlier run left in staging/ may be continued; what may not is
+        dropped: its order (the answers it left in place taken down) and, when its md.json
+        was for other names or another CA, the key types it staged."""
+        why = orders.stale(staged_md, md, ca_url)
+        if why is None:
+            return True
+        self._drop_saved(md, job, why)
+        if staged_md is not None and not credentials.staged_complete(self.store, md):
+            self._purge_staged_set(md)
+        return False
+
+    def _resumed(self, conn: CAConnection, md: ManagedDomain, job: Job,
+                 setups: list[Setup]):
+        """The order an earlier run left, as the CA has it now, when it can go on."""
+        saved = orders.load(self.store, md.name)
+        if saved is None:
+            return None
+        self._progress(job, md, "Loaded order from staging", save=True)
+        # what the run cut short left in place: taken down with this order's answers
+        setups.extend(s for s in saved.setups if s not in setups)
+        order = conn.order(saved.url)
+        status = order.body.status.name if order is not None else None
+        why = None
+        if order is None:
+            why = "the CA does not know it"
+        elif status == INVALID:
+            err = order.body.error
+            why = "the CA declared it invalid" + (f" ({err.detail})" if err and err.detail else "")
+        elif status not in (PENDING, READY, PROCESSING, VALID):
+            why = f"its status is '{status}'"
+        elif order.body.expires and order.body.expires <= now_utc() and status != VALID:
+            why = f"it expired at {order.body.expires:%Y-%m-%d %H:%M:%S} UTC"
+        if why:
+            self._drop_order(md, setups, job, why, saved.url)
+            return None
+        self._progress(job, md, None, f"Continuing the order {saved.url} ({status})")
+        return order
+
+    def _save_order(self, md: ManagedDomain, order, setups: list[Setup]) -> None:
+        orders.save(self.store, md.name, orders.Saved(
+            order.uri, order.body.status.name, list(order.body.authorizations), list(setups),
+            order.body.finalize))
+
+    def _drop_order(self, md: ManagedDomain, setups: list[Setup], job: Job | None = None,
+                    why: str | None = None, url: str | None = None) -> None:
+        """The order under way is done with: its answers taken down, order.json gone."""
+        for s in setups:
+            teardown(self.store, s, md, self.settings.dns01_version, str(self.store.base))
+        setups.clear()
+        orders.remove(self.store, md.name)
+        if why and job is not None:
+            what = f"The order {url}" if url else "The order left by an earlier run"
+            self._progress(job, md, None, f"{what} is not continued: {why}")
+            log.info("%s: %s is not continued: %s", md.name, url or "the staged order", why)
+
+    def _drop_saved(self, md: ManagedDomain, job: Job, why: str) -> None:
+        """Drop the order an earlier run left, if any, with the answers it left in place."""
+        saved = orders.load(self.store, md.name)
+        if saved is not None:
+            self._drop_order(md, saved.setups, job, why, saved.url)
+
+    def _tear_down(self, md: ManagedDomain, setups: list[Setup]) -> None:
+        """The end of a run: its answers go; an order kept for the next run says so."""
+        if not setups:
+            return
+        for s in setups:
+            teardown(self.store, s, md, self.settings.dns01_version, str(self.store.base))
+        setups.clear()
+        saved = orders.load(self.store, md.name)
+        if saved is not None and saved.setups:
+            saved.setups = []
+            orders.save(self.store, md.name, saved)
+
+    def _staged_key(self, md: ManagedDomain, spec):
+        """The key staged for `spec` by an earlier run, when it is one of that kind."""
+        pem = self.store.read_bytes(STAGING, md.name, spec.file_name("privkey"))
+        if not pem:
+            return None
+        try:
+            key = crypto.store_key_from_pem(pem, self.store.key)
+        except (ValueError, TypeError, crypto.CryptoError):
+            return None
+        return key if crypto.key_matches_spec(key, spec) else None
+
+    def _staged_done(self, md: ManagedDomain, spec) -> bool:
+        """Whether an earlier run staged a usable certificate of `spec` for these names."""
+        key = self._staged_key(md, spec)
+        pem = self.store.read_bytes(STAGING, md.name, spec.file_name("pubcert"))
+        if key is None or not pem:
+            return False
+        try:
+            chain = crypto.load_chain(pem)
+        except (ValueError, TypeError, crypto.CryptoError):
+            return False
+        if len(chain) < 2 or not crypto.key_matches_cert(key, chain[0]):
+            return False
+        names = crypto.cert_names(chain[0])
+        return all(crypto.covers(names, d) for d in md.domains)
 
     @staticmethod
     def _check_spec(md: ManagedDomain, spec) -> None:
@@ -354,10 +507,18 @@ class Driver:
         ch = credentials.chain(self.store, DOMAINS, md.name, spec)
         return crypto.ari_cert_id(ch[0]) if ch else None
 
-    def _authorize(self, conn, md, job, order, types, setups) -> None:
+    def _authorize(self, conn, md, job, order, types, setups, resumed: bool = False) -> None:
         """Set up one challenge per open authorization, tell the CA, wait for its verdict.
         Types are tried in order; a type whose setup fails (the pre-flight, the DNS
-        command, MDMessageCmd's challenge-setup) gives way to the next, as in mod_md."""
+        command, MDMessageCmd's challenge-setup) gives way to the next, as in mod_md.
+        Each answer set up is recorded in order.json before the CA is told. An order
+        `resumed` with an authorization that is no longer pending raises _Stale."""
+        for authzr in order.authorizations:  # before any is answered
+            if not authorized(authzr) and authzr.body.status.name != PENDING:
+                if resumed:
+                    raise _Stale(f"the authorization for {authzr.body.identifier.value} is "
+                                 f"{authzr.body.status.name}")
+                raise authz_problem(authzr)
         pending = []
         self._progress(job, md, "Starting challenges for domains")
         for authzr in order.authorizations:
@@ -378,7 +539,8 @@ class Driver:
                     continue
                 self._progress(job, md, f"Setting up challenge '{typ}' for domain {domain}")
                 try:
-                    self._set_up(conn, md, job, typ, domain, challb, setups)
+                    self._set_up(conn, md, job, typ, domain, challb, setups,
+                                 lambda: self._save_order(md, order, setups))
                 except CAProblem as p:
                     last_err = p
                     continue
@@ -400,10 +562,12 @@ class Driver:
             self._progress(job, md, None, f"domain authorization for "
                                           f"{authzr.body.identifier.value} is valid")
 
-    def _set_up(self, conn, md, job, typ, domain, challb, setups) -> None:
+    def _set_up(self, conn, md, job, typ, domain, challb, setups, record) -> None:
+        """One answer in place, `record()`ed (order.json) before anything may take a while."""
         key_authz = conn.key_authorization(challb)
         if typ == "http-01":
-            setups.append(setup_http01(self.store, domain, key_authz))
+            self._add(setups, setup_http01(self.store, domain, key_authz))
+            record()
             self._preflight(job, md, domain, challb.chall.encode("token"), key_authz)
             if self.share is not None:
                 self._progress(job, md, f"Waiting for every fleet node to serve the http-01 "
@@ -411,7 +575,8 @@ class Driver:
                 self.share(md, domain, challb.chall.encode("token"), key_authz)
         else:
             self._flush(job)  # the DNS command may take a while
-            setups.append(setup_dns01(md, domain, key_authz, str(self.store.base)))
+            self._add(setups, setup_dns01(md, domain, key_authz, str(self.store.base)))
+            record()
         # before the CA is told: in a cluster, the command distributes the answer
         event = f"challenge-setup:{typ}:{domain}"
         if self.messenger.message_cmd:
@@ -419,6 +584,11 @@ class Driver:
         if not self.messenger.send(job, event, md.name):
             raise CAProblem(20014, "challenge setup failed", "challenge-setup-failure",
                             f"{job.last.get('detail')} (for {event})")
+
+    @staticmethod
+    def _add(setups: list[Setup], setup: Setup) -> None:
+        if setup not in setups:  # set up again for an order resumed
+            setups.append(setup)
 
     def _preflight(self, job: Job, md: ManagedDomain, domain: str, token: str,
                    key_authz: str) -> None:
@@ -493,6 +663,10 @@ class Driver:
         return RunResult(md.name, "failed", p.detail or p.description, job)
 
     def _purge_staged_set(self, md: ManagedDomain) -> None:
+        """The key types staged (a failover, or the names changed) and the order."""
+        saved = orders.load(self.store, md.name)
+        if saved is not None:
+            self._drop_order(md, saved.setups)
         for spec in md.keyspecs:
             self.store.remove(STAGING, md.name, spec.file_name("privkey"))
             self.store.remove(STAGING, md.name, spec.file_name("pubcert"))

@@ -7,6 +7,8 @@
   <prefix>/md/<md>/set                the MD's certificate set, keys sealed (one value:
                                       a set is published and read whole)
   <prefix>/md/<md>/job                the renewal's job.json (progress, for takeover)
+  <prefix>/orders/<md>                the order under way: order.json, md.json, staged
+                                      keys sealed (outlives its renewer, for the next one)
   <prefix>/accounts/<id>              an ACME account, its key sealed
   <prefix>/challenges/<md>/<token>    an http-01 key authorization (driver's lease)
   <prefix>/acks/<token>/<node>        a node serves that token (its lease)
@@ -50,6 +52,9 @@ class Keyspace:
 
     def md_job(self, md: str) -> str:
         return self._k("md", md, "job")
+
+    def order(self, md: str) -> str:
+        return self._k("orders", md)
 
     def accounts(self) -> str:
         return self._k("accounts", "")

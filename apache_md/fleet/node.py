@@ -13,7 +13,7 @@ from ..core.model import Config, GlobalSettings, ManagedDomain
 from ..core.problem import CAProblem
 from ..store import credentials
 from ..store.fs import DOMAINS, STAGING, Store, StoreError
-from . import challenges, coord, seal, serving, sets, spread
+from . import challenges, coord, orders, seal, serving, sets, spread
 from .etcd import Etcd, EtcdError, Unavailable
 from .keyspace import Keyspace
 from .session import Session
@@ -150,6 +150,7 @@ class Fleet:
                     waiting[d.md.name] = "etcd unavailable"
                 continue
             if holder is None:
+                self._adopt(store, d.md)
                 mine.append(d)
             else:
                 waiting[d.md.name] = holder
@@ -158,6 +159,30 @@ class Fleet:
             log.info("waiting for the fleet: %s",
                      ", ".join(f"{n} ({h})" for n, h in waiting.items()))
         return mine, waiting
+
+    def _adopt(self, store: Store, md: ManagedDomain) -> None:
+        """The order a renewer before this one left (one killed mid-order): staged here,
+        so this node's renewal goes on with it."""
+        try:
+            what = orders.adopt(self.etcd, self.ks, store, md, self.key)
+        except EtcdError as e:
+            self._down(e)
+            return
+        except (seal.SealError, StoreError, ValueError, TypeError) as e:
+            log.error("%s: the fleet's order cannot be used: %s", md.name, e)
+            return
+        if what:
+            log.info("%s: %s", md.name, what)
+
+    def order_saved(self, store: Store, md: ManagedDomain) -> None:
+        """The Driver's hook: the order under way is shared. Its trouble never fails the
+        renewal (at worst a renewer taking over places another order)."""
+        try:
+            orders.publish(self.etcd, self.ks, store, md, self.key, self.node)
+        except EtcdError as e:
+            self._down(e)
+        except (seal.SealError, StoreError, ValueError, TypeError) as e:
+            log.error("%s: cannot share the order: %s", md.name, e)
 
     def _live_nodes(self) -> list[str]:
         """The nodes with a heartbeat key (this one among them); this one alone when etcd
@@ -187,10 +212,24 @@ class Fleet:
             try:
                 if md is not None and r.outcome == "renewed":
                     self.publish(store, md, STAGING)
+                if md is not None and r.outcome != "busy":
+                    self._order_after(store, md)
             finally:
                 self.solo.discard(r.md)
                 self.unreleased[r.md] = list(md.domains) if md is not None else []
                 self._release(r.md)
+
+    def _order_after(self, store: Store, md: ManagedDomain) -> None:
+        """After a run: an order it kept is shared as it is now, one done with forgotten."""
+        try:
+            if store.exists(STAGING, md.name, orders.ORDER):
+                orders.publish(self.etcd, self.ks, store, md, self.key, self.node)
+            else:
+                orders.forget(self.etcd, self.ks, md.name)
+        except EtcdError as e:
+            self._down(e)
+        except (seal.SealError, StoreError, ValueError, TypeError) as e:
+            log.error("%s: cannot share the order: %s", md.name, e)
 
     def _release(self, name: str) -> None:
         try:

@@ -204,7 +204,13 @@ def test_killed_renewer_is_taken_over(fleet, front, balancer, tmp_path):
     s = serial(two, name)
     two.await_served(name, s)
     assert fleet.published()[name]["by"] == "node2"
-    assert orders_for(front, name) == 2  # node1's order is abandoned, node2 places its own
+    # node2 went on with node1's order (shared in etcd with node1's account): one order
+    assert orders_for(front, name) == 1, front.orders
+    assert "took over the order" in log_text(two)
+    job = json.loads((two.store / "domains" / name / "job.json").read_text())
+    assert any(e.get("detail", "").startswith("Continuing the order ")
+               for e in job["log"]["entries"]), job
+    assert fleet.keys("orders/") == {}  # done with: forgotten
     print(f"takeover after {took_over:.1f}s (lease TTL {fleet.ttl}s)")
 
 

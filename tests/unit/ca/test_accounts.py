@@ -61,6 +61,18 @@ def test_an_account_without_key_is_unusable(store):
                                                       "missing")])
 
 
+def test_the_account_an_order_under_way_was_placed_with_is_used_when_it_can_be(store):
+    for i in range(3):
+        put_account(store, f"ACME-ca.test-000{i}")
+    assert accounts.find(store, md(), CA)[0].id == "ACME-ca.test-0000"
+    assert accounts.find(store, md(), CA, prefer="ACME-ca.test-0002")[0].id == "ACME-ca.test-0002"
+    store.remove(ACCOUNTS, "ACME-ca.test-0002", "account.pem")  # unusable: another one
+    acct, unusable = accounts.find(store, md(), CA, prefer="ACME-ca.test-0002")
+    assert acct.id == "ACME-ca.test-0000" and unusable[0][:2] == ("ACME-ca.test-0002",
+                                                                 "account.pem")
+    assert accounts.find(store, md(), CA, prefer="ACME-gone-0000")[0].id == "ACME-ca.test-0000"
+
+
 def test_an_md_waits_for_its_place_back_only_once_the_account_lock_is_let_go(store):
     """20 MDs starting at once wait for the one registering the account; each found it
     and then waited for a place to work while holding the lock, so they went one by one
