@@ -146,7 +146,7 @@ def test_a_renewal_killed_at_its_challenge_goes_on_with_the_same_order(env, fron
     Path(f"{mark}.stall").unlink()
     _, details = renewed(env)
     assert orders_for(front, NAME) == 1, front.orders  # the same order, finished
-    assert f"Continuing the order {saved['url']} (pending)" in details
+    assert any(f"Continuing the order {saved['url']} (pending)" in d for d in details), details
     assert not (env.store / "challenges" / domain).exists()  # its answers taken down
     assert not staging(env).exists()  # activated: staging purged, order.json with it
 
@@ -174,8 +174,7 @@ def test_a_renewal_killed_at_finalize_goes_on_with_its_order_and_staged_key(
     assert front.finalizes == (1 if reaches_ca else 2)
     # Pebble issues in the background: 'processing' until then
     status = ("(valid)", "(processing)") if reaches_ca else ("(ready)",)
-    assert any(d.startswith("Continuing the order ") and d.endswith(status)
-               for d in details), details
+    assert any("Continuing the order " in d and d.endswith(status) for d in details), details
     # the key staged before the kill went live with the certificate (activation checks
     # that they match)
     live = (env.store / "domains" / NAME / "privkey.pem").read_bytes()
@@ -200,5 +199,6 @@ def test_an_order_that_cannot_go_on_is_dropped_and_a_new_one_placed(env, front, 
     order_file.write_text(json.dumps(saved))
     _, details = renewed(env)
     assert orders_for(front, NAME) == 2
-    assert f"The order {saved['url']} is not continued: the CA does not know it" in details
+    assert any(f"The order {saved['url']} is not continued: the CA does not know it" in d
+               for d in details), details
     assert not (env.store / "challenges" / domain).exists()
