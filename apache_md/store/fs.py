@@ -168,15 +168,7 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int,
     killed loses nothing either way, and a run of many MDs spent a third of its
     store time in fsync()."""
     make_dirs(path.parent, 0o755)
-    for attempt in range(100):
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{attempt}.tmp")
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-            break
-        except FileExistsError:
-            continue
-    else:
-        raise StoreError(f"cannot create a temporary file next to {path}")
+    fd, tmp = _new_tmp(os.fspath(path), mode)
     try:
         with os.fdopen(fd, "wb") as f:
             if isinstance(data, (bytes, bytearray, memoryview)):
@@ -199,6 +191,17 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int,
         fsync_dir(path.parent)
 
 
+def _new_tmp(path: str, mode: int) -> tuple[int, str]:
+    """A new temporary file next to `path` (atomic_write's and Batch's): (fd, its path)."""
+    for attempt in range(100):
+        tmp = f"{path}.{os.getpid()}.{attempt}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), tmp
+        except FileExistsError:
+            continue
+    raise StoreError(f"cannot create a temporary file next to {path}")
+
+
 class Batch:
     """Many files written atomically and durably with one sync: each goes to a temporary
     file, one sync(2) makes them all durable, then each is renamed into place and its
@@ -218,15 +221,7 @@ class Batch:
         if os.path.dirname(os.fspath(path)) not in self._files:
             make_dirs(Path(path).parent, 0o755)
         path = os.fspath(path)
-        for attempt in range(100):
-            tmp = f"{path}.{os.getpid()}.{attempt}.tmp"
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-                break
-            except FileExistsError:
-                continue
-        else:
-            raise StoreError(f"cannot create a temporary file next to {path}")
+        fd, tmp = _new_tmp(path, mode)
         self._files.setdefault(os.path.dirname(path), []).append((tmp, path))
         self._unsynced.append(tmp)
         with os.fdopen(fd, "wb") as f:

@@ -126,7 +126,9 @@ def setup(env: MDEnv, front, extra: str = "") -> None:
     env.start()
 
 
-def test_a_renewal_killed_at_its_challenge_goes_on_with_the_same_order(env, front, tmp_path):
+def killed_at_a_challenge(env: MDEnv, front, tmp_path: Path) -> Path:
+    """A `renew` killed while MDMessageCmd holds its first challenge-setup; removing
+    `<mark>.stall` lets the next run go on."""
     script = executable(tmp_path / "stall.sh", STALL)
     mark = tmp_path / "msg"
     Path(f"{mark}.stall").touch()
@@ -134,6 +136,11 @@ def test_a_renewal_killed_at_its_challenge_goes_on_with_the_same_order(env, fron
     proc = renew_in_background(env)
     wait_for("a challenge set up", lambda: Path(f"{mark}.stalled").exists(), proc)
     kill(proc)
+    return mark
+
+
+def test_a_renewal_killed_at_its_challenge_goes_on_with_the_same_order(env, front, tmp_path):
+    mark = killed_at_a_challenge(env, front, tmp_path)
     saved = json.loads((staging(env) / "order.json").read_text())
     # mod_md's order.json: what the next run needs, and the answer it left in place
     assert set(saved) == {"url", "status", "authorizations", "challenge-setups", "finalize"}
@@ -183,13 +190,7 @@ def test_a_renewal_killed_at_finalize_goes_on_with_its_order_and_staged_key(
 
 
 def test_an_order_that_cannot_go_on_is_dropped_and_a_new_one_placed(env, front, tmp_path):
-    script = executable(tmp_path / "stall.sh", STALL)
-    mark = tmp_path / "msg"
-    Path(f"{mark}.stall").touch()
-    setup(env, front, f"MDMessageCmd {script} {mark}\n")
-    proc = renew_in_background(env)
-    wait_for("a challenge set up", lambda: Path(f"{mark}.stalled").exists(), proc)
-    kill(proc)
+    mark = killed_at_a_challenge(env, front, tmp_path)
     Path(f"{mark}.stall").unlink()
     order_file = staging(env) / "order.json"
     saved = json.loads(order_file.read_text())
