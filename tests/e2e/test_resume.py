@@ -36,8 +36,9 @@ exit 0
 
 
 class HoldingFront(AcmeFront):
-    """An AcmeFront that holds each finalize request until `release` is set, then forwards
-    it (`forward_held`) or drops the connection without a word."""
+    """An AcmeFront that holds the first finalize request until `release` is set, then
+    forwards it (`forward_held`) or drops the connection without a word. `finalizes`
+    counts the finalize requests the CA took (not those it refused for a bad nonce)."""
 
     def __init__(self, pebble, port: int):
         super().__init__(pebble, port)
@@ -50,9 +51,9 @@ class HoldingFront(AcmeFront):
 
     def handle(self, req: Request):
         if req.method == "POST" and req.path.startswith("/finalize-order/"):
-            self.finalizes += 1
             if self.hold:
                 self.hold = False
+                self.finalizes += 1
                 self.held.set()
                 self.release.wait(60)
                 if not self.forward_held:
@@ -61,6 +62,10 @@ class HoldingFront(AcmeFront):
                     return self.forward(req)
                 finally:
                     self.forwarded.set()
+            answer = super().handle(req)
+            if b"badNonce" not in answer.body:  # Pebble's own 5% rejects are sent again
+                self.finalizes += 1
+            return answer
         return super().handle(req)
 
 
