@@ -20,8 +20,14 @@ is restarted before each run (fresh state, same start for both) unless
              keys of each kind, --pool-size to change it); without, the store starts
              empty, as on a fresh install.
 
+  --profile OUT  apache-md's `renew` (or `worker --once`) under `py-spy record --threads
+             --format raw` (py-spy from PyPI): OUT has its collapsed stacks per thread
+             (the sampling slows it: no timing from such a run).
+  --timeline OUT  apache-md run through bench/timeline.py: OUT has each MD's steps,
+             requests and key as JSON lines, a summary is printed.
+
 Usage: python bench/issuance.py [-n 50] [--worker] [--pool [--pool-size K]] [--keep-pebble]
-                                [--only NAME]
+                                [--only NAME] [--profile OUT] [--timeline OUT]
 """
 from __future__ import annotations
 
@@ -29,7 +35,9 @@ import argparse
 import os
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 from benchenv import (
     APACHE_MD,
@@ -111,12 +119,19 @@ def fill_pool(apache) -> int:
     return made
 
 
-def run_apache_md(pebble, domains, worker: bool, pool: int | None = None) -> dict:
+def run_apache_md(pebble, domains, worker: bool, pool: int | None = None,
+                  profile: str | None = None, timeline: str | None = None) -> dict:
     apache = apache_md_apache(pebble, domains,
                               extra=f"    MDKeyPool {pool}\n" if pool is not None else "")
     apache.write_conf("00-apache-md", apache_md(apache, "apache-conf").stdout)
     pooled = fill_pool(apache) if pool is not None else 0
     reload_cmd = " ".join(apache.apache_cmd("-k", "graceful"))
+    cmd = APACHE_MD
+    if timeline:
+        cmd = [sys.executable, os.path.join(REPO, "bench", "timeline.py"), timeline, "--"]
+    if profile:
+        cmd = [shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy"),
+               "record", "--threads", "--format", "raw", "-r", "250", "-o", profile, "--"] + cmd
     pebble_cpu0 = proc_cpu(pebble._pebble.pid)  # noqa: SLF001
     cpu0 = children_cpu()
     try:
@@ -126,12 +141,12 @@ def run_apache_md(pebble, domains, worker: bool, pool: int | None = None) -> dic
         t_started = time.monotonic()
         cpu1 = children_cpu()
         if worker:
-            p = subprocess.run(APACHE_MD + ["-f", str(apache.main_conf), "worker", "--once",
+            p = subprocess.run(cmd + ["-f", str(apache.main_conf), "worker", "--once",
                                             "--reload-command", reload_cmd],
                                cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
             t_done = time.monotonic()
         else:
-            p = subprocess.run(APACHE_MD + ["-f", str(apache.main_conf), "renew"],
+            p = subprocess.run(cmd + ["-f", str(apache.main_conf), "renew"],
                                cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
             t_done = time.monotonic()
         cpu2 = children_cpu()
@@ -162,6 +177,8 @@ def main() -> int:
     ap.add_argument("--pool", action="store_true",
                     help="start with the key pool an idle worker keeps filled")
     ap.add_argument("--pool-size", type=int, default=16, help="MDKeyPool (default 16)")
+    ap.add_argument("--profile", metavar="OUT", help="apache-md under py-spy, stacks to OUT")
+    ap.add_argument("--timeline", metavar="OUT", help="apache-md's steps per MD to OUT")
     args = ap.parse_args()
     domains = names(args.n)
     load = loadavg()
@@ -181,7 +198,8 @@ def main() -> int:
             how = "worker --once" if args.worker else "renew + activate"
             say(f"apache-md ({how}): {args.n} MDs ...")
             results["apache-md"] = run_apache_md(pebble, domains, args.worker,
-                                                 args.pool_size if args.pool else None)
+                                                 args.pool_size if args.pool else None,
+                                                 args.profile, args.timeline)
     finally:
         pebble.stop()
         shutil.rmtree(pebble.work_dir, ignore_errors=True)
@@ -202,6 +220,10 @@ def main() -> int:
             "(mod_md's `staged`: md-status shows renewal.finished for all)")
         say(f"key pool: {am['pooled']} keys ready before the start (MDKeyPool {args.pool_size})"
             if args.pool else "key pool: none (a fresh store)")
+    if am and args.timeline:
+        from timeline import summary
+        for line in summary(Path(args.timeline), worst=2):
+            say(line)
     if len(results) == 2:
         mm = results["mod_md"]
         say(f"ratio apache-md/mod_md: {done} {ratio(am['staged'], mm['staged'])}, "

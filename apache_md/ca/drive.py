@@ -26,10 +26,10 @@ from ..core.model import GlobalSettings, ManagedDomain
 from ..core.problem import CAProblem
 from ..core.schedule import ARI_EXPLAINED, backoff_delay, missing_reason, next_check, ready_at
 from ..notify import Messenger
-from ..store import broken, castats, credentials, jobs, keypool
+from ..store import broken, castats, credentials, jobs
 from ..store.fs import DOMAINS, STAGING, Store, StoreError
 from ..store.locks import Busy, md_lock
-from . import DRIVE_PARALLEL, accounts, orders, preflight, tailscale
+from . import DRIVE_PARALLEL, accounts, keymaker, orders, preflight, tailscale
 from .challenges import (
     Setup,
     authz_types,
@@ -131,16 +131,20 @@ class Driver:
         # In a fleet: order_saved(store, md) shares the order under way (a new one, the key
         # staged for finalize), so the node taking a dead renewer's MD over goes on with it
         self.order_saved: Callable[[Store, ManagedDomain], None] | None = None
+        self.keys: keymaker.KeyMaker | None = None  # drive_all's: keys made ahead for its MDs
 
     # -- entry point ---------------------------------------------------------------
     def run(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
         """One renewal run; `reason` (why it is due) is the worker's to log: mod_md's
         job log has it only for a CA's ARI explanation."""
+        self._local.untaken = list(md.keyspecs)  # the keys drive_all's KeyMaker counts on
         try:
             with self._slot(), md_lock(self.store, md.name, timeout=0):
                 return self._run_locked(md, reason)
         except Busy:
             return RunResult(md.name, "busy", "another apache-md process is driving this MD")
+        finally:
+            self._settle(list(self._local.untaken))
 
     def _run_locked(self, md: ManagedDomain, reason: str | None = None) -> RunResult:
         job = jobs.find(self.store, STAGING, md.name)
@@ -274,17 +278,16 @@ class Driver:
         keys = {s.name: k for s in md.keyspecs if resume and s.name not in done
                 and (k := self._staged_key(md, s)) is not None}
         staged_keys = set(keys)
-
-        def make_keys() -> None:
-            for spec in md.keyspecs:
-                if spec.name not in keys and spec.name not in done:
-                    keys[spec.name] = self._new_key(md, spec)
-        # The keys after the account: on a fresh store the MDs' keys (40 ms of CPU each)
-        # made meanwhile slowed the account's own (250 ms) that every MD waits for; they
-        # are made while waiting for the account only when its registration waits for
-        # the CA (a Retry-After, a slow answer).
-        account = accounts.obtain(self.store, conn, md, staged_account, meanwhile=make_keys)
-        make_keys()
+        self._settle([s for s in md.keyspecs if s.name in done or s.name in staged_keys])
+        # New keys are taken at finalize (ca/keymaker makes them ahead). They are made
+        # after the account: on a fresh store the MDs' keys (40 ms of CPU each) made
+        # meanwhile slowed the account's own (250 ms) that every MD waits for; while
+        # waiting for the account only when its registration waits for the CA (a
+        # Retry-After, a slow answer).
+        go = self.keys.go if self.keys is not None else None
+        account = accounts.obtain(self.store, conn, md, staged_account, meanwhile=go)
+        if go is not None:
+            go()
         # The account of this run (one per CA + EAB pair), for md.json's ca.account. Its
         # directory is synced with the certificate's (below): the staged set is durable
         # as a whole, with one directory sync instead of one per file.
@@ -314,7 +317,9 @@ class Driver:
             if spec.name in done:
                 self._progress(job, md, None, f"The {spec.name} certificate is staged already")
                 continue
-            key, staged = keys[spec.name], spec.name in staged_keys
+            # a staged key is the one an order of an earlier run may have been finalized
+            # with: it stays that order's (and a new order's) key; no other is taken then
+            key, staged = keys.get(spec.name), spec.name in staged_keys
             order = self._resumed(conn, md, job, setups) if resume else None
             if order is not None and order.body.status.name in (PROCESSING, VALID) \
                     and not staged:
@@ -346,6 +351,7 @@ class Driver:
                 self._progress(job, md, f"Finalizing order for {md.name}")
                 # staged before finalize (durable; its directory synced with the certificate's)
                 if not staged:
+                    key = keys[spec.name] = self._new_key(md, spec)
                     self.store.write_bytes(STAGING, md.name, spec.file_name("privkey"),
                                            crypto.key_to_pem(key, self.store.key), mode=0o600,
                                            sync_dir=False)
@@ -482,15 +488,27 @@ class Driver:
                             f"MDPrivateKeys of {md.name}: ec curve unknown: {spec.curve}")
 
     def _new_key(self, md: ManagedDomain, spec):
-        """One made while the worker was idle (store/keypool), else a new one."""
-        key = keypool.take(self.store, spec)
-        if key is not None:
-            return key
+        """A key used by no one else: made ahead (ca/keymaker), while the worker was idle
+        (store/keypool), or now."""
+        untaken = getattr(self._local, "untaken", None)
+        if untaken and spec in untaken:
+            untaken.remove(spec)
         try:
-            return crypto.generate_key(spec)
+            if self.keys is not None:
+                return self.keys.take(spec)
+            return keymaker.make_now(self.store, spec)
         except crypto.CryptoError as e:
             raise CAProblem(22, "Invalid argument", None,
                             f"MDPrivateKeys of {md.name}: {e}") from None
+
+    def _settle(self, specs) -> None:
+        """Keys this run will not take: drive_all's KeyMaker makes none for them."""
+        untaken = getattr(self._local, "untaken", None)
+        for spec in specs:
+            if untaken and spec in untaken:
+                untaken.remove(spec)
+            if self.keys is not None:
+                self.keys.settle([spec])
 
     def _profile(self, md: ManagedDomain, meta: dict) -> str | None:
         if not md.profile:
@@ -701,6 +719,17 @@ class Driver:
             raise CAProblem(20014, "Stopped", None, "apache-md is shutting down")
 
 
+@contextlib.contextmanager
+def keys_closed(driver: Driver):
+    """drive_all's KeyMaker stops with it (its threads end, the keys not taken go)."""
+    try:
+        yield
+    finally:
+        keys, driver.keys = driver.keys, None
+        if keys is not None:
+            keys.close()
+
+
 def drive_all(driver: Driver, decisions: Sequence, parallel: int = DRIVE_PARALLEL,
               refresh: Callable[[], None] | None = None,
               done: Callable[[RunResult], None] | None = None) -> list[RunResult]:
@@ -716,7 +745,10 @@ def drive_all(driver: Driver, decisions: Sequence, parallel: int = DRIVE_PARALLE
     if not decisions:
         return []
     driver.slots = Places(max(1, parallel))
-    with ThreadPoolExecutor(max_workers=max(1, min(parallel * IN_FLIGHT, len(decisions))),
+    driver.keys = keys = keymaker.KeyMaker(driver.store)
+    for d in decisions:
+        keys.want(d.md.keyspecs)
+    with keys_closed(driver), ThreadPoolExecutor(max_workers=max(1, min(parallel * IN_FLIGHT, len(decisions))),
                             thread_name_prefix="drive") as pool:
         futures = [pool.submit(driver.run, d.md, d.reason) for d in decisions]
         pending, cost, last = set(futures), 0.0, time.monotonic()

@@ -18,6 +18,7 @@ class FakeDriver:
     def __init__(self, seconds: float, waits: float = 0.0, waiting: tuple = ()):
         self.seconds, self.waits, self.waiting = seconds, waits, waiting
         self.slots = None
+        self.store = None  # drive_all's KeyMaker makes nothing: no MD has a key spec
         self._local = threading.local()
         self.running = 0
         self.most = 0
@@ -41,7 +42,8 @@ class FakeDriver:
 
 
 def decisions(n: int):
-    return [SimpleNamespace(md=SimpleNamespace(name=f"d{i}.test"), reason=f"r{i}")
+    return [SimpleNamespace(md=SimpleNamespace(name=f"d{i}.test", keyspecs=()),
+                            reason=f"r{i}")
             for i in range(n)]
 
 

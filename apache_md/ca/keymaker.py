@@ -1,0 +1,145 @@
+"""Private keys made ahead for the MDs of one drive (drive_all), in a few threads.
+
+A new MD's key (RSA 2048: ~45 ms of CPU) is needed only at its CSR, after its
+order and challenges. Made by the MD's own thread it waited in line with the
+others' Python work; made here, a few threads (`cryptography` releases the
+interpreter lock while it makes a key, so they run on every CPU) keep up to
+AHEAD keys ready while the drives talk to the CA, and an MD takes its key at
+finalize. Nothing is made before `go()`: the drive calls it once it has its
+account, or while that account's registration waits for the CA; made earlier,
+the MDs' keys slowed the account key (RSA 3072) that every MD waits for.
+
+Each key goes to one taker only, and only in memory: a key is in the store once
+the drive stages it (encrypted, 0600) before finalize. Keys the idle worker made
+(store/keypool) are used first; what is left at the end is dropped (CPU spent,
+nothing kept). `want()` counts the keys the drive's MDs will ask for, `settle()`
+takes an ended MD's back, so no more are made than will be taken.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import Counter
+from typing import Iterable
+
+from ..core import crypto
+from ..core.model import KeySpec
+from ..store import keypool
+from ..store.fs import Store
+
+log = logging.getLogger(__name__)
+AHEAD = 8  # keys ready or being made at most: the first MDs' keys come before the last's
+THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def make_now(store: Store, spec: KeySpec):
+    """A key of `spec` at once: from the pool, else a new one. Raises crypto.CryptoError."""
+    return keypool.take(store, spec) or crypto.generate_key(spec)
+
+
+class KeyMaker:
+    def __init__(self, store: Store, threads: int = THREADS, ahead: int = AHEAD):
+        self.store = store
+        self.threads = threads
+        self.ahead = ahead
+        self._cond = threading.Condition()
+        self._specs: dict[str, KeySpec] = {}  # kind -> spec
+        self._wanted: Counter[str] = Counter()  # kind -> keys still to be taken
+        self._ready: dict[str, list] = {}  # kind -> keys made, not taken
+        self._making: Counter[str] = Counter()  # kind -> keys being made now
+        self._failed: set[str] = set()  # kinds that could not be made here: the taker makes
+        self._started = False
+        self._closed = False
+        self._workers: list[threading.Thread] = []
+
+    def want(self, specs: Iterable[KeySpec]) -> None:
+        """The keys one MD will take (its key specs)."""
+        with self._cond:
+            for spec in specs:
+                k = keypool.kind(spec)
+                if k is not None:
+                    self._specs.setdefault(k, spec)
+                    self._wanted[k] += 1
+            self._cond.notify_all()
+
+    def settle(self, specs: Iterable[KeySpec]) -> None:
+        """An MD's run ended without taking these: no key is made for them."""
+        with self._cond:
+            for spec in specs:
+                k = keypool.kind(spec)
+                if self._wanted[k] > 0:
+                    self._wanted[k] -= 1
+            self._cond.notify_all()
+
+    def go(self) -> None:
+        """Start making keys (idempotent)."""
+        with self._cond:
+            if self._started or self._closed:
+                return
+            self._started = True
+            for i in range(self.threads):
+                t = threading.Thread(target=self._work, name=f"keymaker_{i}", daemon=True)
+                self._workers.append(t)
+                t.start()
+
+    def take(self, spec: KeySpec):
+        """A key of `spec`, used by no one else: one made ahead (waited for when it is
+        being made), else from the pool, else made now. Raises crypto.CryptoError."""
+        k = keypool.kind(spec)
+        with self._cond:
+            if k is not None and self._wanted[k] > 0:
+                self._wanted[k] -= 1
+            try:
+                while k is not None:
+                    ready = self._ready.get(k)
+                    if ready:
+                        return ready.pop(0)
+                    if not self._making[k] or self._closed:
+                        break
+                    self._cond.wait()
+            finally:
+                self._cond.notify_all()  # a place ahead is free, or one fewer to make
+        return make_now(self.store, spec)
+
+    def close(self) -> None:
+        """No more keys; those not taken are dropped."""
+        with self._cond:
+            self._closed = True
+            self._ready.clear()
+            self._cond.notify_all()
+        for t in self._workers:
+            t.join()
+
+    def _next(self) -> str | None:
+        """The kind to make next, under the lock; None: nothing to make now."""
+        if self._closed or not self._started:
+            return None
+        if sum(self._making.values()) + sum(len(v) for v in self._ready.values()) >= self.ahead:
+            return None
+        short = [(self._wanted[k] - self._making[k] - len(self._ready.get(k, ())), k)
+                 for k in self._wanted if k not in self._failed]
+        need, k = max(short, default=(0, None))
+        return k if need > 0 else None
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while (k := self._next()) is None:
+                    if self._closed:
+                        return
+                    self._cond.wait()
+                self._making[k] += 1
+                spec = self._specs[k]
+            key = None
+            try:
+                key = make_now(self.store, spec)
+            except Exception as e:  # noqa: BLE001 - the taker makes it and reports
+                log.debug("key %s not made ahead: %s", k, e)
+            with self._cond:
+                self._making[k] -= 1
+                if key is None:
+                    self._failed.add(k)
+                elif not self._closed:
+                    self._ready.setdefault(k, []).append(key)
+                self._cond.notify_all()

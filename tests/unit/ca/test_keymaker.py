@@ -1,0 +1,128 @@
+"""ca/keymaker: keys made ahead for a drive's MDs, each taken once, none before go()."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from apache_md.ca import keymaker
+from apache_md.ca.keymaker import KeyMaker
+from apache_md.core import crypto
+from apache_md.core.model import KeySpec
+from apache_md.store import keypool
+
+RSA = KeySpec("Default")
+P256 = KeySpec("EC", curve="P-256")
+
+
+@pytest.fixture
+def made(monkeypatch):
+    """Keys are cheap objects here; `made` lists every one generated, by kind."""
+    out: list[tuple[str, object]] = []
+    lock = threading.Lock()
+
+    def generate(spec):
+        key = object()
+        with lock:
+            out.append((keypool.kind(spec), key))
+        return key
+    monkeypatch.setattr(keymaker.crypto, "generate_key", generate)
+    return out
+
+
+def until(cond, what: str) -> None:
+    deadline = time.monotonic() + 30  # a bound on the wait, not a timing asserted
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def test_nothing_is_made_before_go(store, made):
+    km = KeyMaker(store)
+    km.want([RSA] * 5)
+    assert not km._workers and made == []
+    km.close()
+    assert made == []
+
+
+def test_every_md_gets_a_key_of_its_own_and_no_more_are_made_than_taken(store, made):
+    km = KeyMaker(store, threads=3, ahead=4)
+    specs = [RSA] * 12 + [P256] * 5
+    km.want(specs)
+    km.go()
+    got: list[tuple[KeySpec, object]] = []
+    lock = threading.Lock()
+
+    def md(spec):
+        k = km.take(spec)
+        with lock:
+            got.append((spec, k))
+    threads = [threading.Thread(target=md, args=(s,)) for s in specs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    km.close()
+    keys = [k for _, k in got]
+    assert len(keys) == len(specs) and len({id(k) for k in keys}) == len(specs)  # once each
+    assert len(made) == len(specs)  # made ahead or by the taker: one per MD, never two
+    kinds = {id(k): kind for kind, k in made}
+    assert all(kinds[id(k)] == keypool.kind(s) for s, k in got)  # of the kind asked for
+
+
+def test_at_most_ahead_keys_wait_for_takers(store, made):
+    km = KeyMaker(store, threads=2, ahead=3)
+    km.want([RSA] * 10)
+    km.go()
+    until(lambda: len(km._ready.get("rsa2048", ())) == 3, "three keys ahead")
+    assert len(made) == 3
+    km.take(RSA)
+    until(lambda: len(made) == 4, "one more once one is taken")
+    km.close()
+    assert len(made) == 4
+
+
+def test_settled_mds_get_no_key_made(store, made):
+    km = KeyMaker(store, threads=2)
+    km.want([RSA] * 3)
+    km.settle([RSA] * 3)  # e.g. their runs ended before finalize, or use staged keys
+    km.go()
+    km.close()
+    assert made == []
+
+
+def test_the_pools_keys_come_first_each_taken_once(store):
+    want = keypool.wanted({P256}, 2)
+    while keypool.fill_one(store, want):
+        pass
+    pooled = {crypto.key_to_pem(keypool.take(store, P256))}  # one taken by another
+    assert keypool.count(store, P256) == 1
+    km = KeyMaker(store)
+    km.want([P256, P256])
+    km.go()
+    a, b = km.take(P256), km.take(P256)
+    km.close()
+    assert isinstance(a, ec.EllipticCurvePrivateKey) and isinstance(b, ec.EllipticCurvePrivateKey)
+    pems = {crypto.key_to_pem(a), crypto.key_to_pem(b)}
+    assert len(pems) == 2 and not pems & pooled and keypool.count(store, P256) == 0
+
+
+def test_a_key_that_cannot_be_made_ahead_is_reported_by_its_taker(store, monkeypatch):
+    def fail(spec):
+        raise crypto.CryptoError("no such curve")
+    monkeypatch.setattr(keymaker.crypto, "generate_key", fail)
+    km = KeyMaker(store, threads=1)
+    km.want([RSA])
+    km.go()
+    with pytest.raises(crypto.CryptoError):
+        km.take(RSA)
+    km.close()
+
+
+def test_a_take_after_close_makes_its_own(store, made):
+    km = KeyMaker(store)
+    km.want([RSA])
+    km.close()
+    assert km.take(RSA) is made[0][1]
