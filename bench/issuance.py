@@ -131,7 +131,8 @@ def run_apache_md(pebble, domains, worker: bool, pool: int | None = None,
         cmd = [sys.executable, os.path.join(REPO, "bench", "timeline.py"), timeline, "--"]
     if profile:
         cmd = [shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy"),
-               "record", "--threads", "--format", "raw", "-r", "250", "-o", profile, "--"] + cmd
+               "record", "--threads", "--format", "raw", "-r", "250", "-o", profile,
+               *os.environ.get("PYSPY_ARGS", "").split(), "--"] + cmd
     pebble_cpu0 = proc_cpu(pebble._pebble.pid)  # noqa: SLF001
     cpu0 = children_cpu()
     try:

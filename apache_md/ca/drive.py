@@ -47,6 +47,10 @@ PENDING, READY, PROCESSING, VALID, INVALID = "pending", "ready", "processing", "
 IN_FLIGHT = 4  # MDs under way per working one (drive_all)
 IDLE_BACK = 2.0  # seconds an MD back from waiting waits for a place at most
 REFRESH_EVERY = 0.5  # seconds between status refreshes while drives run
+# ... and at most this share of the time: the refresh renders every MD under way (their
+# job logs change) in the interpreter the drives need; a third of it was half of the
+# Python time of `renew` for 50 new MDs
+REFRESH_SHARE = 0.1
 # Seconds between job saves while a run progresses, as mod_md; what is not saved yet is
 # saved before anything that may take a while (a command, waiting for the CA).
 PROGRESS_SAVE_EVERY = 0.5
@@ -738,7 +742,7 @@ def drive_all(driver: Driver, decisions: Sequence, parallel: int = DRIVE_PARALLE
     `parallel` MDs work at once; one that waits for the CA (a Retry-After, a pause
     before another try) lets another work meanwhile, up to IN_FLIGHT times as many
     under way. While they run, `refresh()` (the status snapshot, the watchdog) is
-    called every REFRESH_EVERY seconds, and never for more than a third of the time
+    called every REFRESH_EVERY seconds, and never for more than REFRESH_SHARE of the time
     however long it takes with many MDs; `done(result)` as each run ends.
     Results in the order of `decisions`.
     """
@@ -753,7 +757,7 @@ def drive_all(driver: Driver, decisions: Sequence, parallel: int = DRIVE_PARALLE
         futures = [pool.submit(driver.run, d.md, d.reason) for d in decisions]
         pending, cost, last = set(futures), 0.0, time.monotonic()
         while pending:
-            interval = max(REFRESH_EVERY, 2 * cost)
+            interval = max(REFRESH_EVERY, cost * (1 - REFRESH_SHARE) / REFRESH_SHARE)
             finished, pending = wait(pending, timeout=max(0.0, last + interval - time.monotonic()),
                                      return_when=FIRST_COMPLETED)
             if done:

@@ -1,6 +1,7 @@
 """mod_md's JSON conventions: 2-space indent, no trailing newline, RFC 1123 times."""
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime, timezone
 from email.utils import format_datetime, parsedate_to_datetime
@@ -25,6 +26,13 @@ _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun",
 def parse_http_date(text: Any) -> datetime | None:
     if not isinstance(text, str) or not text:
         return None
+    return _parse_http_date(text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_http_date(text: str) -> datetime | None:
+    # kept: the status snapshot renders an MD's job log (20-30 dates) again at each
+    # refresh while the MD is driven, and datetimes are immutable
     # The form http_date() and mod_md write, parsed directly: a check cycle over a
     # thousand MDs reads some 20000 dates, and the email module's parser is slow.
     p = text.split()
