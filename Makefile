@@ -9,10 +9,14 @@ PY         := $(VENV)/bin/python
 APT_PKGS   := apache2 libapache2-mod-wsgi-py3 pebble python3-venv openssl curl chromium \
               etcd-server haproxy
 STAMP      := $(VENV)/.installed
+# acme2certifier, the second ACME server of the e2e tests (tests/harness/a2c.py): a
+# venv of its own, its pinned dependencies are not ours.
+A2C_VENV    := .venv-a2c
+A2C_VERSION := 0.46.3
 
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: deps venv test demo bench-status clean
+.PHONY: deps venv a2c-venv test demo bench-status clean
 
 # Install the Debian packages only when one is missing, and only as root.
 # policy-rc.d keeps apt from starting a system apache2 (on port 80) that
@@ -50,8 +54,15 @@ $(STAMP): setup.cfg pyproject.toml requirements-test.txt
 	$(PY) -m pip install -q -e . -r requirements-test.txt
 	@touch $@
 
+a2c-venv: $(A2C_VENV)/.installed-$(A2C_VERSION)
+
+$(A2C_VENV)/.installed-$(A2C_VERSION):
+	rm -rf $(A2C_VENV) && $(SYS_PYTHON) -m venv $(A2C_VENV)
+	$(A2C_VENV)/bin/pip install -q acme2certifier==$(A2C_VERSION)
+	@touch $@
+
 # -rs: the summary says why a test was skipped
-test: deps venv
+test: deps venv a2c-venv
 	$(PY) -m pytest -q -rs tests
 
 # KEEP=1: keep the demo running until Ctrl-C and print the URLs of its status page
@@ -63,7 +74,7 @@ bench-status: deps venv
 	$(PY) bench/md_status.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache *.egg-info
+	rm -rf $(VENV) $(A2C_VENV) .pytest_cache *.egg-info
 
 # Debian package: apache-md_<version>_all.deb in $(DEB_DIR), built from a copy
 # of the tracked (and new, not ignored) files, checked by lintian (errors fail).
