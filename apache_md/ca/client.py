@@ -28,11 +28,12 @@ from acme import errors as acme_errors
 from acme import messages
 
 from .. import __version__
-from ..core import compat
+from ..core import compat, crypto
 from ..core.problem import CAProblem
 from . import http
 
 log = logging.getLogger(__name__)
+UP_LINKS_MAX = 10  # issuers fetched by `up` link for one certificate (mod_md's bound)
 _acme_log = logging.getLogger(acme_client.__name__)
 USER_AGENT = f"apache-md/{__version__}"
 POLL_FIRST, POLL_MAX = 0.05, 1.0
@@ -730,7 +731,9 @@ class CAConnection:
                challb: messages.ChallengeBody) -> None:
         """Tell the CA that the challenge is in place."""
         def send() -> None:
-            self.call(self.client.answer_challenge, challb, challb.response(self.net.key),
+            # not the library's answer_challenge: it wants a `Link: rel="up"` in the
+            # answer, which RFC 8555 does not ask of a CA
+            self.call(self.client._post, challb.uri, challb.response(self.net.key),  # noqa: SLF001
                       step="challenge")
         try:
             with self._abandonable():
@@ -848,9 +851,25 @@ class CAConnection:
         return self.call(get, step="order")
 
     def download(self, url: str) -> str:
-        """The certificate chain (PEM) at `url`."""
-        return self.call(self.client._post_as_get, url,  # noqa: SLF001
-                         step="certificate download").text
+        """The certificate chain (PEM) at `url`. A CA that answers with the leaf alone
+        and `Link: rel="up"` to its issuer (that one to its own, ...) has the chain made
+        from those, as mod_md does; a self-signed root is left out, as CAs leave it."""
+        resp = self.call(self.client._post_as_get, url,  # noqa: SLF001
+                         step="certificate download")
+        pem = resp.text
+        if pem.count("-----BEGIN CERTIFICATE-----") != 1:
+            return pem
+        for _ in range(UP_LINKS_MAX):
+            up = resp.links.get("up", {}).get("url")
+            if not up:
+                break
+            resp = self.call(self.client._post_as_get, up,  # noqa: SLF001
+                             step="certificate download")
+            cert = crypto.load_certificate(resp.content)
+            if cert is None or crypto.is_root(cert):
+                break
+            pem = pem.rstrip("\n") + "\n" + crypto.chain_to_pem([cert]).decode()
+        return pem
 
     def _order_state(self, url: str) -> tuple[messages.Order, requests.Response]:
         resp = self.client._post_as_get(url)  # noqa: SLF001

@@ -173,6 +173,21 @@ def load_chain(data: bytes) -> list[x509.Certificate]:
         raise CryptoError(f"not a PEM certificate chain: {e}") from None
 
 
+def load_certificate(data: bytes) -> x509.Certificate | None:
+    """One certificate, PEM or DER (application/pkix-cert); None if it is neither."""
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(data)
+        return x509.load_der_x509_certificate(data)
+    except ValueError:
+        return None
+
+
+def is_root(cert: x509.Certificate) -> bool:
+    """Self-issued: a root, which chains leave out (the client has it)."""
+    return cert.issuer == cert.subject
+
+
 def chain_to_pem(chain: list[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain)
 
