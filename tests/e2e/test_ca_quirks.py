@@ -4,6 +4,7 @@ what other CAs do. Each time from the config to the certificate Apache serves.""
 from __future__ import annotations
 
 import json
+from email.utils import parsedate_to_datetime
 
 import pytest
 
@@ -104,3 +105,20 @@ def test_pebble_chain_lengths(env, pebble, length):
         assert len(chain) == {1: 2, 5: 6}[length], out
         assert verify_chain(chain, pebble.root_pem_path.read_text(),
                             hostname=f"chain{length}.test")
+
+
+def test_rate_limited_for_an_hour(qenv, front):
+    """rateLimited with Retry-After: 3600: the run ends, the job says why and waits."""
+    front.rate_limited_orders = 1
+    front.rate_limit_retry_after = 3600
+    qenv.write_config("MDomain hour.test", qenv.ssl_vhost("hour.test"))
+    qenv.start()
+    p = qenv.cli("renew")
+    assert p.returncode == 1 and "Traceback" not in p.stdout + p.stderr, p.stdout + p.stderr
+    job = json.loads((qenv.store / "staging" / "hour.test" / "job.json").read_text())
+    assert job["last"]["problem"] == "urn:ietf:params:acme:error:rateLimited"
+    assert "3600 s (Retry-After)" in job["last"]["detail"]
+    wait = parsedate_to_datetime(job["next-run"]) - parsedate_to_datetime(job["last-run"])
+    assert wait.total_seconds() >= 3599, job
+    assert front.seen["rateLimited"] == 1
+
