@@ -90,3 +90,42 @@ MDomain a2c.test www.a2c.test
     again = serial(env, "a2c.test")
     assert again != first, out
     env.await_served("a2c.test", again)
+
+
+# acme2certifier's example HMAC (share/skeletons/eab_handler/key_file.json): it wants
+# keys longer than 256 bits
+HMAC = ("V2VfbmVlZF9hbm90aGVyX3ZlcnkfX2xvbmdfaG1hY190b19jaGVja19lYWJfZm9yX2tleWlkXzAwX2Fz"
+        "X2xlZ29fZW5mb3JjZXNfYW5faG1hY19sb25nZXJfdGhhbl8yNTZfYml0cw")
+
+
+def test_external_account_binding(apache, pebble, acme2certifier, tmp_path):
+    """acme2certifier with its JSON EAB handler (a second instance of it): the MD with
+    the binding is issued, one without and one with an unknown kid say why."""
+    keys = tmp_path / "eab-keys.json"
+    keys.write_text(json.dumps({"keyid_00": HMAC}))
+    extra = ("\n[EABhandler]\neab_handler_module: acme2certifier.eabhandlers.json_handler\n"
+             f"key_file: {keys}\n")
+    with a2c.Acme2Certifier(pebble, PORTS["acme_port"] + 51, http_port=PORTS["http_port"],
+                            https_port=PORTS["https_port"], extra_config=extra) as server:
+        env = MDEnv(apache, pebble)
+        env.ca_url = server.directory_url
+        env.write_config(f"""
+<MDomain eab.a2c.test>
+    MDExternalAccountBinding keyid_00 {HMAC}
+</MDomain>
+MDomain noeab.a2c.test
+<MDomain badkid.a2c.test>
+    MDExternalAccountBinding keyid_09 {HMAC}
+</MDomain>
+""", "".join(env.ssl_vhost(n) for n in ("eab.a2c.test", "noeab.a2c.test", "badkid.a2c.test")))
+        env.start()
+        p = env.cli("renew")
+        assert "Traceback" not in p.stdout + p.stderr
+        env.cli_ok("activate", "--reload", env.reload_command())
+        env.await_served("eab.a2c.test", serial(env, "eab.a2c.test"))
+
+        def last(name):
+            return json.loads((env.store / "staging" / name / "job.json").read_text())["last"]
+        assert last("noeab.a2c.test")["problem"] == \
+            "urn:ietf:params:acme:error:externalAccountRequired"
+        assert last("badkid.a2c.test")["problem"] == "urn:ietf:params:acme:error:unauthorized"

@@ -44,12 +44,14 @@ def installed() -> bool:
 
 class Acme2Certifier:
     def __init__(self, pebble, port: int, http_port: int, https_port: int,
-                 work_dir: str | os.PathLike | None = None, validity_days: int = 30):
+                 work_dir: str | os.PathLike | None = None, validity_days: int = 30,
+                 extra_config: str = ""):
         self.pebble = pebble  # its TLS certificate and challtestsrv's DNS
         self.port = port
         self.http_port, self.https_port = http_port, https_port
         self.work_dir = Path(work_dir) if work_dir else make_tmp_dir("a2c-")
         self.validity_days = validity_days
+        self.extra_config = extra_config  # more sections of acme_srv.cfg
         self.config_path = self.work_dir / "acme_srv.cfg"
         self.log = self.work_dir / "a2c.log"
         self.certs = self.work_dir / "certs"
@@ -91,7 +93,7 @@ dns_server_list: ["127.0.0.1"]
 
 [Order]
 tnauthlist_support: False
-"""
+""" + self.extra_config
 
     def start(self, timeout: float = 30.0) -> "Acme2Certifier":
         check_ports_free("acme2certifier", [("acme2certifier", self.port, False)])
