@@ -11,6 +11,7 @@ and validates http-01/tls-alpn-01 against Apache's ports (a2c_serve.py).
 from __future__ import annotations
 
 import os
+import shutil
 import ssl
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -123,5 +124,7 @@ tnauthlist_support: False
     def __enter__(self):
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self.stop()
+        if exc_type is None:  # its CA keys and database (kept when the block inside failed)
+            shutil.rmtree(self.work_dir, ignore_errors=True)
