@@ -66,8 +66,9 @@ def install(out: Path) -> None:
     new_key = drive.Driver._new_key
 
     def new_key_noted(self, md, spec):
+        start = time.monotonic()
         key = new_key(self, md, spec)
-        note("key")
+        note("key", took=round(time.monotonic() - start, 3))  # > 0: waited for it
         return key
 
     drive.Driver._new_key = new_key_noted
@@ -94,6 +95,30 @@ def install(out: Path) -> None:
         return wait(self, seconds)
 
     client._Network.wait = wait_noted
+    from apache_md.status import snapshot
+    write = snapshot.write_snapshot
+
+    def write_noted(*args, **kwargs):
+        start, cpu = time.monotonic(), time.thread_time()
+        try:
+            return write(*args, **kwargs)
+        finally:
+            note("snapshot", took=round(time.monotonic() - start, 3),
+                 cpu=round(time.thread_time() - cpu, 3))
+
+    snapshot.write_snapshot = write_noted
+    thread_run = threading.Thread.run
+
+    def thread_run_noted(self):
+        try:
+            return thread_run(self)
+        finally:  # the CPU of each thread, by its name (drive_N, keymaker_N, ...)
+            note("thread", name=self.name, cpu=round(time.thread_time(), 3))
+
+    threading.Thread.run = thread_run_noted
+    import atexit
+    atexit.register(lambda: note("thread", name="MainThread", cpu=round(time.thread_time(), 3),
+                                 process=round(time.process_time(), 3)))
 
 
 def summary(path: Path, worst: int = 3) -> list[str]:

@@ -752,8 +752,9 @@ def drive_all(driver: Driver, decisions: Sequence, parallel: int = DRIVE_PARALLE
     driver.keys = keys = keymaker.KeyMaker(driver.store)
     for d in decisions:
         keys.want(d.md.keyspecs)
-    with keys_closed(driver), ThreadPoolExecutor(max_workers=max(1, min(parallel * IN_FLIGHT, len(decisions))),
-                            thread_name_prefix="drive") as pool:
+    threads = max(1, min(parallel * IN_FLIGHT, len(decisions)))
+    with keys_closed(driver), ThreadPoolExecutor(max_workers=threads,
+                                                 thread_name_prefix="drive") as pool:
         futures = [pool.submit(driver.run, d.md, d.reason) for d in decisions]
         pending, cost, last = set(futures), 0.0, time.monotonic()
         while pending:
