@@ -11,8 +11,9 @@ the MDs' keys slowed the account key (RSA 3072) that every MD waits for.
 
 Each key goes to one taker only, and only in memory: a key is in the store once
 the drive stages it (encrypted, 0600) before finalize. Keys the idle worker made
-(store/keypool) are used first; what is left at the end is dropped (CPU spent,
-nothing kept). `want()` counts the keys the drive's MDs will ask for, `settle()`
+(store/keypool) are used first, by the takers themselves: none is made ahead of a
+kind the pool still has, and none is taken from the pool ahead (MDs that then fail
+would lose them). What is left at the end is dropped (CPU spent, nothing kept). `want()` counts the keys the drive's MDs will ask for, `settle()`
 takes an ended MD's back, so no more are made than will be taken.
 """
 from __future__ import annotations
@@ -118,7 +119,8 @@ class KeyMaker:
         if sum(self._making.values()) + sum(len(v) for v in self._ready.values()) >= self.ahead:
             return None
         short = [(self._wanted[k] - self._making[k] - len(self._ready.get(k, ())), k)
-                 for k in self._wanted if k not in self._failed]
+                 for k in self._wanted
+                 if k not in self._failed and not keypool.count(self.store, self._specs[k])]
         need, k = max(short, default=(0, None))
         return k if need > 0 else None
 
@@ -133,7 +135,7 @@ class KeyMaker:
                 spec = self._specs[k]
             key = None
             try:
-                key = make_now(self.store, spec)
+                key = crypto.generate_key(spec)
             except Exception as e:  # noqa: BLE001 - the taker makes it and reports
                 log.debug("key %s not made ahead: %s", k, e)
             with self._cond:

@@ -126,3 +126,19 @@ def test_a_take_after_close_makes_its_own(store, made):
     km.want([RSA])
     km.close()
     assert km.take(RSA) is made[0][1]
+
+
+def test_nothing_is_made_or_taken_ahead_while_the_pool_has_keys(store, request):
+    want = keypool.wanted({P256}, 1)
+    while keypool.fill_one(store, want):
+        pass
+    made = request.getfixturevalue("made")  # real keys in the pool, cheap ones made here
+    km = KeyMaker(store, threads=2)
+    km.want([P256, P256])
+    km.go()
+    assert keypool.count(store, P256) == 1  # not taken by the key threads
+    first = km.take(P256)  # the pool's
+    assert isinstance(first, ec.EllipticCurvePrivateKey) and keypool.count(store, P256) == 0
+    until(lambda: len(made) == 1, "the second made ahead once the pool is empty")
+    assert km.take(P256) is made[0][1]
+    km.close()
