@@ -101,7 +101,11 @@ class KeyMaker:
                     self._cond.wait()
             finally:
                 self._cond.notify_all()  # a place ahead is free, or one fewer to make
-        return make_now(self.store, spec)
+        try:
+            return make_now(self.store, spec)
+        finally:
+            with self._cond:  # the pool may have just run dry: the key threads look again
+                self._cond.notify_all()
 
     def close(self) -> None:
         """No more keys; those not taken are dropped."""
