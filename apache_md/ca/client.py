@@ -54,7 +54,14 @@ NONCE_RESERVE = 4
 PATIENCE_LEAST = 1.0
 PATIENCE_FACTOR = 4.0
 PATIENCE_SAMPLES = 3
+# The nonce of a POST sent while new-nonce is held (_Network._get_nonce): none the CA
+# issued, so it answers badNonce with a fresh one.
+STAND_IN_NONCE = b"apache-md: new-nonce is held"
 IDLE_LEAST = 0.5  # seconds of waiting for the CA for which a drive lets another MD work
+# seconds after which an MD waiting for another's fetch of the directory does its own
+# work meanwhile (CAConnection.meanwhile): that fetch waits for the CA then (a
+# Retry-After, a slow answer), a fast one would only be slowed by it
+MEANWHILE_AFTER = 0.5
 ORDER_TIMEOUT = 300.0  # seconds for the CA to decide authorizations, or to issue
 
 
@@ -293,15 +300,34 @@ class _Network(acme_client.ClientNetwork):
             nonce = self._shared.take_nonce()
             if nonce is not None:
                 return nonce
-            if new_nonce_url:
-                # retried as a request of its own: its trouble neither uses up the tries
-                # of the POST it is for, nor is named after it
-                self._add_nonce(self._retrying(new_nonce_url, lambda: self._check_response(
-                    self.head(new_nonce_url), content_type=None)))
+            if new_nonce_url and self._fetch_nonce(new_nonce_url):
                 if self._shared.start_refill():
                     threading.Thread(target=self._refill, args=(new_nonce_url,), daemon=True,
                                      name="nonces").start()
+            if new_nonce_url and not self._nonces:
+                # new-nonce is held by its Retry-After, which every MD that needs a nonce
+                # would wait out: the POST goes with a nonce the CA never issued, and the
+                # CA's badNonce answer brings a fresh one (RFC 8555 §6.5), retried at
+                # once: a round trip instead of the hold
+                return STAND_IN_NONCE
         return super()._get_nonce(url, new_nonce_url)
+
+    def _fetch_nonce(self, new_nonce_url: str) -> bool:
+        """A nonce from new-nonce, unless a Retry-After holds it (then False): retried
+        as a request of its own, so that its trouble neither uses up the tries of the
+        POST it is for, nor is named after it."""
+        def once() -> requests.Response:
+            held = self._gate.held_for(new_nonce_url)  # by another thread's 429 too
+            if held > 0:
+                raise http.Held(held)
+            return self._check_response(self.head(new_nonce_url), content_type=None)
+        try:
+            self._add_nonce(self._retrying(new_nonce_url, once, wait_out_holds=False))
+        except CAProblem as p:
+            if p.retry_after is None:
+                raise
+            return False
+        return True
 
     def _refill(self, new_nonce_url: str) -> None:
         """Fill the shared reserve of nonces, beside the drive threads: one request at a
@@ -348,7 +374,15 @@ class _Network(acme_client.ClientNetwork):
             kwargs["timeout"] = (self._default_timeout, patience)
         start = time.monotonic()
         try:
-            response = self._send_once(method, url, *args, **kwargs)
+            # the place to work is for CPU: another MD uses it while this one's request
+            # is on its way (which a fault may hold up), so all are under way at once.
+            # The answer's time and Retry-After are noted before this MD waits for its
+            # place back: the other threads keep to a Retry-After as soon as it came.
+            with self.idle() if self.idle else contextlib.nullcontext():
+                response = self._send_once(method, url, *args, **kwargs)
+                self._shared.answered_in(time.monotonic() - start)
+                self._gate.answered(url, response,
+                                    self.names.get(url) in ("directory", "new-nonce"))
         except Exception as e:  # noqa: BLE001 - re-raised, or as Impatient
             cause = compat.network_cause(e)
             if patience is not None and isinstance(cause, requests.exceptions.ReadTimeout):
@@ -361,9 +395,7 @@ class _Network(acme_client.ClientNetwork):
                     not isinstance(cause, requests.exceptions.Timeout):
                 self._reuse(nonce)  # a reset: perhaps before the CA had it
             raise
-        self._shared.answered_in(time.monotonic() - start)
         self._response = response
-        self._gate.answered(url, response, self.names.get(url) in ("directory", "new-nonce"))
         if not response.ok:
             if self.REPLAY_NONCE_HEADER in response.headers:
                 # the library keeps only the nonces of successes; an error's (a badNonce,
@@ -430,9 +462,12 @@ class _Network(acme_client.ClientNetwork):
             return once(url, *args, **kwargs)
         return self._retrying(url, lambda: once(url, *args, **kwargs))
 
-    def _retrying(self, url: str, attempt: Callable[[], requests.Response]) -> requests.Response:
+    def _retrying(self, url: str, attempt: Callable[[], requests.Response],
+                  wait_out_holds: bool = True) -> requests.Response:
         """`attempt()` until it succeeds, fails for good, or the policy gives up. Within
-        a running one (a nonce fetched for a POST), within what is left of its budget."""
+        a running one (a nonce fetched for a POST), within what is left of its budget.
+        A Retry-After is waited out in place, or with `wait_out_holds` False raised at
+        once (CAProblem with retry_after: the caller has something else to do)."""
         outer, outer_patient = self._deadline, self._patient
         self._patient = False
         self._deadline = time.monotonic() + self._policy.budget
@@ -469,6 +504,8 @@ class _Network(acme_client.ClientNetwork):
                         pause = self._policy.pause(tries, left, trouble.retry_after,
                                                    backoffs=backoffs)
                     last = trouble.kind
+                    if trouble.retry_after is not None and not wait_out_holds:
+                        raise self._held(url, trouble.retry_after, tries, e) from None
                     if pause is None:
                         if trouble.retry_after is not None and trouble.retry_after > left \
                                 and tries < self._policy.tries:
@@ -554,6 +591,9 @@ class CAConnection:
             self.net.verify_ssl = ca_certs
         self._directory: messages.Directory | None = None
         self._raw_directory: dict[str, Any] = {}
+        # called once while this connection has waited MEANWHILE_AFTER seconds for another
+        # MD's fetch of the directory (that fetch waits for the CA): the drive's own work
+        self.meanwhile: Callable[[], None] | None = None
         self.client: acme_client.ClientV2 | None = None
 
     @property
@@ -568,7 +608,12 @@ class CAConnection:
                     # lock is let go before this MD waits for its place back (unwound in
                     # reverse), or every MD behind it would wait for both in turn
                     locked.enter_context(self.waiting())
-                    locked.enter_context(shared.directory_lock)
+                    if self.meanwhile is None or \
+                            not shared.directory_lock.acquire(timeout=MEANWHILE_AFTER):
+                        if self.meanwhile is not None:  # that fetch waits for the CA
+                            self.meanwhile()
+                        shared.directory_lock.acquire()
+                    locked.callback(shared.directory_lock.release)
                 cached = shared.directory
                 if cached is None or time.monotonic() - shared.directory_at > DIRECTORY_TTL:
                     try:

@@ -269,6 +269,8 @@ class Driver:
                             proxy_ca_certs=md.proxy_ca_certs, stop=self.stop)
         conn.on_wait = lambda: self._flush(job)
         conn.idle = self._idle
+        go = self.keys.go if self.keys is not None else None
+        conn.meanwhile = go  # while another MD's fetch of the directory waits for the CA
         meta = conn.meta
         profile = self._profile(md, meta)
         self._progress(job, md, f"Driving ACME to renew {md.keyspecs[0].name} certificate "
@@ -286,9 +288,8 @@ class Driver:
         # New keys are taken at finalize (ca/keymaker makes them ahead). They are made
         # after the account: on a fresh store the MDs' keys (40 ms of CPU each) made
         # meanwhile slowed the account's own (250 ms) that every MD waits for; while
-        # waiting for the account only when its registration waits for the CA (a
-        # Retry-After, a slow answer).
-        go = self.keys.go if self.keys is not None else None
+        # waiting for the directory or the account only when that fetch or registration
+        # waits for the CA (a Retry-After, a slow answer).
         account = accounts.obtain(self.store, conn, md, staged_account, meanwhile=go)
         if go is not None:
             go()
@@ -739,11 +740,12 @@ def drive_all(driver: Driver, decisions: Sequence, parallel: int = DRIVE_PARALLE
               done: Callable[[RunResult], None] | None = None) -> list[RunResult]:
     """Drive the MDs of `decisions` (core/plan), `parallel` at a time.
 
-    `parallel` MDs work at once; one that waits for the CA (a Retry-After, a pause
-    before another try) lets another work meanwhile, up to IN_FLIGHT times as many
-    under way. While they run, `refresh()` (the status snapshot, the watchdog) is
-    called every REFRESH_EVERY seconds, and never for more than REFRESH_SHARE of the time
-    however long it takes with many MDs; `done(result)` as each run ends.
+    `parallel` MDs work at once; one that waits for the CA (its request on the way, a
+    Retry-After, a pause before another try) lets another work meanwhile, up to
+    IN_FLIGHT times as many under way. While they run, `refresh()` (the status
+    snapshot, the watchdog) is called every REFRESH_EVERY seconds, and never for more
+    than REFRESH_SHARE of the time however long it takes with many MDs; `done(result)`
+    as each run ends.
     Results in the order of `decisions`.
     """
     if not decisions:

@@ -103,6 +103,22 @@ def test_answers_lost_on_the_way_back_do_not_fail_the_order(env, flaky):
     assert staging_job(env, "lost.test")["errors"] == 0
 
 
+def test_new_nonce_held_by_its_retry_after_does_not_hold_the_order(env, flaky):
+    """new-nonce answers 429 with an hour's Retry-After: the POSTs get their nonces from
+    the CA's badNonce answers instead (RFC 8555 §6.5), and new-nonce is not asked again."""
+    flaky.set_rates(**NO_FAULTS)
+    flaky.retry_after = 3600
+    flaky.rate_limited = {"/nonce-plz"}
+    env.write_config(md_at("nonce.test", flaky.directory_url), env.ssl_vhost("nonce.test"))
+    env.start()
+    p = env.cli("renew", "nonce.test")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert [path for _, path in flaky.log if path.startswith("/nonce-plz")] == ["/nonce-plz"]
+    assert flaky.violations == []
+    job = staging_job(env, "nonce.test")
+    assert job["finished"] and job["errors"] == 0
+
+
 def test_a_ca_back_from_an_outage_renews_at_once_despite_the_backoff(env, flaky):
     flaky.set_rates(**NO_FAULTS)
     vhost = env.ssl_vhost("back.test")

@@ -15,8 +15,9 @@ read it before it sent anything else there), on any other connection after
 `grace` seconds (a request another thread had sent before the 429 reached
 the client is no violation). Its 429s are rate limits of one endpoint, so
 requests to other endpoints are not held (core/retryafter).
-`down = True` resets every connection, as a CA that is gone; stop() and
-start() again refuse connections meanwhile.
+Paths starting with one of `rate_limited` get a 429 every time; `down = True`
+resets every connection, as a CA that is gone; stop() and start() again refuse
+connections meanwhile.
 """
 from __future__ import annotations
 
@@ -46,6 +47,8 @@ class FaultProxy(PebbleFront):
         self.down = False
         # path prefixes whose next request is forwarded and its answer lost (reset), once
         self.lose_answer: set[str] = set()
+        # path prefixes answered 429 (with Retry-After) every time
+        self.rate_limited: set[str] = set()
         self.requests = 0
         self.faults: Counter[str] = Counter()
         self.log: list[tuple[str, str]] = []  # (method, path) of every request
@@ -73,6 +76,8 @@ class FaultProxy(PebbleFront):
             elif lost:
                 self.lose_answer.discard(lost)
                 kind = "lost"
+            elif any(req.path.startswith(p) for p in self.rate_limited):
+                kind = "429"
             else:
                 x, kind = self.rnd.random(), "forward"
                 for name, rate in self.rates:

@@ -2,6 +2,7 @@
 messages, and the outages that lift backoff when a CA answers again."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -272,6 +273,64 @@ def test_the_nonce_of_a_post_that_never_reached_the_ca_is_sent_again(flaky, monk
     pauses.clear()
     post(conn, flaky)
     assert pauses[0] == 0 and pauses[1] > 0
+
+
+def test_an_md_waiting_for_anothers_directory_fetch_does_its_own_work_meanwhile(
+        flaky, monkeypatch):
+    """That fetch waits for the CA (here: the lock held by the test): the MD behind it
+    makes its keys meanwhile (CAConnection.meanwhile), then goes on with the directory."""
+    monkeypatch.setattr(client, "MEANWHILE_AFTER", 0.01)
+    conn = CAConnection(flaky.url + "dir")
+    worked = threading.Event()
+    conn.meanwhile = worked.set
+    shared = conn.net._shared  # noqa: SLF001
+    with shared.directory_lock:
+        behind = threading.Thread(target=lambda: conn.directory)
+        behind.start()
+        assert worked.wait(10)
+    behind.join(10)
+    assert conn.raw_directory["newOrder"] == flaky.url + "order"
+    assert flaky.requests == ["GET /dir"]
+
+
+def test_a_request_on_its_way_gives_the_drives_place_to_another_md(flaky):
+    """The place to work (ca/drive) is for CPU: while a request waits for the CA's
+    answer, another MD may use it."""
+    conn = CAConnection(flaky.url + "dir")
+    seen = []
+
+    @contextlib.contextmanager
+    def idle():
+        seen.append(("away", list(flaky.requests)))
+        yield
+        seen.append(("back", list(flaky.requests)))
+    conn.idle = idle
+    conn.directory  # noqa: B018
+    assert seen == [("away", []), ("back", ["GET /dir"])]
+
+
+def test_a_post_does_not_wait_for_new_nonce_held_by_its_retry_after(flaky, monkeypatch):
+    """new-nonce answers 429 with a long Retry-After: the POST goes with a nonce the CA
+    never issued, and the CA's badNonce answer brings a fresh one for the next try, at
+    once. new-nonce is not asked again while it is held."""
+    monkeypatch.setattr(client, "NONCE_RESERVE", 0)
+    conn = posting(flaky)
+    pauses = []
+    monkeypatch.setattr(conn.net, "wait", pauses.append)
+    bad = {"type": "urn:ietf:params:acme:error:badNonce", "detail": "unknown"}
+    fresh = jose.encode_b64jose(b"fresh")
+    flaky.script = [(429, {"Retry-After": "3600"}), (400, {"Replay-Nonce": fresh}, bad),
+                    (200, {})]
+    post(conn, flaky)
+    assert flaky.requests == ["HEAD /nonce", "POST /order", "POST /order"]
+    assert _nonce_of(flaky.bodies[0]) == jose.encode_b64jose(client.STAND_IN_NONCE)
+    assert _nonce_of(flaky.bodies[1]) == fresh
+    assert pauses == [0]
+    flaky.script = [(400, {"Replay-Nonce": fresh}, bad), (200, {})]
+    flaky.requests.clear()
+    conn.net._nonces.clear()  # noqa: SLF001
+    post(conn, flaky)  # new-nonce still held: not asked
+    assert flaky.requests == ["POST /order", "POST /order"]
 
 
 def test_the_nonce_of_an_error_serves_the_next_try(flaky, monkeypatch):
