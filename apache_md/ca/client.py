@@ -561,9 +561,12 @@ class _Network(acme_client.ClientNetwork):
               e: BaseException | None = None) -> CAProblem:
         """The CA asks us to wait longer than a renewal should: the job backs off as long."""
         err = e if isinstance(e, messages.Error) else None
+        said = f": {err.detail or err.title}" if err is not None and (err.detail or err.title) \
+            else ""  # the CA's own words (which limit, until when) are what an admin needs
         return CAProblem(20014, "Retry later", err.typ if err else None,
                          f"the CA asks to wait {seconds:.0f} s (Retry-After) before "
-                         f"{self.step_for(url)}, {_tries(tries)} (ACME server at {self.ca_url})",
+                         f"{self.step_for(url)}, {_tries(tries)}{said} "
+                         f"(ACME server at {self.ca_url})",
                          retry_after=seconds)
 
 

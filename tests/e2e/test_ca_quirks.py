@@ -118,6 +118,7 @@ def test_rate_limited_for_an_hour(qenv, front):
     job = json.loads((qenv.store / "staging" / "hour.test" / "job.json").read_text())
     assert job["last"]["problem"] == "urn:ietf:params:acme:error:rateLimited"
     assert "3600 s (Retry-After)" in job["last"]["detail"]
+    assert "too many new orders recently" in job["last"]["detail"]  # the CA's own words
     wait = parsedate_to_datetime(job["next-run"]) - parsedate_to_datetime(job["last-run"])
     assert wait.total_seconds() >= 3599, job
     assert front.seen["rateLimited"] == 1
