@@ -6,9 +6,17 @@ import json
 import logging
 import os
 import shlex
+import signal
 import sys
 
-from . import __version__
+# A SIGHUP that reaches `apache-md worker` before it has its handlers (systemctl reload,
+# or a reload of apache2 propagated to it, while it starts) asks for a reading of the
+# configuration it is about to make anyway: it must not kill it (the default action).
+_HUP_HELD = "worker" in sys.argv[1:]
+if _HUP_HELD:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+from . import __version__  # noqa: E402 - after the line above, as early as can be
 from .apache import includes, renames
 from .ca import DRIVE_PARALLEL, ari
 from .core import tailscale
@@ -610,6 +618,8 @@ COMMANDS = {"cluster": cmd_cluster, "check": cmd_check, "status": cmd_status, "r
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if _HUP_HELD and args.command != "worker":
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # "worker" was an argument's value
     _setup_logging(args.verbose)
     try:
         return COMMANDS[args.command](args)

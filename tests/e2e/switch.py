@@ -125,7 +125,21 @@ class Server:
         assert rc == 0, out
         self.apache.graceful()
         if self.worker and self.worker.poll() is None:
-            self.worker.send_signal(signal.SIGHUP)
+            self.hup_worker()
+
+    def hup_worker(self) -> None:
+        """What systemd does for `systemctl reload apache-md` (or a reload propagated from
+        apache2): SIGHUP once the unit is active, i.e. after the worker's READY=1; a
+        reload asked for while it starts waits for that (the job queue)."""
+        deadline = time.monotonic() + 120
+        while not any("READY=1" in m.splitlines() for m in self.notes):
+            assert self.worker.poll() is None, self.worker_log()
+            assert time.monotonic() < deadline, f"worker: no READY=1\n{self.worker_log()}"
+            try:
+                self.notes.append(self.sock.recv(4096).decode())
+            except socket.timeout:
+                continue
+        self.worker.send_signal(signal.SIGHUP)
 
     # the package
     def install_package(self) -> subprocess.CompletedProcess:
@@ -144,6 +158,7 @@ class Server:
     def start_worker(self) -> None:
         """apache-md.service: `apache-md worker` as the package's user, Type=notify."""
         self.sock_dir = make_tmp_dir("mig-notify-")
+        self.notes = []  # this worker's own
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind(str(self.sock_dir / "notify"))
         os.chmod(self.sock_dir / "notify", 0o777)

@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import re
-import signal
 import time
 from pathlib import Path
 
@@ -190,7 +189,7 @@ def test_a_store_apache_md_wrote_is_taken_back_by_mod_md(server):
     (store / "domains/back.test/job.json").write_text("{not json")
     (store / "domains/back.test/md.json").write_text("[]")
     s.drain_status()
-    s.worker.send_signal(signal.SIGHUP)
+    s.hup_worker()
     # a cycle that the CLI's changes woke may have said "next check" meanwhile: the
     # files themselves tell when the worker has been through them
     deadline = time.monotonic() + 60

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -347,7 +346,7 @@ def test_renewals_on_fresh_stores_read_as_mod_mds(server):
     s.apache_md_site(mds, vhosts)
     s.a2enconf_apache_md()
     a.start()
-    s.worker.send_signal(signal.SIGHUP)  # systemctl start apache2: the worker reads it
+    s.hup_worker()  # systemctl start apache2: the worker reads it
     ours = stories()
     for side in (theirs, ours):
         assert sum(m.pop("account") for m in side.values()) == 1, side

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -198,3 +200,47 @@ def test_a_signal_arriving_inside_a_wait_does_not_hang_the_worker(monkeypatch):
             signal.signal(s, h)
     assert set(setters) == {"stop", "wake", "reread"}
     assert threading.get_ident() not in setters.values()
+
+
+
+def test_a_sighup_while_the_worker_starts_does_not_kill_it(tmp_path):
+    """systemd may send a reload (SIGHUP) while the worker starts (a reload of apache2
+    propagated to it): from its first import on, a SIGHUP asks for the reading of the
+    configuration it is about to make anyway, and never ends it (the default action)."""
+    conf = tmp_path / "apache2.conf"
+    conf.write_text(f"MDStoreDir {tmp_path / 'md'}\n")
+    sock_path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.setblocking(False)
+    proc = subprocess.Popen([sys.executable, "-m", "apache_md", "-f", str(conf), "worker"],
+                            env=dict(os.environ, NOTIFY_SOCKET=str(sock_path)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def hup_bits() -> tuple[bool, bool]:  # (ignored, caught), as the kernel has them
+        fields = dict(line.split(":\t", 1) for line in
+                      Path(f"/proc/{proc.pid}/status").read_text().splitlines())
+        return tuple(bool(int(fields[k], 16) & 1 << (signal.SIGHUP - 1))
+                     for k in ("SigIgn", "SigCgt"))
+
+    try:
+        # the interpreter's own start-up (before any of our code) is the one window left;
+        # from there on, until the worker says READY, SIGHUP after SIGHUP
+        deadline = time.monotonic() + 60
+        while hup_bits() == (False, False) and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        assert hup_bits()[0], "SIGHUP is not ignored before the worker's handlers"
+        ready, hups = False, 0
+        while not ready and proc.poll() is None and time.monotonic() < deadline:
+            proc.send_signal(signal.SIGHUP)  # from the fork on, until it says READY
+            hups += 1
+            try:
+                ready = "READY=1" in sock.recv(4096).decode().splitlines()
+            except BlockingIOError:
+                time.sleep(0.005)
+        assert proc.poll() is None, f"ended by SIGHUP {hups}: {proc.returncode}"
+        assert ready, "no READY=1"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
+        sock.close()
