@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -482,6 +483,17 @@ class NameIndex:
             found = found | self.wild.get(norm.split(".", 1)[1], set())
         return sorted(found)
 
+    def literal(self, name: str) -> set[int]:
+        """Indexes of the MDs that list `name` itself."""
+        return self.exact.get(name, set()) | self.exact.get(name.lower().rstrip("."), set())
+
+
+def _alias_pattern(alias: str) -> re.Pattern | None:
+    """A ServerAlias with `*`/`?` as httpd matches it (ap_strcasecmp_match), or None."""
+    if not any(c in alias for c in "*?"):
+        return None
+    return re.compile(re.escape(alias.lower()).replace(r"\*", ".*").replace(r"\?", "."))
+
 
 def vhost_mds(vh: VHost, mds: list[ManagedDomain], match_names: str,
               index: NameIndex | None = None) -> list[ManagedDomain]:
@@ -493,16 +505,24 @@ def vhost_mds(vh: VHost, mds: list[ManagedDomain], match_names: str,
         found = [mds[i] for i in index.covering(vh.server_name)]
         exact = [md for md in found if vh.server_name in md.domains]
         return exact or found  # a specific MD pre-empts a wildcard MD
-    return [mds[i] for i in sorted({i for n in vh.names for i in index.covering(n)})]
+    # mod_md's link_md_to_servers: an MD name matches the ServerName, also by the MD's
+    # wildcard, or an alias literally (or the alias' own wildcard matches it): a `*.x`
+    # MD does not take a vhost whose alias alone it covers.
+    found = set(index.covering(vh.server_name)) if vh.server_name else set()
+    for alias in vh.aliases:
+        found |= index.literal(alias)
+        pattern = _alias_pattern(alias)
+        if pattern:
+            found |= {i for i, md in enumerate(mds) if any(pattern.fullmatch(d) for d in md.domains)}
+    return [mds[i] for i in sorted(found)]
 
 
 def overlap(a: ManagedDomain, b: ManagedDomain) -> str | None:
-    """A name both MDs claim (wildcards included), or None."""
+    """The first name of the later MD `b` that the earlier `a` lists or covers by a
+    wildcard, or None. One way only, as mod_md's md_common_name(later, earlier): a
+    wildcard MD after one of its subdomains' MDs is no overlap, before it is."""
     for n in b.domains:
         if a.covers(n) or n in a.domains:
-            return n
-    for n in a.domains:
-        if b.covers(n):
             return n
     return None
 
@@ -573,7 +593,7 @@ def link(config: Config, errors: list[Problem], warnings: list[Problem]) -> None
 def complete_protocol(md: ManagedDomain, errors: list[Problem], warnings: list[Problem]) -> None:
     """mod_md's store sync: an unknown MDCertificateProtocol is fatal (AH10172), and the
     protocol completes the MD (tailscale: its socket as default CA, the daemon's key)."""
-    if md.ca_proto.lower() not in ("acme", tailscale.PROTO):
+    if md.ca_proto not in ("ACME", tailscale.PROTO):  # as mod_md: `acme` is unknown too
         errors.append(Problem(f"AH10172: md[{md.name}]: error syncing to store: [{md.name}] uses "
                               f"unknown CA protocol '{md.ca_proto}' (known: ACME, tailscale)",
                               md.location, md.name))

@@ -607,7 +607,9 @@ _SPECS = [
     Spec("MDMustStaple", ALL, TAKE1, PROP, "must_staple", _one(parse_on_off), "on or off"),
     Spec("MDStapling", ALL, TAKE1, PROP, "stapling", _one(parse_on_off), "on or off"),
     Spec("MDStapleOthers", ALL, TAKE1, GLOBAL, "staple_others", _one(parse_on_off), "on or off"),
-    Spec("MDCAChallenges", ALL, ARGV, PROP, "challenges", lambda a, r: list(a) or None,
+    # mod_md lowercases the types (md-status shows `http-01` for `HTTP-01`) and uses them so
+    Spec("MDCAChallenges", ALL, ARGV, PROP, "challenges",
+         lambda a, r: [x.lower() for x in a] or None,
          "the challenge types to use, in order"),
     Spec("MDProfile", ALL, TAKE1, PROP, "profile", _one(str), "the ACME order profile"),
     Spec("MDProfileMandatory", ALL, TAKE1, PROP, "profile_mandatory", _one(parse_on_off), "on or off"),

@@ -60,12 +60,24 @@ def parse_duration(text: str, default_unit: str = "s") -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """mod_md's canonical form: the largest unit that divides the value."""
-    ms = round(seconds * 1000)
-    for unit, size in (("d", 86400000), ("h", 3600000), ("mi", 60000), ("s", 1000)):
-        if ms % size == 0 and ms != 0:
-            return f"{ms // size}{unit}"
-    return f"{ms}ms"
+    """mod_md's duration_format (md_time.c), to the letter: the largest of d, h, mi, s
+    that divides the whole seconds, so anything below a second is `0d`; otherwise the
+    millisecond part alone (1500ms reads `500ms`: it uses apr_time_msec, which is the
+    milliseconds within the second). C's division truncates towards zero."""
+    micros = round(seconds * 1_000_000)
+    whole = _cdiv(micros, 1_000_000)
+    for unit, size in (("d", 86400), ("h", 3600), ("mi", 60)):
+        if whole - _cdiv(whole, size) * size == 0:
+            return f"{_cdiv(whole, size)}{unit}"
+    millis = _cdiv(micros, 1000)
+    millis -= _cdiv(millis, 1000) * 1000
+    return f"{whole}s" if millis == 0 else f"{millis}ms"
+
+
+def _cdiv(a: int, b: int) -> int:
+    """C's integer division (towards zero)."""
+    q = abs(a) // abs(b)
+    return q if (a < 0) == (b < 0) else -q
 
 
 @dataclass(frozen=True)

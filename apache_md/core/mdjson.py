@@ -51,8 +51,9 @@ def md_to_json(md: ManagedDomain, *, ca_url: str | None = None, account: str | N
         obj["pkey-files"] = list(md.key_files)
     obj["stapling"] = md.stapling
     for key, name in _ENV_KEYS:
-        if name in md.own_env:
-            put(obj, key, getattr(md, name))
+        if name in md.own_env:  # an MD's own `MDCACertificateFile none` is shown as written
+            value = getattr(md, name)
+            obj[key] = "none" if value is None else value
     if md.eab_kid:
         obj["eab"] = {"kid": md.eab_kid, "hmac": "***" if public else md.eab_hmac}
     put(obj, "profile", md.profile)

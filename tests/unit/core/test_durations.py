@@ -26,8 +26,11 @@ def test_parse_duration_rejects(text):
 
 
 @pytest.mark.parametrize("seconds,text", [(864000, "10d"), (43200, "12h"), (90, "90s"),
-                                          (1800, "30mi"), (0.5, "500ms")])
+                                          (1800, "30mi"), (0.5, "0d"), (0, "0d"),
+                                          (1.5, "500ms"), (86400.5, "1d"), (-5 * 86400, "-5d"),
+                                          (-90, "-90s"), (61.25, "250ms")])
 def test_format_duration(seconds, text):
+    """What Debian's mod_md 2.6.10 shows in md-status for these (the sweep checks it)."""
     assert format_duration(seconds) == text
 
 
