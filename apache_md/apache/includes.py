@@ -219,7 +219,7 @@ def global_conf(config: Config | None, fallback: str | None = None) -> str:
     if config is None:
         return "".join(out)
     out.append(global_stapling(config))
-    routed = require_https.redirected(config)
+    routed = require_https.redirected(config, skip_address=RELAY_ADDRESS)
     for md in config.mds:
         if md.name not in routed:
             continue

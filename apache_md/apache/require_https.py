@@ -29,13 +29,16 @@ def _matches(vh: VHost, host: str) -> bool:
     return False
 
 
-def _by_port(config: Config) -> list[list[VHost]]:
-    """Per port, the vhosts Apache chooses from, in configuration order; the base
-    server (MDBaseServer on) on the Listen ports no vhost uses."""
+def _by_port(config: Config, skip_address: str | None) -> list[list[VHost]]:
+    """Per port, the vhosts Apache chooses from, in configuration order (but those
+    bound to `skip_address` alone); the base server (MDBaseServer on) on the Listen
+    ports no vhost uses."""
     groups: dict[int, list[VHost]] = {}
     base = [vh for vh in config.vhosts if vh.is_base]
     for vh in config.vhosts:
-        if not vh.is_base:
+        own = skip_address and vh.addresses and all(
+            a.rsplit(":", 1)[0] == skip_address for a in vh.addresses)
+        if not vh.is_base and not own:
             for port in vh.ports:
                 groups.setdefault(port, []).append(vh)
     for port in config.listen_ports:
@@ -44,11 +47,12 @@ def _by_port(config: Config) -> list[list[VHost]]:
     return list(groups.values())
 
 
-def redirected(config: Config) -> dict[str, tuple[list[str], list[str]]]:
+def redirected(config: Config, skip_address: str | None = None
+               ) -> dict[str, tuple[list[str], list[str]]]:
     """MD name -> (names redirected on http, names given HSTS on https) for each MD
-    with MDRequireHttps."""
+    with MDRequireHttps; `skip_address`: apache-md's own vhost (the OCSP relay's)."""
     out = {}
-    groups = _by_port(config)
+    groups = _by_port(config, skip_address)
     for md in config.mds:
         if not md.require_https:
             continue

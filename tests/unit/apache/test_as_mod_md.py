@@ -53,6 +53,9 @@ def test_the_protocol_name_is_case_sensitive(tmp_path):
 VHOSTS = """\
     Listen 80
     Listen 443
+    <VirtualHost 127.0.0.2:80>
+        ServerName apache-md-relay
+    </VirtualHost>
     <VirtualHost *:80>
         ServerName default.test
     </VirtualHost>
@@ -89,6 +92,23 @@ def test_require_https_acts_in_the_mds_vhosts_only(tmp_path):
     assert cfg.errors == []
     assert require_https.redirected(cfg) == {"a.test": (["a.test"], ["a.test", "www.a.test"]),
                                              "b.test": ([], ["b.test"])}
-    text = global_conf(cfg)
+    text = global_conf(cfg)  # apache-md's relay vhost on 127.0.0.2 is nobody's default
     assert "in {'a.test'} &&" in text and "in {'a.test', 'www.a.test'} &&" in text
     assert "Redirect 301" in text and text.count("<If \"%{HTTPS} != 'on'") == 1
+
+
+def test_require_https_on_the_default_vhost_of_the_md(tmp_path):
+    """The MD's http vhost is its port's first: mod_md redirects www.a.test there too."""
+    cfg = load(tmp_path, """\
+        Listen 80
+        <VirtualHost 127.0.0.2:80>
+            ServerName apache-md-relay
+        </VirtualHost>
+        <VirtualHost *:80>
+            ServerName a.test
+        </VirtualHost>
+        MDRequireHttps temporary
+        MDomain a.test www.a.test
+    """)
+    assert require_https.redirected(cfg, skip_address="127.0.0.2") == {
+        "a.test": (["a.test", "www.a.test"], [])}
