@@ -213,7 +213,9 @@ def test_a_sighup_while_the_worker_starts_does_not_kill_it(tmp_path):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.setblocking(False)
-    proc = subprocess.Popen([sys.executable, "-m", "apache_md", "-f", str(conf), "worker"],
+    # its own reload command: the Debian default would reload (so start) the system Apache
+    proc = subprocess.Popen([sys.executable, "-m", "apache_md", "-f", str(conf), "worker",
+                             "--reload-command", "true"],
                             env=dict(os.environ, NOTIFY_SOCKET=str(sock_path)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     def hup_bits() -> tuple[bool, bool]:  # (ignored, caught), as the kernel has them
