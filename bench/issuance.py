@@ -25,9 +25,15 @@ is restarted before each run (fresh state, same start for both) unless
              (the sampling slows it: no timing from such a run).
   --timeline OUT  apache-md run through bench/timeline.py: OUT has each MD's steps,
              requests and key as JSON lines, a summary is printed.
+  --cpu OUT  apache-md through bench/cpuacct.py: the CPU spent in chosen functions,
+             counted per thread (time.thread_time), to OUT as JSON and printed.
+  --cprofile OUT  apache-md under cProfile in every thread (bench/cprofile.py): OUT in
+             pstats format (the first `activate`'s in OUT.activate), the top functions by own
+             time printed (slowed: no timing).
 
 Usage: python bench/issuance.py [-n 50] [--worker] [--pool [--pool-size K]] [--keep-pebble]
                                 [--only NAME] [--profile OUT] [--timeline OUT]
+                                [--cpu OUT] [--cprofile OUT]
 """
 from __future__ import annotations
 
@@ -120,7 +126,8 @@ def fill_pool(apache) -> int:
 
 
 def run_apache_md(pebble, domains, worker: bool, pool: int | None = None,
-                  profile: str | None = None, timeline: str | None = None) -> dict:
+                  profile: str | None = None, timeline: str | None = None,
+                  cprofile: str | None = None, cpu: str | None = None) -> dict:
     apache = apache_md_apache(pebble, domains,
                               extra=f"    MDKeyPool {pool}\n" if pool is not None else "")
     apache.write_conf("00-apache-md", apache_md(apache, "apache-conf").stdout)
@@ -129,6 +136,10 @@ def run_apache_md(pebble, domains, worker: bool, pool: int | None = None,
     cmd = APACHE_MD
     if timeline:
         cmd = [sys.executable, os.path.join(REPO, "bench", "timeline.py"), timeline, "--"]
+    if cpu:
+        cmd = [sys.executable, os.path.join(REPO, "bench", "cpuacct.py"), cpu, "--"]
+    if cprofile:
+        cmd = [sys.executable, os.path.join(REPO, "bench", "cprofile.py"), cprofile, "--"]
     if profile:
         cmd = [shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy"),
                "record", "--threads", "--format", "raw", "-r", "250", "-o", profile,
@@ -137,7 +148,13 @@ def run_apache_md(pebble, domains, worker: bool, pool: int | None = None,
     cpu0 = children_cpu()
     try:
         t0 = time.monotonic()
-        apache_md(apache, "activate")
+        if cprofile:  # the first activate too, beside: OUT.activate
+            p = subprocess.run(cmd[:2] + [cprofile + ".activate", "--", "-f", str(apache.main_conf),
+                                          "activate"], cwd=REPO, capture_output=True, text=True)
+            if p.returncode:
+                raise SystemExit(f"apache-md activate failed:\n{p.stdout}\n{p.stderr}")
+        else:
+            apache_md(apache, "activate")
         t_activated = time.monotonic()
         apache.start(timeout=TIMEOUT)
         t_started = time.monotonic()
@@ -182,6 +199,8 @@ def main() -> int:
     ap.add_argument("--pool-size", type=int, default=16, help="MDKeyPool (default 16)")
     ap.add_argument("--profile", metavar="OUT", help="apache-md under py-spy, stacks to OUT")
     ap.add_argument("--timeline", metavar="OUT", help="apache-md's steps per MD to OUT")
+    ap.add_argument("--cpu", metavar="OUT", help="CPU of chosen functions in apache-md, to OUT")
+    ap.add_argument("--cprofile", metavar="OUT", help="apache-md under cProfile, stats to OUT")
     args = ap.parse_args()
     domains = names(args.n)
     load = loadavg()
@@ -202,7 +221,8 @@ def main() -> int:
             say(f"apache-md ({how}): {args.n} MDs ...")
             results["apache-md"] = run_apache_md(pebble, domains, args.worker,
                                                  args.pool_size if args.pool else None,
-                                                 args.profile, args.timeline)
+                                                 args.profile, args.timeline, args.cprofile,
+                                                 args.cpu)
     finally:
         pebble.stop()
         shutil.rmtree(pebble.work_dir, ignore_errors=True)
@@ -228,6 +248,14 @@ def main() -> int:
         from timeline import summary
         for line in summary(Path(args.timeline), worst=2):
             say(line)
+    if am and args.cpu:
+        from cpuacct import report
+        for line in report(Path(args.cpu)):
+            say(line)
+    if am and args.cprofile:
+        import pstats
+        for f in (args.cprofile + ".activate", args.cprofile):
+            pstats.Stats(f).sort_stats("tottime").print_stats(25)
     if len(results) == 2:
         mm = results["mod_md"]
         say(f"ratio apache-md/mod_md: {done} {ratio(am['staged'], mm['staged'])}, "
