@@ -34,6 +34,7 @@ from ..store.fs import (
     DOMAINS,
     STAGING,
     TMP,
+    Batch,
     Store,
     StoreError,
     rename,
@@ -187,9 +188,10 @@ def _md_json_stamp(path: str) -> int | None:
         return None
 
 
-def sync_md_json(store: Store, md: ManagedDomain) -> None:
+def sync_md_json(store: Store, md: ManagedDomain, batch: Batch | None = None) -> None:
     """Keep domains/<md>/md.json in step with the config (mod_md's store sync); a broken
-    one is set aside (broken-files) before it is written again."""
+    one is set aside (broken-files) before it is written again. `batch`: written there,
+    in place at its commit."""
     path = store.fspath(DOMAINS, md.name, "md.json")
     hit = _in_step.get(path)
     if hit is not None and hit[0] is md and hit[1] is not None \
@@ -204,8 +206,28 @@ def sync_md_json(store: Store, md: ManagedDomain) -> None:
     wanted = md_to_json(md, ca_url=ca.get("url"), account=ca.get("account"), state=st,
                         state_descr=descr)
     if wanted != current:
-        store.write_json(DOMAINS, md.name, "md.json", wanted)
+        store.write_json(DOMAINS, md.name, "md.json", wanted, batch=batch)
+        if batch is not None:  # its stamp once it is in place
+            batch.then(lambda: _in_step.__setitem__(path, (md, _md_json_stamp(path))))
+            return
     _in_step[path] = (md, _md_json_stamp(path))
+
+
+def sync_and_include(store: Store, config: Config) -> tuple[bool, dict[str, str]]:
+    """Every md.json in step, every include and global.conf written (write_includes'
+    result), all in one Batch: for 50 new MDs, 2 sync() calls instead of some 380
+    fsync()s (an md.json, a fallback pair and an include each, and their directories),
+    most of `apache-md activate`'s time before Apache could start. Nothing is in place
+    before it is durable, and all is once this returns."""
+    batch = Batch()
+    try:
+        for md in config.mds:
+            sync_md_json(store, md, batch)
+        result = serving.write_includes(store, config, batch)
+        batch.commit_all()
+    finally:
+        batch.discard()
+    return result
 
 
 def activate(store: Store, config: Config, messenger: Messenger, report: Report,
@@ -260,9 +282,7 @@ def activate(store: Store, config: Config, messenger: Messenger, report: Report,
     if prepared and not report.activated:
         save_activation_state(store, waiting={**report.waiting, **report.blocked})
         return
-    for md in config.mds:
-        sync_md_json(store, md)
-    changed, served = serving.write_includes(store, config)
+    changed, served = sync_and_include(store, config)
     report.includes_changed |= changed
     save_activation_state(store, waiting={**report.waiting, **report.blocked}, served=served,
                           resolved=report.activated)
@@ -310,9 +330,7 @@ def prepare(store: Store, config: Config) -> tuple[dict[str, str], bool]:
     then every md.json kept in step with the config, every include and global.conf
     written, so Apache finds every file a vhost includes and loads nothing broken. Returns (repaired, whether an include changed)."""
     repaired = serving.repair_all(store, config)
-    for md in config.mds:
-        sync_md_json(store, md)
-    changed, served = serving.write_includes(store, config)
+    changed, served = sync_and_include(store, config)
     if repaired or served != load_activation_state(store).get("served"):
         save_activation_state(store, served=served, repaired=repaired)
     return repaired, changed

@@ -25,7 +25,17 @@ from ..core import crypto
 from ..core.job import now_utc
 from ..core.model import Config, KeySpec, ManagedDomain
 from ..store import certcache, credentials
-from ..store.fs import APACHE, ARCHIVE, DOMAINS, Store, StoreError, atomic_write, fsync_dir, rename
+from ..store.fs import (
+    APACHE,
+    ARCHIVE,
+    DOMAINS,
+    Batch,
+    Store,
+    StoreError,
+    atomic_write,
+    fsync_dir,
+    rename,
+)
 from . import includes
 
 log = logging.getLogger(__name__)
@@ -48,8 +58,10 @@ def _fallback_key(spec):
     return key
 
 
-def ensure_fallback(store: Store, md: ManagedDomain, spec) -> tuple[str, str]:
-    """The self-signed stand-in for a key type without a certificate yet."""
+def ensure_fallback(store: Store, md: ManagedDomain, spec,
+                    batch: Batch | None = None) -> tuple[str, str]:
+    """The self-signed stand-in for a key type without a certificate yet (with `batch`:
+    in place at its commit)."""
     cert_f = store.path(DOMAINS, md.name, "fallback-" + spec.file_name("pubcert"))
     key_f = store.path(DOMAINS, md.name, "fallback-" + spec.file_name("privkey"))
     ok = False
@@ -65,12 +77,13 @@ def ensure_fallback(store: Store, md: ManagedDomain, spec) -> tuple[str, str]:
         # the directory synced once, by the certificate's write: 50 new MDs' activation
         # spent most of its time in fsync()
         store.write_bytes(DOMAINS, md.name, key_f.name, crypto.key_to_pem(key), mode=0o600,
-                          sync_dir=False)
-        store.write_bytes(DOMAINS, md.name, cert_f.name, crypto.self_signed(key, md.domains))
+                          sync_dir=False, batch=batch)
+        store.write_bytes(DOMAINS, md.name, cert_f.name, crypto.self_signed(key, md.domains),
+                          batch=batch)
     return str(cert_f), str(key_f)
 
 
-def server_fallback(store: Store) -> str:
+def server_fallback(store: Store, batch: Batch | None = None) -> str:
     """`<store>/apache/fallback.pem`, the server-wide fallback (certificate and key in
     one file: a vhost with its own SSLCertificateFile but no SSLCertificateKeyFile
     would otherwise inherit our key for its certificate)."""
@@ -80,8 +93,11 @@ def server_fallback(store: Store) -> str:
         and problem(str(path)) is None
     if not ok:
         key = _fallback_key(KeySpec("RSA", 2048))
-        atomic_write(path, crypto.self_signed(key, [FALLBACK_NAME]) + crypto.key_to_pem(key),
-               0o600)
+        data = crypto.self_signed(key, [FALLBACK_NAME]) + crypto.key_to_pem(key)
+        if batch is not None:
+            batch.add(path, data, 0o600)
+        else:
+            atomic_write(path, data, 0o600)
     return str(path)
 
 
@@ -182,9 +198,10 @@ def static_problem(md: ManagedDomain) -> str | None:
     return None
 
 
-def cert_pairs(store: Store, md: ManagedDomain) -> tuple[list[tuple[str, str]], bool]:
+def cert_pairs(store: Store, md: ManagedDomain,
+               batch: Batch | None = None) -> tuple[list[tuple[str, str]], bool]:
     """What the MD's include points mod_ssl at, and whether that is the fallback:
-    only files that verify; else the fallback."""
+    only files that verify; else the fallback (made in `batch` when there is one)."""
     if not credentials.uses_managed(store, md):
         if static_problem(md) is None:
             return list(zip(md.cert_files, md.key_files)), False
@@ -192,7 +209,7 @@ def cert_pairs(store: Store, md: ManagedDomain) -> tuple[list[tuple[str, str]], 
         live = _live(store, md)
         if live and all(why is None for *_, why in live):
             return [(c, k) for _, c, k, _ in live], False
-    return [ensure_fallback(store, md, spec) for spec in md.keyspecs], True
+    return [ensure_fallback(store, md, spec, batch) for spec in md.keyspecs], True
 
 
 # -- repair ------------------------------------------------------------------------------------------
@@ -283,15 +300,20 @@ def served_problems(store: Store, config: Config) -> list[str]:
     return out
 
 
-def write_if_changed(store: Store, path: Path, text: str, sync_dir: bool = True) -> bool:
-    """`sync_dir` False: the caller syncs the directory once after many files."""
+def write_if_changed(store: Store, path: Path, text: str, sync_dir: bool = True,
+                     batch: Batch | None = None) -> bool:
+    """`sync_dir` False: the caller syncs the directory once after many files; `batch`:
+    in place at its commit."""
     data = text.encode()
     try:
         if path.read_bytes() == data:
             return False
     except FileNotFoundError:
         pass
-    atomic_write(path, data, 0o644, sync_dir=sync_dir)
+    if batch is not None:
+        batch.add(path, data, 0o644)
+    else:
+        atomic_write(path, data, 0o644, sync_dir=sync_dir)
     return True
 
 
@@ -304,24 +326,34 @@ _written: dict[str, tuple[ManagedDomain, int]] = {}
 
 
 def _write_include(store: Store, path: Path, md: ManagedDomain, made_of: tuple,
-                   render: Callable[[], str]) -> bool:
+                   render: Callable[[], str], batch: Batch | None = None) -> bool:
     key = os.fspath(path)
     hit = _written.get(key)
     if hit is not None and hit[0] is md and hit[1] == hash((made_of, _stamp(key))):
         return False
-    changed = write_if_changed(store, path, render(), sync_dir=False)  # write_includes syncs
-    _written[key] = (md, hash((made_of, _stamp(key))))
+    # write_includes syncs the directory
+    changed = write_if_changed(store, path, render(), sync_dir=False, batch=batch)
+
+    def note() -> None:
+        _written[key] = (md, hash((made_of, _stamp(key))))
+
+    if changed and batch is not None:
+        batch.then(note)  # the file's stamp once it is in place
+    else:
+        note()
     return changed
 
 
-def write_includes(store: Store, config: Config | None) -> tuple[bool, dict[str, str]]:
+def write_includes(store: Store, config: Config | None,
+                   batch: Batch | None = None) -> tuple[bool, dict[str, str]]:
     """Every MD's include and global.conf with the server-wide fallback: (whether any
     include changed, md -> what its include serves: "certificate", "static" or
     "fallback"). With `config` None (unreadable), only global.conf's fallback, when
-    there is no global.conf yet."""
+    there is no global.conf yet. `batch`: the includes, fallbacks and global.conf go
+    there, all in place (durable) at its commit_all(), which the caller does."""
     apache_dir = store.dir(APACHE)
     apache_dir.mkdir(parents=True, exist_ok=True)
-    fallback = server_fallback(store)
+    fallback = server_fallback(store, batch)
     if config is None:
         glob = apache_dir / "global.conf"
         if not glob.exists():
@@ -331,7 +363,7 @@ def write_includes(store: Store, config: Config | None) -> tuple[bool, dict[str,
     served = {}
     setup = includes.relay_setup(config)  # once, not per MD: it walks every vhost
     for md in config.mds:
-        pairs, fallback_md = cert_pairs(store, md)
+        pairs, fallback_md = cert_pairs(store, md, batch)
         served[md.name] = "fallback" if fallback_md else \
             "certificate" if credentials.uses_managed(store, md) else "static"
         responder = any(i and i.ocsp_url for i in credentials.active(store, md).values())
@@ -339,10 +371,13 @@ def write_includes(store: Store, config: Config | None) -> tuple[bool, dict[str,
         changed |= _write_include(
             store, apache_dir / includes.include_file(md.name), md,
             (tuple(pairs), fallback_md, stapling),
-            lambda: includes.md_include(md, pairs, fallback_md, stapling))  # noqa: B023
+            lambda: includes.md_include(md, pairs, fallback_md, stapling),  # noqa: B023
+            batch)
     changed |= write_if_changed(store, apache_dir / "global.conf",
-                                includes.global_conf(config, fallback), sync_dir=False)
-    if changed:  # the includes' directory once for all of them, before Apache reads them
+                                includes.global_conf(config, fallback), sync_dir=False,
+                                batch=batch)
+    if changed and batch is None:
+        # the includes' directory once for all of them, before Apache reads them
         fsync_dir(apache_dir)
     # Includes of MDs removed from the config stay: a vhost may still include them.
     return changed, served

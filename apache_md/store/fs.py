@@ -135,8 +135,10 @@ def fsync_dir(path: str | os.PathLike) -> None:
         os.close(fd)
 
 
-def make_dirs(path: Path, mode: int) -> None:
-    """mkdir -p with `mode` for each new level (whatever the umask), each one made durable."""
+def make_dirs(path: Path, mode: int, unsynced: set[str] | None = None) -> None:
+    """mkdir -p with `mode` for each new level (whatever the umask), each one made durable;
+    with `unsynced`, the directories whose new entries want a sync go there instead
+    (a Batch syncs them at its commit)."""
     missing = []
     while not path.is_dir():
         missing.append(path)
@@ -147,7 +149,10 @@ def make_dirs(path: Path, mode: int) -> None:
         except FileExistsError:
             continue  # made by another process meanwhile
         os.chmod(d, mode)
-        fsync_dir(d.parent)
+        if unsynced is None:
+            fsync_dir(d.parent)
+        else:
+            unsynced.add(os.fspath(d.parent))
 
 
 def rename(src: str | os.PathLike, dst: str | os.PathLike) -> None:
@@ -211,15 +216,17 @@ class Batch:
     synced each by itself: sync() writes out everything on the machine, which a busy
     server may have plenty of."""
 
-    SYNC_ALL = 16  # from this many files unsynced on, one sync()
+    SYNC_ALL = 16  # from this many files (or directories) unsynced on, one sync()
 
     def __init__(self) -> None:
         self._files: dict[str, list[tuple[str, str]]] = {}  # directory -> (tmp, path)
         self._unsynced: list[str] = []  # temporary files written since the last sync
+        self._new_entries: set[str] = set()  # directories with new subdirectories (commit_all)
+        self._then: list = []  # called after commit_all
 
-    def add(self, path: Path, data: bytes, mode: int) -> None:
+    def add(self, path: Path, data: bytes, mode: int, dir_mode: int = 0o755) -> None:
         if os.path.dirname(os.fspath(path)) not in self._files:
-            make_dirs(Path(path).parent, 0o755)
+            make_dirs(Path(path).parent, dir_mode, self._new_entries)
         path = os.fspath(path)
         fd, tmp = _new_tmp(path, mode)
         self._files.setdefault(os.path.dirname(path), []).append((tmp, path))
@@ -233,6 +240,45 @@ class Batch:
         files = self._files.pop(os.fspath(directory), None)
         if not files:
             return False
+        self._sync_files()
+        for tmp, path in files:
+            os.replace(tmp, path)
+        fsync_dir(directory)
+        for d in sorted(self._new_entries):  # the new directories' own entries
+            fsync_dir(d)
+        self._new_entries.clear()
+        return True
+
+    def then(self, fn) -> None:
+        """Call `fn()` once commit_all() has put the files in place (what looks at them)."""
+        self._then.append(fn)
+
+    def commit_all(self) -> bool:
+        """Every file added in place, durable with their directories: the files synced
+        (one sync() for many), renamed, then their directories and those that got new
+        subdirectories synced (again one sync() for many). False when there were none.
+        Nothing is in place before the data is durable: a power cut leaves each file
+        either as it was or complete, never empty."""
+        if not self._files:
+            return False
+        self._sync_files()
+        dirs = set(self._files) | self._new_entries
+        for files in self._files.values():
+            for tmp, path in files:
+                os.replace(tmp, path)
+        self._files.clear()
+        self._new_entries.clear()
+        if len(dirs) >= self.SYNC_ALL:
+            os.sync()
+        else:
+            for d in sorted(dirs):
+                fsync_dir(d)
+        then, self._then = self._then, []
+        for fn in then:
+            fn()
+        return True
+
+    def _sync_files(self) -> None:
         if len(self._unsynced) >= self.SYNC_ALL:
             os.sync()  # every file added so far, in whichever directory
         else:
@@ -243,10 +289,6 @@ class Batch:
                 finally:
                     os.close(fd)
         self._unsynced.clear()
-        for tmp, path in files:
-            os.replace(tmp, path)
-        fsync_dir(directory)
-        return True
 
     def discard(self) -> None:
         """Away with the temporary files not committed (after an error)."""
@@ -258,6 +300,8 @@ class Batch:
                     pass
         self._files.clear()
         self._unsynced.clear()
+        self._new_entries.clear()
+        self._then.clear()
 
 
 class Store:
@@ -446,22 +490,28 @@ class Store:
 
     def write_bytes(self, group: str, name: str, file: str, data: bytes | Iterable[bytes],
                     mode: int | None = None, durable: bool = True,
-                    sync_dir: bool = True) -> Path:
+                    sync_dir: bool = True, batch: Batch | None = None) -> Path:
         """`durable`, `sync_dir`: as atomic_write's (sync_dir False: a later durable write
-        to the same directory syncs it for both)."""
+        to the same directory syncs it for both). `batch`: the file goes there, in place
+        (durable) at the batch's commit_all(), not before."""
         dmode, fmode = GROUP_MODES.get(group, (0o755, 0o644))
         d = self.dir(group, name)
-        make_dirs(d, dmode)
         p = d / safe_name(file)
+        if batch is not None:
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                data = b"".join(data)
+            batch.add(p, data, fmode if mode is None else mode, dmode)
+            return p
+        make_dirs(d, dmode)
         atomic_write(p, data, fmode if mode is None else mode, sync_dir=sync_dir,
                      durable=durable)
         return p
 
     def write_json(self, group: str, name: str, file: str, obj: Any,
                    mode: int | None = None, durable: bool = True,
-                   sync_dir: bool = True) -> Path:
+                   sync_dir: bool = True, batch: Batch | None = None) -> Path:
         return self.write_bytes(group, name, file, jsonfmt.dumps(obj).encode(), mode, durable,
-                                sync_dir)
+                                sync_dir, batch)
 
     def remove(self, group: str, name: str, file: str) -> None:
         try:

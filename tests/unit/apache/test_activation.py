@@ -163,3 +163,39 @@ def test_a_set_placed_by_hand_is_ready_and_not_driven_over():
     waits = MDFacts(managed=True, active={"rsa": None}, staged_complete=True, job=ours)
     assert not waits.staged_by_hand and ready(waits, NOW).startswith("activation delayed")
     assert ready(MDFacts(managed=True, active={"rsa": None}), NOW) == "nothing staged"
+
+
+def test_new_mds_are_prepared_in_one_batch_durable_before_they_are_in_place(store,
+                                                                            monkeypatch):
+    """`apache-md activate` before Apache's first start with 20 new MDs: every md.json,
+    fallback pair and include (and global.conf, the server fallback) is durable before it
+    is renamed into place, two sync()s instead of an fsync() per file and directory; all
+    there afterwards, and a second prepare finds them in step and writes nothing."""
+    from apache_md.apache.activation import prepare
+    from apache_md.core.model import Config, GlobalSettings
+    from apache_md.store.fs import APACHE
+    config = Config(main_file="x.conf", server_root="/",
+                    settings=GlobalSettings(store_dir=str(store.base)),
+                    mds=[md(f"d{i}.test") for i in range(20)])
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "sync", lambda: events.append("sync"))
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(os.path.basename(b)),
+                                                     real_replace(a, b)))
+    prepare(store, config)
+    placed = [i for i, e in enumerate(events) if e.endswith((".pem", ".json", ".conf"))
+              and e != "activation.json"]
+    assert len(placed) == 20 * 4 + 2  # md.json, fallback pair, include; global.conf, fallback
+    assert events[:placed[0]] == ["sync"]
+    assert events[placed[-1] + 1:placed[-1] + 2] == ["sync"]
+    assert events.count("fsync") <= 3  # the activation state's own write
+    for i in range(20):
+        name = f"d{i}.test"
+        assert store.read_json(DOMAINS, name, "md.json")["name"] == name
+        pairs, fallback = serving.cert_pairs(store, config.mds[i])
+        assert fallback and all(serving.problem(c, k) is None for c, k in pairs)
+        assert (store.dir(APACHE) / includes.include_file(name)).exists()
+    events.clear()
+    prepare(store, config)
+    assert events == []

@@ -160,3 +160,50 @@ def test_a_batch_shows_its_files_only_once_they_are_committed(tmp_path, monkeypa
     batch.add(tmp_path / "a" / "four.json", b"4", 0o644)  # one file: its own fsync
     assert batch.commit(tmp_path / "a") and syncs == [1]
     assert (tmp_path / "a" / "four.json").read_bytes() == b"4"
+
+
+def test_a_batch_commits_all_its_files_durable_before_and_after_the_renames(tmp_path,
+                                                                            monkeypatch):
+    """commit_all (activation's md.json, fallback pairs, includes): every file's data is
+    durable before any is renamed into place (a power cut leaves old or complete files),
+    the renames and new directories' entries are durable when it returns, the new
+    directories have their mode, and what looks at the files runs after."""
+    from apache_md.store.fs import Batch
+    events = []
+    monkeypatch.setattr(os, "sync", lambda: events.append("sync"))
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(
+        "fsync " + os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(f"replace {b}"),
+                                                     real_replace(a, b)))
+    s = Store(tmp_path / "md")
+    s.init()
+    events.clear()
+    batch = Batch()
+    names = [f"d{i}.test" for i in range(20)]
+    for n in names:
+        s.write_json(DOMAINS, n, "md.json", {"name": n}, batch=batch)
+        s.write_bytes(DOMAINS, n, "fallback-privkey.pem", b"key", mode=0o600, batch=batch)
+    batch.then(lambda: events.append("then"))
+    assert not (s.base / DOMAINS / "d0.test" / "md.json").exists()
+    assert events == []  # nothing synced one by one while adding
+    assert batch.commit_all()
+    first = next(i for i, e in enumerate(events) if e.startswith("replace"))
+    assert events[:first] == ["sync"]  # 40 files' data: one sync, before any rename
+    assert all(e.startswith("replace") for e in events[first:first + 40])
+    assert events[first + 40:] == ["sync", "then"]  # the renames, 21 directories: one sync
+    for n in names:
+        d = s.base / DOMAINS / n
+        assert json.loads((d / "md.json").read_text()) == {"name": n}
+        assert oct(d.stat().st_mode & 0o777) == "0o700"  # domains/' mode
+        assert oct((d / "fallback-privkey.pem").stat().st_mode & 0o777) == "0o600"
+        assert sorted(os.listdir(d)) == ["fallback-privkey.pem", "md.json"]
+    assert not batch.commit_all()
+    # a few files: each synced by itself, then each directory, the new one's parent too
+    events.clear()
+    s.write_bytes(DOMAINS, "new.test", "md.json", b"{}", batch=batch)
+    batch.commit_all()
+    md_dir = str(s.base / DOMAINS / "new.test")
+    assert events[0].startswith(f"fsync {md_dir}/md.json.")
+    assert events[1:] == [f"replace {md_dir}/md.json", f"fsync {s.base / DOMAINS}",
+                          f"fsync {md_dir}"]
