@@ -37,6 +37,7 @@ from ..store.fs import (
     Batch,
     Store,
     StoreError,
+    exchange,
     rename,
 )
 from ..store.locks import Busy, md_lock
@@ -141,6 +142,9 @@ def replace_domain(store: Store, name: str) -> str | None:
     archived = None
     if dst.exists():
         slot = store.archive_slot(name)
+        if exchange(src, dst):  # readers (status, md-status) never see the MD without a set
+            rename(src, slot)
+            return str(slot)
         rename(dst, slot)
         archived = str(slot)
     try:
@@ -157,6 +161,9 @@ def replace_domain(store: Store, name: str) -> str | None:
 def replace_domain_back(store: Store, name: str, archived: str) -> str:
     """Undo replace_domain: the archived set returns; the rejected one is archived."""
     slot = store.archive_slot(f"{name}.rejected")
+    if exchange(archived, store.dir(DOMAINS, name)):
+        rename(archived, slot)
+        return str(slot)
     rename(store.dir(DOMAINS, name), slot)
     rename(archived, store.dir(DOMAINS, name))
     return str(slot)

@@ -164,6 +164,44 @@ def rename(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         fsync_dir(src_dir)
 
 
+_RENAME_EXCHANGE = 2
+_renameat2 = None
+
+
+def _libc_renameat2():
+    global _renameat2
+    if _renameat2 is None:
+        import ctypes
+        try:
+            fn = ctypes.CDLL(None, use_errno=True).renameat2
+            fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                           ctypes.c_uint]
+            _renameat2 = fn
+        except (AttributeError, OSError):
+            _renameat2 = False
+    return _renameat2
+
+
+def exchange(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Swap two paths in one step (renameat2 RENAME_EXCHANGE), both directories synced,
+    so a reader never finds neither: an MD's live directory replaced this way is never
+    missing, not even for the instant between two renames. False where the kernel or
+    the filesystem cannot (the caller then renames twice)."""
+    fn = _libc_renameat2()
+    if not fn:
+        return False
+    AT_FDCWD = -100
+    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) != 0:
+        import ctypes
+        err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            return False
+        raise OSError(err, os.strerror(err), os.fspath(a))
+    for d in {os.path.dirname(os.path.abspath(a)), os.path.dirname(os.path.abspath(b))}:
+        fsync_dir(d)
+    return True
+
+
 def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int,
                  sync_dir: bool = True, durable: bool = True) -> None:
     """`data` may come in chunks, so a large file need not be held in memory whole.

@@ -35,6 +35,29 @@ def test_replace_domain_archives(tmp_path):
     assert s.read_bytes(DOMAINS, "a.test", "pubcert.pem") == b"new"
 
 
+def test_replace_domain_never_leaves_the_md_without_a_set(tmp_path, monkeypatch):
+    """status and md-status read domains/<md> while the worker activates: at every rename
+    the live directory is there (the swap is one renameat2 exchange)."""
+    from apache_md.apache import activation
+    s = Store(tmp_path / "md")
+    s.init()
+    s.write_bytes(DOMAINS, "a.test", "pubcert.pem", b"old")
+    live = s.dir(DOMAINS, "a.test")
+    real = activation.rename
+
+    def watched(src, dst):
+        assert (live / "pubcert.pem").exists(), f"no live set while renaming {src} to {dst}"
+        real(src, dst)
+    monkeypatch.setattr(activation, "rename", watched)
+    for n, new in enumerate((b"new", b"newer")):
+        s.write_bytes("tmp", "a.test", "pubcert.pem", new)
+        archived = replace_domain(s, "a.test")
+        assert s.read_bytes(DOMAINS, "a.test", "pubcert.pem") == new
+    replace_domain_back(s, "a.test", archived)
+    assert s.read_bytes(DOMAINS, "a.test", "pubcert.pem") == b"new"
+    assert not s.dir("tmp", "a.test").exists()
+
+
 # -- what Apache will load -------------------------------------------------------------------
 
 

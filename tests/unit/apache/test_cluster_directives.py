@@ -1,7 +1,6 @@
 """MDCluster*: values, ranges and what they need of each other."""
 from __future__ import annotations
 
-import os
 
 import pytest
 
