@@ -140,3 +140,161 @@ def test_lean_session_sends_what_requests_sends(tmp_path):
         assert seen[-1][2].get("Cookie") == "lb=1"
     finally:
         server.shutdown()
+
+
+# -- the direct way (ca/http.Direct): http.client on kept-alive connections ------------------
+
+class _Server:
+    """A real HTTP/1.1 server on 127.0.0.1 (TLS with `pki`), its handler's answers by
+    path, the client ports it saw (one per connection)."""
+
+    def __init__(self, pki=None):
+        import http.server
+        import threading
+        self.ports, self.paths = [], []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self):
+                outer.ports.append(self.client_address[1])
+                outer.paths.append(self.path)
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                if self.path == "/reset":
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    return
+                if self.path == "/slow":
+                    time.sleep(1.0)
+                body = b"{}"
+                self.send_response(200)
+                if self.path == "/links":
+                    self.send_header("Link", '<https://ca.test/cert/1/alt>;rel="alternate"')
+                    self.send_header("Link", '<https://ca.test/dir>;rel="index"')
+                if self.path == "/gzip":
+                    body = gzip.compress(b'{"zipped": true}')
+                    self.send_header("Content-Encoding", "gzip")
+                if self.path == "/close":
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_POST = do_HEAD = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        scheme = "http"
+        if pki is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(pki.cert, pki.key)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+import gzip  # noqa: E402
+import socket  # noqa: E402
+import struct  # noqa: E402
+import time  # noqa: E402
+
+from apache_md.ca import http as cahttp  # noqa: E402
+
+
+def _no_adapter(monkeypatch):
+    def send(*args, **kwargs):
+        raise AssertionError("sent through requests' adapter")
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", send)
+
+
+def test_direct_requests_keep_one_connection_and_read_answers_as_requests_does(tmp_path,
+                                                                              monkeypatch):
+    """Requests to a CA without a proxy go straight over http.client: one kept-alive TLS
+    connection for many requests (a new one once the server closed it), repeated Link
+    fields joined as urllib3 joins them (the `up` and `alternate` links), gzip undone,
+    HEAD answered without a body; and the CA's trust is MDCACertificateFile's."""
+    from tests.harness import pki
+    ca, leaf = pki.localhost_pki(tmp_path)
+    srv = _Server(leaf)
+    s = cahttp.session(None, None)
+    _no_adapter(monkeypatch)
+    try:
+        for _ in range(3):
+            r = s.request("POST", f"{srv.url}/new-order", data="jws", timeout=5,
+                          verify=str(ca.cert), headers={"User-Agent": "t"})
+            assert (r.status_code, r.json()) == (200, {})
+        assert len(set(srv.ports)) == 1  # one connection, one handshake
+        r = s.request("GET", f"{srv.url}/links", timeout=5, verify=str(ca.cert))
+        assert set(r.links) == {"alternate", "index"}
+        r = s.request("GET", f"{srv.url}/gzip", timeout=5, verify=str(ca.cert))
+        assert r.json() == {"zipped": True}
+        r = s.request("HEAD", f"{srv.url}/nonce", timeout=5, verify=str(ca.cert))
+        assert r.status_code == 200 and r.content == b""
+        assert len(set(srv.ports)) == 1
+        s.request("GET", f"{srv.url}/close", timeout=5, verify=str(ca.cert))
+        r = s.request("GET", f"{srv.url}/after", timeout=5, verify=str(ca.cert))
+        assert r.status_code == 200 and len(set(srv.ports)) == 2  # a new connection
+        other, _ = pki.localhost_pki(tmp_path / "other")
+        with pytest.raises(requests.exceptions.SSLError) as e:
+            cahttp.session(None, None).request("GET", f"{srv.url}/x", timeout=5,
+                                               verify=str(other.cert))
+        assert cahttp.transient(e.value, None) is None  # trust: the same next time
+    finally:
+        s.close()
+        srv.close()
+
+
+def test_direct_failures_are_the_exceptions_requests_raises(monkeypatch):
+    """What the retries read (transient(), unreachable()) is what requests gave: a port
+    nobody listens on is unreachable, a reset after the request was sent is transient,
+    an answer later than the read timeout is a ReadTimeout (the early copy's cue), and
+    the connection it came late on is not used again."""
+    srv = _Server()
+    s = cahttp.session(None, None)
+    _no_adapter(monkeypatch)
+    try:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        with pytest.raises(requests.exceptions.ConnectionError) as e:
+            s.request("GET", f"http://127.0.0.1:{free}/dir", timeout=5)
+        assert cahttp.unreachable(e.value)
+        with pytest.raises(requests.exceptions.ConnectionError) as e:
+            s.request("POST", f"{srv.url}/reset", data="jws", timeout=5)
+        assert cahttp.transient(e.value, None).kind == "reset"
+        assert not cahttp.unreachable(e.value)
+        with pytest.raises(requests.exceptions.ReadTimeout) as e:
+            s.request("GET", f"{srv.url}/slow", timeout=(5, 0.2))
+        assert cahttp.transient(e.value, None).kind == "timeout"
+        n = len(set(srv.ports))
+        assert s.request("GET", f"{srv.url}/x", timeout=5).status_code == 200
+        assert len(set(srv.ports)) == n + 1
+    finally:
+        s.close()
+        srv.close()
+
+
+def test_a_proxy_gets_every_request_as_before():
+    """MDHttpProxy (and $https_proxy) still go through requests' adapter: the proxy is
+    asked for the CA's URL."""
+    proxy = _Server()
+    try:
+        s = cahttp.session(proxy.url, None)
+        r = s.request("GET", "http://ca.test/dir", timeout=5)
+        assert r.status_code == 200 and proxy.paths == ["http://ca.test/dir"]
+    finally:
+        proxy.close()
