@@ -235,10 +235,12 @@ def _await(store: Store) -> bool:
 
 
 def obtain(store: Store, conn: CAConnection, md: ManagedDomain, prefer: str | None = None,
-           meanwhile: Callable[[], None] | None = None) -> Account:
+           meanwhile: Callable[[], None] | None = None,
+           registering: Callable[[], None] | None = None) -> Account:
     """The account to use for `md` at this CA, registering one if needed (`new` says so);
     `prefer`: the one an order under way was placed with. `meanwhile()` is called when
-    this MD waits for another's registration that waits for the CA."""
+    this MD waits for another's registration that waits for the CA, `registering()`
+    before this MD registers one (its key is made then)."""
     acct, unusable = find(store, md, conn.url, prefer)
     if acct is None or unusable:
         with contextlib.ExitStack() as locked:
@@ -259,6 +261,8 @@ def obtain(store: Store, conn: CAConnection, md: ManagedDomain, prefer: str | No
             for acct_id, file, problem in unusable:
                 set_aside(store, acct_id, file, problem, md)
             if acct is None:
+                if registering is not None:
+                    registering()
                 acct = register(store, conn, md)
                 acct.new = True
                 acct.replaced = [acct_id for acct_id, _, _ in unusable]

@@ -286,11 +286,13 @@ class Driver:
         staged_keys = set(keys)
         self._settle([s for s in md.keyspecs if s.name in done or s.name in staged_keys])
         # New keys are taken at finalize (ca/keymaker makes them ahead). They are made
-        # after the account: on a fresh store the MDs' keys (40 ms of CPU each) made
-        # meanwhile slowed the account's own (250 ms) that every MD waits for; while
+        # after the account: on a fresh store the MDs' keys (40 ms of CPU each) made by
+        # every key thread meanwhile slowed the account's own (250 ms) that every MD
+        # waits for, so one thread works while it is made (warm); all of them while
         # waiting for the directory or the account only when that fetch or registration
         # waits for the CA (a Retry-After, a slow answer).
-        account = accounts.obtain(self.store, conn, md, staged_account, meanwhile=go)
+        account = accounts.obtain(self.store, conn, md, staged_account, meanwhile=go,
+                                  registering=self.keys.warm if self.keys else None)
         if go is not None:
             go()
         # The account of this run (one per CA + EAB pair), for md.json's ca.account. Its

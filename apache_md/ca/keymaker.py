@@ -5,9 +5,11 @@ order and challenges. Made by the MD's own thread it waited in line with the
 others' Python work; made here, a few threads (`cryptography` releases the
 interpreter lock while it makes a key, so they run on every CPU) keep up to
 AHEAD keys ready while the drives talk to the CA, and an MD takes its key at
-finalize. Nothing is made before `go()`: the drive calls it once it has its
-account, or while that account's registration waits for the CA; made earlier,
-the MDs' keys slowed the account key (RSA 3072) that every MD waits for.
+finalize. Nothing is made before `warm()` or `go()`. `warm()` (the drive, when a
+new account's key is about to be made) lets one thread work: on a fresh store the
+account key (RSA 3072, ~0.2 s) is made by one thread while every MD waits for it
+and the other CPUs idle; all the threads, made then, slowed that key. `go()` (once
+the account is there, or while its registration waits for the CA) lets them all.
 
 Each key goes to one taker only, and only in memory: a key is in the store once
 the drive stages it (encrypted, 0600) before finalize. Keys the idle worker made
@@ -50,7 +52,7 @@ class KeyMaker:
         self._ready: dict[str, list] = {}  # kind -> keys made, not taken
         self._making: Counter[str] = Counter()  # kind -> keys being made now
         self._failed: set[str] = set()  # kinds that could not be made here: the taker makes
-        self._started = False
+        self._allowed = 0  # key threads that may work: 1 after warm(), all after go()
         self._closed = False
         self._workers: list[threading.Thread] = []
 
@@ -73,16 +75,25 @@ class KeyMaker:
                     self._wanted[k] -= 1
             self._cond.notify_all()
 
+    def warm(self) -> None:
+        """Let one thread make keys (idempotent)."""
+        self._allow(1)
+
     def go(self) -> None:
-        """Start making keys (idempotent)."""
+        """Let every thread make keys (idempotent)."""
+        self._allow(self.threads)
+
+    def _allow(self, n: int) -> None:
         with self._cond:
-            if self._started or self._closed:
+            if self._closed or n <= self._allowed:
                 return
-            self._started = True
-            for i in range(self.threads):
-                t = threading.Thread(target=self._work, name=f"keymaker_{i}", daemon=True)
+            self._allowed = n
+            while len(self._workers) < n:
+                t = threading.Thread(target=self._work, args=(len(self._workers),),
+                                     name=f"keymaker_{len(self._workers)}", daemon=True)
                 self._workers.append(t)
                 t.start()
+            self._cond.notify_all()
 
     def take(self, spec: KeySpec):
         """A key of `spec`, used by no one else: one made ahead (waited for when it is
@@ -116,9 +127,9 @@ class KeyMaker:
         for t in self._workers:
             t.join()
 
-    def _next(self) -> str | None:
-        """The kind to make next, under the lock; None: nothing to make now."""
-        if self._closed or not self._started:
+    def _next(self, i: int) -> str | None:
+        """The kind thread `i` makes next, under the lock; None: nothing to make now."""
+        if self._closed or i >= self._allowed:
             return None
         if sum(self._making.values()) + sum(len(v) for v in self._ready.values()) >= self.ahead:
             return None
@@ -128,10 +139,10 @@ class KeyMaker:
         need, k = max(short, default=(0, None))
         return k if need > 0 else None
 
-    def _work(self) -> None:
+    def _work(self, i: int) -> None:
         while True:
             with self._cond:
-                while (k := self._next()) is None:
+                while (k := self._next(i)) is None:
                     if self._closed:
                         return
                     self._cond.wait()

@@ -142,3 +142,22 @@ def test_nothing_is_made_or_taken_ahead_while_the_pool_has_keys(store, request):
     until(lambda: len(made) == 1, "the second made ahead once the pool is empty")
     assert km.take(P256) is made[0][1]
     km.close()
+
+
+def test_warm_lets_one_thread_work_and_go_the_others(store, made):
+    """While the account key is made (warm), one thread makes MD keys on a CPU that would
+    idle, not all of them (which slowed the account key everyone waits for)."""
+    km = KeyMaker(store, threads=3, ahead=4)
+    km.want([RSA] * 10)
+    km.warm()
+    until(lambda: len(made) >= 4, "keys made after warm()")
+    assert len(km._workers) == 1
+    km.warm()
+    assert len(km._workers) == 1  # idempotent
+    km.go()
+    assert len(km._workers) == 3
+    for _ in range(10):
+        km.take(RSA)
+    km.close()
+    assert len(made) == 10
+
