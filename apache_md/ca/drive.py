@@ -753,7 +753,7 @@ def drive_all(driver: Driver, decisions: Sequence, parallel: int = DRIVE_PARALLE
     if not decisions:
         return []
     driver.slots = Places(max(1, parallel))
-    driver.keys = keys = keymaker.KeyMaker(driver.store)
+    driver.keys = keys = keymaker.KeyMaker(driver.store, pool_size=driver.settings.key_pool)
     for d in decisions:
         keys.want(d.md.keyspecs)
     threads = max(1, min(parallel * IN_FLIGHT, len(decisions)))

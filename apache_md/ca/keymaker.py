@@ -15,7 +15,9 @@ Each key goes to one taker only, and only in memory: a key is in the store once
 the drive stages it (encrypted, 0600) before finalize. Keys the idle worker made
 (store/keypool) are used first, by the takers themselves: none is made ahead of a
 kind the pool still has, and none is taken from the pool ahead (MDs that then fail
-would lose them). What is left at the end is dropped (CPU spent, nothing kept). `want()` counts the keys the drive's MDs will ask for, `settle()`
+would lose them). What is left at the end (MDs that failed or had a staged key)
+goes to the pool, up to its size (`pool_size`, MDKeyPool): it was never used nor
+written anywhere. `want()` counts the keys the drive's MDs will ask for, `settle()`
 takes an ended MD's back, so no more are made than will be taken.
 """
 from __future__ import annotations
@@ -42,10 +44,12 @@ def make_now(store: Store, spec: KeySpec):
 
 
 class KeyMaker:
-    def __init__(self, store: Store, threads: int = THREADS, ahead: int = AHEAD):
+    def __init__(self, store: Store, threads: int = THREADS, ahead: int = AHEAD,
+                 pool_size: int = 0):
         self.store = store
         self.threads = threads
         self.ahead = ahead
+        self.pool_size = pool_size  # what close() may keep in the pool, per kind
         self._cond = threading.Condition()
         self._specs: dict[str, KeySpec] = {}  # kind -> spec
         self._wanted: Counter[str] = Counter()  # kind -> keys still to be taken
@@ -119,13 +123,17 @@ class KeyMaker:
                 self._cond.notify_all()
 
     def close(self) -> None:
-        """No more keys; those not taken are dropped."""
+        """No more keys; those not taken go to the pool (up to pool_size per kind)."""
         with self._cond:
             self._closed = True
+            left = [(self._specs[k], key) for k, keys in self._ready.items() for key in keys]
             self._ready.clear()
             self._cond.notify_all()
         for t in self._workers:
             t.join()
+        kept = sum(keypool.give(self.store, spec, key, self.pool_size) for spec, key in left)
+        if left:
+            log.debug("%d keys made ahead were not taken, %d kept in the pool", len(left), kept)
 
     def _next(self, i: int) -> str | None:
         """The kind thread `i` makes next, under the lock; None: nothing to make now."""

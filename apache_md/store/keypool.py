@@ -98,6 +98,25 @@ def take(store: Store, spec: KeySpec):
     return None
 
 
+def give(store: Store, spec: KeySpec, key, size: int) -> bool:
+    """Keep `key` (made, never used nor written anywhere) for a later run, when the pool
+    of its kind has fewer than `size`; False when it was not kept. Never raises."""
+    k = kind(spec)
+    if k is None or size <= 0:
+        return False
+    d = _dir(store, k)
+    try:
+        if len(_files(d)) >= size:
+            return False
+        make_dirs(Path(d), 0o700)
+        atomic_write(Path(d, f"{secrets.token_hex(8)}.pem"),
+                     crypto.key_to_pem(key, store.key), 0o600)
+    except (OSError, StoreError, ValueError, TypeError) as e:
+        log.warning("%s: a key made ahead not kept: %s", d, e)
+        return False
+    return True
+
+
 def lacking(store: Store, want: dict[str, tuple[KeySpec, int]]) -> bool:
     """Whether a kind has fewer keys than it should (a listdir per kind, no key read)."""
     return any(len(_files(_dir(store, k))) < size for k, (_, size) in want.items())

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 from apache_md.ca import drive
 from apache_md.ca.drive import RunResult, drive_all
+from apache_md.core.model import GlobalSettings
 
 
 class FakeDriver:
@@ -19,6 +20,7 @@ class FakeDriver:
         self.seconds, self.waits, self.waiting = seconds, waits, waiting
         self.slots = None
         self.store = None  # drive_all's KeyMaker makes nothing: no MD has a key spec
+        self.settings = GlobalSettings()
         self._local = threading.local()
         self.running = 0
         self.most = 0

@@ -161,3 +161,23 @@ def test_warm_lets_one_thread_work_and_go_the_others(store, made):
     km.close()
     assert len(made) == 10
 
+
+def test_keys_made_ahead_and_not_taken_go_to_the_pool(store):
+    """MDs that failed leave keys made for them: kept in the pool (never used, written
+    nowhere else) up to its size, each taken from there once."""
+    km = KeyMaker(store, threads=1, ahead=3, pool_size=2)
+    km.want([P256] * 5)
+    km.go()
+    until(lambda: len(km._ready.get("secp256r1", ())) == 3, "three keys ready")
+    made = list(km._ready["secp256r1"])
+    km.close()
+    assert keypool.count(store, P256) == 2  # the pool's size, the third dropped
+    pooled = {keypool.take(store, P256).private_numbers().private_value for _ in range(2)}
+    assert pooled <= {k.private_numbers().private_value for k in made} and len(pooled) == 2
+    assert keypool.take(store, P256) is None
+    off = KeyMaker(store, threads=1, ahead=2)  # MDKeyPool 0: none kept
+    off.want([P256] * 3)
+    off.go()
+    until(lambda: len(off._ready.get("secp256r1", ())) == 2, "two keys ready")
+    off.close()
+    assert keypool.count(store, P256) == 0
