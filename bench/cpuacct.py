@@ -29,6 +29,27 @@ SPOTS = [
     "apache_md.ca.drive:Driver._save",
     "apache_md.ca.drive:Driver._succeeded",
     "apache_md.ca.drive:Driver._authorize",
+    "apache_md.ca.drive:Driver._run_locked",
+    "apache_md.ca.drive:Driver._obtain",
+    "apache_md.ca.drive:md_lock",
+    "apache_md.ca.drive:md_to_json",
+    "apache_md.ca.accounts:obtain",
+    "apache_md.ca.client:CAConnection.new_order",
+    "apache_md.ca.client:CAConnection.answer",
+    "apache_md.ca.client:CAConnection.await_authorizations",
+    "apache_md.ca.client:CAConnection.finalize",
+    "apache_md.ca.client:CAConnection.download",
+    "apache_md.ca.client:_Network._get_nonce",
+    "apache_md.core.crypto:make_csr",
+    "apache_md.core.crypto:load_chain",
+    "apache_md.core.crypto:key_matches_cert",
+    "apache_md.core.crypto:key_to_pem",
+    "apache_md.store.credentials:staged",
+    "apache_md.store.credentials:active",
+    "apache_md.ca.drive:Driver._set_up",
+    "apache_md.ca.drive:Driver._tear_down",
+    "apache_md.ca.drive:Driver._drop_order",
+    "apache_md.ca.drive:Driver._save_order",
     "apache_md.ca.client:_Network._send_once",
     "apache_md.ca.client:_Network._wrap_in_jws",
     "apache_md.ca.client:CAConnection.call",
@@ -69,6 +90,9 @@ def install(out: Path) -> None:
         mod = importlib.import_module(mod_name)
         owner, _, fn_name = attr.rpartition(".")
         target = getattr(mod, owner) if owner else mod
+        if not callable(getattr(target, fn_name)) or \
+                isinstance(vars(target).get(fn_name) if owner else None, property):
+            raise SystemExit(f"cpuacct: {spot} is not a function")
         setattr(target, fn_name, wrap(spot.split(":")[1], getattr(target, fn_name)))
 
     def dump() -> None:
