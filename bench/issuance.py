@@ -25,6 +25,8 @@ is restarted before each run (fresh state, same start for both) unless
              (the sampling slows it: no timing from such a run).
   --timeline OUT  apache-md run through bench/timeline.py: OUT has each MD's steps,
              requests and key as JSON lines, a summary is printed.
+  --tty      `renew` on a terminal (script(1)): how often its progress bar was drawn
+             and its last frame are printed.
   --cpu OUT  apache-md through bench/cpuacct.py: the CPU spent in chosen functions,
              counted per thread (time.thread_time), to OUT as JSON and printed.
   --cprofile OUT  apache-md under cProfile in every thread (bench/cprofile.py): OUT in
@@ -33,12 +35,13 @@ is restarted before each run (fresh state, same start for both) unless
 
 Usage: python bench/issuance.py [-n 50] [--worker] [--pool [--pool-size K]] [--keep-pebble]
                                 [--only NAME] [--profile OUT] [--timeline OUT]
-                                [--cpu OUT] [--cprofile OUT]
+                                [--cpu OUT] [--cprofile OUT] [--tty]
 """
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -127,7 +130,8 @@ def fill_pool(apache) -> int:
 
 def run_apache_md(pebble, domains, worker: bool, pool: int | None = None,
                   profile: str | None = None, timeline: str | None = None,
-                  cprofile: str | None = None, cpu: str | None = None) -> dict:
+                  cprofile: str | None = None, cpu: str | None = None,
+                  tty: bool = False) -> dict:
     apache = apache_md_apache(pebble, domains,
                               extra=f"    MDKeyPool {pool}\n" if pool is not None else "")
     apache.write_conf("00-apache-md", apache_md(apache, "apache-conf").stdout)
@@ -165,8 +169,10 @@ def run_apache_md(pebble, domains, worker: bool, pool: int | None = None,
                                cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
             t_done = time.monotonic()
         else:
-            p = subprocess.run(cmd + ["-f", str(apache.main_conf), "renew"],
-                               cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+            argv = cmd + ["-f", str(apache.main_conf), "renew"]
+            if tty:  # stderr a terminal: the progress bar instead of a line per step
+                argv = ["script", "-qfec", shlex.join(argv), "/dev/null"]
+            p = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
             t_done = time.monotonic()
         cpu2 = children_cpu()
         if p.returncode != 0:
@@ -183,7 +189,7 @@ def run_apache_md(pebble, domains, worker: bool, pool: int | None = None,
             "cpu": children_cpu() - cpu0, "drive": t_done - t_started,
             "activate": t_activated - t0, "drive_cpu": cpu2 - cpu1, "setup_cpu": cpu1 - cpu0,
             "errors": [], "pebble_cpu": proc_cpu(pebble._pebble.pid) - pebble_cpu0,  # noqa: SLF001
-            "pooled": pooled}
+            "pooled": pooled, "output": p.stdout}
 
 
 def main() -> int:
@@ -199,6 +205,7 @@ def main() -> int:
     ap.add_argument("--pool-size", type=int, default=16, help="MDKeyPool (default 16)")
     ap.add_argument("--profile", metavar="OUT", help="apache-md under py-spy, stacks to OUT")
     ap.add_argument("--timeline", metavar="OUT", help="apache-md's steps per MD to OUT")
+    ap.add_argument("--tty", action="store_true", help="renew on a terminal: its progress bar")
     ap.add_argument("--cpu", metavar="OUT", help="CPU of chosen functions in apache-md, to OUT")
     ap.add_argument("--cprofile", metavar="OUT", help="apache-md under cProfile, stats to OUT")
     args = ap.parse_args()
@@ -222,7 +229,7 @@ def main() -> int:
             results["apache-md"] = run_apache_md(pebble, domains, args.worker,
                                                  args.pool_size if args.pool else None,
                                                  args.profile, args.timeline, args.cprofile,
-                                                 args.cpu)
+                                                 args.cpu, args.tty)
     finally:
         pebble.stop()
         shutil.rmtree(pebble.work_dir, ignore_errors=True)
@@ -248,6 +255,10 @@ def main() -> int:
         from timeline import summary
         for line in summary(Path(args.timeline), worst=2):
             say(line)
+    if am and args.tty:
+        frames = [f for f in am["output"].replace("\r\n", "\n").split("\r") if "] " in f]
+        say(f"renew's progress bar: drawn {len(frames)} times, the last: "
+            f"{frames[-1].strip() if frames else 'none'}")
     if am and args.cpu:
         from cpuacct import report
         for line in report(Path(args.cpu)):
