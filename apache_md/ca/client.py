@@ -274,6 +274,11 @@ class _Network(acme_client.ClientNetwork):
         self.step: str | None = None  # what the connection is doing (failure messages)
         # called before a poll or a retry pauses (the job saves its progress meanwhile)
         self.on_wait: Callable[[], None] | None = None
+        # called with what the ACME server itself said (a 5xx or 429 with a problem
+        # document) before the request is sent again: it may raise to end the retries,
+        # when the state of what the request was for says another try cannot succeed
+        # (CAConnection.finalize: an order the CA declared invalid)
+        self.recheck: Callable[[CAProblem], None] | None = None
         # entered while the CA keeps this connection waiting (IDLE_LEAST seconds or more):
         # the drive gives its place to another MD meanwhile (ca/drive)
         self.idle: Callable[[], ContextManager] | None = None
@@ -511,6 +516,9 @@ class _Network(acme_client.ClientNetwork):
                                 and tries < self._policy.tries:
                             raise self._held(url, trouble.retry_after, tries, e) from None
                         raise self._exhausted(url, trouble, tries, e) from None
+                    if trouble.kind == "http" and self.recheck is not None and \
+                            isinstance(compat.network_cause(e), messages.Error):
+                        self._recheck(self.said(url, trouble, compat.network_cause(e)))
                     log.debug("%s: the CA %s to %s; try %d in %.1f s", self.ca_url,
                               trouble.what, self.step_for(url), tries + 1, pause)
                     if self.on_wait:
@@ -518,6 +526,28 @@ class _Network(acme_client.ClientNetwork):
                     self.wait(pause)
         finally:
             self._deadline, self._patient = outer, outer_patient
+
+    def _recheck(self, said: CAProblem) -> None:
+        """self.recheck(said), its own requests without it (they are no retries of the
+        running one) and named as theirs; trouble reading the state is no reason to stop."""
+        recheck, step = self.recheck, self.step
+        self.recheck, self.step = None, None
+        try:
+            recheck(said)
+        except OrderDead:
+            raise
+        except Exception as e:  # noqa: BLE001 - the retries go on as before
+            log.debug("%s: reading the state before another try failed: %s", self.ca_url,
+                      getattr(e, "detail", None) or _reason(e))
+        finally:
+            self.recheck, self.step = recheck, step
+
+    def said(self, url: str, t: http.Transient, err: messages.Error) -> CAProblem:
+        """What the ACME server itself answered to a request, its own words kept."""
+        words = err.detail or err.title
+        return CAProblem(20014, f"HTTP {t.status}", err.typ,
+                         f"the CA answered {t.status} to {self.step_for(url)}"
+                         + (f": {words}" if words else ""))
 
     def _transient(self, e: BaseException) -> http.Transient | None:
         e = compat.network_cause(e)
@@ -837,10 +867,24 @@ class CAConnection:
         """Submit the CSR and wait until the certificate is issued; its URL."""
         order = order.update(csr_pem=csr_pem)
         deadline = time.monotonic() + timeout
+        said: list[CAProblem] = []  # what the CA last answered to it with its own words
+
+        def recheck(p: CAProblem) -> None:
+            # the ACME server refused the finalize itself (a 5xx with a problem document:
+            # acme2certifier's "enrollment failed"): another try of an invalid order is
+            # refused too, and would only hide what the CA said
+            said[:] = [p]
+            state, _ = self._order_state(order.uri)
+            if state.status == messages.STATUS_INVALID:
+                raise self._dead(state, p)
 
         def submit() -> None:
             try:
-                self.call(compat.begin_finalization, self.client, order, step="finalize")
+                self.net.recheck = recheck
+                try:
+                    self.call(compat.begin_finalization, self.client, order, step="finalize")
+                finally:
+                    self.net.recheck = None
             except CAProblem as p:
                 if isinstance(p, Unanswered) or not (p.problem or "").endswith("orderNotReady"):
                     raise
@@ -860,19 +904,33 @@ class CAConnection:
             state, _ = self.call(self._order_state, order.uri, step="order")
             if state.status in (messages.STATUS_PENDING, messages.STATUS_READY):
                 submit()
-        return self.issued(order.uri, deadline)
+        return self.issued(order.uri, deadline, said[0] if said else None)
 
-    def issued(self, url: str, deadline: float | None = None) -> str:
-        """Wait until the finalized order at `url` is valid; its certificate's URL."""
+    def issued(self, url: str, deadline: float | None = None,
+               said: CAProblem | None = None) -> str:
+        """Wait until the finalized order at `url` is valid; its certificate's URL.
+        `said`: what the CA answered to the finalize, for the failure should it be invalid."""
         deadline = deadline or time.monotonic() + ORDER_TIMEOUT
         body = self.poll(lambda: self._order_state(url),
                          lambda b: b.status in (messages.STATUS_VALID, messages.STATUS_INVALID),
                          deadline, "order")
         if body.status != messages.STATUS_VALID or not body.certificate:
-            err = body.error
-            raise OrderDead(20014, "Order invalid", getattr(err, "typ", None),
-                            getattr(err, "detail", None) or "the CA declared the order invalid")
+            raise self._dead(body, said)
         return body.certificate
+
+    def _dead(self, body: messages.Order, said: CAProblem | None = None) -> OrderDead:
+        """The order is invalid: in the CA's words, the order's error and what it answered
+        to the finalize (CAs such as acme2certifier say why only in that answer)."""
+        err = body.error
+        own = getattr(err, "detail", None)
+        if said is None:
+            return OrderDead(20014, "Order invalid", getattr(err, "typ", None),
+                             own or "the CA declared the order invalid")
+        detail = f"{said.detail}, and declared the order invalid"
+        if own and own not in said.detail:
+            detail += f": {own}"
+        return OrderDead(20014, "Order invalid", getattr(err, "typ", None) or said.problem,
+                         f"{detail} (ACME server at {self.url})", ca_url=self.url)
 
     def order(self, url: str) -> messages.OrderResource | None:
         """The order at `url` as the CA has it now, with its authorizations while it is

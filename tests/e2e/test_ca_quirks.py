@@ -123,3 +123,24 @@ def test_rate_limited_for_an_hour(qenv, front):
     assert wait.total_seconds() >= 3599, job
     assert front.seen["rateLimited"] == 1
 
+
+
+def test_finalize_refused_by_the_ca_itself(qenv, front):
+    """500 serverInternal "enrollment failed" to the finalize, the order invalid from then
+    on (acme2certifier when its CA handler fails): no second finalize, and the job, the
+    status and the log say what the CA said, not only that the order is invalid."""
+    front.enrollment_fails = True
+    qenv.write_config("MDomain refused.test", qenv.ssl_vhost("refused.test"))
+    qenv.start()
+    p = qenv.cli("renew")
+    out = p.stdout + p.stderr
+    assert p.returncode == 1 and "Traceback" not in out, out
+    said = "the CA answered 500 to finalize: enrollment failed"
+    assert front.seen["finalize"] == 1, (front.seen, out)
+    job = last(qenv, "refused.test")
+    assert said in job["detail"] and "order invalid" in job["detail"], job
+    assert job["problem"] == "urn:ietf:params:acme:error:serverInternal", job
+    assert said in out
+    status = qenv.status("refused.test")
+    assert said in json.dumps(status), status
+    assert not (qenv.store / "staging" / "refused.test" / "order.json").exists()

@@ -15,6 +15,9 @@ Each quirk is a switch (all off: Pebble as it is), set by the test:
 - `bare_answers`: no `Location` where RFC 8555 does not require one (all but the new
   account and the new order) and no `Link: rel="up"` on challenge answers;
 - `eab_in_meta`: the directory says `externalAccountRequired` (Pebble does not ask);
+- `enrollment_fails`: the finalize is answered 500 serverInternal "enrollment failed"
+  and its order is `invalid` from then on (without an `error`), another finalize of it
+  refused with orderNotReady: what acme2certifier does when its CA handler fails;
 - `chain_by_up`: the certificate URL answers with the leaf alone and `Link: rel="up"`
   to its issuer (DER, application/pkix-cert), and so on up the chain, as CAs did
   for ACMEv1 and mod_md still follows.
@@ -49,10 +52,12 @@ class QuirkFront(PebbleFront):
             self.bare_answers = False
             self.eab_in_meta = False
             self.chain_by_up = False
+            self.enrollment_fails = False
             self.seen: dict[str, int] = {}  # what the quirks did, by name
             self._spare: set[str] = set()  # nonces handed out with a badNonce
             self._processing: dict[str, int] = {}  # order URL path -> polls left
             self._issuers: dict[str, bytes] = {}  # up-link path -> DER certificate
+            self._invalid: set[str] = set()  # order URL paths the front declared invalid
 
     def _count(self, what: str) -> None:
         self.seen[what] = self.seen.get(what, 0) + 1
@@ -99,6 +104,9 @@ class QuirkFront(PebbleFront):
             if not_ready:
                 self.not_ready_finalizes -= 1
                 self._count("orderNotReady")
+        failed = self._enrollment(path)
+        if failed is not None:
+            return failed
         if limited:
             return self._problem(429, "rateLimited", "too many new orders recently",
                                  headers=[("Retry-After", str(self.rate_limit_retry_after))])
@@ -114,6 +122,13 @@ class QuirkFront(PebbleFront):
             self._hold_processing("/my-order/" + path.rsplit("/", 1)[-1], answer)
         elif path.startswith("/my-order/") and answer.status == 200:
             self._still_processing(path, answer)
+            with self._lock:
+                invalid = path in self._invalid
+            if invalid:
+                order = json.loads(answer.body)
+                order["status"] = "invalid"
+                order.pop("certificate", None)
+                answer.body = json.dumps(order).encode()
         elif path.startswith("/certZ/") and answer.status == 200 and self.chain_by_up:
             self._leaf_only(answer)
         if self.poll_retry_after is not None and answer.status == 200 and \
@@ -124,6 +139,20 @@ class QuirkFront(PebbleFront):
                               if k.lower() != "location"
                               and not (k.lower() == "link" and 'rel="up"' in v)]
         return answer
+
+    def _enrollment(self, path: str) -> Answer | None:
+        """A finalize under `enrollment_fails` (Pebble's finalize URL ends in its order's
+        id): refused as acme2certifier does, the order invalid."""
+        if not (path.startswith("/finalize-order/") and self.enrollment_fails):
+            return None
+        order = "/my-order/" + path.rsplit("/", 1)[-1]
+        with self._lock:
+            again = order in self._invalid
+            self._invalid.add(order)
+            self._count("finalize")
+        if again:
+            return self._problem(403, "orderNotReady", "Order is not ready")
+        return self._problem(500, "serverInternal", "enrollment failed")
 
     # -- rewriting ----------------------------------------------------------------------
     def _directory(self, data: bytes) -> bytes:
