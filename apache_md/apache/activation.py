@@ -415,7 +415,7 @@ def _start_again(config: Config, reload_command: list[str], report: Report) -> N
     start = ctl.start_command(reload_command)
     why = ctl.run(start, "starting Apache again") if start else \
         f"no start command known for {reload_command!r}: start Apache by hand"
-    if why is None and ctl.running(config) is None:
+    if why is None and not ctl.confirm_start(config):
         why = "Apache did not come up"
     report.error += "; Apache was started again" if why is None else \
         f"; Apache is not running: {why}"

@@ -177,3 +177,25 @@ def confirm_reload(config: Config, before: Running, timeout: float = 30) -> str 
     log.warning("Apache (pid %d) runs, but no new generation answered within %d s of the "
                 "reload", before.pid, timeout)
     return None
+
+
+def confirm_start(config: Config, timeout: float = 30) -> bool:
+    """Whether Apache, just started, runs and answers. `apache2 -k start` returns once
+    it has detached, before the daemon has loaded its modules and keys and written its
+    PidFile (10 ms unloaded, much longer on a busy machine): its absence then says
+    nothing yet. A daemon that exits (a key it cannot load) removes no pid file it never
+    wrote, so this waits out `timeout` only for an Apache that never comes up."""
+    path = pid_file(config)
+    deadline = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < deadline:
+        up = running(config, path) if path else None
+        if up is not None:
+            seen = up.pid
+            if answers(config):
+                return True
+        elif seen is not None:
+            return False  # it had written its pid file, and exited
+        time.sleep(0.1)
+    return seen is not None and _alive(seen)
+
