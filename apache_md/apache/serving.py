@@ -48,9 +48,15 @@ FALLBACK_NAME = "fallback.apache-md.invalid"
 # nothing (its self-signed certificate only ever answers 503), and making one
 # RSA key per MD cost seconds before Apache could start with many new MDs.
 _fallback_keys: dict[tuple, object] = {}
+# An RSA fallback's size, whatever the MD's: mod_ssl needs an RSA key in the slot, of
+# no size in particular, and an RSA 16384 key takes minutes on a busy machine (`apache-md
+# check` before Apache's start, the directive sweep's hang at load 8).
+FALLBACK_RSA = KeySpec("RSA", 2048)
 
 
 def _fallback_key(spec):
+    if spec.kind != "EC":
+        spec = FALLBACK_RSA
     ident = (spec.kind, spec.rsa_bits if spec.kind != "EC" else spec.curve.lower())
     key = _fallback_keys.get(ident)
     if key is None:
@@ -92,7 +98,7 @@ def server_fallback(store: Store, batch: Batch | None = None) -> str:
     ok = info is not None and info.not_after - now_utc() > FALLBACK_MIN_LEFT \
         and problem(str(path)) is None
     if not ok:
-        key = _fallback_key(KeySpec("RSA", 2048))
+        key = _fallback_key(FALLBACK_RSA)
         data = crypto.self_signed(key, [FALLBACK_NAME]) + crypto.key_to_pem(key)
         if batch is not None:
             batch.add(path, data, 0o600)

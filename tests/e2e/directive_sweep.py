@@ -391,6 +391,8 @@ KNOWN: list[tuple[str, str]] = [
     (r"^MDStoreLocks -1 .*must not be negative", "a negative lock wait is refused"),
     (r"^MDPrivateKeys (X25519|P-192|foo|RSA abc|RSA 2048 3072) \[.*mod_md rejects",
      "key types mod_ssl cannot serve are left out with a warning; mod_md fails to start"),
+    (r"^MDPrivateKeys RSA 16384 \[.*mod_md rejects: no answer",
+     "an RSA fallback is RSA 2048 (mod_md makes an RSA 16384 key: a minute or more)"),
     (r"^MDHttpProxy http://(p.test:99999)? \[.*apache-md rejects",
      "a proxy URL without host or with an impossible port is refused"),
     (r"^(MDMessageCmd|MDNotifyCmd|MDChallengeDns01) \[.*apache-md rejects: .*needs a command",

@@ -137,6 +137,24 @@ def test_a_broken_live_set_without_archive_gives_the_fallback(store, pairs):
     assert fallback and files[0][0].endswith("fallback-pubcert.pem")
 
 
+def test_an_rsa_fallback_is_rsa_2048_whatever_the_md_s_size(store, monkeypatch):
+    """An RSA 16384 key takes a minute or more (`apache-md check` hung under load)."""
+    asked = []
+    real = crypto.generate_key
+    monkeypatch.setattr(serving, "_fallback_keys", {})
+    # what is asked for is noted, an RSA 2048 key made (so that without the cap this fails
+    # in a second rather than after a minute)
+    monkeypatch.setattr(crypto, "generate_key",
+                        lambda spec: asked.append(spec) or real(KeySpec("RSA", 2048)
+                                                                if spec.kind != "EC" else spec))
+    m = md()
+    m.pkey_specs = [KeySpec("RSA", 16384), KeySpec("EC", curve="secp384r1")]
+    for spec in m.keyspecs:
+        serving.ensure_fallback(store, m, spec)
+    assert [(s.kind, s.rsa_bits if s.kind != "EC" else s.curve) for s in asked] == \
+        [("RSA", 2048), ("EC", "secp384r1")]
+
+
 def test_static_files_that_do_not_load_give_the_fallback(store, tmp_path, pairs):
     (key, cert), (other_key, _), _ = pairs
     c, k = tmp_path / "static.pem", tmp_path / "static.key"
