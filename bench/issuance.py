@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -256,9 +257,10 @@ def main() -> int:
         for line in summary(Path(args.timeline), worst=2):
             say(line)
     if am and args.tty:
-        frames = [f for f in am["output"].replace("\r\n", "\n").split("\r") if "] " in f]
+        # (text mode made each \r a line end)
+        frames = re.findall(r"\[[#.]+\] \d+/\d+ done(?:, \d+ failed)?", am["output"])
         say(f"renew's progress bar: drawn {len(frames)} times, the last: "
-            f"{frames[-1].strip() if frames else 'none'}")
+            f"{frames[-1] if frames else 'none'}")
     if am and args.cpu:
         from cpuacct import report
         for line in report(Path(args.cpu)):
