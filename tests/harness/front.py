@@ -44,6 +44,10 @@ class Answer:
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver listens with a backlog of 5: 20 drive threads connecting at once
+    # overflowed it, and the SYNs dropped cost their requests the 1 s of a TCP
+    # retransmission, a fault of the harness's own, in clean runs too
+    request_queue_size = 128
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
