@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from typing import Any, Callable, ContextManager
 from urllib.parse import urlsplit
 
@@ -30,7 +31,7 @@ from acme import messages
 from .. import __version__
 from ..core import compat, crypto
 from ..core.problem import CAProblem
-from . import http
+from . import hedge, http
 
 log = logging.getLogger(__name__)
 UP_LINKS_MAX = 10  # issuers fetched by `up` link for one certificate (mod_md's bound)
@@ -44,16 +45,19 @@ NONCE_KEEP = 32
 # error without Replay-Nonce: a load balancer's 5xx, a reset) takes one instead of
 # asking new-nonce, which every thread shares, and waits on when that is held.
 NONCE_RESERVE = 4
-# The first try of a request safe to repeat (http.repeatable: a read, new-account) waits
-# PATIENCE_FACTOR times the CA's median answer time, PATIENCE_LEAST seconds at least, then
-# is sent again at once with the whole timeout: an answer held up somewhere (a slow
-# replica, a lost packet) then costs that, not its whole delay. Once per request (a CA
-# that is slow for everyone gets one copy of each slow read, and a longer median), never
-# before PATIENCE_SAMPLES answers have shown what is usual, and never for a request that
-# changes something (new-order, finalize, a challenge answer).
+# A try of a request safe to repeat (http.repeatable: a read, new-account) whose answer is
+# later than PATIENCE_FACTOR times the CA's median answer time, HEDGE_LEAST seconds at
+# least, gets a copy beside it (ca/hedge: the first answer that is good counts): an answer
+# held up somewhere (a slow replica, a lost packet) then costs that, not its whole delay.
+# One copy per try (a CA that is slow for everyone makes a longer median), never before
+# PATIENCE_SAMPLES answers have shown what is usual. A request that changes something
+# (finalize, a challenge answer: Unanswered) is given up after PATIENCE_LEAST seconds at
+# least, when the CA's state can tell whether it arrived; new-order never.
 PATIENCE_LEAST = 1.0
 PATIENCE_FACTOR = 4.0
 PATIENCE_SAMPLES = 3
+HEDGE_LEAST = 0.4  # a copy sent for nothing costs a request, not the answer on its way
+HEDGE_THREADS = 64  # the threads that send them (two per drive thread at most)
 # The nonce of a POST sent while new-nonce is held (_Network._get_nonce): none the CA
 # issued, so it answers badNonce with a fresh one.
 STAND_IN_NONCE = b"apache-md: new-nonce is held"
@@ -162,7 +166,7 @@ def _reason(e: BaseException) -> str:
 
 class Unanswered(CAProblem):
     """A request that changes something (a challenge answer, finalize), sent once, whose
-    answer is much later than the CA's usual (ca/http.Impatient for those): the CA has most
+    answer is much later than the CA's usual (a read gets a copy instead: ca/hedge): the CA has most
     likely got it and works on it, which its state shows. The caller reads that instead of
     waiting out the answer (an answer held up somewhere costs that, not its whole delay),
     and sends the request again only when the state says it did not arrive."""
@@ -190,18 +194,23 @@ class _CAShared:
         self.nonces: list[tuple[float, str]] = []  # (time received, nonce), newest last
         self.refilling = False  # a request for the reserve is out
         self.answer_times: deque[float] = deque(maxlen=32)  # seconds, the latest answers
+        # the threads that send requests safe to repeat, each on its own connection, so
+        # that a late one may get a copy beside it (ca/hedge); one per request under way
+        self.hedges = hedge.Pool(HEDGE_THREADS, "ca")
 
     def answered_in(self, seconds: float) -> None:
         with self.lock:
             self.answer_times.append(seconds)
 
-    def patience(self) -> float | None:
-        """Seconds a first try of a repeatable request waits (None: the whole timeout)."""
+    def patience(self, hedged: bool = False) -> float | None:
+        """Seconds a first try of a request waits before it is given up, or gets a copy
+        beside it (`hedged`); None: the whole timeout."""
         with self.lock:
             times = sorted(self.answer_times)
         if len(times) < PATIENCE_SAMPLES:
             return None
-        return max(PATIENCE_LEAST, PATIENCE_FACTOR * times[len(times) // 2])
+        return max(HEDGE_LEAST if hedged else PATIENCE_LEAST,
+                   PATIENCE_FACTOR * times[len(times) // 2])
 
     @property
     def session(self) -> requests.Session:
@@ -374,28 +383,27 @@ class _Network(acme_client.ClientNetwork):
         patience = None
         copy = http.repeatable(method, self.names.get(url), kwargs.get("data"))
         if not self._patient and (copy or self.abandonable):
-            patience = self._shared.patience()
-        if patience is not None:
+            patience = self._shared.patience(hedged=copy)
+        if patience is not None and not copy:
             kwargs["timeout"] = (self._default_timeout, patience)
-        start = time.monotonic()
         try:
             # the place to work is for CPU: another MD uses it while this one's request
             # is on its way (which a fault may hold up), so all are under way at once.
             # The answer's time and Retry-After are noted before this MD waits for its
             # place back: the other threads keep to a Retry-After as soon as it came.
             with self.idle() if self.idle else contextlib.nullcontext():
-                response = self._send_once(method, url, *args, **kwargs)
-                self._shared.answered_in(time.monotonic() - start)
-                self._gate.answered(url, response,
-                                    self.names.get(url) in ("directory", "new-nonce"))
-        except Exception as e:  # noqa: BLE001 - re-raised, or as Impatient
+                if patience is not None and copy:
+                    fut, nonce = self._hedged(method, url, nonce, patience, args, kwargs)
+                    response = fut.result()
+                else:
+                    response = self._noted(method, url, *args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - re-raised, or as Unanswered
             cause = compat.network_cause(e)
-            if patience is not None and isinstance(cause, requests.exceptions.ReadTimeout):
-                if not copy:
-                    raise Unanswered(70007, "Timeout", None,
-                                     f"no answer to {self.step_for(url)} within "
-                                     f"{patience:.1f} s") from None
-                raise http.Impatient(f"no answer within {patience:.1f} s") from None
+            if patience is not None and not copy and \
+                    isinstance(cause, requests.exceptions.ReadTimeout):
+                raise Unanswered(70007, "Timeout", None,
+                                 f"no answer to {self.step_for(url)} within "
+                                 f"{patience:.1f} s") from None
             if nonce is not None and http.transient(cause, None) is not None and \
                     not isinstance(cause, requests.exceptions.Timeout):
                 self._reuse(nonce)  # a reset: perhaps before the CA had it
@@ -415,6 +423,73 @@ class _Network(acme_client.ClientNetwork):
                 # §6.5): the nonce sent is unused
                 self._reuse(nonce)
         return response
+
+    def _noted(self, method: str, url: str, *args, **kwargs) -> requests.Response:
+        """One request; its answer time and Retry-After noted at once (any thread)."""
+        start = time.monotonic()
+        response = self._send_once(method, url, *args, **kwargs)
+        self._shared.answered_in(time.monotonic() - start)
+        self._gate.answered(url, response, self.names.get(url) in ("directory", "new-nonce"))
+        return response
+
+    def _hedged(self, method: str, url: str, nonce: bytes | None, patience: float,
+                args: tuple, kwargs: dict) -> tuple[Future, bytes | None]:
+        """A request safe to repeat, sent from the shared threads (each its own connection):
+        when its answer is later than `patience`, a copy goes beside it (ca/hedge), a POST
+        with a nonce of its own. The outcome that counts, and the nonce it carried."""
+        copy_nonce: list[bytes] = []
+
+        def copy() -> Callable[[], requests.Response] | None:
+            if self._gate.held_for(url) > 0:
+                return None
+            body = kwargs.get("data")
+            if method != "POST" or body is None:
+                return lambda: self._copy_sent(method, url, args, kwargs)
+            mine = self._nonces.pop() if self._nonces else None
+            mine = mine or self._shared.take_nonce()
+
+            def send() -> requests.Response:
+                n = mine or self._nonce_for_copy()
+                copy_nonce.append(n)
+                return self._copy_sent(method, url, args,
+                                       {**kwargs, "data": self._resigned(body, n)})
+            return send
+
+        fut, is_copy = hedge.race(self._shared.hedges,
+                                  lambda: self._noted(method, url, *args, **kwargs), copy,
+                                  patience, lambda r: r.ok)
+        if is_copy:
+            log.debug("%s: %s answered late, a copy beside it", self.ca_url, self.step_for(url))
+        return fut, (copy_nonce[0] if is_copy and copy_nonce else nonce)
+
+    def _copy_sent(self, method: str, url: str, args: tuple, kwargs: dict) -> requests.Response:
+        if self._gate.held_for(url) > 0:  # a Retry-After came meanwhile
+            raise hedge.NotSent(url)
+        return self._noted(method, url, *args, **kwargs)
+
+    def _nonce_for_copy(self) -> bytes:
+        """One new-nonce request for a copy, not retried: trouble sends no copy."""
+        url = next((u for u, n in self.names.items() if n == "new-nonce"), None)
+        if url is None or self._gate.held_for(url) > 0:
+            raise hedge.NotSent(url)
+        try:
+            r = self._noted("HEAD", url)
+            nonce = r.headers.get(self.REPLAY_NONCE_HEADER) if r.ok else None
+        except requests.exceptions.RequestException:
+            nonce = None
+        if not nonce:
+            raise hedge.NotSent(url)
+        return jose.decode_b64jose(nonce)
+
+    def _resigned(self, body: str, nonce: bytes) -> str:
+        """The JWS `body` with `nonce` instead of its own, signed again."""
+        jws = json.loads(body)
+        protected = json.loads(jose.decode_b64jose(jws["protected"]))
+        protected["nonce"] = jose.encode_b64jose(nonce)
+        head = jose.encode_b64jose(json.dumps(protected).encode())
+        signature = self.alg.sign(self.key.key, f"{head}.{jws['payload']}".encode())
+        return json.dumps({"protected": head, "signature": jose.encode_b64jose(signature),
+                           "payload": jws["payload"]}, indent=2)
 
     def _reuse(self, nonce: bytes) -> None:
         """Send `nonce` again with the next try instead of asking new-nonce, which every
@@ -494,9 +569,7 @@ class _Network(acme_client.ClientNetwork):
                     if trouble is None:
                         raise
                     left = self._deadline - time.monotonic()
-                    self._patient |= trouble.kind == "slow"
-                    at_once = trouble.kind == "slow" or (trouble.kind == "badNonce"
-                                                         and last != "badNonce")
+                    at_once = trouble.kind == "badNonce" and last != "badNonce"
                     if at_once and tries < self._policy.tries:
                         # retried at once: a copy of a request held up somewhere; with a
                         # fresh nonce, as the library and mod_md do (also when the nonce
@@ -579,7 +652,7 @@ class _Network(acme_client.ClientNetwork):
             return CAProblem(11, "Resource temporarily unavailable",
                              "urn:ietf:params:acme:error:badNonce",
                              f"the CA rejected the nonce of {step}, {n}{where}")
-        if t.kind in ("timeout", "slow"):
+        if t.kind == "timeout":
             return CAProblem(70007, "Timeout", None,
                              f"the CA did not answer {step} within {self._default_timeout} s, "
                              f"{n}{where}", ca_trouble="failing")

@@ -393,7 +393,7 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
 class Transient:
     """Trouble worth another try: what happened, in words for a failure message."""
 
-    kind: str  # "http" (5xx, 429), "reset", "timeout", "slow", "badNonce"
+    kind: str  # "http" (5xx, 429), "reset", "timeout", "badNonce"
     status: int | None = None  # the HTTP status, for "http"
     retry_after: float | None = None
 
@@ -406,7 +406,6 @@ class Transient:
                 phrase = ""
             return f"answered {self.status} {phrase}".rstrip()
         return {"reset": "broke the connection", "timeout": "did not answer in time",
-                "slow": "answered much later than usual",
                 "badNonce": "rejected the nonce (badNonce)"}.get(self.kind, self.kind)
 
 
@@ -429,8 +428,6 @@ def transient(e: BaseException, response: requests.Response | None) -> Transient
         return None
     if isinstance(e, (requests.exceptions.SSLError, requests.exceptions.ProxyError)):
         return None  # trust or proxy configuration: the same next time
-    if isinstance(e, Impatient):
-        return Transient("slow")
     if isinstance(e, requests.exceptions.Timeout):
         return Transient("timeout")
     if isinstance(e, (requests.exceptions.ConnectionError,
@@ -439,14 +436,9 @@ def transient(e: BaseException, response: requests.Response | None) -> Transient
     return None
 
 
-class Impatient(requests.exceptions.ReadTimeout):
-    """The first try of a request safe to repeat (repeatable) stopped waiting for an
-    answer much later than the CA's usual (ca/client): asked again at once."""
-
-
 def repeatable(method: str, resource: str | None, body: str | bytes | None) -> bool:
     """Whether sending this request twice does what sending it once does, so a copy may
-    go out while the first is unanswered: GET and HEAD (the directory, new-nonce,
+    go out while the first is unanswered (ca/hedge): GET and HEAD (the directory, new-nonce,
     renewalInfo), a POST-as-GET (RFC 8555 §6.3: the JWS payload is empty: it reads an
     order, an authorization, a certificate), and new-account, which for a key
     registered already answers with that account (§7.3.1). Never new-order, finalize, a

@@ -397,18 +397,89 @@ def impatient(flaky, monkeypatch):
     return conn
 
 
-def test_a_read_held_up_is_asked_again_at_once_and_only_once(impatient, flaky):
+def test_a_read_held_up_gets_a_copy_beside_it_and_the_first_good_answer_counts(
+        impatient, flaky):
+    """A late read is not given up: a copy goes beside it with a nonce of its own, and the
+    answer that comes first counts, the first try's too."""
     url = flaky.url + "acme/order/1"
-    flaky.script = [(200, {}), (200, {"X-Delay": "2"})]  # new-nonce, then the answer
-    impatient.call(impatient.client._post_as_get, url)  # noqa: SLF001
-    # the copy with a fresh nonce: the first one's went with it
+    flaky.script = [(200, {}),  # new-nonce
+                    (200, {"X-Delay": "2"}, {"which": "first"}),
+                    (200, {}),  # new-nonce for the copy: the first's went with the first
+                    (200, {}, {"which": "copy"})]
+    r = impatient.call(impatient.client._post_as_get, url)  # noqa: SLF001
+    assert r.json() == {"which": "copy"}
     assert flaky.requests == ["HEAD /nonce", "POST /acme/order/1"] * 2
-    # held up twice: the copy waits as long as it takes (a CA slow for everyone gets
-    # one copy per request, not one per patience)
+    assert _nonce_of(flaky.bodies[0]) != _nonce_of(flaky.bodies[1])
+    time.sleep(2)  # the first try's answer, which nobody waits for, has come
     flaky.requests.clear()
-    flaky.script = [(200, {"X-Delay": "1"}), (200, {}), (200, {"X-Delay": "0.6"})]
-    impatient.call(impatient.client._post_as_get, url)  # noqa: SLF001 - the last nonce
+    flaky.script = [(200, {"X-Delay": "1"}, {"which": "first"}), (200, {}),
+                    (200, {"X-Delay": "5"}, {"which": "copy"})]
+    r = impatient.call(impatient.client._post_as_get, url)  # noqa: SLF001 - the last nonce
+    assert r.json() == {"which": "first"}
     assert flaky.requests == ["POST /acme/order/1", "HEAD /nonce", "POST /acme/order/1"]
+
+
+def test_no_copy_goes_to_an_endpoint_a_retry_after_holds(impatient, flaky):
+    url = flaky.url + "acme/order/1"
+    flaky.script = [(200, {}), (200, {"X-Delay": "1.5"}, {"which": "first"})]
+    held = requests.Response()
+    held.status_code, held.headers["Retry-After"] = 429, "3600"
+    # another MD's request to it is answered 429 while this one's answer is on its way
+    timer = threading.Timer(0.1, http.gate_for(url).answered, (url, held))
+    timer.start()
+    r = impatient.call(impatient.client._post_as_get, url)  # noqa: SLF001
+    timer.join()
+    assert r.json() == {"which": "first"}
+    assert flaky.requests == ["HEAD /nonce", "POST /acme/order/1"]
+
+
+def test_which_try_of_a_hedged_read_counts():
+    """ca/hedge.race: the first good answer; the copy's outcome when the first fails; the
+    copy's failure when it fails first (the retry policy's); the first when no copy went."""
+    from concurrent.futures import Future
+
+    from apache_md.ca import hedge
+
+    class Now:  # runs each task at once, or leaves it pending
+        def __init__(self, pending=()):
+            self.pending, self.n = pending, 0
+
+        def submit(self, fn):
+            f, self.n = Future(), self.n + 1
+            if self.n not in self.pending:
+                try:
+                    f.set_result(fn())
+                except Exception as e:  # noqa: BLE001
+                    f.set_exception(e)
+            return f
+
+    def fails():
+        raise requests.exceptions.ConnectionError("reset")
+
+    def notsent():
+        raise hedge.NotSent("held")
+
+    good = bool
+    f, is_copy = hedge.race(Now(), lambda: 1, lambda: lambda: 2, 0, good)
+    assert (f.result(), is_copy) == (1, False)  # the first in time: no copy asked
+    f, is_copy = hedge.race(Now({1}), lambda: 1, lambda: lambda: 2, 0, good)
+    assert (f.result(), is_copy) == (2, True)
+    f, is_copy = hedge.race(Now({1}), lambda: 1, lambda: fails, 0, good)
+    assert is_copy and isinstance(f.exception(), requests.exceptions.ConnectionError)
+    f, is_copy = hedge.race(Now(), fails, lambda: lambda: 2, 0, good)
+    assert not is_copy and f.exception()  # it failed before its patience ran out
+    for copy in (lambda: notsent, lambda: None):  # no copy went: the first is waited for
+        pool = Now({1})
+        orig = pool.submit
+
+        def submit(fn, pool=pool, orig=orig):
+            f = orig(fn)
+            if pool.n == 1:  # its answer comes later
+                threading.Timer(0.3, f.set_result, (1,)).start()
+            return f
+        pool.submit = submit
+        f, is_copy = hedge.race(pool, lambda: 1, copy, 0, good)
+        assert (f.result(), is_copy) == (1, False)
 
 
 def test_a_request_that_changes_something_is_waited_for_however_long(impatient, flaky):
