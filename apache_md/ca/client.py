@@ -455,9 +455,12 @@ class _Network(acme_client.ClientNetwork):
                                        {**kwargs, "data": self._resigned(body, n)})
             return send
 
-        fut, is_copy = hedge.race(self._shared.hedges,
-                                  lambda: self._noted(method, url, *args, **kwargs), copy,
-                                  patience, lambda r: r.ok)
+        def first() -> requests.Response:
+            # waited for already: again only should the threads all be busy meanwhile
+            self._gate.wait(url, self._stop, self._deadline)
+            return self._noted(method, url, *args, **kwargs)
+
+        fut, is_copy = hedge.race(self._shared.hedges, first, copy, patience, lambda r: r.ok)
         if is_copy:
             log.debug("%s: %s answered late, a copy beside it", self.ca_url, self.step_for(url))
         return fut, (copy_nonce[0] if is_copy and copy_nonce else nonce)
