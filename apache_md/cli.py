@@ -26,7 +26,7 @@ from .core.model import Config
 from .core.plan import plan
 from .notify import Messenger
 from .status import condition, page, snapshot
-from .store import credentials, facts, owner, state
+from .store import certcache, credentials, facts, owner, state
 from .store.fs import Store, StoreError, StoreKeyError
 from .store.state import load_activation_state
 
@@ -91,6 +91,10 @@ def _open_store(config: Config, need_key: bool = True) -> Store | None:
     except StoreError as e:
         print(f"apache-md: {e}", file=sys.stderr)
         return None
+    # What the worker knows of the certificate files (store/certcache.py), as at its
+    # start: at 10,000 MDs `status` parsed every certificate again (seconds). A file
+    # changed since is read anew.
+    certcache.load(store)
     renames.follow(store, config)
     return store
 
@@ -145,6 +149,8 @@ def _check(config: Config) -> int:
                 if info and md.stapling and not info.ocsp_url:
                     print(f"  certificate {name}: no OCSP responder URL, not stapled")
     _check_stapling(config)
+    if certcache.loaded(store):  # what it learned, for the worker's next start
+        certcache.save(store)
     return 1 if missing or broken else 0
 
 
@@ -164,6 +170,7 @@ def _write_generated(config: Config, store: Store | None) -> int:
         if config.errors:
             serving.write_includes(store, None)
             return 0
+        certcache.load(store)  # as _open_store: not every key proved again
         renames.follow(store, config)  # before anything is written for a new name
         repaired, _ = activation.prepare(store, config)
         snapshot.write_snapshot(store, config)  # the handlers know the MDs from now on
@@ -489,6 +496,7 @@ def _activate(args, config: Config, store: Store) -> int:
     for name, why in {**report.blocked, **report.failed}.items():
         print(f"{name}: activation failed: {why}", file=sys.stderr)
     snapshot.write_snapshot(store, config)
+    certcache.save(store)  # what it learned, for the worker's next start (it saw every MD)
     if report.error:
         restored = " previous certificates restored;" if report.activated else ""
         print(f"apache-md: reload failed,{restored} {report.error}", file=sys.stderr)

@@ -185,6 +185,12 @@ def load(store: Store) -> None:
             _pairs.setdefault(p, v)
 
 
+def loaded(store: Store) -> bool:
+    """Whether this process read (or tried to read) the store's file."""
+    with _lock:
+        return str(store.path(*FILE)) in _loaded
+
+
 def save(store: Store) -> None:
     """Write what this process used, when something was learned (what no one looked up
     since the start is left out: files of MDs that left, archived sets)."""
