@@ -359,8 +359,10 @@ def activate_and_reload(store: Store, config: Config, reload_command: list[str] 
     report = Report()
     if not prepared:
         report.repaired, report.includes_changed = prepare(store, config)
+    # prepared either way: with nothing activated, activate() need not go over every
+    # md.json and include a second time (a worker's start at 10,000 MDs: 0.4 s)
     activate(store, config, messenger, report, force=force,
-             precheck=lambda: ctl.configtest(config), prepared=prepared, known=known)
+             precheck=lambda: ctl.configtest(config), prepared=True, known=known)
     for name, why in report.failed.items():
         log.error("%s: activation failed: %s", name, why)
     for name, why in {**report.waiting, **report.blocked}.items():

@@ -74,3 +74,43 @@ def test_status_and_check_take_the_cache_while_a_file_is_unchanged_and_read_a_ch
     named = [ln for ln in p.stderr.splitlines() if str(path) in ln]
     assert len(named) == 1 and "not usable" in named[0], p.stderr
     assert "Traceback" not in p.stderr
+
+
+def worker_once(env: MDEnv) -> str:
+    p = env.cli_ok("worker", "--once", "--reload-command", env.reload_command())
+    return p.stdout + p.stderr
+
+
+def test_a_restarted_worker_sees_what_changed_while_it_was_down(env):
+    """A worker's first cycle takes its start's look at the includes and md.json files
+    (worker.py `prepared`) and the certificates' summaries from the cache: a certificate
+    replaced and a key garbled while no worker ran (old mtimes) are still seen by it."""
+    env.write_config("MDomain one.test\n", env.ssl_vhost("one.test"))
+    live = env.store / "domains" / "one.test"
+    openssl_cert(live, "one.test", 30)
+    env.start()
+    worker_once(env)
+    cert, key = live / "pubcert.pem", live / "privkey.pem"
+    first = until(env, "one.test")
+    assert env.store.joinpath(*certcache.FILE).exists()
+
+    st = os.stat(cert)
+    openssl_cert(live, "one.test", 60)
+    os.utime(cert, ns=(st.st_atime_ns, st.st_mtime_ns))
+    worker_once(env)
+    second = until(env, "one.test")
+    assert second != first
+    include = Path(env.store, "apache", "one.test.conf").read_text()
+    assert str(cert) in include and "fallback" not in include
+
+    st = os.stat(key)
+    with open(key, "r+b") as f:  # garbled in place: same size, old mtime
+        f.write(b"-----BEGIN PRIVATE KEY-----\nAAAA")
+    os.utime(key, ns=(st.st_atime_ns, st.st_mtime_ns))
+    out = worker_once(env)
+    # set aside, and renewed at once from the CA (the session's Pebble)
+    assert "broken live set" in out and "renewing: one.test" in out, out
+    assert not key.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----\nAAAA")
+    assert until(env, "one.test") not in (first, second)
+    assert list(env.store.glob("archive/one.test.broken.*"))
+    assert "Traceback" not in out
