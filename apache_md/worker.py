@@ -10,7 +10,7 @@ down and waits for a configuration without it.
 from __future__ import annotations
 
 import dataclasses
-
+import gc
 import logging
 import os
 import random
@@ -219,6 +219,7 @@ class Worker:
         self.install_signals()
         if not self._await_config():
             return 1
+        _settle(first=True)
         delay = self.config.settings.initial_delay
         if self.store_usable():
             self._activate_first()
@@ -233,6 +234,7 @@ class Worker:
                 self.reread.clear()
                 if not self._await_config(self.refresh_config()):
                     break  # stood down for mod_md, and stopped while waiting
+                _settle()
                 if self.store_usable():
                     self._activate_first()
             if self.store_usable():
@@ -506,6 +508,18 @@ class Worker:
                                     persist=persist)
         except (StoreError, OSError) as e:
             log.error("cannot write the status snapshot: %s", e)
+
+
+def _settle(first: bool = False) -> None:
+    """The objects alive now (the configuration's above all: 240,000 at 10,000 MDs) out
+    of the cyclic collector's sight until the next configuration: every full collection
+    of a start went over them again (0.3 s of a restart's first cycle at 10,000 MDs).
+    Before freezing what a re-read made, what the previous configuration left in cycles
+    is collected (frozen objects are never)."""
+    if not first:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
 
 
 def config_stamp(config: Config) -> tuple:

@@ -16,6 +16,7 @@ import pytest
 
 from apache_md.apache.config import load_config, load_text
 from apache_md.store import owner, state
+from apache_md import worker
 from apache_md.worker import Worker, config_stamp
 from tests.harness._util import make_tmp_dir
 
@@ -246,3 +247,25 @@ def test_a_sighup_while_the_worker_starts_does_not_kill_it(tmp_path):
         proc.terminate()
         proc.communicate(timeout=30)
         sock.close()
+
+
+def test_what_a_reread_replaced_is_collected_though_the_start_froze_it():
+    """worker._settle: the start's objects are frozen out of the collector's sight; a
+    configuration replaced at a re-read, in reference cycles, must not stay for good."""
+    import gc
+    import weakref
+
+    class Node:
+        pass
+    old = Node()
+    old.me = old  # a cycle: refcounting alone never frees it
+    gone = weakref.ref(old)
+    try:
+        worker._settle(first=True)
+        del old
+        gc.collect()
+        assert gone() is not None  # frozen
+        worker._settle()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
