@@ -9,6 +9,9 @@ layout (bench/worker_scale.py), with one SSL vhost each, and measures:
   worker RSS        a live worker after its first check cycle (VmRSS; PSS), started
                     first on the new store, then again (a restart: what the first
                     run kept of the certificates spares it parsing them)
+  restart           CPU of a restarted live worker until its first cycle is done
+                    (the worker itself; the child reading the configuration
+                    apart), with the load average at the time
   check cycle       CPU of one steady Worker.cycle() (first one in brackets)
   snapshot          size of the index (status/snapshot/status.json, written every
                     time) and of the MDs' piece files (written when an MD changes),
@@ -127,6 +130,8 @@ def measure(n: int, with_mod_md: bool) -> dict:
         # once more: a restart finds what the first run kept (status/cache)
         live = run_live(amd, amd.root)
         r["rss2"], r["pss2"] = live["rss_mb"], live["pss_mb"]
+        r["restart_cpu"], r["restart_children"] = live["cpu"], live["children_cpu"]
+        r["restart_load"] = loadavg()
         cycles = cycle_cpu(amd)
         r["cycle_first"], r["cycle"] = cycles[0], min(cycles[1:])
         r["snap_first"], r["snap_bytes"], r["pieces_bytes"], r["snap"] = \
@@ -169,6 +174,7 @@ def _f(v, fmt: str) -> str:
 def table(rows: list[dict]) -> list[str]:
     head = ["MDs", "config read CPU s", "worker RSS MB (PSS); after a restart",
             "check cycle CPU s (first)",
+            "restart: first cycle CPU s (config child), load",
             "snapshot index + pieces MB, write CPU s (fresh writer)", "md-status list req/s (mod_md)",
             "Apache PSS MB + worker (mod_md)", "graceful s (mod_md)"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -178,6 +184,7 @@ def table(rows: list[dict]) -> list[str]:
             str(r["n"]), _f(r["config_cpu"], ".2f"),
             f"{r['rss']:.0f} ({r['pss']:.0f}); {r['rss2']:.0f} ({r['pss2']:.0f})",
             f"{r['cycle']:.2f} ({r['cycle_first']:.2f})",
+            f"{r['restart_cpu']:.2f} ({r['restart_children']:.2f}), {r['restart_load']}",
             f"{r['snap_bytes'] / 1e6:.1f} + {r['pieces_bytes'] / 1e6:.1f}, {r['snap']:.2f} "
             f"({r['snap_first']:.2f})",
             f"{_f(r.get('list_rps'), '.0f')} ({_f(r.get('mm_list_rps'), '.0f')})",
@@ -200,6 +207,7 @@ def growth(rows: list[dict]) -> list[str]:
         k = b["n"] / a["n"]
         parts = []
         for key, label in (("config_cpu", "config read"), ("cycle", "check cycle"),
+                           ("restart_cpu", "a restart's first cycle"),
                            ("snap", "snapshot write"), ("snap_bytes", "snapshot index size"),
                            ("rss", "worker RSS")):
             if a.get(key) and b.get(key):
