@@ -204,8 +204,10 @@ def sync_md_json(store: Store, md: ManagedDomain, batch: Batch | None = None) ->
     if hit is not None and hit[0] is md and hit[1] is not None \
             and hit[1] == _md_json_stamp(path):
         return
+    before = _md_json_stamp(path)  # taken first: a change while it is read shows later
     current = broken.read_json(store, DOMAINS, md.name, "md.json",
                                credentials.MD_JSON_BROKEN) or {}
+    credentials.remember_md_json(path, before, current)  # the facts below need not read it
     ca = current.get("ca") or {}
     facts = read_facts(store, md)
     # as mod_md's store sync writes them (its state_init): why an MD is incomplete too

@@ -130,6 +130,13 @@ def stored_ca(store: Store, md: ManagedDomain) -> dict:
     if hit is not None and stamp is not None and hit[0] == stamp:
         return hit[1]
     doc = broken.read_json(store, DOMAINS, md.name, "md.json", MD_JSON_BROKEN) or {}
+    return remember_md_json(path, stamp, doc)
+
+
+def remember_md_json(path: str, stamp: int | None, doc: dict) -> dict:
+    """Keep the "ca" of md.json at `path` as read by someone under `stamp` (the hash of
+    its changes.stamp taken before the read; None: not kept), and return it: the
+    worker's start read every md.json twice (activation's sync, then the facts)."""
     ca = doc.get("ca") if isinstance(doc.get("ca"), dict) else {}
     # Only what is asked for, the URL shared between MDs: the whole object of every MD
     # was a tenth of the worker's memory at 10,000 MDs.

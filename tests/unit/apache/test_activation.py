@@ -240,3 +240,31 @@ def test_new_mds_are_prepared_in_one_batch_durable_before_they_are_in_place(stor
     events.clear()
     prepare(store, config)
     assert events == []
+
+
+def test_the_ca_of_an_md_json_edited_after_the_sync_read_it_is_read_anew(store):
+    """activation.sync_md_json hands the "ca" it read to the facts (credentials.stored_ca)
+    rather than their reading md.json once more: kept by the file's stamp taken before
+    its read, so md.json edited by hand afterwards (mod_md's tools, an admin) is read
+    again."""
+    from apache_md.apache import activation
+    from apache_md.store import credentials, facts
+    md = ManagedDomain(name="a.test", domains=["a.test"], location=Location("x.conf", 1),
+                       ca_urls=["https://ca.test/dir"])
+    store.init()
+    store.write_json(DOMAINS, md.name, "md.json",
+                     {"name": md.name, "ca": {"url": "https://one.test/dir"}})
+    activation.sync_md_json(store, md)
+    assert credentials.stored_ca(store, md)["url"] == "https://one.test/dir"
+    assert facts.read(store, md).ca["url"] == "https://one.test/dir"
+    path = store.fspath(DOMAINS, md.name, "md.json")
+    doc = store.read_json(DOMAINS, md.name, "md.json")
+    st = os.stat(path)
+    with open(path, "r+") as f:  # in place, the same size, its old mtime
+        text = f.read()
+        f.seek(0)
+        f.write(text.replace("one.test", "two.test"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert store.read_json(DOMAINS, md.name, "md.json") != doc
+    assert credentials.stored_ca(store, md)["url"] == "https://two.test/dir"
+    assert facts.read(store, md).ca["url"] == "https://two.test/dir"
