@@ -327,7 +327,8 @@ class Apache:
                  logs=[self.stderr_log_path, self.error_log_path], alive=alive)
 
     def graceful(self, timeout: float = 30.0) -> "Apache":
-        """Graceful restart; returns when the new generation serves."""
+        """Graceful restart; returns when the new generation has started (a child of the
+        old one may still take a new connection for a moment: poll what is served)."""
         return self._signal_restart("graceful", timeout)
 
     def restart(self, timeout: float = 30.0) -> "Apache":
