@@ -37,8 +37,8 @@ from ..core.job import now_utc
 from ..core.model import ManagedDomain
 from ..core.problem import CAProblem
 from ..core.schedule import window_start
+from ..core.tailscale import applies  # noqa: F401 - the drive's dispatch
 from ..core.tailscale import (
-    applies,  # noqa: F401 - the drive's dispatch
     cert_domain,
     name_problem,
     socket_path,
