@@ -228,7 +228,11 @@ def cmd_status(args) -> int:
         if owner.stranger(config.settings.store_dir):
             return _status_published(args, config)
         store = _open_store(config, need_key=False)
-        return _status(args, config, store, snapshot.snapshot(store, config)) if store else 1
+        if store is None:
+            return 1
+        md = args.name and (config.md_by_name(args.name) or config.md_for_domain(args.name))
+        return _status(args, config, store,
+                       snapshot.snapshot(store, config, only=md.name if md else None))
 
 
 def _status_published(args, config: Config) -> int:

@@ -331,12 +331,14 @@ class Built:
 def build(store: Store, config: Config, now: datetime | None = None,
           renderer: Renderer | None = None, keep: bool = True,
           facts: Mapping[str, MDFacts] | None = None,
-          emit: Callable[[_Made], None] | None = None) -> Built:
+          emit: Callable[[_Made], None] | None = None, only: str | None = None) -> Built:
     """The snapshot, one MD at a time: `keep` False (a writer) holds no MD's md-status
     object longer than it takes to make its pieces (at 10,000 MDs, all of them at once
     were most of the worker's peak memory), and `emit` gets each MD's new pieces as
     they are made (the writer writes them then, rather than holding them all).
-    `facts`: the MDs' facts as the caller read them in this cycle (others are read)."""
+    `facts`: the MDs' facts as the caller read them in this cycle (others are read).
+    `only`: that MD's alone (`apache-md status <name>`: at 10,000 MDs the others were
+    most of its time); not for a writer, whose index must name every MD."""
     now = now or now_utc()
     r = renderer or Renderer()
     if r.saved is None:
@@ -350,7 +352,8 @@ def build(store: Store, config: Config, now: datetime | None = None,
         r.planned, r.dirty = planned, True
     requested = activation_requested(store)
     act_state = load_activation_state(store)
-    mds = sorted(config.mds, key=lambda m: m.name)
+    mds = sorted((md for md in config.mds if only is None or md.name == only),
+                 key=lambda m: m.name)
     settings = config.settings
     ctx = page.PageContext(worker_pid=worker.get("pid") if worker else None,
                            check=settings.certificate_check,
@@ -540,10 +543,11 @@ def _view(store: Store, built: Built) -> app.View:
 
 
 def snapshot(store: Store, config: Config, now: datetime | None = None,
-             renderer: Renderer | None = None) -> dict[str, Any]:
+             renderer: Renderer | None = None, only: str | None = None) -> dict[str, Any]:
     """Everything the WSGI handlers serve, as a dict: the index's entries, `list` and
-    `mds` (the md-status objects) and `bodies` (Bodies); nothing is written."""
-    built = build(store, config, now, renderer)
+    `mds` (the md-status objects) and `bodies` (Bodies); nothing is written. `only`:
+    of that MD alone (build())."""
+    built = build(store, config, now, renderer, only=only)
     snap = dict(built.index)
     snap["mds"] = built.mds
     snap["bodies"] = bodies = Bodies(_view(store, built))

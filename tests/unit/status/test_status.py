@@ -47,6 +47,19 @@ def test_md_objects_follow_the_reference(store, config):
     assert json.loads(snap["bodies"]["cs:failing.test"]) == {"rsa": {}, "renewal": {"cert": {}}}
 
 
+def test_one_mds_snapshot_is_what_the_whole_one_says_of_it(store, config):
+    """`apache-md status <name>` builds that MD alone: the same md-status object and
+    bodies as the whole snapshot has for it, and no other MD made."""
+    whole = snapshot.snapshot(store, config, NOW)
+    for name in ("staged.test", "failing.test"):
+        one = snapshot.snapshot(store, config, NOW, only=name)
+        assert list(one["mds"]) == [name]
+        assert one["mds"][name] == whole["mds"][name]
+        for kind in ("md", "html", "cs"):
+            assert one["bodies"][f"{kind}:{name}"] == whole["bodies"][f"{kind}:{name}"]
+        assert [m["name"] for m in one["list"]["managed-domains"]] == [name]
+
+
 def test_the_published_snapshot_gives_back_what_status_prints(store, config):
     """`apache-md status` for a user who may not read the store reads the published file."""
     assert snapshot.published(store) is None
