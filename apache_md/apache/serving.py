@@ -72,9 +72,14 @@ def ensure_fallback(store: Store, md: ManagedDomain, spec,
     key_f = store.path(DOMAINS, md.name, "fallback-" + spec.file_name("privkey"))
     ok = False
     if cert_f.exists() and key_f.exists():
+        # the pair as mod_ssl loads it: a garbled fallback key passed here and took
+        # Apache down at the next reload
+        why = problem(str(cert_f), str(key_f))
+        if why:
+            log.error("%s: broken fallback: %s; made anew", md.name, why)
         try:
             info = crypto.cert_info(crypto.load_chain(cert_f.read_bytes())[0])
-            ok = (info.not_after - now_utc() > FALLBACK_MIN_LEFT
+            ok = (why is None and info.not_after - now_utc() > FALLBACK_MIN_LEFT
                   and all(crypto.covers(list(info.names), d) for d in md.domains))
         except (OSError, crypto.CryptoError, IndexError):
             ok = False

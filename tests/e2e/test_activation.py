@@ -14,6 +14,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from apache_md.apache.includes import include_path
+from apache_md.apache.serving import problem
 from apache_md.core.crypto import FALLBACK_CN
 from tests.e2e.mdenv import MDEnv
 from tests.harness import Apache, pki
@@ -222,6 +223,26 @@ def test_a_garbled_live_key_never_takes_apache_down(env):
     reload_ok(env)  # e.g. logrotate's: Apache loads the restored set
     await_serial(env, "a.test", first_a)
     assert env.apache.pid == pid
+    assert "AH00020" not in env.apache.error_log()
+
+
+def test_a_garbled_fallback_key_is_made_anew_before_any_reload(env):
+    """b.test has no certificate yet, so Apache loads its fallback pair: garbled, `check`
+    makes it anew (and says so in the log), and the reloads after it keep Apache up."""
+    config(env, ["a.test", "b.test"], ["a.test", "b.test"])
+    env.start()
+    env.cli_ok("renew", "a.test")
+    env.cli_ok("activate", "--reload", env.reload_command())
+    pid = env.apache.pid
+    key = env.store / "domains" / "b.test" / "fallback-privkey.pem"
+    key.write_bytes(key.read_bytes()[:150])
+    p = env.cli_ok("check")
+    assert f"{key}: not a usable private key" in p.stderr, p.stdout + p.stderr
+    assert problem(str(key.with_name("fallback-pubcert.pem")), str(key)) is None
+    reload_ok(env)  # the admin's (logrotate's): Apache loads the new pair
+    env.cli_ok("activate", "--reload", env.reload_command())
+    assert env.apache.pid == pid and env.apache.running
+    assert FALLBACK_CN in served_cn(env, "b.test")
     assert "AH00020" not in env.apache.error_log()
 
 
