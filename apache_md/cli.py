@@ -641,7 +641,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"apache-md: {e}", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"apache-md: {e.filename or ''}: {e.strerror}", file=sys.stderr)
+        from .store.fs import describe
+        print(f"apache-md: {describe(e)}", file=sys.stderr)
         return 1
 
 

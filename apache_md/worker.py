@@ -507,7 +507,8 @@ class Worker:
             snapshot.write_snapshot(self.store, self.config, self._renderer, facts=known,
                                     persist=persist)
         except (StoreError, OSError) as e:
-            log.error("cannot write the status snapshot: %s", e)
+            log.error("cannot write the status snapshot: %s",
+                      e if isinstance(e, StoreError) else self.store.describe(e))
 
 
 def _settle(first: bool = False) -> None:

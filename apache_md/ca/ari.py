@@ -21,7 +21,7 @@ from ..core.model import Config, ManagedDomain
 from ..core.problem import CAProblem
 from ..core.schedule import ari_failed, ari_poll_due, ari_update, renewal_due
 from ..store import watch
-from ..store.fs import Store
+from ..store.fs import Store, StoreError
 
 if TYPE_CHECKING:  # the acme library is imported only when ARI is asked
     from .client import CAConnection
@@ -128,6 +128,9 @@ def refresh_all(store: Store, config: Config, facts: dict[str, MDFacts], now: da
         try:
             if poller.refresh(md, facts[md.name], now):
                 changed.add(md.name)
+        except (OSError, StoreError) as e:  # a full disk: one line, not a traceback
+            log.error("%s: ARI check failed: %s", md.name,
+                      e if isinstance(e, StoreError) else store.describe(e))
         except Exception:  # noqa: BLE001 - ARI is advisory; the window still renews
             log.exception("%s: ARI check failed", md.name)
     return changed

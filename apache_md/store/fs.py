@@ -74,12 +74,15 @@ class CorruptFile(StoreError):
         self.seen = seen
 
 
-def _access_problem(path: Path, e: OSError, base: Path) -> str:
+def _access_problem(path: Path, e: OSError, base: Path | None) -> str:
     """e.strerror, and for a permission problem who owns what: the file, or the directory
     above it that shuts us out (the usual cause: files root or mod_md made in a store
     that belongs to the worker's user), and the chown of the whole store `base` that
     fixes it (where there is one such entry, mod_md has left more)."""
-    if e.errno != errno.EACCES:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"{e.strerror}: the filesystem of {base or path.parent} is full (what is "
+                "served stays as it is; apache-md goes on once there is space)")
+    if e.errno != errno.EACCES or base is None:
         return e.strerror or str(e)
     blocked = path
     while True:
@@ -97,6 +100,15 @@ def _access_problem(path: Path, e: OSError, base: Path) -> str:
     return (f"{e.strerror} ({'it' if blocked == path else blocked} belongs to "
             f"{_user(st.st_uid)}:{_group(st.st_gid)}, mode {stat.S_IMODE(st.st_mode):04o}, the "
             f"store to {owner}; chown -R {owner}: {base})")
+
+
+def describe(e: OSError, path: str | os.PathLike | None = None,
+             base: Path | None = None) -> str:
+    """An OSError as a message naming its file (Store.describe: in a store `base`)."""
+    path = path or e.filename
+    if not path:
+        return e.strerror or str(e)
+    return f"{path}: {_access_problem(Path(path), e, base)}"
 
 
 def _user(uid: int) -> str:
@@ -125,12 +137,22 @@ def safe_name(name: str) -> str:
     return name
 
 
+def _named(e: OSError, path: str | os.PathLike) -> OSError:
+    """`e` with the file it is about: a failed write() or fsync() (a full disk) names
+    none, and "apache-md: : No space left on device" told the admin nothing."""
+    if e.filename is None and e.errno is not None:
+        return type(e)(e.errno, e.strerror, os.fspath(path))
+    return e
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """Make the entries of a directory durable: a rename or a new file is only safe from a
     power loss once its directory is synced (a renewal reported done must stay done)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as e:
+        raise _named(e, path) from None
     finally:
         os.close(fd)
 
@@ -224,11 +246,13 @@ def atomic_write(path: Path, data: bytes | Iterable[bytes], mode: int,
                 os.fsync(f.fileno())
         os.chmod(tmp, mode)  # whatever the umask
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):
+            raise _named(e, path) from None
         raise
     if sync_dir and durable:
         fsync_dir(path.parent)
@@ -267,11 +291,18 @@ class Batch:
             make_dirs(Path(path).parent, dir_mode, self._new_entries)
         path = os.fspath(path)
         fd, tmp = _new_tmp(path, mode)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, mode)  # whatever the umask
+        except OSError as e:  # a full disk: no temporary file left behind
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise _named(e, path) from None
         self._files.setdefault(os.path.dirname(path), []).append((tmp, path))
         self._unsynced.append(tmp)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)  # whatever the umask
 
     def commit(self, directory: str | os.PathLike) -> bool:
         """The files added in `directory` in place, durable; False when there were none."""
@@ -464,10 +495,7 @@ class Store:
     def describe(self, e: OSError, path: str | os.PathLike | None = None) -> str:
         """An OSError met in the store as a message: the file, what went wrong, and for a
         permission problem who owns what and the chown that fixes it."""
-        path = path or e.filename
-        if not path:
-            return str(e)
-        return f"{path}: {_access_problem(Path(path), e, self.base)}"
+        return describe(e, path, self.base)
 
     # -- files ----------------------------------------------------------------
     def exists(self, group: str, name: str, file: str) -> bool:

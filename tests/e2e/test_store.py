@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from apache_md.core import crypto
 from apache_md.core.model import KeySpec
 from tests.e2e.mdenv import APACHE_MD, MDEnv
@@ -323,3 +325,54 @@ def test_an_md_renamed_with_a_name_added_serves_its_old_certificate_until_renewe
     assert not same(second, first)
     chain = env.await_served("c.test", second)
     assert sorted(dns_names(chain[0])) == ["a.test", "b.test", "c.test"]
+
+
+def test_a_full_disk_keeps_what_is_served_and_says_so_without_a_traceback(env):
+    """The store on a filesystem that fills up (a 2 MB tmpfs): renew, activate, check and
+    the worker each say which file could not be written and that the filesystem is full,
+    in one line; Apache keeps serving the certificates it has through a reload; no
+    temporary file is left behind; once there is space, the next renewal goes live."""
+    env.store.mkdir(parents=True, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(env.store)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        names = ["a.test", "b.test"]
+        env.write_config("".join(f"MDomain {n}\n" for n in names),
+                         "".join(env.ssl_vhost(n) for n in names))
+        env.start()
+        env.cli_ok("renew", *names)
+        env.cli_ok("activate", "--reload", env.reload_command())
+        first = env.status("a.test")["cert"]["rsa"]["serial"]
+        filler = env.store / "filler"
+        subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=4k"], capture_output=True)
+        for args in (["renew", "--force", "a.test"], ["activate", "--reload", env.reload_command()],
+                     ["check"]):
+            p = env.cli(*args)
+            assert p.returncode == 1, (args, p.stdout, p.stderr)
+            assert "Traceback" not in p.stdout + p.stderr, p.stderr
+            assert f"{env.store}/" in p.stderr and "is full" in p.stderr, p.stderr
+        worker = env.start_worker("--once")
+        worker.wait(120)
+        log = worker.log_path.read_text()
+        assert "Traceback" not in log and "is full" in log, log
+        env.apache.graceful()
+        assert serial_served(env, "a.test") == first.lstrip("0")
+        assert not list(env.store.rglob("*.tmp"))
+        filler.unlink()
+        env.cli_ok("renew", "--force", "a.test")
+        env.cli_ok("activate", "--reload", env.reload_command())
+        deadline = time.monotonic() + 10
+        while serial_served(env, "a.test") == first.lstrip("0"):
+            assert time.monotonic() < deadline, "the new certificate is not served"
+            time.sleep(0.2)
+    finally:
+        env.stop_workers()
+        env.apache.stop()
+        subprocess.run(["umount", "-l", str(env.store)])
+
+
+def serial_served(env, name: str) -> str:
+    chain = s_client_cert("127.0.0.1", env.apache.https_port, name)
+    assert chain, f"no TLS handshake for {name}"
+    return format(chain[0].serial_number, "X").lstrip("0")
