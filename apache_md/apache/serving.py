@@ -80,7 +80,8 @@ def ensure_fallback(store: Store, md: ManagedDomain, spec,
         try:
             info = crypto.cert_info(crypto.load_chain(cert_f.read_bytes())[0])
             ok = (why is None and info.not_after - now_utc() > FALLBACK_MIN_LEFT
-                  and all(crypto.covers(list(info.names), d) for d in md.domains))
+                  and all(crypto.covers(list(info.names), crypto.a_label(d) or "")
+                          for d in md.domains if crypto.a_label(d)))
         except (OSError, crypto.CryptoError, IndexError):
             ok = False
     if not ok:

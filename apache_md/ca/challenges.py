@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import josepy as jose
 
+from ..core.crypto import a_label
 from ..core.model import GlobalSettings, ManagedDomain
 from ..core.problem import CAProblem
 from ..notify import run_command
@@ -88,6 +89,11 @@ def explain_no_types(md: ManagedDomain, settings: GlobalSettings) -> str:
 
 def check_names(md: ManagedDomain, types: list[str], settings: GlobalSettings) -> None:
     """Refuse before contacting the CA when some name cannot be validated with `types`."""
+    foreign = [d for d in md.domains if not d.isascii()]
+    if foreign:  # the CA would refuse the order (RFC 8555 wants A-labels)
+        said = ", ".join(f"{d} (write {a_label(d)})" if a_label(d) else d for d in foreign)
+        raise CAProblem(22, "Invalid argument", "urn:ietf:params:acme:error:rejectedIdentifier",
+                        f"not a DNS name a CA can certify: {said}")
     if not types:
         raise CAProblem(22, "Invalid argument", MISMATCH, explain_no_types(md, settings))
     wild = [d for d in md.domains if d.startswith("*.")]

@@ -129,9 +129,27 @@ def _is_ip(name: str) -> bool:
         return False
 
 
+def a_label(name: str) -> str | None:
+    """`name` as a certificate carries it: ASCII (an internationalized name as its
+    A-label, xn--...), or None when it has none."""
+    if name.isascii():
+        return name
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+
+
 def san_entries(names: list[str]) -> list[x509.GeneralName]:
-    return [x509.IPAddress(ipaddress.ip_address(n)) if _is_ip(n) else x509.DNSName(n)
-            for n in names]
+    """The names as SAN entries; a name that cannot be one (not ASCII, no A-label) is
+    left out: a fallback for `MDomain bücher.example` must not stop the worker."""
+    out: list[x509.GeneralName] = []
+    for n in names:
+        if _is_ip(n):
+            out.append(x509.IPAddress(ipaddress.ip_address(n)))
+        elif (label := a_label(n)) is not None:
+            out.append(x509.DNSName(label))
+    return out
 
 
 def make_csr(key, names: list[str], must_staple: bool = False) -> bytes:
@@ -158,7 +176,9 @@ def self_signed(key, names: list[str], days: int = 14, cn: str = FALLBACK_CN) ->
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(minutes=5))
             .not_valid_after(now + timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName(san_entries(names)), critical=False)
+            .add_extension(x509.SubjectAlternativeName(san_entries(names) or
+                                                       [x509.DNSName("fallback.apache-md.invalid")]),
+                           critical=False)
             .add_extension(x509.KeyUsage(True, False, isinstance(key, rsa.RSAPrivateKey), False,
                                          False, False, False, False, False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([x509_oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)

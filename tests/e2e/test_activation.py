@@ -246,6 +246,25 @@ def test_a_garbled_fallback_key_is_made_anew_before_any_reload(env):
     assert "AH00020" not in env.apache.error_log()
 
 
+def test_an_internationalized_md_name_fails_its_renewal_alone_without_a_traceback(env):
+    """`MDomain bücher.test` (mod_md starts with it too, and the CA refuses the order):
+    check and renew name it and its A-label in one line, the fallback is made with the
+    A-label, the other MD is certified, and Apache keeps running."""
+    config(env, ["a.test", "bücher.test"], ["a.test", "bücher.test"])
+    env.start()
+    p = env.cli("renew")
+    out = p.stdout + p.stderr
+    assert p.returncode == 1 and "Traceback" not in out, out
+    assert "bücher.test (write xn--bcher-kva.test)" in out, out
+    p = env.cli("check")
+    assert "Traceback" not in p.stdout + p.stderr and "xn--bcher-kva.test" in p.stderr
+    env.cli_ok("activate", "--reload", env.reload_command())
+    assert env.apache.running
+    await_serving(env, "a.test", timeout=10)
+    st = env.status("bücher.test")
+    assert "xn--bcher-kva.test" in st["renewal"]["last"]["detail"], st
+
+
 def test_an_empty_live_certificate_does_not_block_its_own_repair(env):
     config(env, ["a.test"], ["a.test"])
     env.start()
