@@ -633,6 +633,19 @@ def build_config(parsed: syntax.ParseResult, main_file: str) -> Config:
     # `apache-md activate`; that is expected, not an error.
     generated = os.path.join(c.settings.store_dir, APACHE) + os.sep
     ours = {id(p) for path, p in parsed.missing_includes if path.startswith(generated)}
+    # An MD is a directory of the store by its name: one that cannot be (a slash in it)
+    # is left out, rather than stopping every MD at the store (mod_md starts with it,
+    # and it never gets a certificate either)
+    kept = []
+    for d in c.mds:
+        name = d.names[0]
+        if not name or name in (".", "..") or "/" in name or "\0" in name:
+            c.warnings.append(Problem(f"MDomain {name}: this name cannot be a directory of the "
+                                      "store (it has a '/'); the MD is left out", d.location,
+                                      name))
+        else:
+            kept.append(d)
+    c.mds[:] = kept
     config = Config(
         main_file=main_file, server_root=parsed.server_root, settings=c.settings,
         mds=[effective_md(d, c) for d in c.mds], vhosts=vhosts, listen_ports=list(listen),
