@@ -8,6 +8,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 
 # A SIGHUP that reaches `apache-md worker` before it has its handlers (systemctl reload,
 # or a reload of apache2 propagated to it, while it starts) asks for a reading of the
@@ -384,8 +385,7 @@ def cmd_renew(args) -> int:
     bar = ProgressBar(sys.stderr) if sys.stderr.isatty() else None
     driver = Driver(store, settings, Messenger(settings.message_cmd, settings.notify_cmd,
                                                str(store.base)),
-                    progress=None if bar else lambda md, text: print(f"{md}: {text}",
-                                                                     flush=True))
+                    progress=None if bar else lambda md, text: _say(f"{md}: {text}"))
     fleet = None
     if settings.clustered:  # the fleet's newer sets first, and the MDs' locks held
         from .fleet.node import Fleet
@@ -419,7 +419,7 @@ def cmd_renew(args) -> int:
     def done(r) -> None:
         if bar:
             bar.clear()
-        print(f"{r.md}: {r.outcome}: {r.detail}", flush=True)
+        _say(f"{r.md}: {r.outcome}: {r.detail}")
         if bar:
             bar.count(r.outcome == "renewed")
     if bar and todo:
@@ -438,6 +438,17 @@ def cmd_renew(args) -> int:
     if todo and not failed:
         print("New certificates are staged; run 'apache-md activate' to put them live.")
     return 1 if failed else 0
+
+
+_say_lock = threading.Lock()
+
+
+def _say(line: str) -> None:
+    """A line of `renew`'s, whole: print() from the drive threads wrote the text and its
+    line end apart, and lines ran into each other."""
+    with _say_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 class ProgressBar:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 import pytest
 
@@ -41,3 +42,33 @@ def test_renew_progress_bar():
     bar.count(False)
     assert bar.line() == "[" + "#" * 15 + "." * 15 + "] 2/4 done, 1 failed"
     assert out.getvalue().endswith("\r" + bar.line())
+
+
+def test_renews_lines_from_many_threads_stay_whole(monkeypatch):
+    """The drive threads' progress lines: each one whole on its own line, even when the
+    output lets another thread in between two writes (a pipe, a slow terminal)."""
+    import threading
+    import time
+
+    class Slow:
+        def __init__(self):
+            self.text = ""
+
+        def write(self, s):
+            self.text += s
+            time.sleep(0.001)  # another thread's turn
+            return len(s)
+
+        def flush(self):
+            pass
+
+    out = Slow()
+    monkeypatch.setattr(cli.sys, "stdout", out)
+    threads = [threading.Thread(target=lambda n=n: [cli._say(f"md{n}: step {i}") for i in range(20)])
+               for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = out.text.splitlines()
+    assert len(lines) == 80 and all(re.fullmatch(r"md\d: step \d+", x) for x in lines), lines
