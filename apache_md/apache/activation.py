@@ -208,11 +208,13 @@ def sync_md_json(store: Store, md: ManagedDomain, batch: Batch | None = None) ->
     current = broken.read_json(store, DOMAINS, md.name, "md.json",
                                credentials.MD_JSON_BROKEN) or {}
     credentials.remember_md_json(path, before, current)  # the facts below need not read it
-    ca = current.get("ca") or {}
+    ca = current.get("ca") if isinstance(current, dict) else None
+    ca = ca if isinstance(ca, dict) else {}  # md.json edited by hand: "ca": 5
+    url, account = (v if isinstance(v, str) else None for v in (ca.get("url"), ca.get("account")))
     facts = read_facts(store, md)
     # as mod_md's store sync writes them (its state_init): why an MD is incomplete too
     st, descr = md_state(md, facts.managed, facts.active)
-    wanted = md_to_json(md, ca_url=ca.get("url"), account=ca.get("account"), state=st,
+    wanted = md_to_json(md, ca_url=url, account=account, state=st,
                         state_descr=descr)
     if wanted != current:
         store.write_json(DOMAINS, md.name, "md.json", wanted, batch=batch)

@@ -140,8 +140,8 @@ def remember_md_json(path: str, stamp: int | None, doc: dict) -> dict:
     ca = doc.get("ca") if isinstance(doc.get("ca"), dict) else {}
     # Only what is asked for, the URL shared between MDs: the whole object of every MD
     # was a tenth of the worker's memory at 10,000 MDs.
-    ca = {k: sys.intern(v) if isinstance(v, str) else v for k, v in ca.items()
-          if k in CA_KEYS}
+    ca = {k: sys.intern(v) for k, v in ca.items()
+          if k in CA_KEYS and isinstance(v, str)}  # "account": 7 by hand is no account
     if stamp is not None:
         _stored_ca[path] = (stamp, ca)
     return ca

@@ -207,3 +207,17 @@ def test_a_batch_commits_all_its_files_durable_before_and_after_the_renames(tmp_
     assert events[0].startswith(f"fsync {md_dir}/md.json.")
     assert events[1:] == [f"replace {md_dir}/md.json", f"fsync {s.base / DOMAINS}",
                           f"fsync {md_dir}"]
+
+
+def test_an_md_json_whose_ca_has_other_types_reads_as_no_ca(store):
+    """md.json edited by hand ("ca": 5, "account": 7): no CA, no account, no traceback in
+    the sync that writes it again (activation.sync_md_json)."""
+    from apache_md.apache.activation import sync_md_json
+    from apache_md.store import credentials
+    from tests.unit.sample import make_md
+    md = make_md("typed.test")
+    for ca in (5, [], {"url": 5, "account": 7}, {"url": [], "account": {}}):
+        store.write_json("domains", md.name, "md.json", {"name": md.name, "ca": ca})
+        assert credentials.stored_ca(store, md) == {}
+        sync_md_json(store, md)
+        assert credentials.stored_ca(store, md) == {}
