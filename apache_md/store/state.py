@@ -85,10 +85,28 @@ def activation_requested(store: Store) -> set[str]:
 def load_activation_state(store: Store) -> dict:
     doc = broken.read_json(store, *ACTIVATION_STATE,
                            "the time of the last reload is no longer known") or {}
-    return {"last-reload": parse_http_date(doc.get("last-reload")),
-            "waiting": doc.get("waiting") or {}, "error": doc.get("error"),
-            "served": doc.get("served") or {}, "repaired": doc.get("repaired") or {},
-            "pid-file": doc.get("pid-file")}
+    if not isinstance(doc, dict):
+        doc = {}
+    # values of another type (the file edited by hand) count as absent: every reader
+    # (check, status, the snapshot) takes these as dicts of strings
+    repaired = {md: rec for md, rec in _mapping(doc.get("repaired")).items()
+                if isinstance(rec, dict)}
+    return {"last-reload": parse_http_date(_text(doc.get("last-reload"))),
+            "waiting": _strings(doc.get("waiting")), "error": _text(doc.get("error")),
+            "served": _strings(doc.get("served")), "repaired": repaired,
+            "pid-file": _text(doc.get("pid-file"))}
+
+
+def _text(v) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+def _mapping(v) -> dict:
+    return {k: x for k, x in v.items() if isinstance(k, str)} if isinstance(v, dict) else {}
+
+
+def _strings(v) -> dict[str, str]:
+    return {k: x for k, x in _mapping(v).items() if isinstance(x, str)}
 
 
 def save_activation_state(store: Store, *, reloaded: datetime | None = None,

@@ -221,3 +221,17 @@ def test_an_md_json_whose_ca_has_other_types_reads_as_no_ca(store):
         assert credentials.stored_ca(store, md) == {}
         sync_md_json(store, md)
         assert credentials.stored_ca(store, md) == {}
+
+
+def test_an_activation_record_with_values_of_other_types_reads_as_empty(store):
+    """status/activation/activation.json edited by hand: check, status and the snapshot
+    take its values as absent rather than stop at an AttributeError."""
+    from apache_md.store.state import ACTIVATION_STATE, load_activation_state
+    for doc in ([1], "x", {"waiting": "x", "served": [1], "repaired": {"a.test": "x"},
+                          "error": 5, "last-reload": 7, "pid-file": {}},
+                {"served": {"a.test": "live", "b.test": 3}}):
+        store.write_json(*ACTIVATION_STATE, doc)
+        got = load_activation_state(store)
+        assert got["waiting"] == {} and got["repaired"] == {}
+        assert got["error"] is None and got["last-reload"] is None and got["pid-file"] is None
+        assert got["served"] == ({"a.test": "live"} if "b.test" in str(doc) else {})
