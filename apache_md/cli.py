@@ -515,6 +515,10 @@ def _activate(args, config: Config, store: Store) -> int:
     if report.error:
         restored = " previous certificates restored;" if report.activated else ""
         print(f"apache-md: reload failed,{restored} {report.error}", file=sys.stderr)
+    elif report.unloaded and reload_cmd is None:
+        print(f"note: Apache runs and still serves the previous certificates of "
+              f"{', '.join(report.unloaded)}: reload it (`apache-md activate --reload CMD`, "
+              "or `systemctl reload apache2`); the worker does at its next check")
     # Non-zero whenever something asked for did not go live (waiting as configured,
     # for MDActivationDelay/-Window or a running renewal, is not a failure).
     unresolved = set(report.repaired) - set(report.activated)  # a broken set not replaced

@@ -55,12 +55,15 @@ class Report:
     failed: dict[str, str] = field(default_factory=dict)
     repaired: dict[str, str] = field(default_factory=dict)  # md -> broken live set, what was done
     includes_changed: bool = False
+    # MDs whose sets went live earlier without a reload while Apache ran (it still
+    # serves the previous ones): a reload is due for them too
+    unloaded: list[str] = field(default_factory=list)
     archived: dict[str, str] = field(default_factory=dict)  # md -> previous set, for rollback
     error: str | None = None  # the reload failed, or was not done because it would fail
 
     @property
     def reload_needed(self) -> bool:
-        return bool(self.activated) or self.includes_changed
+        return bool(self.activated) or self.includes_changed or bool(self.unloaded)
 
 
 def verify_staged(store: Store, md: ManagedDomain) -> list[tuple[bytes, bytes]]:
@@ -373,7 +376,15 @@ def activate_and_reload(store: Store, config: Config, reload_command: list[str] 
         log.info("%s: staged certificates wait: %s", name, why)
     if report.activated:
         log.info("activated: %s", ", ".join(report.activated))
-    if not (report.reload_needed and reload_command):
+    report.unloaded = sorted(load_activation_state(store)["unloaded"])
+    if not reload_command:
+        if report.activated and ctl.running(config) is not None:
+            # live in the store, not in Apache: md-status must not say it is served,
+            # and the next `activate --reload` (or the worker) must reload
+            save_activation_state(store, unloaded=report.activated)
+            report.unloaded = sorted(set(report.unloaded) | set(report.activated))
+        return report
+    if not report.reload_needed:
         return report
     broken = serving.served_problems(store, config)
     if broken:
@@ -437,5 +448,7 @@ def request(store: Store, config: Config, prepared: bool = False,
         prepare(store, config)
     now = now_utc()
     staged = [m.name for m in config.mds if ready(_facts(store, m, known), now) is None]
+    # sets put live by an `activate` without a reload: the root side's reload serves them
+    staged += sorted(set(load_activation_state(store)["unloaded"]) - set(staged))
     if staged:
         state.request_activation(store, staged)

@@ -67,14 +67,21 @@ def job_seems_valid(store: Store, md: ManagedDomain, job: Job) -> bool:
 def activation(md: ManagedDomain, complete: bool, job: Job | None, staged: bool,
                now: datetime, worker: dict | None, requested: bool,
                waiting: str | None = None, served: str | None = None,
-               repaired: dict | None = None) -> dict[str, str]:
+               repaired: dict | None = None, unloaded: str | None = None) -> dict[str, str]:
     """Where the MD's certificate stands between the CA and Apache, for people.
 
     `waiting` is what the last activation said about this MD, `served` what its include
     points at ("certificate", "static", "fallback"; None: not written yet) and `repaired`
-    a broken live set found and handled (store.state.load_activation_state).
+    a broken live set found and handled, `unloaded` when its set went live without a
+    reload (store.state.load_activation_state).
     """
     out = _activation(md, complete, job, staged, now, worker, requested, waiting, served)
+    if unloaded and out["state"] == "active" and not md.is_static:
+        out = {"state": "staged", "detail": (
+            f"live in the store since {unloaded}, but Apache has not reloaded since and "
+            "still serves the previous certificate: " + (
+                "the worker reloads it at its next check" if worker else
+                "run `apache-md activate --reload CMD` (as root) or reload Apache"))}
     if repaired:
         out["detail"] += f" (at {repaired.get('when')}: {repaired.get('detail')})"
     return out
@@ -198,7 +205,8 @@ def md_status(store: Store, md: ManagedDomain, now: datetime | None = None,
                                    md.name in (requested or ()),
                                    (act.get("waiting") or {}).get(md.name),
                                    (act.get("served") or {}).get(md.name),
-                                   (act.get("repaired") or {}).get(md.name))
+                                   (act.get("repaired") or {}).get(md.name),
+                                   (act.get("unloaded") or {}).get(md.name))
     own = own_check(md, job, at, now)
     put(obj, "next-check", http_date(next_check(own, now, worker if planned is None
                                                   else planned)))

@@ -362,8 +362,8 @@ def build(store: Store, config: Config, now: datetime | None = None,
     full: dict[str, dict[str, Any]] = {}
     made: dict[str, _Made] = {}
     page_ctx = (ctx.check, ctx.refresh)  # what an MD's page says of them (page.META)
-    waiting, served, repaired = (act_state.get(k) or {} for k in ("waiting", "served",
-                                                                    "repaired"))
+    waiting, served, repaired, unloaded = (act_state.get(k) or {} for k in (
+        "waiting", "served", "repaired", "unloaded"))
 
     settings_key: list[str] = []  # repr(settings), made once when first needed
     where = os.fspath(_pieces_dir(store))
@@ -379,9 +379,10 @@ def build(store: Store, config: Config, now: datetime | None = None,
     def one(md, shown: list[dict[str, Any]] | None) -> None:
         f = (facts or {}).get(md.name) or read_facts(store, md)
         # whether a worker runs shows only in a staged MD's activation detail
-        inputs = (md, f, settings, bool(worker) if f.staged_finished else None,
+        gone_live = unloaded.get(md.name)
+        inputs = (md, f, settings, bool(worker) if f.staged_finished or gone_live else None,
                   md.name in (requested or ()), waiting.get(md.name), served.get(md.name),
-                  _compact(repaired.get(md.name)), _compact(shown), page_ctx)
+                  _compact(repaired.get(md.name)), _compact(shown), page_ctx, gone_live)
         last = r.made(md.name)
         if last is None and r.saved:
             last = _revive(r.saved.pop(md.name, None), inputs, lambda: digest(md, f, inputs))

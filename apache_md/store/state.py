@@ -94,7 +94,10 @@ def load_activation_state(store: Store) -> dict:
     return {"last-reload": parse_http_date(_text(doc.get("last-reload"))),
             "waiting": _strings(doc.get("waiting")), "error": _text(doc.get("error")),
             "served": _strings(doc.get("served")), "repaired": repaired,
-            "pid-file": _text(doc.get("pid-file"))}
+            "pid-file": _text(doc.get("pid-file")),
+            # md -> when its set went live with no reload after it (Apache ran then and
+            # still serves the previous set): the next reload is due for them
+            "unloaded": _strings(doc.get("unloaded"))}
 
 
 def _text(v) -> str | None:
@@ -112,13 +115,18 @@ def _strings(v) -> dict[str, str]:
 def save_activation_state(store: Store, *, reloaded: datetime | None = None,
                           waiting: dict | None = None, error: str | None = None,
                           served: dict | None = None, repaired: dict | None = None,
-                          resolved: list[str] | None = None, pid_file: str | None = None) -> None:
+                          resolved: list[str] | None = None, pid_file: str | None = None,
+                          unloaded: list[str] | None = None) -> None:
     """Update the record; `repaired` adds entries (md -> what was done), `resolved`
-    drops those of MDs that got a new set."""
+    drops those of MDs that got a new set, `unloaded` adds MDs whose new set went live
+    without a reload (a reload clears them)."""
     doc = load_activation_state(store)
+    now = http_date(datetime.now(timezone.utc))
     if reloaded:
         doc["last-reload"] = reloaded
         doc["error"] = None
+        doc["unloaded"] = {}
+    doc["unloaded"].update({md: now for md in unloaded or ()})
     if waiting is not None:
         doc["waiting"] = waiting
     if error is not None:
@@ -127,13 +135,12 @@ def save_activation_state(store: Store, *, reloaded: datetime | None = None,
         doc["served"] = served
     if pid_file is not None:
         doc["pid-file"] = pid_file
-    now = http_date(datetime.now(timezone.utc))
     doc["repaired"].update({md: {"when": now, "detail": text}
                             for md, text in (repaired or {}).items()})
     for md in resolved or ():
         doc["repaired"].pop(md, None)
     out = {"last-reload": http_date(doc["last-reload"]), "waiting": doc["waiting"]}
-    for key in ("error", "served", "repaired", "pid-file"):
+    for key in ("error", "served", "repaired", "pid-file", "unloaded"):
         if doc.get(key):
             out[key] = doc[key]
     store.write_json(*ACTIVATION_STATE, out)

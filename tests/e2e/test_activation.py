@@ -178,6 +178,30 @@ def test_activate_a_newly_added_md_and_exit_codes(env):
     assert p.returncode == 0 and "two.test: activated" in p.stdout, p.stdout + p.stderr
 
 
+def test_a_set_activated_without_a_reload_is_not_said_served_and_the_next_reload_comes(env):
+    """`apache-md activate` without --reload while Apache runs: the new set is live in
+    the store, Apache still serves the previous one. md-status says so (not `active`),
+    activate says to reload, and the next `activate --reload` reloads although nothing is
+    staged any more; then md-status says active again."""
+    config(env, ["a.test"], ["a.test"])
+    env.start()
+    env.cli_ok("renew", "a.test")
+    env.cli_ok("activate", "--reload", env.reload_command())
+    old = serial(served(env, "a.test"))
+    env.cli_ok("renew", "--force", "a.test")
+    p = env.cli_ok("activate")
+    assert "a.test: activated" in p.stdout and "still serves the previous" in p.stdout, p.stdout
+    st = env.status("a.test")
+    assert st["activation"]["state"] == "staged", st["activation"]
+    assert "Apache has not reloaded" in st["activation"]["detail"]
+    assert serial(served(env, "a.test")) == old
+    env.cli_ok("activate", "--reload", env.reload_command())
+    await_serial(env, "a.test", st["cert"]["rsa"]["serial"])
+    assert env.status("a.test")["activation"]["state"] == "active"
+    p = env.cli_ok("activate")  # nothing new: no note
+    assert "still serves" not in p.stdout
+
+
 # -- 12.1 / 12.2: broken live sets never reach a reload ----------------------------------------
 
 def test_a_garbled_live_key_never_takes_apache_down(env):
