@@ -20,6 +20,16 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+class _Wrapped:
+    """A module seen through: the names given replaced, the rest its own."""
+
+    def __init__(self, module, **names):
+        self._module, self._names = module, names
+
+    def __getattr__(self, name):
+        return self._names[name] if name in self._names else getattr(self._module, name)
+
+
 def install(out: Path) -> None:
     from apache_md.ca import client, drive
 
@@ -72,6 +82,18 @@ def install(out: Path) -> None:
         return key
 
     drive.Driver._new_key = new_key_noted
+    from apache_md.ca import keymaker
+    generate = keymaker.crypto.generate_key
+
+    def generate_noted(spec):  # a key made (by a key thread or a taker): when, how long
+        start, cpu = time.monotonic(), time.thread_time()
+        try:
+            return generate(spec)
+        finally:
+            note("keygen", thread=threading.current_thread().name,
+                 took=round(time.monotonic() - start, 3), cpu=round(time.thread_time() - cpu, 3))
+
+    keymaker.crypto = _Wrapped(keymaker.crypto, generate_key=generate_noted)
     send = client._Network._send_request
 
     def send_noted(self, method, url, *args, **kwargs):

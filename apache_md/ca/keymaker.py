@@ -13,9 +13,10 @@ the account is there, or while its registration waits for the CA) lets them all.
 
 Each key goes to one taker only, and only in memory: a key is in the store once
 the drive stages it (encrypted, 0600) before finalize. Keys the idle worker made
-(store/keypool) are used first, by the takers themselves: none is made ahead of a
-kind the pool still has, and none is taken from the pool ahead (MDs that then fail
-would lose them). What is left at the end (MDs that failed or had a staged key)
+(store/keypool) are used first, by the takers themselves: only the keys the pool
+cannot give are made ahead, from the start (an idle worker's pool of 16 and 50 new
+MDs: 34 made while the first 16 MDs take the pool's), and none is taken from the pool
+ahead (MDs that then fail would lose them). What is left at the end (MDs that failed or had a staged key)
 goes to the pool, up to its size (`pool_size`, MDKeyPool): it was never used nor
 written anywhere. `want()` counts the keys the drive's MDs will ask for, `settle()`
 takes an ended MD's back, so no more are made than will be taken.
@@ -34,7 +35,7 @@ from ..store import keypool
 from ..store.fs import Store
 
 log = logging.getLogger(__name__)
-AHEAD = 8  # keys ready or being made at most: the first MDs' keys come before the last's
+AHEAD = 32  # keys ready or being made at most (as many as MDs under way: drive's 8 x 4)
 THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
@@ -100,12 +101,20 @@ class KeyMaker:
             self._cond.notify_all()
 
     def take(self, spec: KeySpec):
-        """A key of `spec`, used by no one else: one made ahead (waited for when it is
-        being made), else from the pool, else made now. Raises crypto.CryptoError."""
+        """A key of `spec`, used by no one else: one made ahead, else from the pool, else
+        one being made (waited for), else made now. Raises crypto.CryptoError."""
         k = keypool.kind(spec)
         with self._cond:
             if k is not None and self._wanted[k] > 0:
                 self._wanted[k] -= 1
+            ready = self._ready.get(k) if k is not None else None
+            if ready:
+                self._cond.notify_all()  # a place ahead is free
+                return ready.pop(0)
+        pooled = keypool.take(self.store, spec)  # before waiting: the pool's are made
+        if pooled is not None:
+            return pooled
+        with self._cond:
             try:
                 while k is not None:
                     ready = self._ready.get(k)
@@ -141,9 +150,9 @@ class KeyMaker:
             return None
         if sum(self._making.values()) + sum(len(v) for v in self._ready.values()) >= self.ahead:
             return None
-        short = [(self._wanted[k] - self._making[k] - len(self._ready.get(k, ())), k)
-                 for k in self._wanted
-                 if k not in self._failed and not keypool.count(self.store, self._specs[k])]
+        short = [(self._wanted[k] - self._making[k] - len(self._ready.get(k, ()))
+                  - keypool.count(self.store, self._specs[k]), k)
+                 for k in self._wanted if k not in self._failed]
         need, k = max(short, default=(0, None))
         return k if need > 0 else None
 

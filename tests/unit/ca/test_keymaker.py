@@ -128,19 +128,45 @@ def test_a_take_after_close_makes_its_own(store, made):
     assert km.take(RSA) is made[0][1]
 
 
-def test_nothing_is_made_or_taken_ahead_while_the_pool_has_keys(store, request):
+def test_only_what_the_pool_lacks_is_made_ahead_and_its_keys_are_not_taken_ahead(store, request):
+    """An idle worker's pool and more new MDs than it holds: the rest are made from the
+    start (not once the pool is empty), and the pool's keys go to takers only."""
     want = keypool.wanted({P256}, 1)
     while keypool.fill_one(store, want):
         pass
     made = request.getfixturevalue("made")  # real keys in the pool, cheap ones made here
     km = KeyMaker(store, threads=2)
-    km.want([P256, P256])
+    km.want([P256] * 3)
     km.go()
+    until(lambda: len(km._ready.get("secp256r1", ())) == 2, "what the pool lacks, made ahead")
     assert keypool.count(store, P256) == 1  # not taken by the key threads
-    first = km.take(P256)  # the pool's
-    assert isinstance(first, ec.EllipticCurvePrivateKey) and keypool.count(store, P256) == 0
-    until(lambda: len(made) == 1, "the second made ahead once the pool is empty")
-    assert km.take(P256) is made[0][1]
+    got = [km.take(P256) for _ in range(3)]
+    km.close()
+    assert len(made) == 2  # none beyond what the pool lacked
+    assert keypool.count(store, P256) == 0  # the pool's went to a taker
+    ahead = {id(k) for _, k in made}
+    pooled = [k for k in got if id(k) not in ahead]
+    assert len(pooled) == 1 and isinstance(pooled[0], ec.EllipticCurvePrivateKey)
+
+
+def test_a_taker_uses_the_pool_rather_than_wait_for_a_key_being_made(store, monkeypatch):
+    want = keypool.wanted({P256}, 1)
+    while keypool.fill_one(store, want):
+        pass
+    started, release = threading.Event(), threading.Event()
+
+    def slow(spec):  # a key thread busy with a key that takes long
+        started.set()
+        release.wait(30)
+        return object()
+    monkeypatch.setattr(keymaker.crypto, "generate_key", slow)
+    km = KeyMaker(store, threads=1)
+    km.want([P256] * 2)
+    km.go()
+    assert started.wait(30)
+    key = km.take(P256)  # the pool's, at once: not the one being made
+    assert isinstance(key, ec.EllipticCurvePrivateKey) and keypool.count(store, P256) == 0
+    release.set()
     km.close()
 
 
