@@ -267,12 +267,25 @@ def test_the_nonce_of_a_post_that_never_reached_the_ca_is_sent_again(flaky, monk
     first, again, third = (_nonce_of(b) for b in flaky.bodies)
     assert first == again and third == fresh
     assert len(pauses) == 2 and pauses[0] > 0 and pauses[1] == 0  # the badNonce: at once
-    # a badNonce after a badNonce pauses, as before
-    flaky.script = [(400, {"Replay-Nonce": fresh}, bad), (400, {"Replay-Nonce": fresh}, bad),
-                    (200, {})]
-    pauses.clear()
-    post(conn, flaky)
-    assert pauses[0] == 0 and pauses[1] > 0
+    # badNonces in a row go at once up to BAD_NONCES_AT_ONCE (CAs reject nonces at random),
+    # then pause: a CA that rejects every nonce is not asked as fast as it answers
+    n = client.BAD_NONCES_AT_ONCE
+    conn.net._policy = http.RetryPolicy(tries=n + 3, first=0.01)  # noqa: SLF001 - tries for them
+
+    def rejected(k: int) -> list[tuple]:  # each with a fresh nonce of its own
+        return [(400, {"Replay-Nonce": jose.encode_b64jose(os.urandom(8))}, bad)
+                for _ in range(k)]
+    for script, want in [
+            (rejected(n), [0.0] * n),  # at once, each
+            (rejected(n + 1), [0.0] * n + [None]),  # then a pause
+            (rejected(n) + [(503, {})] + rejected(1), [0.0] * n + [None, 0.0])]:  # at once again
+        flaky.script = script + [(200, {})]
+        flaky.requests.clear()
+        pauses.clear()
+        post(conn, flaky)
+        assert flaky.requests == ["POST /order"] * (len(script) + 1)
+        assert len(pauses) == len(want)
+        assert all(p == w if w is not None else p > 0 for p, w in zip(pauses, want))
 
 
 def test_an_md_waiting_for_anothers_directory_fetch_does_its_own_work_meanwhile(
