@@ -107,8 +107,10 @@ def problem_from_exception(e: BaseException, ca_url: str = "", proxy: str | None
     if isinstance(e, requests.exceptions.ConnectionError):
         text = str(e)
         desc = "Connection refused" if "refused" in text.lower() else "Connection failed"
+        if http.unresolved(e):  # mod_md: refused (curl_status), the name said here
+            desc = f"Connection refused: the name {urlsplit(ca_url).hostname} does not resolve"
         through = f" through the proxy {proxy}" if proxy else ""
-        return CAProblem(111, desc, None,
+        return CAProblem(111, desc.partition(":")[0], None,
                          f"Unsuccessful in contacting ACME server at {ca_url}{through}: {desc}")
     if isinstance(e, requests.exceptions.Timeout):
         return CAProblem(70007, "Timeout", None, f"Timeout talking to ACME server at {ca_url}")
@@ -123,13 +125,21 @@ def directory_problem(p: CAProblem, ca_url: str, proxy: str | None = None) -> CA
     """A failed fetch of the directory as mod_md reports it (md_acme_setup): its words,
     which administrators search for; the cause goes to the log. What names a directive
     to look at (a proxy, TLS trust) stays as it is."""
-    if p.problem or p.retry_after or p.description in ("Stopped", "TLS error") \
-            or (proxy and p.http_status is None):
+    if p.retry_after or p.description in ("Stopped", "TLS error") \
+            or (p.problem and p.http_status is None) or (proxy and p.http_status is None):
         return p
-    log.warning("ACME server at %s: %s", ca_url, p.detail or p.description)
-    if p.http_status is not None:
+    if p.detail:
+        log.warning("ACME server at %s: %s", ca_url, p.detail)
+    if p.http_status == 503:
         return dataclasses.replace(
-            p, status=11, description="Resource temporarily unavailable",
+            p, status=11, description="Resource temporarily unavailable", problem=None,
+            subproblems=None,
+            detail=f"The ACME server at <{ca_url}> reports that Service is Unavailable "
+                   "(503). This may happen during maintenance for short periods of time.")
+    if p.http_status is not None:  # whatever the body says (the log has it)
+        return dataclasses.replace(
+            p, status=11, description="Resource temporarily unavailable", problem=None,
+            subproblems=None,
             detail=f"The ACME server at <{ca_url}> responded with HTTP status "
                    f"{p.http_status}. This is unusual. Please verify that the URL is correct "
                    "and that you can indeed make request from the server to it by other "
@@ -142,6 +152,34 @@ def directory_problem(p: CAProblem, ca_url: str, proxy: str | None = None) -> CA
                   "it manually via the curl command. Sometimes, the ACME server might be down "
                   "for maintenance, so failing to contact it is not an immediate problem. "
                   "Apache will continue retrying this.")
+
+
+def not_understood(ca_url: str) -> CAProblem:
+    return CAProblem(22, "Invalid argument", None,
+                     f"Unable to understand ACME server response from <{ca_url}>. "
+                     "Wrong ACME protocol version or link?")
+
+
+def directory_json(resp: requests.Response, ca_url: str) -> dict[str, Any]:
+    """The directory in an answer as mod_md reads it (md_json_read_http): JSON only by
+    its content type (*/json, *+json, text/plain: else ENOENT), EINVAL when it does not
+    parse, and an ACME v2 directory only with newAccount, newOrder and newNonce."""
+    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if not (ctype.endswith(("/json", "+json")) or ctype == "text/plain"):
+        log.warning("ACME server at %s: the directory came as %r, not JSON", ca_url,
+                    ctype or "no content type")
+        raise directory_problem(CAProblem(2, "No such file or directory"), ca_url)
+    try:
+        raw = json.loads(resp.content)
+    except ValueError as e:
+        log.warning("ACME server at %s: the directory is no JSON: %s", ca_url, e)
+        raise directory_problem(CAProblem(22, "Invalid argument"), ca_url) from None
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) and raw[k] for k in
+                                            ("newAccount", "newOrder", "newNonce")):
+        log.warning("ACME server at %s: no ACME v2 directory (newAccount, newOrder and "
+                    "newNonce): %.200s", ca_url, resp.text)
+        raise not_understood(ca_url)
+    return raw
 
 
 class OrderDead(CAProblem):
@@ -728,21 +766,34 @@ class CAConnection:
                     locked.callback(shared.directory_lock.release)
                 cached = shared.directory
                 if cached is None or time.monotonic() - shared.directory_at > DIRECTORY_TTL:
-                    try:
-                        # as ClientV2.get_directory, keeping the JSON: older `acme`
-                        # (Debian 12: 2.1) drops what it has no field for (meta.profiles)
-                        raw = self.call(self.net.get, self.url).json()
-                        # a copy: acme 2.1 replaces raw["meta"] in place with its Meta object
-                        cached = (messages.Directory.from_json(copy.deepcopy(raw)), raw)
-                    except CAProblem as p:
-                        raise directory_problem(p, self.url, self.proxy) from None
-                    except Exception as e:  # noqa: BLE001 - mapped to a CAProblem
-                        raise self._request_failed(e) from None
+                    cached = self._fetch_directory()
                     shared.directory, shared.directory_at = cached, time.monotonic()
             self._directory, self._raw_directory = cached
             self.net.names.update(_resource_names(self._raw_directory))
             self.client = acme_client.ClientV2(self._directory, self.net)
         return self._directory
+
+    def _fetch_directory(self) -> tuple[messages.Directory, dict[str, Any]]:
+        """As ClientV2.get_directory, keeping the JSON (older `acme`, Debian 12's 2.1,
+        drops what it has no field for: meta.profiles); what mod_md could not read as a
+        directory fails as there (md_acme.c update_directory)."""
+        try:
+            # the body is read here, as mod_md reads it, not by the library
+            resp = self.call(self.net.get, self.url, content_type=None)
+        except CAProblem as p:
+            answer = self.net._response  # noqa: SLF001 - the error answer, if one came
+            if p.http_status is None and p.retry_after is None and answer is not None \
+                    and not answer.ok:  # a problem document: mod_md reads only the status
+                p = dataclasses.replace(p, http_status=answer.status_code)
+            raise directory_problem(p, self.url, self.proxy) from None
+        except Exception as e:  # noqa: BLE001 - mapped to a CAProblem
+            raise self._request_failed(e) from None
+        raw = directory_json(resp, self.url)
+        try:
+            # a copy: acme 2.1 replaces raw["meta"] in place with its Meta object
+            return messages.Directory.from_json(copy.deepcopy(raw)), raw
+        except Exception:  # noqa: BLE001 - a field of a type the library refuses
+            raise not_understood(self.url) from None
 
     @property
     def on_wait(self) -> Callable[[], None] | None:

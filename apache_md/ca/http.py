@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import re
 import select
 import socket
 import ssl
@@ -409,10 +410,23 @@ class Transient:
                 "badNonce": "rejected the nonce (badNonce)"}.get(self.kind, self.kind)
 
 
+# getaddrinfo's failures as urllib3 1.26 (Debian 12) and 2.x word them
+UNRESOLVED = re.compile(r"Failed to resolve|Name or service not known|Temporary failure in "
+                        r"name resolution|No address associated with hostname|nodename nor "
+                        r"servname|\[Errno -[235]\]")
+
+
+def unresolved(e: BaseException) -> bool:
+    """The CA's name does not resolve (mod_md: curl's COULDNT_RESOLVE_HOST, refused)."""
+    return isinstance(e, requests.exceptions.ConnectionError) \
+        and not isinstance(e, requests.exceptions.ProxyError) and bool(UNRESOLVED.search(str(e)))
+
+
 def unreachable(e: BaseException) -> bool:
-    """No connection at all (refused, no route, connect timeout): the server is down.
-    Not retried in place; the worker asks again when it answers (ca/outages)."""
-    return (isinstance(e, requests.exceptions.ConnectTimeout)
+    """No connection at all (refused, a name that does not resolve, no route, connect
+    timeout): the server is down. Not retried in place; the worker asks again when it
+    answers (ca/outages)."""
+    return (isinstance(e, requests.exceptions.ConnectTimeout) or unresolved(e)
             or (isinstance(e, requests.exceptions.ConnectionError)
                 and not isinstance(e, (requests.exceptions.SSLError,
                                        requests.exceptions.ProxyError))

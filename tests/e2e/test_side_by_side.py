@@ -13,10 +13,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 
+from tests.e2e.mdenv import free_port
 from tests.e2e.switch import (  # noqa: F401 - front, server, responder: fixtures
     alike,
     await_mod_md,
@@ -30,6 +32,8 @@ from tests.e2e.switch import (  # noqa: F401 - front, server, responder: fixture
     static_files,
     switch_to_apache_md,
 )
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 from tests.harness import pki
 from tests.harness.client import curl
 
@@ -354,3 +358,87 @@ def test_renewals_on_fresh_stores_read_as_mod_mds(server):
     found += [f"md.json {n}{d}" for n, m in stored.items()
               for d in differences(md_jsons(s).get(n), m)]
     assert not found, "\n".join(found)
+
+
+# What a URL that is no ACME CA's directory answers: (status, content type, body)
+NOT_A_DIRECTORY = {
+    "html": (200, "text/html", b"<html>a web site</html>"),
+    "garbled": (200, "application/json", b"{not json"),
+    "empty": (200, "application/json", b"{}"),
+    "list": (200, "application/json", b"[1, 2]"),
+    "v1": (200, "application/json", b'{"new-reg": "http://127.0.0.1:1/reg"}'),
+    "e500": (500, "application/problem+json",
+             b'{"type": "urn:ietf:params:acme:error:serverInternal", "detail": "db down"}'),
+    "e404": (404, "application/problem+json",
+             b'{"type": "urn:ietf:params:acme:error:malformed", "detail": "no such"}'),
+    "e503": (503, "text/plain", b"down for maintenance"),
+}
+
+
+class NotADirectory(BaseHTTPRequestHandler):
+    def do_GET(self):
+        code, ctype, body = NOT_A_DIRECTORY.get(self.path.strip("/"), (404, "text/plain", b""))
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_directories_that_cannot_be_read_read_as_mod_mds(server):
+    """CA URLs whose directory is no ACME v2 directory (a web page, garbled or foreign
+    JSON, an error status with a problem document or without, 503 maintenance) or whose
+    name does not resolve: the renewal's status, its description, mod_md's words and the
+    job log as mod_md writes them, on fresh stores under each. The CA's own words, which
+    mod_md does not show, go to apache-md's worker log."""
+    s, a = server, server.apache
+    web = ThreadingHTTPServer(("127.0.0.1", free_port()), NotADirectory)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    cas = {f"{n}.test": f"http://127.0.0.1:{web.server_port}/{n}" for n in NOT_A_DIRECTORY}
+    cas["unresolved.test"] = "https://ca.nosuchname.invalid/dir"
+    mds = "MDRetryDelay 1h\n" + "".join(
+        f"<MDomain {n}>\n    MDCertificateAuthority {url}\n</MDomain>\n" for n, url in cas.items())
+    vhosts = [(n, [], n) for n in cas]
+
+    def stories() -> dict:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                got = {n: s.http_status(n) for n in cas}
+            except ValueError:  # apache-md's 503 before its first snapshot
+                got = {}
+            if got and all(m.get("renewal", {}).get("errors") for m in got.values()):
+                return {n: renewal_story(m) for n, m in got.items()}
+            assert time.monotonic() < deadline, got
+            time.sleep(0.5)
+
+    try:
+        s.a2enmod_md()
+        s.mod_md_site(mds, vhosts)
+        a.start()
+        theirs, stored = stories(), md_jsons(s)
+        a.stop()
+        shutil.rmtree(s.store)
+        s.store.mkdir()
+        s.install_package()
+        s.a2dismod_md()
+        s.apache_md_site(mds, vhosts)
+        s.a2enconf_apache_md()
+        a.start()
+        s.hup_worker()
+        ours = stories()
+    finally:
+        web.shutdown()
+        web.server_close()
+    assert {n: m["last"]["status"] for n, m in theirs.items()} == {
+        "html.test": 2, "garbled.test": 22, "empty.test": 22, "list.test": 22, "v1.test": 22,
+        "e500.test": 11, "e404.test": 11, "e503.test": 11, "unresolved.test": 111}, theirs
+    found = [f"{n}{d}" for n in cas for d in differences(ours[n], theirs[n])]
+    found += [f"md.json {n}{d}" for n, m in stored.items()
+              for d in differences(md_jsons(s).get(n), m)]
+    assert not found, "\n".join(found)
+    log = s.worker_log()
+    assert "db down" in log and "does not resolve" in log, log[-3000:]
