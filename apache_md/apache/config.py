@@ -60,8 +60,10 @@ from .syntax import (
 )
 
 # Sections whose content is per-directory: MD directives cannot go there.
+# per-directory sections: httpd refuses server directives (RSRC_CONF) in them; <If>,
+# <ElseIf> and <Else> are per-request ones, refused alike
 DIR_SECTIONS = frozenset({"directory", "directorymatch", "location", "locationmatch",
-                          "files", "filesmatch", "proxy", "proxymatch"})
+                          "files", "filesmatch", "proxy", "proxymatch", "if", "elseif", "else"})
 # httpd's log levels (ap_parse_log_level) as Python's: notice and info are both INFO.
 LOG_LEVELS = {"emerg": logging.CRITICAL, "alert": logging.CRITICAL, "crit": logging.CRITICAL,
               "error": logging.ERROR, "warn": logging.WARNING, "notice": logging.INFO,
@@ -95,12 +97,32 @@ class _Scope:
     md: _MDDraft | None = None
     vhost: VHost | None = None  # the vhost whose directives these are (also around an MD)
     dir_section: str | None = None  # name of an enclosing <Directory>-like section
+    dir_path: tuple[str, ...] = ()  # every enclosing one, the innermost last
     within: _MDDraft | None = None  # a <VirtualHost> written inside this <MDomain>
 
     @property
     def inside_md(self) -> bool:
         """mod_md's inside_md_section(): an <MDomain> anywhere around, as written."""
         return self.kind == "md" or self.within is not None
+
+
+# MD directives httpd lets into per-directory sections (OR_AUTHCFG); mod_md itself then
+# refuses them in <Directory> and <Location> only (md_conf_check_location), elsewhere
+# (<Files>, <If>, <Proxy>) they set the server's value as outside
+PER_DIR = frozenset({"MDRequireHttps"})
+
+
+def not_allowed_in(name: str, scope: _Scope) -> str | None:
+    """httpd's refusal of an MD directive in a per-directory section (invoke_cmd for
+    a server-only one; ap_check_cmd_context, nearest <Directory> first, for PER_DIR),
+    or None when it is accepted there."""
+    if name not in PER_DIR:
+        return f"{name} not allowed in <{(scope.dir_path or (scope.dir_section,))[-1]}> context"
+    for kinds in (("directory", "directorymatch"), ("location", "locationmatch")):
+        found = [s for s in scope.dir_path if s.lower() in kinds]
+        if found:
+            return f"{name} cannot occur within <{found[-1]}> section"
+    return None
 
 
 @dataclass
@@ -192,10 +214,11 @@ class _Walker:
             self.virtual_host(d, scope.md)
         elif ln in DIR_SECTIONS:
             self.walk(d.children or [], _Scope(scope.kind, scope.props, scope.md, scope.vhost,
-                                               scope.dir_section or d.name))
+                                               scope.dir_section or d.name,
+                                               (*scope.dir_path, d.name)))
         elif ln == "macro":
             return  # a template, not configuration (mod_macro expands it at use)
-        else:  # <If>, <Limit>, unknown module sections: no scope of their own for us
+        else:  # <Limit>, unknown module sections: no scope of their own for us
             self.walk(d.children or [], scope)
 
     def md_section(self, d: Directive, scope: _Scope) -> None:
@@ -203,7 +226,7 @@ class _Walker:
             self.error(f"<{d.name} is not allowed inside an '{MD_SECTION}' context", d.location)
             return
         if scope.dir_section:
-            self.error(f"<{d.name}> cannot occur within <{scope.dir_section}> section", d.location)
+            self.error(not_allowed_in(f"<{d.name}", scope), d.location)
             return
         if not d.raw:
             self.error(f"{MD_SECTION} > section must specify a unique domain name", d.location)
@@ -337,8 +360,8 @@ class _Walker:
         if spec.ctx == SRV and scope.inside_md:
             self.error(f"{spec.name} is not allowed inside an '{MD_SECTION}' context", d.location)
             return
-        if scope.dir_section:
-            self.error(f"{spec.name} cannot occur within <{scope.dir_section}> section", d.location)
+        if scope.dir_section and (refused := not_allowed_in(spec.name, scope)):
+            self.error(refused, d.location)
             return
         try:
             value = spec.parse(args, self.c.server_root)
@@ -364,7 +387,7 @@ class _Walker:
                 if t is None:
                     self.error('unknown value, use "auto|manual"', d.location)
                 elif scope.dir_section:
-                    self.error(f"{spec.name} cannot occur within <{scope.dir_section}> section", d.location)
+                    self.error(not_allowed_in(spec.name, scope), d.location)
                 else:
                     self.store(replace(spec, nargs=TAKE1, store=PROP, key="transitive"), t, d, scope)
                 return

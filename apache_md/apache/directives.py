@@ -11,7 +11,7 @@ import json
 import os
 import re
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -266,7 +266,10 @@ def parse_window(name: str, value: str) -> Timeslice:
     except OutOfRange as e:
         raise _too_long(name, value, e) from None
     except DurationError as e:
-        raise Invalid(f"{name} {e}") from None
+        text = str(e)
+        if name != "MDStaplingRenewWindow":  # mod_md words the two checks of its own apart
+            text = text.removeprefix("with ")
+        raise Invalid(f"{name} {text}") from None
 
 
 def parse_keep_response(value: str) -> float:
@@ -362,13 +365,19 @@ def parse_dns01_version(value: str) -> int:
     raise Invalid("Only versions `1` and `2` are supported")
 
 
+def _strtoi64(text: str) -> tuple[int, str] | None:
+    """apr_strtoi64 as mod_md's set_port_map reads it: without digits 0 and all of `text`
+    (no error), None only beyond 64 bits (ERANGE)."""
+    return leading_int(text) if re.match(r"\s*[+-]?\d", text) else (0, text)
+
+
 def _port_map_entry(text: str) -> tuple[int, int | None]:
     if text.startswith("http:"):
         net, rest = 80, text[5:]
     elif text.startswith("https:"):
         net, rest = 443, text[6:]
     else:
-        lead = leading_int(text)
+        lead = _strtoi64(text)
         if lead is None:
             raise Invalid("unable to parse first port number")
         net, rest = lead
@@ -379,7 +388,7 @@ def _port_map_entry(text: str) -> tuple[int, int | None]:
     if rest.startswith("-"):
         local = None
     else:
-        lead = leading_int(rest)
+        lead = _strtoi64(rest)
         if lead is None:
             raise Invalid("unable to parse second port number")
         local = lead[0]
@@ -681,6 +690,55 @@ _SPECS = [
     Spec("MDClusterLeaseTTL", SRV, TAKE1, GLOBAL, "cluster_lease_ttl", _one(parse_lease_ttl),
          "how long the locks of a node that stopped answering last"),
 ]
+# httpd's complaint about a directive's arguments ends with its help text: mod_md's own
+# (mod_md_config.c), word for word, for the directives it has
+MOD_MD_HELP = {
+    'MDCertificateAuthority': 'URL(s) or known name(s) of CA issuing the certificates',
+    'MDCertificateAgreement': "either 'accepted' or the URL of CA Terms-of-Service agreement you accept",
+    'MDCAChallenges': 'A list of challenge types to be used.',
+    'MDCertificateProtocol': 'Protocol used to obtain/renew certificates',
+    'MDContactEmail': 'Email address used for account registration',
+    'MDDriveMode': 'deprecated, older name for MDRenewMode',
+    'MDRenewMode': 'Controls how renewal of Managed Domain certificates shall be handled.',
+    'MDomain': 'A group of server names with one certificate',
+    'MDMember': "Define domain name(s) part of the Managed Domain. Use 'auto' or 'manual' to enable/disable auto adding names from virtual hosts.",
+    'MDMembers': "Define domain name(s) part of the Managed Domain. Use 'auto' or 'manual' to enable/disable auto adding names from virtual hosts.",
+    'MDMustStaple': 'Enable/Disable the Must-Staple flag for new certificates.',
+    'MDPortMap': 'Declare the mapped ports 80 and 443 on the local server. E.g. 80:8000 to indicate that the server port 8000 is reachable as port 80 from the internet. Use 80:- to indicate that port 80 is not reachable from the outside.',
+    'MDPrivateKeys': 'set the type and parameters for private key generation',
+    'MDHttpProxy': 'URL of a HTTP(S) proxy to use for outgoing connections',
+    'MDStoreDir': 'the directory for file system storage of managed domain data.',
+    'MDRenewWindow': 'Time length for renewal before certificate expires (defaults to days).',
+    'MDRequireHttps': 'Redirect non-secure requests to the https: equivalent.',
+    'MDNotifyCmd': 'Set the command to run when signup/renew of domain is complete.',
+    'MDBaseServer': 'Allow managing of base server outside virtual hosts.',
+    'MDChallengeDns01': 'Set the command for setup/teardown of dns-01 challenges',
+    'MDChallengeDns01Version': 'Set the type of arguments to call `MDChallengeDns01` with',
+    'MDCertificateFile': 'set the static certificate (chain) file to use for this domain.',
+    'MDCertificateKeyFile': 'set the static private key file to use for this domain.',
+    'MDServerStatus': 'On to see Managed Domains in server-status.',
+    'MDCertificateStatus': 'On to see Managed Domain expose /.httpd/certificate-status.',
+    'MDWarnWindow': 'When less time remains for a certificate, send our/log a warning (defaults to days)',
+    'MDMessageCmd': 'Set the command run when a message about a domain is issued.',
+    'MDStapling': 'Enable/Disable OCSP Stapling for this/all Managed Domain(s).',
+    'MDStapleOthers': 'Enable/Disable OCSP Stapling for certificates not in Managed Domains.',
+    'MDStaplingKeepResponse': 'The amount of time to keep an OCSP response in the store.',
+    'MDStaplingRenewWindow': 'Time length for renewal before OCSP responses expire (defaults to days).',
+    'MDCertificateCheck': 'Set name and URL pattern for a certificate monitoring site.',
+    'MDActivationDelay': 'How long to delay activation of new certificates',
+    'MDCACertificateFile': 'Set the CA file to use for connections',
+    'MDExternalAccountBinding': 'Set the external account binding keyid and hmac values to use at CA',
+    'MDRetryDelay': 'Time length for first retry, doubled on every consecutive error.',
+    'MDRetryFailover': 'The number of errors before a failover to another CA is triggered.',
+    'MDStoreLocks': 'Configure locking of store for updates.',
+    'MDMatchNames': 'Determines how DNS names are matched to vhosts.',
+    'MDInitialDelay': 'How long to delay the first certificate check.',
+    'MDCheckInterval': 'Time between certificate checks.',
+    'MDProfile': 'The name of an CA profile to order certificates for.',
+    'MDProfileMandatory': 'Determines if a configured CA profile is mandatory.',
+    'MDRenewViaARI': 'Enable/Disable ACME ARI (RFC 9773) to trigger renewals.',
+}
+_SPECS = [replace(s, help=MOD_MD_HELP.get(s.name, s.help)) for s in _SPECS]
 SPECS: dict[str, Spec] = {s.name.lower(): s for s in _SPECS}
 
 # MD properties set in a <VirtualHost> that mod_md ignores for MDs (worth a warning).

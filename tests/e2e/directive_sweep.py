@@ -149,6 +149,8 @@ def cases() -> list[Case]:
             out.append(Case(f"{first} [vhost]", vhost=first))
             out.append(Case(f"{first} [location]",
                             vhost=f'<Location "/x">\n{first}\n</Location>'))
+            out.append(Case(f"{first} [files]", vhost=f'<Files "x">\n{first}\n</Files>'))
+            out.append(Case(f"{first} [if]", server=f'<If "true">\n{first}\n</If>'))
         valid = [v for v in values if v][:2]
         if len(valid) == 2:
             out.append(Case(f"{d} {valid[0]} / {d} {valid[1]} [server, twice]",
@@ -180,6 +182,12 @@ def cases() -> list[Case]:
         Case("MDRequireHttps for an MD without SSL vhost",
              mds="MDomain a.test www.a.test\n<MDomain other.test>\nMDRequireHttps permanent\n</MDomain>\n"),
         Case("MDomain inside the vhost", mds="", vhost=f"MDomain {MD}"),
+        Case("<MDomain> in <Location>", mds="", vhost=f'<Location "/">\n<MDomain {MD}>\n'
+                                                      "</MDomain>\n</Location>"),
+        Case("<MDomain> in <If>", mds=f'<If "true">\n<MDomain {MD}>\n</MDomain>\n</If>\n'),
+        Case("MDRequireHttps in <If> in <Directory>", vhost='<Directory "/">\n<If "true">\n'
+             "MDRequireHttps permanent\n</If>\n</Directory>"),
+
         Case("cert file without key file", md=f"MDCertificateFile {PATHLESS}"),
         Case("key file without cert file", md=f"MDCertificateKeyFile {PATHLESS}"),
         Case("MDMembers manual, alias not managed", mds="<MDomain a.test>\nMDMembers manual\n"
@@ -203,7 +211,9 @@ FOUND = ("MDRenewWindow 0 [server]", "MDRenewWindow 1500ms [server]", "MDWarnWin
          "MDCACertificateFile none [md]", "MDHttpProxyCACertificateFile none [md]",
          "wildcard MD over a name", "wildcard MD before a name",
          "wildcard MD over a name not listed", "wildcard MD over a name, both used",
-         "MDRequireHttps for an MD without SSL vhost")
+         "MDRequireHttps for an MD without SSL vhost", "MDRenewMode auto [if]",
+         "MDRequireHttps off [files]", "MDRequireHttps off [if]", "<MDomain> in <If>",
+         "MDRequireHttps in <If> in <Directory>", "MDStapling on [if]")
 
 
 def sample(every: int = 8) -> list[Case]:
@@ -260,6 +270,7 @@ class Verdict:
     message: str = ""  # why not, or the warnings
     status: dict | None = None  # md-status, when it started
     warnings: list[str] = field(default_factory=list)
+    line: int | None = None  # where a refusal at parse time points (`apache2 -t`, check)
 
 
 def _fresh(base: Path, name: str) -> Path:
@@ -272,12 +283,17 @@ def _fresh(base: Path, name: str) -> Path:
     return root
 
 
-def _syntax_error(text: str) -> str:
+SYNTAX_ERROR = re.compile(r"AH00526: Syntax error on line (\d+) of ")
+
+
+def _syntax_error(text: str) -> tuple[str, int | None]:
+    """httpd's refusal at parse time and the line it names."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for i, ln in enumerate(lines):
-        if "AH00526" in ln and i + 1 < len(lines):
-            return lines[i + 1]
-    return lines[-1] if lines else "?"
+        m = SYNTAX_ERROR.search(ln)
+        if m and i + 1 < len(lines):
+            return lines[i + 1], int(m.group(1))
+    return (lines[-1] if lines else "?"), None
 
 
 def mod_md(base: Path, case: Case, slot: int, ports: tuple[int, int]) -> Verdict:
@@ -290,7 +306,8 @@ def mod_md(base: Path, case: Case, slot: int, ports: tuple[int, int]) -> Verdict
     except subprocess.TimeoutExpired:
         return Verdict(False, "HANG: apache2 -t did not end within 30 s")
     if t.returncode:
-        return Verdict(False, _syntax_error(t.stderr + t.stdout))
+        message, line = _syntax_error(t.stderr + t.stdout)
+        return Verdict(False, message, line=line - 1 if line else None)  # the LoadModule
     p = subprocess.Popen([APACHE, "-f", str(conf), "-D", "FOREGROUND"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     status = None
@@ -337,7 +354,9 @@ def apache_md(base: Path, case: Case, slot: int, ports: tuple[int, int]) -> Verd
     warnings = [ln.removeprefix("warning: ") for ln in lines if ln.startswith("warning: ")]
     errors = [ln for ln in lines if not ln.startswith(("warning: ", "note: "))]
     if errors:
-        return Verdict(False, errors[0], warnings=warnings)
+        m = re.match(rf"{re.escape(str(conf))}:(\d+): (.*)", errors[0])
+        return Verdict(False, m.group(2) if m else errors[0], warnings=warnings,
+                       line=int(m.group(1)) if m else None)
     try:
         s = subprocess.run(APACHE_MD + ["-f", str(conf), "status", "--json"],
                            capture_output=True, text=True, timeout=30, env=env)
@@ -374,6 +393,11 @@ def compare(case: Case, theirs: Verdict, ours: Verdict) -> list[str]:
                 f"; apache-md {word[ours.ok]}"
                 f"{': ' + _shape(ours.message) if not ours.ok else ''}"]
     if not theirs.ok:
+        if theirs.line is None:  # refused at its start: its log's words are its own
+            return []
+        if (_shape(ours.message), ours.line) != (_shape(theirs.message), theirs.line):
+            return [f"mod_md refuses at line {theirs.line}: {_shape(theirs.message)}; apache-md "
+                    f"at line {ours.line}: {_shape(ours.message)}"]
         return []
     a, b = comparable(ours.status), comparable(theirs.status)
     if len(a) != len(b):
@@ -397,6 +421,8 @@ KNOWN: list[tuple[str, str]] = [
      "a proxy URL without host or with an impossible port is refused"),
     (r"^(MDMessageCmd|MDNotifyCmd|MDChallengeDns01) \[.*apache-md rejects: .*needs a command",
      "an empty command line is refused (mod_md would fail to run it)"),
+    (r"^MDRetryFailover 2147483648 .*is out of range",
+     "a number beyond 32 bits is named as such (mod_md: 'must be a number > 0' after it wraps)"),
 ]
 
 

@@ -39,3 +39,13 @@ def test_the_sweep_tells_a_difference():
     assert sweep.compare(case, ok, other) == ["/a.test/renew-window: apache-md '0ms', mod_md '0d'"]
     assert sweep.compare(case, sweep.Verdict(False, "bad"), ok) == [
         "mod_md rejects: bad; apache-md accepts"]
+    # refused alike at parse time: with httpd's words, at the same line
+    said = sweep.Verdict(False, "X not allowed in <If> context", line=30)
+    assert sweep.compare(case, said, said) == []
+    assert sweep.compare(case, said, sweep.Verdict(False, "X cannot occur within <If> section",
+                                                   line=30)) == [
+        "mod_md refuses at line 30: X not allowed in <If> context; apache-md at line 30: "
+        "X cannot occur within <If> section"]
+    assert sweep.compare(case, said, sweep.Verdict(False, said.message, line=29)) != []
+    assert sweep.compare(case, sweep.Verdict(False, "AH10038"), sweep.Verdict(False, "other")) \
+        == []  # refused at its start: mod_md's log has words of its own

@@ -91,8 +91,8 @@ CA_MSG = ("The CA name '{}' is not known and it is not a URL either (missing uri
     ("MDRenewWindow 1y", "MDRenewWindow has unrecognized format"),
     ("MDRenewWindow 5m", "MDRenewWindow has unrecognized format"),
     ("MDRenewWindow -10%", "MDRenewWindow percent must be less than 100"),
-    ("MDRenewWindow 100%", "MDRenewWindow with a length of 100% or more is not allowed."),
-    ("MDWarnWindow 101%", "MDWarnWindow with a length of 100% or more is not allowed."),
+    ("MDRenewWindow 100%", "MDRenewWindow a length of 100% or more is not allowed."),
+    ("MDWarnWindow 101%", "MDWarnWindow a length of 100% or more is not allowed."),
     ("MDStaplingRenewWindow 100%", "MDStaplingRenewWindow with a length of 100% or more is not allowed."),
     ("MDStaplingKeepResponse 3w", "MDStaplingKeepResponse has unrecognized format"),
     ("MDInitialDelay soon", "unrecognized duration format"),
@@ -106,13 +106,14 @@ CA_MSG = ("The CA name '{}' is not known and it is not a URL either (missing uri
     ("MDStoreLocks maybe", "neither 'on', 'off' or a duration specified"),
     ("MDMatchNames some", "invalid argument, must be a 'all' or 'servernames'"),
     ("MDChallengeDns01Version 3", "Only versions `1` and `2` are supported"),
-    ("MDPortMap x:80", "unable to parse first port number"),
+    ("MDPortMap x:80", "no ':' after first port number"),  # strtoi64: 0, no error
+    ("MDPortMap 99999999999999999999:1", "unable to parse first port number"),
     ("MDPortMap 80-8080", "no ':' after first port number"),
-    ("MDPortMap 80:x", "unable to parse second port number"),
+    ("MDPortMap 80:x", "invalid number for port map, must be in ]0,65535]"),
     ("MDPortMap 80:0", "invalid number for port map, must be in ]0,65535]"),
     ("MDPortMap 80:65536", "invalid number for port map, must be in ]0,65535]"),
     ("MDPortMap 8080:80", "mapped port number must be 80 or 443"),
-    ("MDPortMap http:80 https:x", "unable to parse second port number"),
+    ("MDPortMap http:80 https:x", "invalid number for port map, must be in ]0,65535]"),
     ("MDPrivateKeys", "needs to specify the private key type"),
     ("MDPrivateKeys Default RSA", "'Default' allows no other parameter"),
     ("MDPrivateKeys RSA 1024", "must be 2048 or higher in order to be considered safe."),
@@ -129,16 +130,23 @@ CA_MSG = ("The CA name '{}' is not known and it is not a URL either (missing uri
     ("MDHttpProxy http://host:99999", "invalid port"),
     ("MDHttpProxy ftp://host", "uri scheme must be http or https"),
     ('MDHttpProxy "http://a b"', "whitespace in uri"),
-    ("MDHttpProxy", "MDHttpProxy takes one argument, the http(s) URL of a proxy for outgoing connections"),
-    ("MDRenewWindow 10 d", "MDRenewWindow takes one argument, remaining lifetime at which renewal starts "
-                           "(default unit days, or N%)"),
-    ("MDMustStaple", "MDMustStaple takes one argument, on or off"),
-    ("MDCertificateCheck crt.sh", "MDCertificateCheck takes two arguments, the name and URL prefix of "
-                                  "a certificate monitoring site"),
-    ("MDExternalAccountBinding a b c", "MDExternalAccountBinding takes 1-2 arguments, key id and hmac, "
-                                       "a JSON file with both, or 'none'"),
-    ("MDPortMap", "MDPortMap takes 1-2 arguments, mapped ports, e.g. 80:8080 443:8443 "
-                  "(or 80:- when not reachable)"),
+    # httpd's words, with mod_md's help text of the directive
+    ("MDHttpProxy", "MDHttpProxy takes one argument, URL of a HTTP(S) proxy to use for outgoing "
+                    "connections"),
+    ("MDRenewWindow 10 d", "MDRenewWindow takes one argument, Time length for renewal before "
+                           "certificate expires (defaults to days)."),
+    ("MDMustStaple", "MDMustStaple takes one argument, Enable/Disable the Must-Staple flag for new "
+                     "certificates."),
+    ("MDCertificateCheck crt.sh", "MDCertificateCheck takes two arguments, Set name and URL pattern "
+                                  "for a certificate monitoring site."),
+    ("MDExternalAccountBinding a b c", "MDExternalAccountBinding takes 1-2 arguments, Set the external "
+                                       "account binding keyid and hmac values to use at CA"),
+    ("MDPortMap", "MDPortMap takes 1-2 arguments, Declare the mapped ports 80 and 443 on the local "
+                  "server. E.g. 80:8000 to indicate that the server port 8000 is reachable as port 80 "
+                  "from the internet. Use 80:- to indicate that port 80 is not reachable from the "
+                  "outside."),
+    ("MDKeyPool", "MDKeyPool takes one argument, private keys of each kind kept ready for new "
+                  "certificates"),  # apache-md's own directive, its own text
     ("ManagedDomain a.example", "Invalid command 'ManagedDomain', perhaps misspelled or defined by a module "
                                 "not included in the server configuration"),
     ("MDCertificateMonitor a b", "Invalid command 'MDCertificateMonitor', perhaps misspelled or defined by "
@@ -147,10 +155,12 @@ CA_MSG = ("The CA name '{}' is not known and it is not a URL either (missing uri
     ("MDActivationWindow 02:00-02:00", "MDActivationWindow must not be empty (start and end are equal)"),
     ("MDActivationInterval x", "MDActivationInterval: unrecognized duration format"),
     # httpd's ap_getword_conf: a lone quote is an empty argument, and an empty one is missing
-    ('MDContactEmail "', "MDContactEmail takes one argument, the email address for the ACME account"),
-    ('MDStoreDir "', "MDStoreDir takes one argument, the directory of the store"),
-    ('MDCertificateCheck crt.sh ""', "MDCertificateCheck takes two arguments, the name and URL "
-                                     "prefix of a certificate monitoring site"),
+    ('MDContactEmail "', "MDContactEmail takes one argument, Email address used for account "
+                         "registration"),
+    ('MDStoreDir "', "MDStoreDir takes one argument, the directory for file system storage of "
+                     "managed domain data."),
+    ('MDCertificateCheck crt.sh ""', "MDCertificateCheck takes two arguments, Set name and URL "
+                                     "pattern for a certificate monitoring site."),
     ('MDomain ""', "needs at least one domain name"),
 ])
 def test_parse_time_messages(tmp_path, line, message):
@@ -174,20 +184,29 @@ def test_parse_time_messages(tmp_path, line, message):
     ("<Directory /var/www>\n  MDRequireHttps permanent\n</Directory>",
      "MDRequireHttps cannot occur within <Directory> section", 2),
     ("<VirtualHost *:443>\n  <Location /x>\n    MDStapling on\n  </Location>\n</VirtualHost>",
-     "MDStapling cannot occur within <Location> section", 3),
-    ("<Files x>\n  MDomain a.example\n</Files>", "MDomain cannot occur within <Files> section", 2),
+     "MDStapling not allowed in <Location> context", 3),  # httpd's words (invoke_cmd)
+    ("<Files x>\n  MDomain a.example\n</Files>", "MDomain not allowed in <Files> context", 2),
+    ('<If "true">\n  MDRenewMode manual\n</If>', "MDRenewMode not allowed in <If> context", 2),
+    ('<Location />\n  <If "true">\n    MDomain a.example\n  </If>\n</Location>',
+     "MDomain not allowed in <If> context", 3),
+    ('<If "true">\n  <MDomain a.example>\n  </MDomain>\n</If>',
+     "<MDomain not allowed in <If> context", 2),
+    ('<Directory />\n  <If "true">\n    MDRequireHttps permanent\n  </If>\n</Directory>',
+     "MDRequireHttps cannot occur within <Directory> section", 3),
 ])
 def test_context_messages(tmp_path, text, message, line):
     err = only_error(tmp_path, text + "\n")
     assert err.message == message and err.location.line == line
 
 
-def test_if_section_is_accepted(tmp_path):
-    cfg = load(tmp_path, """\
+@pytest.mark.parametrize("section", ['If "%{HTTP_HOST} == \'a.example\'"', "Files x.html"])
+def test_require_https_in_if_and_files_is_the_servers(tmp_path, section):
+    """MDRequireHttps alone may stand there (OR_AUTHCFG); mod_md sets the server's."""
+    cfg = load(tmp_path, f"""\
         MDomain a.example
-        <If "%{HTTP_HOST} == 'a.example'">
+        <{section}>
           MDRequireHttps permanent
-        </If>
+        </{section.split()[0]}>
     """)
     assert cfg.errors == [] and cfg.mds[0].require_https == "permanent"
 
