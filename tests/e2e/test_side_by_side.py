@@ -17,8 +17,9 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.e2e.mdenv import free_port
+from tests.e2e.mdenv import executable, free_port
 from tests.e2e.switch import (  # noqa: F401 - front, server, responder: fixtures
     alike,
     await_mod_md,
@@ -32,9 +33,8 @@ from tests.e2e.switch import (  # noqa: F401 - front, server, responder: fixture
     static_files,
     switch_to_apache_md,
 )
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 from tests.harness import pki
+from tests.harness._util import make_tmp_dir
 from tests.harness.client import curl
 
 # apache-md's additions to mod_md's md-status (README, Monitoring)
@@ -442,3 +442,92 @@ def test_directories_that_cannot_be_read_read_as_mod_mds(server):
     assert not found, "\n".join(found)
     log = s.worker_log()
     assert "db down" in log and "does not resolve" in log, log[-3000:]
+
+
+RECORDER = """#!/usr/bin/python3
+import sys
+with open(sys.argv[1], "a") as f:
+    f.write(" ".join(sys.argv[2:]) + "\\n")
+"""
+
+
+def test_messages_redirects_and_warnings_read_as_mod_mds(server, tmp_path):
+    """MDMessageCmd's calls (renewing, challenge-setup, renewed, installed at the
+    restart, errored for a CA that cannot be reached, expiring for a static and a
+    manual MD in their warn window), MDRequireHttps temporary and permanent (status,
+    Location, HSTS, the ACME challenge path left alone) and md-status as mod_md left
+    them; after the switch apache-md sends none of them again and answers the same."""
+    s, a = server, server.apache
+    d = make_tmp_dir("side-msg-")
+    log = d / "messages.log"
+    log.touch()
+    log.chmod(0o666)  # mod_md's children (www-data), its parent (root), apache-md's user
+    script = executable(d / "msg.py", RECORDER)
+    ca = pki.make_ca(tmp_path, name="static test CA")
+    now = datetime.now(timezone.utc)
+    ending = {n: pki.make_leaf(ca, a.root, names=(n,), stem=n, with_chain=True,
+                               not_before=now - timedelta(days=20),
+                               not_after=now + timedelta(days=5))
+              for n in ("static.test", "manual.test")}
+    live = s.store / "domains/manual.test"
+    live.mkdir(parents=True)
+    shutil.copyfile(ending["manual.test"].cert, live / "pubcert.pem")
+    shutil.copyfile(ending["manual.test"].key, live / "privkey.pem")
+    mds = (f"MDRetryDelay 1h\nMDMessageCmd {script} {log}\nMDomain ok.test\n"
+           "<MDomain temp.test>\n    MDRequireHttps temporary\n</MDomain>\n"
+           "<MDomain perm.test>\n    MDRequireHttps permanent\n</MDomain>\n"
+           "<MDomain down.test>\n    MDCertificateAuthority https://localhost:9/dir\n</MDomain>\n"
+           f"<MDomain static.test>\n    MDCertificateFile {ending['static.test'].cert}\n"
+           f"    MDCertificateKeyFile {ending['static.test'].key}\n    MDWarnWindow 10d\n"
+           "</MDomain>\n"
+           "<MDomain manual.test>\n    MDRenewMode manual\n    MDWarnWindow 10d\n</MDomain>\n")
+    names = ["ok.test", "temp.test", "perm.test", "down.test", "static.test", "manual.test"]
+    vhosts = [(n, [], n) for n in names]
+    s.http_names = ["temp.test", "perm.test"]
+
+    def look() -> dict:
+        when = time.time()
+        # mod_md purges down.test's failed run at its restart (AH10064), apache-md tries
+        # again at once: its renewal is compared in test_renewals_on_fresh_stores
+        out = {n: ours_only(s.http_status(n)) for n in names if n != "down.test"}
+        for host in s.http_names:
+            for path in ("/", "/x?y=1", "/.well-known/acme-challenge/none"):
+                r = curl(f"http://{host}:{a.http_port}{path}")
+                out[f"http {host}{path}"] = [r.status, r.headers.get("location"),
+                                             r.headers.get("strict-transport-security")]
+            for path in ("/", "/.httpd/certificate-status"):
+                r = curl(f"https://{host}:{a.https_port}{path}", insecure=True)
+                out[f"https {host}{path}"] = [r.status, r.headers.get("location"),
+                                              r.headers.get("strict-transport-security")]
+        return at_now(out, when)
+
+    s.a2enmod_md()
+    s.mod_md_site(mds, vhosts)
+    a.start()
+    await_mod_md(s, ["ok.test", "temp.test", "perm.test"])
+    a.restart()  # mod_md activates the staged sets: `installed`
+    deadline = time.monotonic() + 30
+    while log.read_text().count("installed") < 3 or log.read_text().count("expiring") < 2:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    theirs, stored, sent = look(), md_jsons(s), log.read_text().splitlines()
+    per_md = {n: [m for m in sent if m.endswith(" " + n)] for n in names}
+    assert per_md == {
+        **{n: ["renewing " + n, f"challenge-setup:http-01:{n} {n}", "renewed " + n,
+               "installed " + n] for n in ("ok.test", "temp.test", "perm.test")},
+        "down.test": ["renewing down.test", "errored down.test"],
+        "static.test": ["expiring static.test"], "manual.test": ["expiring manual.test"]}, sent
+    # MDPortMap https:<port> is public 443: the Location carries no port
+    assert theirs["http temp.test/x?y=1"][:2] == [302, "https://temp.test/x?y=1"]
+    assert theirs["https perm.test/"][2], theirs  # HSTS
+
+    install(s)
+    switch_to_apache_md(s, mds, vhosts)
+    s.worker_status("next check")
+    ours = look()
+    found = [f"{key}{x}" for key in theirs for x in differences(ours[key], theirs[key])]
+    found += [f"md.json {n}{x}" for n, m in stored.items()
+              for x in differences(md_jsons(s).get(n), m)]
+    assert not found, "\n".join(found)
+    again = [m for m in log.read_text().splitlines()[len(sent):] if "down.test" not in m]
+    assert again == [], again
