@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from collections import deque
+from concurrent import futures
 from concurrent.futures import Future
 from typing import Any, Callable, ContextManager
 from urllib.parse import urlsplit
@@ -56,9 +57,10 @@ BAD_NONCES_AT_ONCE = 3
 # held up somewhere (a slow replica, a lost packet) then costs that, not its whole delay.
 # One copy per try (a CA that is slow for everyone makes a longer median), never before
 # PATIENCE_SAMPLES answers have shown what is usual. A request that changes something
-# (finalize, a challenge answer: Unanswered) is given up after PATIENCE_LEAST seconds at
-# least, when the CA's state can tell whether it arrived; new-order never.
-PATIENCE_LEAST = 1.0
+# (finalize, a challenge answer: Unanswered), sent once, has the CA's state read beside it
+# after PATIENCE_LEAST seconds at least: when that shows the request arrived, its answer is
+# not waited for; else it is (nothing was given up). new-order never (no URL to read yet).
+PATIENCE_LEAST = 0.4
 PATIENCE_FACTOR = 4.0
 PATIENCE_SAMPLES = 3
 HEDGE_LEAST = 0.4  # a copy sent for nothing costs a request, not the answer on its way
@@ -320,6 +322,11 @@ class _Network(acme_client.ClientNetwork):
         # tell from the CA's state whether it arrived: after the usual answer time it
         # stops waiting for the answer and raises Unanswered (CAConnection.answer, finalize)
         self.abandonable = False
+        # the try of such a request still on its way after Unanswered (its URL, its future,
+        # its nonce), and whether the next request to that URL takes its answer instead of
+        # being sent (CAConnection._adopting: the CA's state does not show it yet)
+        self._pending: tuple[str, Future, bytes | None] | None = None
+        self.adopting = False
         # the running request waits its whole timeout (it had its early copy, or it is
         # not retried: a probe)
         self._patient = True
@@ -427,26 +434,35 @@ class _Network(acme_client.ClientNetwork):
         copy = http.repeatable(method, self.names.get(url), kwargs.get("data"))
         if not self._patient and (copy or self.abandonable):
             patience = self._shared.patience(hedged=copy)
-        if patience is not None and not copy:
-            kwargs["timeout"] = (self._default_timeout, patience)
+        pending = self._pending if self.adopting else None
+        if pending is not None and pending[0] != url:
+            pending = None
+        if pending is not None:
+            self._pending = None
+            # not sent again: the answer of the try on its way is this one's, and the
+            # nonce just signed for it is unused
+            if nonce is not None:
+                self._reuse(nonce)
+            fut, nonce = pending[1], pending[2]
         try:
             # the place to work is for CPU: another MD uses it while this one's request
             # is on its way (which a fault may hold up), so all are under way at once.
             # The answer's time and Retry-After are noted before this MD waits for its
             # place back: the other threads keep to a Retry-After as soon as it came.
             with self.idle() if self.idle else contextlib.nullcontext():
-                if patience is not None and copy:
+                if pending is not None:
+                    response = fut.result()
+                elif patience is not None and copy:
                     fut, nonce = self._hedged(method, url, nonce, patience, args, kwargs)
                     response = fut.result()
+                elif patience is not None:
+                    response = self._unless_late(method, url, nonce, patience, args, kwargs)
                 else:
                     response = self._noted(method, url, *args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - re-raised, or as Unanswered
+        except Unanswered:
+            raise  # its nonce is on its way with it
+        except Exception as e:  # noqa: BLE001 - re-raised
             cause = compat.network_cause(e)
-            if patience is not None and not copy and \
-                    isinstance(cause, requests.exceptions.ReadTimeout):
-                raise Unanswered(70007, "Timeout", None,
-                                 f"no answer to {self.step_for(url)} within "
-                                 f"{patience:.1f} s") from None
             if nonce is not None and http.transient(cause, None) is not None and \
                     not isinstance(cause, requests.exceptions.Timeout):
                 self._reuse(nonce)  # a reset: perhaps before the CA had it
@@ -474,6 +490,27 @@ class _Network(acme_client.ClientNetwork):
         self._shared.answered_in(time.monotonic() - start)
         self._gate.answered(url, response, self.names.get(url) in ("directory", "new-nonce"))
         return response
+
+    def _unless_late(self, method: str, url: str, nonce: bytes | None, patience: float,
+                     args: tuple, kwargs: dict) -> requests.Response:
+        """A request that changes something, sent once from the shared threads: its answer,
+        or Unanswered when it is later than `patience`. The try goes on meanwhile (nothing
+        is given up): the caller reads the CA's state, and when that does not show the
+        request yet, takes this try's answer after all (`adopting`), never sending it twice."""
+        def first() -> requests.Response:
+            self._gate.wait(url, self._stop, self._deadline)
+            return self._noted(method, url, *args, **kwargs)
+        fut = self._shared.hedges.submit(first)
+        futures.wait([fut], timeout=patience)
+        if fut.done():
+            return fut.result()
+        self._pending = (url, fut, nonce)
+        raise Unanswered(70007, "Timeout", None,
+                         f"no answer to {self.step_for(url)} within {patience:.1f} s")
+
+    def answered_meanwhile(self) -> bool:
+        """The request that raised Unanswered has its answer by now."""
+        return self._pending is not None and self._pending[1].done()
 
     def _hedged(self, method: str, url: str, nonce: bytes | None, patience: float,
                 args: tuple, kwargs: dict) -> tuple[Future, bytes | None]:
@@ -948,10 +985,11 @@ class CAConnection:
                 send()
             return
         except Unanswered:
-            if self._validating(authzr, challb):
+            if not self.net.answered_meanwhile() and self._validating(authzr, challb):
                 return
-            try:  # it did not arrive: once more, waiting for the answer however long
-                send()
+            try:  # not there yet: its own answer, waited for however long
+                with self._adopting():
+                    send()
                 return
             except CAProblem as p:
                 problem = p
@@ -973,11 +1011,22 @@ class CAConnection:
     @contextlib.contextmanager
     def _abandonable(self):
         """The request sent within may raise Unanswered (_Network.abandonable)."""
-        self.net.abandonable = True
+        self.net.abandonable, self.net._pending = True, None  # noqa: SLF001
         try:
             yield
         finally:
             self.net.abandonable = False
+
+    @contextlib.contextmanager
+    def _adopting(self):
+        """The request sent within is the one that raised Unanswered: the answer of its try
+        still on its way is taken instead of sending it again (a non-idempotent request
+        goes once; the first try's answer may only be late)."""
+        self.net.adopting = True
+        try:
+            yield
+        finally:
+            self.net.adopting, self.net._pending = False, None  # noqa: SLF001
 
     def await_authorizations(self, authzrs: list[messages.AuthorizationResource],
                              timeout: float = ORDER_TIMEOUT) -> None:
@@ -1029,11 +1078,16 @@ class CAConnection:
             with self._abandonable():
                 submit()
         except Unanswered:
-            # the order says whether the CSR arrived (processing, valid); if not (yet), it
-            # is sent once more, and that answer waited for
-            state, _ = self.call(self._order_state, order.uri, step="order")
-            if state.status in (messages.STATUS_PENDING, messages.STATUS_READY):
-                submit()
+            # the order says whether the CSR arrived (processing, valid); if not (yet), the
+            # finalize's own answer is waited for (the finalize is not sent twice), as when
+            # it came while the order was read
+            arrived = False
+            if not self.net.answered_meanwhile():
+                state, _ = self.call(self._order_state, order.uri, step="order")
+                arrived = state.status not in (messages.STATUS_PENDING, messages.STATUS_READY)
+            if not arrived:
+                with self._adopting():
+                    submit()
         return self.issued(order.uri, deadline, said[0] if said else None)
 
     def issued(self, url: str, deadline: float | None = None,

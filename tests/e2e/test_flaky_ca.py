@@ -103,6 +103,27 @@ def test_answers_lost_on_the_way_back_do_not_fail_the_order(env, flaky):
     assert staging_job(env, "lost.test")["errors"] == 0
 
 
+def test_a_late_challenge_or_finalize_answer_is_read_from_the_state_never_sent_twice(
+        env, flaky):
+    """A challenge answer held on its way to the CA: the authorization, read beside it,
+    is still pending, so its own answer is waited for (not sent again). A finalize whose
+    answer is held on its way back: the order, read beside it, is processing, so the
+    certificate is fetched while that answer is still held."""
+    flaky.set_rates(**NO_FAULTS)
+    flaky.hold_request = {"/chalZ/": 3.0}
+    flaky.hold_answer = {"/finalize-order/": 60.0}
+    env.write_config(md_at("late.test", flaky.directory_url), env.ssl_vhost("late.test"))
+    env.start()
+    p = env.cli("renew", "late.test")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert not flaky.hold_request and not flaky.hold_answer  # both were held
+    assert flaky.holding == 1  # the finalize's answer: not waited for
+    posts = [path for method, path in flaky.log if method == "POST"]
+    assert sum(path.startswith("/chalZ/") for path in posts) == 1
+    assert sum(path.startswith("/finalize-order/") for path in posts) == 1
+    assert staging_job(env, "late.test")["errors"] == 0
+
+
 def test_new_nonce_held_by_its_retry_after_does_not_hold_the_order(env, flaky):
     """new-nonce answers 429 with an hour's Retry-After: the POSTs get their nonces from
     the CA's badNonce answers instead (RFC 8555 §6.5), and new-nonce is not asked again."""

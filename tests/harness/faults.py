@@ -15,7 +15,8 @@ read it before it sent anything else there), on any other connection after
 `grace` seconds (a request another thread had sent before the 429 reached
 the client is no violation). Its 429s are rate limits of one endpoint, so
 requests to other endpoints are not held (core/retryafter).
-Paths starting with one of `rate_limited` get a 429 every time; `down = True`
+Paths starting with one of `rate_limited` get a 429 every time, `hold_request` and
+`hold_answer` hold one request or its answer back; `down = True`
 resets every connection, as a CA that is gone; stop() and start() again refuse
 connections meanwhile.
 """
@@ -49,6 +50,12 @@ class FaultProxy(PebbleFront):
         self.lose_answer: set[str] = set()
         # path prefixes answered 429 (with Retry-After) every time
         self.rate_limited: set[str] = set()
+        # path prefix -> seconds: its next request is held that long before it is
+        # forwarded (on its way to the CA), or forwarded and its answer held (on its way
+        # back), once; `holding`: answers held back now
+        self.hold_request: dict[str, float] = {}
+        self.hold_answer: dict[str, float] = {}
+        self.holding = 0
         self.requests = 0
         self.faults: Counter[str] = Counter()
         self.log: list[tuple[str, str]] = []  # (method, path) of every request
@@ -121,7 +128,20 @@ class FaultProxy(PebbleFront):
             if lost_answer:
                 self.forward(req)
             raise Reset
+        time.sleep(self._once(self.hold_request, req.path))
         answer = self.forward(req)
-        if kind == "slow":
-            time.sleep(self.slow_seconds)
+        held = self._once(self.hold_answer, req.path) or \
+            (self.slow_seconds if kind == "slow" else 0)
+        with self._lock:
+            self.holding += 1
+        try:
+            time.sleep(held)
+        finally:
+            with self._lock:
+                self.holding -= 1
         return answer
+
+    def _once(self, holds: dict[str, float], path: str) -> float:
+        with self._lock:
+            prefix = next((p for p in holds if path.startswith(p)), None)
+            return holds.pop(prefix) if prefix is not None else 0.0
