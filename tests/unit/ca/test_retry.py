@@ -42,6 +42,19 @@ def test_retry_after_is_waited_exactly_unless_it_outlasts_the_budget():
     assert p.pause(1, 10, retry_after=3600) is None
 
 
+def test_a_single_5xx_is_retried_soon_and_a_ca_failing_half_a_minute_is_ridden_out():
+    class Rnd:
+        def __init__(self, x):
+            self.x = x
+
+        def random(self):
+            return self.x
+    p = http.DEFAULT_POLICY
+    assert p.pause(1, 60, rnd=Rnd(1.0)) < 0.2  # one replica's 5xx: at once, nearly
+    pauses = [p.pause(n, 60, rnd=Rnd(0.5)) for n in range(1, p.tries)]
+    assert None not in pauses and sum(pauses) >= 25 and p.pause(p.tries, 60) is None
+
+
 def test_waits_for_retry_after_do_not_lengthen_the_next_pause():
     p = http.RetryPolicy(tries=8, first=1, longest=100)
     # the sixth try failed, but only its failure came without a Retry-After: a first pause
