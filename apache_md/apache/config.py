@@ -26,7 +26,7 @@ from ..core.model import (
     VHost,
     address_port,
 )
-from ..store.fs import APACHE
+from ..store.fs import APACHE, StoreError, safe_name
 from . import cluster, syntax
 from .directives import (
     ENV,
@@ -661,13 +661,13 @@ def build_config(parsed: syntax.ParseResult, main_file: str) -> Config:
     # and it never gets a certificate either)
     kept = []
     for d in c.mds:
-        name = d.names[0]
-        if not name or name in (".", "..") or "/" in name or "\0" in name:
-            c.warnings.append(Problem(f"MDomain {name}: this name cannot be a directory of the "
-                                      "store (it has a '/'); the MD is left out", d.location,
-                                      name))
-        else:
-            kept.append(d)
+        try:
+            safe_name(d.names[0])
+        except StoreError as e:
+            c.warnings.append(Problem(f"MDomain {d.names[0]}: {e}; the MD is left out",
+                                      d.location, d.names[0]))
+            continue
+        kept.append(d)
     c.mds[:] = kept
     config = Config(
         main_file=main_file, server_root=parsed.server_root, settings=c.settings,

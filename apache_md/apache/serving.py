@@ -80,8 +80,8 @@ def ensure_fallback(store: Store, md: ManagedDomain, spec,
         try:
             info = crypto.cert_info(crypto.load_chain(cert_f.read_bytes())[0])
             ok = (why is None and info.not_after - now_utc() > FALLBACK_MIN_LEFT
-                  and all(crypto.covers(list(info.names), crypto.a_label(d) or "")
-                          for d in md.domains if crypto.a_label(d)))
+                  and all(crypto.covers(list(info.names), label)
+                          for label in map(crypto.a_label, md.domains) if label))
         except (OSError, crypto.CryptoError, IndexError):
             ok = False
     if not ok:

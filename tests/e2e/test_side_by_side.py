@@ -13,13 +13,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.e2e.mdenv import executable, free_port
+from tests.e2e.mdenv import executable
 from tests.e2e.switch import (  # noqa: F401 - front, server, responder: fixtures
     alike,
     await_mod_md,
@@ -35,6 +33,7 @@ from tests.e2e.switch import (  # noqa: F401 - front, server, responder: fixture
 )
 from tests.harness import pki
 from tests.harness._util import make_tmp_dir
+from tests.harness.canned import canned
 from tests.harness.client import curl
 
 # apache-md's additions to mod_md's md-status (README, Monitoring)
@@ -342,15 +341,7 @@ def test_renewals_on_fresh_stores_read_as_mod_mds(server):
     assert theirs["nodir.test"]["last"]["status"] == 11, theirs["nodir.test"]
     assert theirs["ok.test"]["finished"] and theirs["ec.test"]["finished"], theirs
 
-    a.stop()
-    shutil.rmtree(s.store)
-    s.store.mkdir()
-    s.install_package()
-    s.a2dismod_md()
-    s.apache_md_site(mds, vhosts)
-    s.a2enconf_apache_md()
-    a.start()
-    s.hup_worker()  # systemctl start apache2: the worker reads it
+    apache_md_on_a_fresh_store(s, mds, vhosts)
     ours = stories()
     for side in (theirs, ours):
         assert sum(m.pop("account") for m in side.values()) == 1, side
@@ -358,6 +349,21 @@ def test_renewals_on_fresh_stores_read_as_mod_mds(server):
     found += [f"md.json {n}{d}" for n, m in stored.items()
               for d in differences(md_jsons(s).get(n), m)]
     assert not found, "\n".join(found)
+
+
+def apache_md_on_a_fresh_store(s, mds: str, vhosts) -> None:
+    """The same site under apache-md, on an empty store (not a switch: each side renews
+    from nothing): mod_md's Apache stopped, the package in, the site and apache-md's
+    conf enabled, Apache started and the worker told (systemctl start apache2)."""
+    s.apache.stop()
+    shutil.rmtree(s.store)
+    s.store.mkdir()
+    s.install_package()
+    s.a2dismod_md()
+    s.apache_md_site(mds, vhosts)
+    s.a2enconf_apache_md()
+    s.apache.start()
+    s.hup_worker()
 
 
 # What a URL that is no ACME CA's directory answers: (status, content type, body)
@@ -375,19 +381,6 @@ NOT_A_DIRECTORY = {
 }
 
 
-class NotADirectory(BaseHTTPRequestHandler):
-    def do_GET(self):
-        code, ctype, body = NOT_A_DIRECTORY.get(self.path.strip("/"), (404, "text/plain", b""))
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_directories_that_cannot_be_read_read_as_mod_mds(server):
     """CA URLs whose directory is no ACME v2 directory (a web page, garbled or foreign
     JSON, an error status with a problem document or without, 503 maintenance) or whose
@@ -395,44 +388,31 @@ def test_directories_that_cannot_be_read_read_as_mod_mds(server):
     job log as mod_md writes them, on fresh stores under each. The CA's own words, which
     mod_md does not show, go to apache-md's worker log."""
     s, a = server, server.apache
-    web = ThreadingHTTPServer(("127.0.0.1", free_port()), NotADirectory)
-    threading.Thread(target=web.serve_forever, daemon=True).start()
-    cas = {f"{n}.test": f"http://127.0.0.1:{web.server_port}/{n}" for n in NOT_A_DIRECTORY}
-    cas["unresolved.test"] = "https://ca.nosuchname.invalid/dir"
-    mds = "MDRetryDelay 1h\n" + "".join(
-        f"<MDomain {n}>\n    MDCertificateAuthority {url}\n</MDomain>\n" for n, url in cas.items())
-    vhosts = [(n, [], n) for n in cas]
+    with canned(NOT_A_DIRECTORY) as base:  # the CA URLs' server
+        cas = {f"{n}.test": f"{base}/{n}" for n in NOT_A_DIRECTORY}
+        cas["unresolved.test"] = "https://ca.nosuchname.invalid/dir"
+        mds = "MDRetryDelay 1h\n" + "".join(
+            f"<MDomain {n}>\n    MDCertificateAuthority {url}\n</MDomain>\n" for n, url in cas.items())
+        vhosts = [(n, [], n) for n in cas]
 
-    def stories() -> dict:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                got = {n: s.http_status(n) for n in cas}
-            except ValueError:  # apache-md's 503 before its first snapshot
-                got = {}
-            if got and all(m.get("renewal", {}).get("errors") for m in got.values()):
-                return {n: renewal_story(m) for n, m in got.items()}
-            assert time.monotonic() < deadline, got
-            time.sleep(0.5)
+        def stories() -> dict:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    got = {n: s.http_status(n) for n in cas}
+                except ValueError:  # apache-md's 503 before its first snapshot
+                    got = {}
+                if got and all(m.get("renewal", {}).get("errors") for m in got.values()):
+                    return {n: renewal_story(m) for n, m in got.items()}
+                assert time.monotonic() < deadline, got
+                time.sleep(0.5)
 
-    try:
         s.a2enmod_md()
         s.mod_md_site(mds, vhosts)
         a.start()
         theirs, stored = stories(), md_jsons(s)
-        a.stop()
-        shutil.rmtree(s.store)
-        s.store.mkdir()
-        s.install_package()
-        s.a2dismod_md()
-        s.apache_md_site(mds, vhosts)
-        s.a2enconf_apache_md()
-        a.start()
-        s.hup_worker()
+        apache_md_on_a_fresh_store(s, mds, vhosts)
         ours = stories()
-    finally:
-        web.shutdown()
-        web.server_close()
     assert {n: m["last"]["status"] for n, m in theirs.items()} == {
         "html.test": 2, "garbled.test": 22, "empty.test": 22, "list.test": 22, "v1.test": 22,
         "e500.test": 11, "e404.test": 11, "e503.test": 11, "unresolved.test": 111}, theirs

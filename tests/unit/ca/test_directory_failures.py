@@ -2,14 +2,12 @@
 md_acme_setup, md_curl.c curl_status): what md-status shows of each."""
 from __future__ import annotations
 
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from apache_md.ca import http
 from apache_md.ca.client import CAConnection
 from apache_md.core.problem import CAProblem
+from tests.harness.canned import canned
 
 UNSUCCESSFUL = "Unsuccessful in contacting ACME server at <{}>. If this problem persists"
 UNDERSTAND = ("Unable to understand ACME server response from <{}>. Wrong ACME protocol "
@@ -37,22 +35,8 @@ ANSWERS = {  # path: (status, content type, body)
 
 @pytest.fixture(scope="module")
 def ca():
-    class H(BaseHTTPRequestHandler):
-        def do_GET(self):
-            code, ctype, body = ANSWERS[self.path]
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with canned({path.lstrip("/"): a for path, a in ANSWERS.items()}) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
