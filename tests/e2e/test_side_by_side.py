@@ -321,17 +321,7 @@ def test_renewals_on_fresh_stores_read_as_mod_mds(server):
     names = [md for _, _, md in vhosts]
 
     def stories() -> dict:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                got = {n: s.http_status(n) for n in names}
-            except ValueError:  # apache-md's 503 before its first snapshot
-                got = {}
-            if got and all(got[n].get("renewal", {}).get("errors")
-                           or got[n].get("renewal", {}).get("finished") for n in names):
-                return {n: renewal_story(m) for n, m in got.items()}
-            assert time.monotonic() < deadline, got
-            time.sleep(0.5)
+        return renewal_stories(s, names)
 
     s.a2enmod_md()
     s.mod_md_site(mds, vhosts)
@@ -349,6 +339,21 @@ def test_renewals_on_fresh_stores_read_as_mod_mds(server):
     found += [f"md.json {n}{d}" for n, m in stored.items()
               for d in differences(md_jsons(s).get(n), m)]
     assert not found, "\n".join(found)
+
+
+def renewal_stories(s, names: list[str], timeout: float = 120) -> dict:
+    """Each MD's renewal_story once every one has finished or failed, as md-status shows."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = {n: s.http_status(n) for n in names}
+        except ValueError:  # apache-md's 503 before its first snapshot
+            got = {}
+        if got and all(got[n].get("renewal", {}).get("errors")
+                       or got[n].get("renewal", {}).get("finished") for n in names):
+            return {n: renewal_story(m) for n, m in got.items()}
+        assert time.monotonic() < deadline, got
+        time.sleep(0.5)
 
 
 def apache_md_on_a_fresh_store(s, mds: str, vhosts) -> None:
@@ -396,16 +401,7 @@ def test_directories_that_cannot_be_read_read_as_mod_mds(server):
         vhosts = [(n, [], n) for n in cas]
 
         def stories() -> dict:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    got = {n: s.http_status(n) for n in cas}
-                except ValueError:  # apache-md's 503 before its first snapshot
-                    got = {}
-                if got and all(m.get("renewal", {}).get("errors") for m in got.values()):
-                    return {n: renewal_story(m) for n, m in got.items()}
-                assert time.monotonic() < deadline, got
-                time.sleep(0.5)
+            return renewal_stories(s, list(cas))
 
         s.a2enmod_md()
         s.mod_md_site(mds, vhosts)
