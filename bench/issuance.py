@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issuance: N managed domains from nothing to certificates, mod_md vs apache-md.
+"""Issuance: N managed domains from nothing to certificates, mod_md vs apache-md vs a bare client.
 
 Both run against the same Pebble on this machine, one after the other; Pebble
 is restarted before each run (fresh state, same start for both) unless
@@ -14,6 +14,13 @@ is restarted before each run (fresh state, same start for both) unless
              `apache-md activate --reload` until every name is served.
              With --worker: `apache-md worker --once` instead of renew+activate
              (it drives, activates and reloads in one go).
+  bare       bench/bareacme.py, a bare parallel ACME client (one account, every name
+             at once, RSA 2048 keys made ahead, http-01 from its own server on the
+             port Pebble validates, no store, no Apache): from its start until it
+             exits with every chain in memory. The issue's aim is apache-md staged
+             at this speed (0.10x mod_md); `--no-bare` leaves it out,
+             `--bare-account-key ec256` gives it a P-256 account (RSA 3072 as the
+             others otherwise).
 
   --pool     the store starts with the key pool (store/keypool) filled as a worker
              that ran before the MDs were added keeps it (`MDKeyPool`, default 16
@@ -34,12 +41,13 @@ is restarted before each run (fresh state, same start for both) unless
              time printed (slowed: no timing).
 
 Usage: python bench/issuance.py [-n 50] [--worker] [--pool [--pool-size K]] [--keep-pebble]
-                                [--only NAME] [--profile OUT] [--timeline OUT]
+                                [--only NAME] [--no-bare] [--bare-account-key KIND] [--profile OUT] [--timeline OUT]
                                 [--cpu OUT] [--cprofile OUT] [--tty]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -51,6 +59,7 @@ from pathlib import Path
 
 from benchenv import (
     APACHE_MD,
+    HTTP,
     HTTPS,
     MOD_MD,
     REPO,
@@ -110,6 +119,25 @@ def run_mod_md(pebble, domains) -> dict:
     return {"start": t_started - t0, "staged": t_done - t0, "served": t_served - t0,
             "cpu": children_cpu() - cpu0, "errors": errs,
             "pebble_cpu": proc_cpu(pebble._pebble.pid) - pebble_cpu0}  # noqa: SLF001
+
+
+def run_bare(pebble, domains, account_key: str = "rsa3072") -> dict:
+    """bench/bareacme.py against the same Pebble, answering http-01 on Apache's port
+    (no Apache runs then)."""
+    pebble_cpu0 = proc_cpu(pebble._pebble.pid)  # noqa: SLF001
+    cpu0 = children_cpu()
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, os.path.join(REPO, "bench", "bareacme.py"),
+                        "--directory", pebble.directory_url, "--ca-bundle", str(pebble.ca_bundle),
+                        "--http-port", str(HTTP), "--account-key", account_key, *domains],
+                       cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+    t_done = time.monotonic()
+    if p.returncode != 0:
+        raise SystemExit(f"bareacme failed ({p.returncode}):\n{p.stdout[-3000:]}\n"
+                         f"{p.stderr[-3000:]}")
+    return {"staged": t_done - t0, "cpu": children_cpu() - cpu0, "errors": [],
+            "pebble_cpu": proc_cpu(pebble._pebble.pid) - pebble_cpu0,  # noqa: SLF001
+            "report": json.loads(p.stdout.strip().splitlines()[-1])}
 
 
 def fill_pool(apache) -> int:
@@ -193,6 +221,10 @@ def run_apache_md(pebble, domains, worker: bool, pool: int | None = None,
             "pooled": pooled, "output": p.stdout}
 
 
+def _col(r: dict, key: str) -> str:
+    return f"{r[key]:10.2f}" if key in r else f"{'-':>10}"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", type=int, default=50, help="managed domains (default 50)")
@@ -200,7 +232,10 @@ def main() -> int:
                     help="apache-md via `worker --once` instead of renew + activate")
     ap.add_argument("--keep-pebble", action="store_true",
                     help="do not restart Pebble between the runs")
-    ap.add_argument("--only", choices=("mod_md", "apache-md"))
+    ap.add_argument("--only", choices=("mod_md", "apache-md", "bare"))
+    ap.add_argument("--no-bare", action="store_true", help="leave out the bare ACME client")
+    ap.add_argument("--bare-account-key", choices=("rsa3072", "ec256"), default="rsa3072",
+                    help="the bare client's account key (default rsa3072, as the others)")
     ap.add_argument("--pool", action="store_true",
                     help="start with the key pool an idle worker keeps filled")
     ap.add_argument("--pool-size", type=int, default=16, help="MDKeyPool (default 16)")
@@ -212,19 +247,29 @@ def main() -> int:
     args = ap.parse_args()
     domains = names(args.n)
     load = loadavg()
-    if args.only != "apache-md" and not os.path.exists(MOD_MD):
-        say(f"{MOD_MD} is missing (Debian's apache2 ships it): apache-md only")
-        args.only = "apache-md"
+    if args.only in (None, "mod_md") and not os.path.exists(MOD_MD):
+        say(f"{MOD_MD} is missing (Debian's apache2 ships it): no mod_md")
+        args.only = args.only and "apache-md"
+    run = {who for who in ("mod_md", "apache-md", "bare") if args.only in (None, who)}
+    if args.no_bare and args.only != "bare":
+        run.discard("bare")
+    if not os.path.exists(MOD_MD):
+        run.discard("mod_md")
     byte_compile()
     pebble = start_pebble()
     results = {}
     try:
-        if args.only != "apache-md":
+        if "mod_md" in run:
             say(f"mod_md: {args.n} MDs ...")
             results["mod_md"] = run_mod_md(pebble, domains)
-            if not args.keep_pebble:
+            if not args.keep_pebble and len(run) > 1:
                 pebble.restart()
-        if args.only != "mod_md":
+        if "bare" in run:
+            say(f"bare ACME client: {args.n} names ...")
+            results["bare"] = run_bare(pebble, domains, args.bare_account_key)
+            if not args.keep_pebble and "apache-md" in run:
+                pebble.restart()
+        if "apache-md" in run:
             how = "worker --once" if args.worker else "renew + activate"
             say(f"apache-md ({how}): {args.n} MDs ...")
             results["apache-md"] = run_apache_md(pebble, domains, args.worker,
@@ -240,7 +285,7 @@ def main() -> int:
     done = "activated" if args.worker else "staged"
     say(f"{'':10} {'apache up':>10} {done:>10} {'served':>10} {'cpu':>8} {'pebble cpu':>11}")
     for who, r in results.items():
-        say(f"{who:10} {r['start']:10.2f} {r['staged']:10.2f} {r['served']:10.2f} "
+        say(f"{who:10} {_col(r, 'start')} {r['staged']:10.2f} {_col(r, 'served')} "
             f"{r['cpu']:8.2f} {r['pebble_cpu']:11.2f}")
         for e in r["errors"][:5]:
             say(f"  {who} error: {e}")
@@ -269,11 +314,26 @@ def main() -> int:
         import pstats
         for f in (args.cprofile + ".activate", args.cprofile):
             pstats.Stats(f).sort_stats("tottime").print_stats(25)
-    if len(results) == 2:
-        mm = results["mod_md"]
+    bare = results.get("bare")
+    if bare:
+        b = bare["report"]
+        say(f"bare client ({args.bare_account_key} account): {b['certificates']} chains, "
+            f"account at {b['account']:.2f} s, last done {b['done']:.2f} s (its own clock), "
+            f"{b['requests']} requests ({b['requests'] / max(1, b['certificates']):.1f} per "
+            f"name), {b['polls']} polls, {b['bad_nonces']} badNonce; step times summed over "
+            "the names: " + ", ".join(f"{k} {v:.1f}" for k, v in b["step_sums"].items()))
+    mm = results.get("mod_md")
+    if am and mm:
         say(f"ratio apache-md/mod_md: {done} {ratio(am['staged'], mm['staged'])}, "
             f"served {ratio(am['served'], mm['served'])}, CPU {ratio(am['cpu'], mm['cpu'])}  "
             "(aim: staged <= 0.10)")
+    if bare and mm:
+        say(f"ratio bare/mod_md: {ratio(bare['staged'], mm['staged'])}, "
+            f"CPU {ratio(bare['cpu'], mm['cpu'])}")
+    if bare and am:
+        say(f"ratio apache-md/bare: {done} {ratio(am['staged'], bare['staged'])}, "
+            f"CPU {ratio(am['cpu'], bare['cpu'])}; `{what}` alone against bare "
+            f"{ratio(am['drive'], bare['staged'])}")
     say(f"load average {load} before, {loadavg()} after, {os.cpu_count()} CPUs "
         "(others' work on this machine inflates wall times, less so CPU times)")
     return 0
