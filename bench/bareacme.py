@@ -199,6 +199,13 @@ class Answers(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # all the CA's validations may come at once: with socketserver's backlog of 5 the
+    # kernel drops the connections beyond, and the CA's retry comes a second later
+    request_queue_size = 256
+
+
 class AnswerServer:
     """The http-01 server: in a child process forked before any thread starts (its
     own interpreter lock: the issuing threads do not slow its answers), or a thread of
@@ -206,8 +213,7 @@ class AnswerServer:
     `stop()` gives back when the CA fetched each token."""
 
     def __init__(self, port: int, in_process: bool):
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Answers)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", port), Answers)
         self.pid = 0
         if in_process:
             return
@@ -274,8 +280,8 @@ def issue(acme: ACME, name: str, key_future, times: dict) -> int:
         if authz["status"] == "valid":  # reused
             continue
         ch = next(c for c in authz["challenges"] if c["type"] == "http-01")
+        at("answered")  # as it goes: the CA may fetch before its answer is back
         acme.post(ch["url"], {})
-        at("answered")
         acme.poll(authz_url, lambda a: a["status"] == "valid")
         mark["token"] = ch["token"]
     at("validated")

@@ -160,12 +160,13 @@ def fill_pool(apache) -> int:
 def run_apache_md(pebble, domains, worker: bool, pool: int | None = None,
                   profile: str | None = None, timeline: str | None = None,
                   cprofile: str | None = None, cpu: str | None = None,
-                  tty: bool = False) -> dict:
+                  tty: bool = False, parallel: int | None = None) -> dict:
     apache = apache_md_apache(pebble, domains,
                               extra=f"    MDKeyPool {pool}\n" if pool is not None else "")
     apache.write_conf("00-apache-md", apache_md(apache, "apache-conf").stdout)
     pooled = fill_pool(apache) if pool is not None else 0
     reload_cmd = " ".join(apache.apache_cmd("-k", "graceful"))
+    more = ["--parallel", str(parallel)] if parallel else []
     cmd = APACHE_MD
     if timeline:
         cmd = [sys.executable, os.path.join(REPO, "bench", "timeline.py"), timeline, "--"]
@@ -194,11 +195,11 @@ def run_apache_md(pebble, domains, worker: bool, pool: int | None = None,
         cpu1 = children_cpu()
         if worker:
             p = subprocess.run(cmd + ["-f", str(apache.main_conf), "worker", "--once",
-                                            "--reload-command", reload_cmd],
+                                      "--reload-command", reload_cmd, *more],
                                cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
             t_done = time.monotonic()
         else:
-            argv = cmd + ["-f", str(apache.main_conf), "renew"]
+            argv = cmd + ["-f", str(apache.main_conf), "renew", *more]
             if tty:  # stderr a terminal: the progress bar instead of a line per step
                 argv = ["script", "-qfec", shlex.join(argv), "/dev/null"]
             p = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
@@ -239,6 +240,7 @@ def main() -> int:
     ap.add_argument("--pool", action="store_true",
                     help="start with the key pool an idle worker keeps filled")
     ap.add_argument("--pool-size", type=int, default=16, help="MDKeyPool (default 16)")
+    ap.add_argument("--parallel", type=int, help="apache-md's --parallel (MDs driven at once)")
     ap.add_argument("--profile", metavar="OUT", help="apache-md under py-spy, stacks to OUT")
     ap.add_argument("--timeline", metavar="OUT", help="apache-md's steps per MD to OUT")
     ap.add_argument("--tty", action="store_true", help="renew on a terminal: its progress bar")
@@ -275,7 +277,7 @@ def main() -> int:
             results["apache-md"] = run_apache_md(pebble, domains, args.worker,
                                                  args.pool_size if args.pool else None,
                                                  args.profile, args.timeline, args.cprofile,
-                                                 args.cpu, args.tty)
+                                                 args.cpu, args.tty, args.parallel)
     finally:
         pebble.stop()
         shutil.rmtree(pebble.work_dir, ignore_errors=True)
