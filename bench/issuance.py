@@ -22,6 +22,7 @@ is restarted before each run (fresh state, same start for both) unless
              `--bare-account-key ec256` gives it a P-256 account (RSA 3072 as the
              others otherwise).
 
+  --parallel P  apache-md's --parallel (MDs driven at once; its default otherwise).
   --pool     the store starts with the key pool (store/keypool) filled as a worker
              that ran before the MDs were added keeps it (`MDKeyPool`, default 16
              keys of each kind, --pool-size to change it); without, the store starts
@@ -41,7 +42,7 @@ is restarted before each run (fresh state, same start for both) unless
              time printed (slowed: no timing).
 
 Usage: python bench/issuance.py [-n 50] [--worker] [--pool [--pool-size K]] [--keep-pebble]
-                                [--only NAME] [--no-bare] [--bare-account-key KIND] [--profile OUT] [--timeline OUT]
+                                [--only NAME] [--no-bare] [--bare-account-key KIND] [--parallel P] [--profile OUT] [--timeline OUT]
                                 [--cpu OUT] [--cprofile OUT] [--tty]
 """
 from __future__ import annotations
