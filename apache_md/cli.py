@@ -232,8 +232,9 @@ def cmd_status(args) -> int:
         if store is None:
             return 1
         md = args.name and (config.md_by_name(args.name) or config.md_for_domain(args.name))
-        return _status(args, config, store,
-                       snapshot.snapshot(store, config, only=md.name if md else None))
+        # the full list is printed from the bodies: no MD object is kept for it
+        return _status(args, config, store, snapshot.snapshot(
+            store, config, only=md.name if md else None, keep=bool(md)))
 
 
 def _status_published(args, config: Config) -> int:
@@ -256,14 +257,18 @@ def _status_published(args, config: Config) -> int:
     return _status(args, config, store, snap)
 
 
-def _status(args, config: Config, store: Store, snap: dict) -> int:
+def _status(args, config: Config, store: Store, snap: snapshot.Snap) -> int:
     now = now_utc()
     if args.name:
         md = config.md_by_name(args.name) or config.md_for_domain(args.name)
         if md is None:
             print(f"apache-md: no managed domain named or covering '{args.name}'", file=sys.stderr)
             return 1
-        obj = snap["mds"].get(md.name)
+        try:
+            obj = snap.md(md.name)
+        except ValueError as e:
+            print(f"apache-md: the status of {md.name}: {e}", file=sys.stderr)
+            return 1
         if obj is None:  # a published snapshot older than the MD
             print(f"apache-md: {md.name} is not in the status published {snap.get('generated')}"
                   " yet: the worker has not seen it", file=sys.stderr)

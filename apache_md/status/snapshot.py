@@ -517,16 +517,21 @@ class Bodies(Mapping):
 
     def __init__(self, view: app.View):
         self.view = view
+        self._list: str | None = None
         self._keys = ["list", "html", "metrics"] + [
             f"{kind}:{name}" for name in view.files for kind in ("md", "html", "cs")]
 
     def __getitem__(self, key: str) -> str:
+        if key == "list" and self._list is not None:
+            return self._list
         try:
             text = self.view.text(key)
         except app.StaleView as e:
             raise ValueError(f"{e}: a piece file of the snapshot is gone") from None
         if text is None:
             raise KeyError(key)
+        if key == "list":  # made of every MD's piece file, which a writer may clean away
+            self._list = text
         return text
 
     def __iter__(self) -> Iterator[str]:
@@ -536,23 +541,50 @@ class Bodies(Mapping):
         return len(self._keys)
 
 
+class Snap(dict):
+    """A snapshot as a dict: the index's entries and `bodies` (Bodies); `list` (the
+    md-status list) and `mds` (every MD's md-status object by name) are parsed from the
+    bodies on first use, so that a reader who wants the list's text, or one MD, does not
+    hold 10,000 MD objects. md() is one MD's object (None: not in the snapshot).
+    ValueError when a body is gone or does not parse."""
+
+    def __missing__(self, key: str) -> Any:
+        if key == "list":
+            got = json.loads(self["bodies"]["list"])
+        elif key == "mds":
+            got = {name: self.md(name) for name in self["bodies"].view.files}
+        else:
+            raise KeyError(key)
+        self[key] = got
+        return got
+
+    def md(self, name: str) -> dict[str, Any] | None:
+        mds = dict.get(self, "mds")
+        if mds is not None:
+            return mds.get(name)
+        text = self["bodies"].get(f"md:{name}")
+        return None if text is None else json.loads(text)
+
+
 def _view(store: Store, built: Built) -> app.View:
-    view = app.View(str(store.base), built.index)
+    # made once and read once: keeping what it reads would hold every MD's pieces
+    view = app.View(str(store.base), built.index, cache=False)
     view.pieces.update((m.file, m.pieces) for m in built.made.values()
                        if m.pieces is not None)
     return view
 
 
 def snapshot(store: Store, config: Config, now: datetime | None = None,
-             renderer: Renderer | None = None, only: str | None = None) -> dict[str, Any]:
-    """Everything the WSGI handlers serve, as a dict: the index's entries, `list` and
-    `mds` (the md-status objects) and `bodies` (Bodies); nothing is written. `only`:
-    of that MD alone (build())."""
-    built = build(store, config, now, renderer, only=only)
-    snap = dict(built.index)
-    snap["mds"] = built.mds
-    snap["bodies"] = bodies = Bodies(_view(store, built))
-    snap["list"] = json.loads(bodies["list"])
+             renderer: Renderer | None = None, only: str | None = None,
+             keep: bool = True) -> Snap:
+    """Everything the WSGI handlers serve (Snap); nothing is written. `only`: of that MD
+    alone (build()). `keep` False: the MD objects are not kept as they are made
+    (`mds` is then parsed from the bodies if asked for): the full list at 10,000 MDs."""
+    built = build(store, config, now, renderer, keep=keep, only=only)
+    snap = Snap(built.index)
+    if keep:
+        snap["mds"] = built.mds
+    snap["bodies"] = Bodies(_view(store, built))
     return snap
 
 
@@ -696,10 +728,10 @@ def _clean(d, names: set[str]) -> None:
                 pass
 
 
-def published(store: Store) -> dict[str, Any] | None:
+def published(store: Store) -> Snap | None:
     """The snapshot as its last writer published it (world-readable: what /md-status
-    serves), with its list and MD objects parsed again from the bodies; None when there
-    is none yet. StoreError when it cannot be read, ValueError when it does not parse."""
+    serves), with its list parsed again from the bodies (its MD objects when asked for);
+    None when there is none yet. StoreError when it cannot be read, ValueError when it does not parse."""
     data = store.read_bytes(*SNAPSHOT)
     if data is None:
         return None
@@ -708,10 +740,11 @@ def published(store: Store) -> dict[str, Any] | None:
         snap = json.loads(data)
         if snap.get("format") != app.FORMAT:
             raise ValueError(f"format {snap.get('format')!r}, not {app.FORMAT}")
-        bodies = Bodies(app.View(str(store.base), snap))
-        snap["bodies"] = bodies
-        snap["list"] = json.loads(bodies["list"])
-        snap["mds"] = {name: json.loads(bodies[f"md:{name}"]) for name in bodies.view.files}
+        snap = Snap(snap)
+        snap["bodies"] = bodies = Bodies(app.View(str(store.base), snap, cache=False))
+        # the list's text now (Bodies keeps it), before a writer's next snapshot may clean
+        # away the piece files it is made of; an MD's own is read when asked for
+        bodies["list"]
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{where}: not a status snapshot ({e!r})") from None
     except OSError as e:

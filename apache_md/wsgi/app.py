@@ -81,11 +81,13 @@ class View:
     (status/snapshot/md/<digest>.json, written once, never changed); an MD's own bodies
     are pieces, and the list, the list page and the metrics are the index's templates
     filled with every MD's pieces. Pieces are read on first use and kept by file name,
-    so a new index costs reading only the MDs whose files changed."""
+    so a new index costs reading only the MDs whose files changed; `cache` False keeps
+    none (a one-off reader going through every MD once: `apache-md status`)."""
 
     def __init__(self, store: str, data: dict[str, Any],
-                 pieces: dict[str, dict[str, str]] | None = None):
+                 pieces: dict[str, dict[str, str]] | None = None, cache: bool = True):
         self.store = store
+        self.cache = cache
         self.data = data
         self.dir = os.path.join(store, "status", "snapshot", "md")
         mds = data.get("pieces")
@@ -115,7 +117,8 @@ class View:
                 raise StaleView(file) from None
             if not isinstance(got, dict):
                 got = {}
-            self.pieces[file] = got
+            if self.cache:
+                self.pieces[file] = got
         return got
 
     def text(self, key: str) -> str | None:
