@@ -376,7 +376,7 @@ def activate_and_reload(store: Store, config: Config, reload_command: list[str] 
         log.info("%s: staged certificates wait: %s", name, why)
     if report.activated:
         log.info("activated: %s", ", ".join(report.activated))
-    report.unloaded = sorted(load_activation_state(store)["unloaded"])
+    report.unloaded = still_unloaded(store, config)
     if not reload_command:
         if report.activated and ctl.running(config) is not None:
             # live in the store, not in Apache: md-status must not say it is served,
@@ -411,6 +411,27 @@ def activate_and_reload(store: Store, config: Config, reload_command: list[str] 
     else:
         save_activation_state(store, reloaded=now_utc())
     return report
+
+
+def still_unloaded(store: Store, config: Config) -> list[str]:
+    """The MDs whose live set went live with no reload after it, less those whose live
+    certificate Apache now serves (an admin's own `systemctl reload`): asking Apache is
+    the one way to know, and these are rarely more than a few."""
+    unloaded = load_activation_state(store)["unloaded"]
+    loaded = []
+    for name in unloaded:
+        md = config.md_by_name(name)
+        if md is None or not md.domains:
+            loaded.append(name)  # gone from the configuration: nothing to reload for
+            continue
+        live = {i.sha256 for i in credentials.infos(store, DOMAINS, md).values() if i}
+        if live & ctl.served_sha256(config, md.domains[0]):
+            loaded.append(name)
+    if loaded:
+        log.info("Apache serves the live certificates of %s (reloaded since they went live)",
+                 ", ".join(sorted(loaded)))
+        save_activation_state(store, loaded=loaded)
+    return sorted(set(unloaded) - set(loaded))
 
 
 def _reload(store: Store, config: Config, reload_command: list[str]) -> str | None:
@@ -449,6 +470,6 @@ def request(store: Store, config: Config, prepared: bool = False,
     now = now_utc()
     staged = [m.name for m in config.mds if ready(_facts(store, m, known), now) is None]
     # sets put live by an `activate` without a reload: the root side's reload serves them
-    staged += sorted(set(load_activation_state(store)["unloaded"]) - set(staged))
+    staged += sorted(set(still_unloaded(store, config)) - set(staged))
     if staged:
         state.request_activation(store, staged)

@@ -7,6 +7,7 @@ for the parent's death, by Apache's PidFile and /proc.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -162,6 +163,28 @@ def answers(config: Config, timeout: float = 3) -> bool:
         except (OSError, ssl.SSLError):
             continue
     return False
+
+
+def served_sha256(config: Config, name: str, timeout: float = 3) -> set[str]:
+    """SHA-256 (hex of DER) of the certificates Apache serves for `name` on its TLS Listen
+    ports (by SNI, on loopback); empty when none answers."""
+    host_name = "apache-md-probe." + name[2:] if name.startswith("*.") else name
+    out = set()
+    for host, port, tls in _listen_targets(config):
+        if not tls:
+            continue
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as sock, \
+                    ctx.wrap_socket(sock, server_hostname=host_name) as tls_sock:
+                der = tls_sock.getpeercert(binary_form=True)
+        except (OSError, ssl.SSLError, ValueError):
+            continue
+        if der:
+            out.add(hashlib.sha256(der).hexdigest())
+    return out
 
 
 def confirm_reload(config: Config, before: Running, timeout: float = 30) -> str | None:

@@ -116,10 +116,11 @@ def save_activation_state(store: Store, *, reloaded: datetime | None = None,
                           waiting: dict | None = None, error: str | None = None,
                           served: dict | None = None, repaired: dict | None = None,
                           resolved: list[str] | None = None, pid_file: str | None = None,
-                          unloaded: list[str] | None = None) -> None:
+                          unloaded: list[str] | None = None,
+                          loaded: list[str] | None = None) -> None:
     """Update the record; `repaired` adds entries (md -> what was done), `resolved`
     drops those of MDs that got a new set, `unloaded` adds MDs whose new set went live
-    without a reload (a reload clears them)."""
+    without a reload (a reload clears them), `loaded` drops those Apache serves."""
     doc = load_activation_state(store)
     now = http_date(datetime.now(timezone.utc))
     if reloaded:
@@ -127,6 +128,8 @@ def save_activation_state(store: Store, *, reloaded: datetime | None = None,
         doc["error"] = None
         doc["unloaded"] = {}
     doc["unloaded"].update({md: now for md in unloaded or ()})
+    for md in loaded or ():
+        doc["unloaded"].pop(md, None)
     if waiting is not None:
         doc["waiting"] = waiting
     if error is not None:

@@ -200,6 +200,17 @@ def test_a_set_activated_without_a_reload_is_not_said_served_and_the_next_reload
     assert env.status("a.test")["activation"]["state"] == "active"
     p = env.cli_ok("activate")  # nothing new: no note
     assert "still serves" not in p.stdout
+    # the admin reloads Apache by hand: apache-md sees Apache serve the live set, and
+    # neither says staged nor reloads again for it
+    env.cli_ok("renew", "--force", "a.test")
+    assert "still serves the previous" in env.cli_ok("activate").stdout
+    new = env.status("a.test")["cert"]["rsa"]["serial"]
+    env.apache.graceful()
+    await_serial(env, "a.test", new)
+    p = env.cli_ok("activate")
+    assert "still serves" not in p.stdout, p.stdout
+    assert "Apache serves the live certificates of a.test" in p.stdout + p.stderr, p
+    assert env.status("a.test")["activation"]["state"] == "active"
 
 
 # -- 12.1 / 12.2: broken live sets never reach a reload ----------------------------------------
