@@ -298,7 +298,8 @@ def main() -> int:
         say(f"apache-md {what} alone: {am['drive']:.2f} s wall, {am['drive_cpu']:.2f} s CPU "
             "(mod_md's `staged`: md-status shows renewal.finished for all); "
             f"`apache-md activate` before Apache's start {am['activate']:.2f} s")
-        say(f"key pool: {am['pooled']} keys ready before the start (MDKeyPool {args.pool_size})"
+        say(f"key pool: {am['pooled']} keys ready before the start (MDKeyPool {args.pool_size} "
+            "of each key type in use, and one account key)"
             if args.pool else "key pool: none (a fresh store)")
     if am and args.timeline:
         from timeline import summary
