@@ -36,7 +36,7 @@ from .core.plan import next_wake, plan
 from .core.schedule import next_check
 from .notify import Messenger
 from .status import snapshot
-from .store import broken, certcache, facts, jobs, keypool, state
+from .store import broken, certcache, credentials, facts, jobs, keypool, state
 from .store.changes import Changes
 from .store.fs import STAGING, WATCH, Store, StoreError, StoreKeyError
 
@@ -454,13 +454,16 @@ class Worker:
         """`expiring` at most daily, unless a renewed set is already staged.
 
         Its rate limit lives in watch/<md>/job.json: the staging job vanishes
-        at activation and must not exist for MDs that are not renewed.
+        at activation and must not exist for MDs that are not renewed. mod_md
+        keeps it in its staging job (also for manual and static MDs), which
+        counts too: after a switch from mod_md the day it gave is kept.
         """
-        staged = jobs.find(store, STAGING, md.name)
-        if staged is not None and staged.finished:
+        if credentials.staged_complete(store, md):
             return
         job = jobs.load(store, WATCH, md.name)
-        if messenger.rate_limited(job, "expiring"):
+        theirs = jobs.find(store, STAGING, md.name)
+        if messenger.rate_limited(job, "expiring") or (
+                theirs is not None and messenger.rate_limited(theirs, "expiring")):
             return
         if not messenger.send(job, "expiring", md.name):
             log.warning("%s: %s", md.name, job.last.get("detail"))

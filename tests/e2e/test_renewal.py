@@ -9,6 +9,7 @@ included), so nothing depends on timing.
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
@@ -354,6 +355,37 @@ def test_static_certificate_in_warn_window_warns_once_and_is_not_renewed(env, me
     assert not (env.store / "staging" / "one.test").exists()
     assert format(files.certificate.serial_number, "X") in \
         format(served_leaf(env, "one.test").serial_number, "X")
+
+
+def test_expiring_after_a_switch_from_mod_md_keeps_mod_mds_day(env, messages, tmp_path):
+    """mod_md keeps `expiring`'s rate limit in its staging job, finished, also for an MD it
+    does not renew: within its day apache-md sends nothing, after it the warning comes."""
+    conf, lines = messages
+    now = datetime.now(timezone.utc)
+    files = pki.self_signed(tmp_path, ["one.test"], not_before=now - timedelta(days=85),
+                            not_after=now + timedelta(days=5))
+    env.write_config(f"<MDomain one.test>\n  MDCertificateFile {files.cert}\n"
+                     f"  MDCertificateKeyFile {files.key}\n</MDomain>\n",
+                     env.ssl_vhost("one.test"), conf)
+    staging = env.store / "staging" / "one.test"
+
+    def mod_mds_job(sent: datetime) -> None:
+        when = format_datetime(sent, usegmt=True)
+        staging.mkdir(parents=True, exist_ok=True)
+        (staging / "job.json").write_text(json.dumps({
+            "name": "one.test", "finished": True, "notified": True, "notified-renewed": False,
+            "last-run": when, "errors": 0, "last": {"status": 0},
+            "log": {"entries": [{"when": when, "type": "finished"},
+                                {"when": when, "type": "message-expiring"},
+                                {"when": when, "type": "starting"}]}}))
+    mod_mds_job(now - timedelta(hours=2))
+    env.start()
+    worker_once(env)
+    assert lines() == []
+    shutil.rmtree(env.store / "watch", ignore_errors=True)
+    mod_mds_job(now - timedelta(hours=25))
+    worker_once(env)
+    assert lines() == ["msg expiring one.test"]
 
 
 def test_activation_delay_holds_back_the_renewed_set_and_its_message(env, messages):

@@ -488,6 +488,11 @@ def test_messages_redirects_and_warnings_read_as_mod_mds(server, tmp_path):
         time.sleep(0.2)
     theirs, stored, sent = look(), md_jsons(s), log.read_text().splitlines()
     per_md = {n: [m for m in sent if m.endswith(" " + n)] for n in names}
+    # mod_md tries down.test again after its restart when its first try had failed
+    # before it (AH10064 purges the failed job): once or twice, by timing
+    down = per_md["down.test"]
+    assert down and down == ["renewing down.test", "errored down.test"] * (len(down) // 2), sent
+    per_md["down.test"] = down[:2]
     assert per_md == {
         **{n: ["renewing " + n, f"challenge-setup:http-01:{n} {n}", "renewed " + n,
                "installed " + n] for n in ("ok.test", "temp.test", "perm.test")},
