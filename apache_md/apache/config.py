@@ -740,7 +740,21 @@ def load_config(main_file: str = "/etc/apache2/apache2.conf", server_root: str |
     """Read the Apache configuration and return apache-md's model of it."""
     main_file = os.path.abspath(main_file)
     parsed = syntax.parse(main_file, server_root=server_root, defines=defines, env=env)
-    return build_config(parsed, main_file)
+    config = build_config(parsed, main_file)
+    # apache-md's own includes are rewritten from the store at every activation: one
+    # broken (by hand, a restore, a full disk) must not stop the check, the worker and
+    # the activation that write it again. Read once more without them; Apache would
+    # not start with it, so the worker's next wake-up (or `check`) repairs it at once.
+    generated = os.path.join(config.settings.store_dir, APACHE) + os.sep
+    broken = [p for p in parsed.errors if p.location and p.location.file.startswith(generated)]
+    if broken:
+        parsed = syntax.parse(main_file, server_root=server_root, defines=defines, env=env,
+                              passed_over=generated)
+        config = build_config(parsed, main_file)
+        config.warnings.extend(Problem(
+            f"{p.message} (in apache-md's own generated file: it is written again)",
+            p.location) for p in broken)
+    return config
 
 
 def load_text(text: str, path: str = "test.conf", server_root: str = "/",

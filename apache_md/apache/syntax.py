@@ -368,8 +368,10 @@ class _Frame:
 
 
 class _Reader:
-    def __init__(self, server_root: str, defines: Iterable[str], env: dict[str, str]):
+    def __init__(self, server_root: str, defines: Iterable[str], env: dict[str, str],
+                 passed_over: str | None = None):
         self.server_root = server_root
+        self.passed_over = passed_over  # files under it are not read (see parse)
         self.defines: dict[str, str | None] = {}
         for d in defines:
             name, eq, value = d.partition("=")
@@ -416,6 +418,8 @@ class _Reader:
     # --- files
 
     def read_file(self, path: str, out: list[Directive], via: Location | None) -> None:
+        if self.passed_over and os.path.abspath(path).startswith(self.passed_over):
+            return
         real = os.path.realpath(path)
         if real in self.reading:
             self.error(f"Include recursion: {path} is already being read", via)
@@ -664,13 +668,14 @@ class _Reader:
 
 
 def parse(main_file: str, server_root: str | None = None, defines: Iterable[str] = (),
-          env: dict[str, str] | None = None) -> ParseResult:
-    """Read `main_file` and everything it includes."""
+          env: dict[str, str] | None = None, passed_over: str | None = None) -> ParseResult:
+    """Read `main_file` and everything it includes, but for included files under the
+    directory `passed_over` (apache-md's own generated includes, when one is broken)."""
     main_file = os.path.abspath(main_file)
     root = os.path.abspath(server_root) if server_root else os.path.dirname(main_file)
     if env is None:
         env = default_env(main_file)
-    r = _Reader(root, defines, env)
+    r = _Reader(root, defines, env, passed_over)
     top: list[Directive] = []
     r.read_file(main_file, top, None)
     return ParseResult(directives=top, server_root=r.server_root, defines=r.defines,

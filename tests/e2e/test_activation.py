@@ -325,6 +325,32 @@ def test_an_empty_live_certificate_does_not_block_its_own_repair(env):
     assert env.apache.pid == pid
 
 
+def test_a_broken_generated_include_is_written_again_not_a_blocked_worker(env):
+    """apache-md's own includes (an MD's and global.conf) cut short or given an unclosed
+    section: Apache would not start with them, and they are read with the config. `check`,
+    the worker and `activate` say so, write them again and go on; Apache reloads."""
+    names = ["a.test", "b.test"]
+    config(env, names, names)
+    env.start()
+    env.cli_ok("renew", *names)
+    env.cli_ok("activate", "--reload", env.reload_command())
+    worker = ["worker", "--once", "--reload-command", env.reload_command()]
+    for path in (Path(include_path(str(env.store), "a.test")),
+                 Path(include_path(str(env.store), "b.test")).parent / "global.conf"):
+        good = path.read_text()
+        for bad, run in ((good[:len(good) // 2] + "\n<IfModule ssl_module>\n", ["check"]),
+                         ("<VirtualHost *:1>\n", worker), ("</IfModule>\n", ["activate"])):
+            path.write_text(bad)
+            p = env.cli(*run)
+            assert p.returncode == 0 and "Traceback" not in p.stderr, p.stdout + p.stderr
+            assert f"{path}:" in p.stderr and "apache-md's own generated file" in p.stderr, \
+                p.stderr
+            assert path.read_text() == good, (run, path.read_text())
+        reload_ok(env)
+        for name in names:
+            await_serving(env, name, timeout=10)
+
+
 def test_apache_gone_after_a_reload_is_rolled_back_and_started_again(env, tmp_path):
     """A reload that returns 0 and leaves no Apache behind (as when mod_ssl cannot load
     a key that only the real start sees): the previous set is restored, Apache started.
