@@ -51,7 +51,8 @@ NONCE_RESERVE = 4
 # MDs see ~15 badNonces, and most runs one of them twice in a row, which paused that MD's
 # request 0.2-0.4 s (0.8 s for three) when the second went at once as well as the first.
 BAD_NONCES_AT_ONCE = 3
-# A try of a request safe to repeat (http.repeatable: a read, new-account) whose answer is
+# A try of a request safe to repeat (http.repeatable: a read, new-account) or of new-order
+# (http.hedgeable: a second order is left pending) whose answer is
 # later than PATIENCE_FACTOR times the CA's median answer time, HEDGE_LEAST seconds at
 # least, gets a copy beside it (ca/hedge: the first answer that is good counts): an answer
 # held up somewhere (a slow replica, a lost packet) then costs that, not its whole delay.
@@ -59,7 +60,7 @@ BAD_NONCES_AT_ONCE = 3
 # PATIENCE_SAMPLES answers have shown what is usual. A request that changes something
 # (finalize, a challenge answer: Unanswered), sent once, has the CA's state read beside it
 # after PATIENCE_LEAST seconds at least: when that shows the request arrived, its answer is
-# not waited for; else it is (nothing was given up). new-order never (no URL to read yet).
+# not waited for; else it is (nothing was given up).
 PATIENCE_LEAST = 0.4
 PATIENCE_FACTOR = 4.0
 PATIENCE_SAMPLES = 3
@@ -431,7 +432,7 @@ class _Network(acme_client.ClientNetwork):
         # the CA
         nonce, self._jws_nonce = self._jws_nonce, None
         patience = None
-        copy = http.repeatable(method, self.names.get(url), kwargs.get("data"))
+        copy = http.hedgeable(method, self.names.get(url), kwargs.get("data"))
         if not self._patient and (copy or self.abandonable):
             patience = self._shared.patience(hedged=copy)
         pending = self._pending if self.adopting else None
@@ -521,7 +522,7 @@ class _Network(acme_client.ClientNetwork):
 
         def copy() -> Callable[[], requests.Response] | None:
             if self._gate.held_for(url) > 0:
-                return None
+                return self._held_nonce(url)
             body = kwargs.get("data")
             if method != "POST" or body is None:
                 return lambda: self._copy_sent(method, url, args, kwargs)
@@ -547,8 +548,25 @@ class _Network(acme_client.ClientNetwork):
 
     def _copy_sent(self, method: str, url: str, args: tuple, kwargs: dict) -> requests.Response:
         if self._gate.held_for(url) > 0:  # a Retry-After came meanwhile
+            held = self._held_nonce(url)
+            if held is not None:
+                held()
             raise hedge.NotSent(url)
         return self._noted(method, url, *args, **kwargs)
+
+    def _held_nonce(self, url: str) -> Callable[[], requests.Response] | None:
+        """For a late new-nonce answer whose copy a Retry-After holds back (another MD's
+        request to new-nonce got a 429 after this one went out): what ends the wait for it
+        (http.Held: _get_nonce's POST goes with the stand-in nonce, a round trip, instead of
+        the rest of that late answer). None for other endpoints: their first try is waited
+        for."""
+        if self.names.get(url) != "new-nonce":
+            return None
+        seconds = self._gate.held_for(url)
+
+        def held() -> requests.Response:
+            raise http.Held(seconds)
+        return held
 
     def _nonce_for_copy(self) -> bytes:
         """One new-nonce request for a copy, not retried: trouble sends no copy."""

@@ -14,6 +14,7 @@ out (core/retryafter, Gate).
 """
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import logging
@@ -470,6 +471,26 @@ def repeatable(method: str, resource: str | None, body: str | bytes | None) -> b
     except ValueError:
         return False
     return isinstance(jws, dict) and jws.get("payload") == ""
+
+
+def hedgeable(method: str, resource: str | None, body: str | bytes | None) -> bool:
+    """Whether a late answer to this request may get a copy beside it (ca/hedge): one safe
+    to repeat, or new-order. A copy of new-order makes a second order, of which only the
+    first answered is used; the other stays pending until the CA expires it (RFC 8555
+    §7.1.6; Let's Encrypt hands back the same pending order instead). No client has that
+    order's URL before its answer, so there is no state to read in its stead, as there is
+    for finalize and a challenge answer, which are sent once. Not with ARI's `replaces`:
+    a second order replacing the same certificate may be refused (alreadyReplaced)."""
+    if repeatable(method, resource, body):
+        return True
+    if method != "POST" or resource != "new-order" or body is None:
+        return False
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(
+            json.loads(body)["payload"] + "=="))
+    except (ValueError, KeyError, TypeError):
+        return False
+    return isinstance(payload, dict) and "replaces" not in payload
 
 
 @dataclass(frozen=True)

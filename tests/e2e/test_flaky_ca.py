@@ -127,6 +127,24 @@ def test_a_late_challenge_or_finalize_answer_is_read_from_the_state_never_sent_t
     assert staging_job(env, "late.test")["errors"] == 0
 
 
+def test_a_late_new_order_answer_gets_a_copy_and_the_first_answer_counts(env, pebble, flaky):
+    """new-order's answer held back on its way: a copy goes beside it (with a nonce of its
+    own) and the MD goes on with the copy's order; the late answer is not waited for (still
+    held when the certificate is there), its order left pending for Pebble to expire."""
+    flaky.set_rates(**NO_FAULTS)
+    flaky.hold_answer = {"/order-plz": 20.0}  # within the 30 s timeout
+    env.write_config(md_at("order.test", flaky.directory_url), env.ssl_vhost("order.test"))
+    with pebble.configured(extra_env={"PEBBLE_WFE_NONCEREJECT": "0"}):
+        env.start()
+        p = env.cli("renew", "order.test")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert not flaky.hold_answer and flaky.holding == 1  # the first's answer: still held
+    posts = [path for method, path in flaky.log if method == "POST"]
+    assert sum(path.startswith("/order-plz") for path in posts) == 2
+    assert sum(path.startswith("/finalize-order/") for path in posts) == 1
+    assert staging_job(env, "order.test")["errors"] == 0
+
+
 def test_new_nonce_held_by_its_retry_after_does_not_hold_the_order(env, flaky):
     """new-nonce answers 429 with an hour's Retry-After: the POSTs get their nonces from
     the CA's badNonce answers instead (RFC 8555 §6.5), and new-nonce is not asked again."""

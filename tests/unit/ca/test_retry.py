@@ -509,9 +509,49 @@ def test_which_try_of_a_hedged_read_counts():
 
 
 def test_a_request_that_changes_something_is_waited_for_however_long(impatient, flaky):
-    flaky.script = [(200, {}), (200, {"X-Delay": "1"})]  # new-nonce, then new-order
+    flaky.script = [(200, {}), (200, {"X-Delay": "1"})]  # new-nonce, then an account update
+    impatient.call(impatient.net.post, flaky.url + "acct/1",
+                   messages.UpdateRegistration(contact=()), new_nonce_url=flaky.url + "nonce")
+    assert flaky.requests == ["HEAD /nonce", "POST /acct/1"]
+
+
+def test_a_late_new_order_gets_a_copy_unless_it_replaces_a_certificate(impatient, flaky):
+    """A second order is left pending (the CA expires it): new-order's late answer gets a
+    copy as a read's does. Not with ARI's `replaces` (the CA may refuse a second one)."""
+    flaky.script = [(200, {}), (200, {"X-Delay": "2"}, {"which": "first"}),
+                    (200, {}),  # new-nonce for the copy
+                    (200, {}, {"which": "copy"})]
+    r = impatient.call(impatient.net.post, flaky.url + "order",
+                       messages.NewOrder(identifiers=()), new_nonce_url=flaky.url + "nonce")
+    assert r.json() == {"which": "copy"}
+    assert flaky.requests == ["HEAD /nonce", "POST /order"] * 2
+    assert _nonce_of(flaky.bodies[0]) != _nonce_of(flaky.bodies[1])
+    order = client._RawJSON({"identifiers": [], "replaces": "abc.def"})  # noqa: SLF001
+    assert http.hedgeable("POST", "new-order", _jws(impatient, order, flaky.url + "order"))\
+        is False
+    assert http.hedgeable("POST", "new-order", _jws(impatient, messages.NewOrder(
+        identifiers=()), flaky.url + "order"))
+    assert not http.hedgeable("POST", None, _jws(impatient, messages.NewOrder(
+        identifiers=()), flaky.url + "order"))  # a payload to another URL: never
+
+
+def test_a_late_new_nonce_held_meanwhile_gives_way_to_the_stand_in(impatient, flaky):
+    """Another MD's request to new-nonce is answered 429 while this one's answer is on its
+    way: no copy may go, and rather than waiting out the late answer the POST goes with the
+    stand-in nonce, whose badNonce answer brings a fresh one."""
+    url = flaky.url + "nonce"
+    bad = {"type": "urn:ietf:params:acme:error:badNonce", "detail": "unknown"}
+    fresh = jose.encode_b64jose(b"fresh")
+    flaky.script = [(200, {"X-Delay": "3"}), (400, {"Replay-Nonce": fresh}, bad), (200, {})]
+    held = requests.Response()
+    held.status_code, held.headers["Retry-After"] = 429, "3600"
+    timer = threading.Timer(0.1, http.gate_for(url).answered, (url, held))
+    timer.start()
     post(impatient, flaky)
-    assert flaky.requests == ["HEAD /nonce", "POST /order"]
+    timer.join()
+    assert flaky.requests == ["HEAD /nonce", "POST /order", "POST /order"]
+    assert _nonce_of(flaky.bodies[0]) == jose.encode_b64jose(client.STAND_IN_NONCE)
+    assert _nonce_of(flaky.bodies[1]) == fresh
 
 
 def test_a_finalization_held_up_is_read_from_the_order_and_never_sent_twice(
