@@ -161,6 +161,26 @@ def test_new_nonce_held_by_its_retry_after_does_not_hold_the_order(env, flaky):
     assert job["finished"] and job["errors"] == 0
 
 
+def test_a_late_read_gets_its_copy_while_new_nonce_is_held(env, pebble, flaky):
+    """new-nonce held by its Retry-After the whole time, and an authorization's answer held
+    back: the copy beside it has no nonce at hand and none may be asked for, so it goes with
+    the stand-in, whose badNonce answer brings a fresh one for the retry; the late answer
+    is not waited for (still held when the certificate is there)."""
+    flaky.set_rates(**NO_FAULTS)
+    flaky.retry_after = 3600
+    flaky.rate_limited = {"/nonce-plz"}
+    flaky.hold_answer = {"/authZ/": 20.0}  # within the 30 s timeout
+    env.write_config(md_at("copy.test", flaky.directory_url), env.ssl_vhost("copy.test"))
+    with pebble.configured(extra_env={"PEBBLE_WFE_NONCEREJECT": "0"}):
+        env.start()
+        p = env.cli("renew", "copy.test")
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert not flaky.hold_answer and flaky.holding == 1
+    assert [path for _, path in flaky.log if path.startswith("/nonce-plz")] == ["/nonce-plz"]
+    assert flaky.violations == []
+    assert staging_job(env, "copy.test")["errors"] == 0
+
+
 def test_a_ca_back_from_an_outage_renews_at_once_despite_the_backoff(env, flaky):
     flaky.set_rates(**NO_FAULTS)
     vhost = env.ssl_vhost("back.test")

@@ -445,6 +445,26 @@ def test_a_read_held_up_gets_a_copy_beside_it_and_the_first_good_answer_counts(
     assert flaky.requests == ["POST /acme/order/1", "HEAD /nonce", "POST /acme/order/1"]
 
 
+def test_a_copy_whose_nonce_request_fails_goes_with_the_stand_in(impatient, flaky):
+    """The copy's new-nonce answers 502: the copy goes with the stand-in nonce, its badNonce
+    answer brings a fresh one, and the retry goes with that at once, while the late first
+    try's answer is still on its way."""
+    url = flaky.url + "acme/order/1"
+    bad = {"type": "urn:ietf:params:acme:error:badNonce", "detail": "unknown"}
+    fresh = jose.encode_b64jose(b"fresh")
+    flaky.script = [(200, {}),  # new-nonce
+                    (200, {"X-Delay": "3"}, {"which": "first"}),
+                    (502, {}),  # new-nonce for the copy
+                    (400, {"Replay-Nonce": fresh}, bad),  # the copy
+                    (200, {}, {"which": "retry"})]
+    r = impatient.call(impatient.client._post_as_get, url)  # noqa: SLF001
+    assert r.json() == {"which": "retry"}
+    assert flaky.requests == ["HEAD /nonce", "POST /acme/order/1", "HEAD /nonce",
+                              "POST /acme/order/1", "POST /acme/order/1"]
+    assert _nonce_of(flaky.bodies[1]) == jose.encode_b64jose(client.STAND_IN_NONCE)
+    assert _nonce_of(flaky.bodies[2]) == fresh
+
+
 def test_no_copy_goes_to_an_endpoint_a_retry_after_holds(impatient, flaky):
     url = flaky.url + "acme/order/1"
     flaky.script = [(200, {}), (200, {"X-Delay": "1.5"}, {"which": "first"})]
