@@ -18,7 +18,7 @@ import shlex
 import signal
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Callable, TypeVar
 
 import sdnotify
@@ -32,7 +32,7 @@ from .ca.stapler import Stapler
 from .core.crypto import CryptoError
 from .core.job import now_utc
 from .core.model import Config, ManagedDomain
-from .core.plan import next_wake, plan
+from .core.plan import hold_instant_renewals, next_wake, plan
 from .core.schedule import next_check
 from .notify import Messenger
 from .status import snapshot
@@ -61,6 +61,8 @@ class Worker:
         self.reload_command = reload_command
         self.max_parallel = max_parallel
         self.once = once
+        self.renewed: dict[str, datetime] = {}  # MD -> when this process last renewed it
+        self.instant_warned: dict[str, datetime] = {}  # MD -> the hold it was warned of
         self.stop = threading.Event()
         self.wake = threading.Event()
         self.reread = threading.Event()
@@ -392,7 +394,7 @@ class Worker:
         for name in ari.refresh_all(store, config, known, now_utc(), self.stop, self.rnd,
                                     tick=self.ping):
             known[name] = facts.read(store, config.md_by_name(name))
-        decisions = plan(config, known, now_utc())
+        decisions = self._decide(config, known, now_utc())
         due = [d for d in decisions if d.drive]
         changed = False  # did this cycle change what plan() reads?
         touched: set[str] = set()  # MDs whose facts this cycle may have changed
@@ -414,6 +416,7 @@ class Worker:
             if self.fleet is not None:
                 self.fleet.finish(store, config, results)
             held_back |= {r.md for r in results if r.outcome in ("vetoed", "busy")}
+            self.renewed.update((r.md, now_utc()) for r in results if r.outcome == "renewed")
             touched |= {d.md.name for d in due}
         for name in touched:  # the others' facts stand: read once in this cycle
             known[name] = facts.read(store, config.md_by_name(name))
@@ -429,7 +432,7 @@ class Worker:
             known = facts.read_all(store, config)
         else:  # OCSP answers may have come: the stapled MDs' facts are read again
             known.update((md.name, facts.read(store, md)) for md in config.mds if md.stapling)
-        after = plan(config, known, now) if changed else decisions
+        after = self._decide(config, known, now) if changed else decisions
         for d in after:
             if d.warn:
                 self._expiring(store, messenger, d.md)
@@ -449,6 +452,19 @@ class Worker:
         self.sd(f"STATUS=managing {len(config.mds)} domain(s), next check "
                 f"{wake:%Y-%m-%d %H:%M:%S} UTC")
         return max(0.0, (wake - now_utc()).total_seconds())
+
+    def _decide(self, config: Config, known: dict, now) -> list:
+        """plan(); a live worker holds what its own activation would renew again at once."""
+        decisions = plan(config, known, now)
+        if self.once:
+            return decisions
+        decisions, held = hold_instant_renewals(decisions, known, self.renewed,
+                                                config.settings.check_interval, now)
+        for d in held:  # once per certificate
+            if self.instant_warned.get(d.md.name) != d.renew_at:
+                self.instant_warned[d.md.name] = d.renew_at
+                log.warning("%s: %s", d.md.name, d.reason)
+        return decisions
 
     def _expiring(self, store: Store, messenger: Messenger, md: ManagedDomain) -> None:
         """`expiring` at most daily, unless a renewed set is already staged.

@@ -1,8 +1,8 @@
 """Which MDs to drive now, and when to look again: pure decisions over what the store says."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 
 from .facts import MDFacts
 from .model import Config, ManagedDomain
@@ -13,6 +13,7 @@ from .schedule import (
     renew_at,
     renewal_due,
     should_warn,
+    window_start,
 )
 
 
@@ -69,6 +70,40 @@ def decide(md: ManagedDomain, facts: MDFacts, now: datetime, force: bool = False
     if job and job.next_run and job.next_run > now and not force:
         return Decision(md, False, f"waiting to retry ({reason})", job.next_run, warn=warn)
     return Decision(md, True, reason, warn=warn)
+
+
+WINDOW_DUE = "renewal window reached"
+
+
+def due_at_issuance(md: ManagedDomain, facts: MDFacts) -> bool:
+    """Every live certificate of `md` was due by its window from the moment it was
+    issued (MDRenewWindow at least its lifetime: 30d with 6-day certificates)."""
+    certs = [c for c in facts.active.values() if c is not None]
+    return bool(certs) and len(certs) == len(facts.active) and \
+        all(window_start(md, c) <= c.not_before for c in certs)
+
+
+def hold_instant_renewals(decisions: list[Decision], known: dict[str, MDFacts],
+                          renewed: dict[str, datetime], interval: float, now: datetime
+                          ) -> tuple[list[Decision], list[Decision]]:
+    """A live worker's renewals go live by themselves, so a window that covers the
+    certificates' whole lifetime would have it renew at once again, without end, until
+    the CA rate-limits the account (mod_md renews again at each restart). An MD it
+    `renewed` (name -> when) is, when due by such a window only, held until `interval`
+    (MDCheckInterval) after that renewal. Returns (decisions, the ones held)."""
+    out, held = [], []
+    for d in decisions:
+        f, last = known.get(d.md.name), renewed.get(d.md.name)
+        if d.drive and f and last and d.reason.startswith(WINDOW_DUE) \
+                and last + timedelta(seconds=interval) > now and due_at_issuance(d.md, f):
+            until = last + timedelta(seconds=interval)
+            d = replace(d, drive=False, renew_at=until, reason=(
+                f"MDRenewWindow {d.md.renew_window} covers the whole lifetime of its "
+                f"certificates: each new one is due when issued; renewed again at "
+                f"{until:%Y-%m-%d %H:%M:%S} UTC (MDCheckInterval after the last renewal)"))
+            held.append(d)
+        out.append(d)
+    return out, held
 
 
 def next_wake(decisions: list[Decision], now: datetime, check_at: datetime,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime, parsedate_to_datetime
 from pathlib import Path
@@ -412,3 +413,29 @@ def test_activation_delay_holds_back_the_renewed_set_and_its_message(env, messag
     assert lines()[before:] == new
     assert serial_of(env, "one.test") == serial1
     env.await_served("one.test", serial1)
+
+
+def test_a_window_longer_than_the_lifetime_renews_once_not_without_end(env):
+    """MDRenewWindow 1900d on Pebble's 5-year certificates: each new certificate is due
+    when issued. A live worker activates what it renews, so it would renew again at once,
+    over and over: it gets the certificate, says why it stops, and waits MDCheckInterval
+    after its renewal (`renew --force` or `worker --once` still renew)."""
+    vhost = env.ssl_vhost("one.test")
+    env.write_config("MDomain one.test\nMDRenewWindow 1900d\n", vhost)
+    env.start()
+    worker = env.start_worker()
+    deadline = time.monotonic() + 60
+    while "covers the whole lifetime" not in worker.log_path.read_text():
+        assert time.monotonic() < deadline, worker.log_path.read_text()
+        time.sleep(0.2)
+    serial1 = serial_of(env, "one.test")
+    assert serial1
+    env.await_served("one.test", serial1)
+    time.sleep(3)  # without the hold: renewed again within a second or two, and again
+    said = worker.log_path.read_text()
+    assert said.count("renewing: one.test") == 1, said
+    assert serial_of(env, "one.test") == serial1
+    assert "MDRenewWindow 1900d covers the whole lifetime" in said, said
+    out = worker_once(env)
+    assert "one.test (renewal window reached (1900d))" in out, out
+    assert serial_of(env, "one.test") != serial1

@@ -169,3 +169,30 @@ def test_next_wake():
     due = Decision(md, True, "window")
     assert next_wake([due, later], NOW, check) == NOW  # backoff ran out during the cycle
     assert next_wake([due], NOW, check, held_back={"a.test"}) == check  # vetoed: next check
+
+
+def test_a_window_covering_the_whole_lifetime_is_held_in_a_live_worker(store, tmp_path):
+    """MDRenewWindow 30d on 6-day certificates: each one is due when issued. A live worker
+    (its renewals go live by themselves) holds an MD it renewed until MDCheckInterval after
+    that, rather than renewing again at once; a window shorter than the lifetime, or an MD
+    it did not renew, is never held."""
+    from apache_md.core.durations import Timeslice
+    from apache_md.core.plan import hold_instant_renewals
+    install(store, tmp_path, days_left=6, lifetime=6.01)  # began 15 minutes ago
+    md = make_md(renew_window=Timeslice(seconds=30 * 86400))
+    known = {"a.test": facts.read(store, md)}
+    d = judge(store, md, NOW)
+    assert d.drive and d.reason.startswith("renewal window reached")
+    renewed = {"a.test": NOW - timedelta(minutes=10)}
+    out, held = hold_instant_renewals([d], known, renewed, 12 * 3600, NOW)
+    assert held == out and not out[0].drive and "whole lifetime" in out[0].reason
+    assert out[0].renew_at == renewed["a.test"] + timedelta(hours=12)
+    assert next_wake(out, NOW, NOW + timedelta(days=1)) == out[0].renew_at
+    # past the interval, or not renewed by this worker: renewed (as mod_md would)
+    assert hold_instant_renewals([d], known, renewed, 300, NOW)[0][0].drive
+    assert hold_instant_renewals([d], known, {}, 12 * 3600, NOW)[0][0].drive
+    # a window inside the lifetime that is reached: renewed at once
+    short = make_md(renew_window=Timeslice(seconds=6.005 * 86400))
+    d = judge(store, short, NOW)
+    assert d.drive and hold_instant_renewals([d], {"a.test": facts.read(store, short)},
+                                             renewed, 12 * 3600, NOW)[0][0].drive
