@@ -338,14 +338,20 @@ def test_profile_on_every_order_and_mandatory_unknown_profile_fails(env, front):
 
 
 # -- static certificates --------------------------------------------------------------------------
-def test_static_certificate_in_warn_window_warns_once_and_is_not_renewed(env, messages, tmp_path):
-    conf, lines = messages
+def static_in_warn_window(env: MDEnv, tmp_path: Path, conf: str):
+    """one.test served from MDCertificateFile, 5 days left of 90: inside its warn window."""
     now = datetime.now(timezone.utc)
     files = pki.self_signed(tmp_path, ["one.test"], not_before=now - timedelta(days=85),
                             not_after=now + timedelta(days=5))
     env.write_config(f"<MDomain one.test>\n  MDCertificateFile {files.cert}\n"
                      f"  MDCertificateKeyFile {files.key}\n</MDomain>\n",
                      env.ssl_vhost("one.test"), conf)
+    return files
+
+
+def test_static_certificate_in_warn_window_warns_once_and_is_not_renewed(env, messages, tmp_path):
+    conf, lines = messages
+    files = static_in_warn_window(env, tmp_path, conf)
     env.start()
     worker_once(env)
     assert lines() == ["msg expiring one.test"]
@@ -362,12 +368,8 @@ def test_expiring_after_a_switch_from_mod_md_keeps_mod_mds_day(env, messages, tm
     """mod_md keeps `expiring`'s rate limit in its staging job, finished, also for an MD it
     does not renew: within its day apache-md sends nothing, after it the warning comes."""
     conf, lines = messages
+    static_in_warn_window(env, tmp_path, conf)
     now = datetime.now(timezone.utc)
-    files = pki.self_signed(tmp_path, ["one.test"], not_before=now - timedelta(days=85),
-                            not_after=now + timedelta(days=5))
-    env.write_config(f"<MDomain one.test>\n  MDCertificateFile {files.cert}\n"
-                     f"  MDCertificateKeyFile {files.key}\n</MDomain>\n",
-                     env.ssl_vhost("one.test"), conf)
     staging = env.store / "staging" / "one.test"
 
     def mod_mds_job(sent: datetime) -> None:
