@@ -13,6 +13,7 @@ import subprocess
 from datetime import datetime, timedelta
 
 from . import MOD_MD_COMPAT_VERSION
+from .core.aprstatus import CANNOT_START, exec_status, strerror
 from .core.job import Job, now_utc
 from .store import owner
 
@@ -30,11 +31,19 @@ COMMAND_TIMEOUT = 300  # mod_md waits forever; a hung script must not stall rene
 
 
 def run_command(cmdline: str, args: list[str], store_dir: str | None = None) -> tuple[int, str]:
-    """Run `cmdline args...`; returns (exit status, stderr). 127 when it cannot start."""
+    """Run `cmdline args...`; returns (exit status, stderr). A command that cannot start
+    exits with 255, as in mod_md (APR's child); why is logged."""
+    rc, err = _run(cmdline, args, store_dir)
+    if rc == CANNOT_START and err:
+        log.warning("%s", err)
+    return rc, err
+
+
+def _run(cmdline: str, args: list[str], store_dir: str | None) -> tuple[int, str]:
     try:
         argv = shlex.split(cmdline) + list(args)
     except ValueError as e:
-        return 127, f"cannot parse command line {cmdline!r}: {e}"
+        return CANNOT_START, f"cannot parse command line {cmdline!r}: {e}"
     env = dict(os.environ, MD_VERSION=MOD_MD_COMPAT_VERSION)
     if store_dir:
         env["MD_STORE"] = store_dir
@@ -44,13 +53,13 @@ def run_command(cmdline: str, args: list[str], store_dir: str | None = None) -> 
                                   stderr=subprocess.PIPE, env=env, timeout=COMMAND_TIMEOUT,
                                   check=False)
     except FileNotFoundError:
-        return 127, f"command not found: {argv[0]}"
+        return CANNOT_START, f"command not found: {argv[0]}"
     except PermissionError:
-        return 126, f"command not executable: {argv[0]}"
+        return CANNOT_START, f"command not executable: {argv[0]}"
     except subprocess.TimeoutExpired:
         return 124, f"command timed out after {COMMAND_TIMEOUT}s: {argv[0]}"
     except OSError as e:
-        return 126, f"cannot run {argv[0]}: {e.strerror}"
+        return CANNOT_START, f"cannot run {argv[0]}: {e.strerror}"
     err = proc.stderr.decode("utf-8", "replace").strip()
     if err:
         log.info("%s: %s", argv[0], err)
@@ -79,17 +88,15 @@ class Messenger:
         if reason == "renewed" and self.notify_cmd:
             rc, err = run_command(self.notify_cmd, [md_name], self.store_dir)
             if rc != 0:
-                self._failed(job, "notify command failed", PROBLEM_NOTIFY,
-                             f"MDNotifyCmd {self.notify_cmd} failed with exit code {rc}."
-                             + _cannot_run(rc, err))
+                self._failed(job, rc, PROBLEM_NOTIFY,
+                             f"MDNotifyCmd {self.notify_cmd} failed with exit code {rc}.")
                 job.add_log("notify-error", status=PROBLEM_NOTIFY, detail=job.last["detail"])
                 return False
         if self.message_cmd:
             rc, err = run_command(self.message_cmd, [reason, md_name], self.store_dir)
             if rc != 0:
-                self._failed(job, "message command failed", PROBLEM_MESSAGE,
-                             f"MDMessageCmd {self.message_cmd} failed with exit code {rc}."
-                             + _cannot_run(rc, err))
+                self._failed(job, rc, PROBLEM_MESSAGE,
+                             f"MDMessageCmd {self.message_cmd} failed with exit code {rc}.")
                 job.add_log("message-error", status=reason, detail=job.last["detail"])
                 return False
         job.add_log(f"message-{reason}", when=now)
@@ -102,14 +109,11 @@ class Messenger:
         return True
 
     @staticmethod
-    def _failed(job: Job, description: str, problem: str, detail: str) -> None:
-        last = {"status": 20014, "status-description": description, "problem": problem,
+    def _failed(job: Job, rc: int, problem: str, detail: str) -> None:
+        status = exec_status(rc)
+        last = {"status": status, "status-description": strerror(status), "problem": problem,
                 "detail": detail}
         if job.last.get("activity"):
             last["activity"] = job.last["activity"]
         job.last = last
 
-
-def _cannot_run(rc: int, err: str) -> str:
-    """Why a command did not even start (run_command's 126/127), for the message."""
-    return f" ({err})" if rc in (126, 127) and err else ""

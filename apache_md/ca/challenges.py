@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import josepy as jose
 
+from ..core import aprstatus
 from ..core.crypto import a_label
 from ..core.model import GlobalSettings, ManagedDomain
 from ..core.problem import CAProblem
@@ -149,7 +150,8 @@ def setup_dns01(md: ManagedDomain, domain: str, key_authz: str, store_dir: str) 
     value = dns01_value(key_authz)
     rc, err = run_command(md.dns01_cmd, ["setup", domain, value], store_dir)
     if rc != 0:
-        raise CAProblem(20014, "dns-01 setup failed", SETUP_FAILURE,
+        status = aprstatus.exec_status(rc)
+        raise CAProblem(status, aprstatus.strerror(status), SETUP_FAILURE,
                         f"MDChallengeDns01 setup {domain} exited with {rc}"
                         + (f": {err}" if err else ""))
     return Setup("dns-01", domain, value)

@@ -30,7 +30,7 @@ from acme import errors as acme_errors
 from acme import messages
 
 from .. import __version__
-from ..core import compat, crypto
+from ..core import aprstatus, compat, crypto
 from ..core.problem import CAProblem
 from . import hedge, http
 
@@ -94,15 +94,17 @@ def problem_from_exception(e: BaseException, ca_url: str = "", proxy: str | None
         text = str(e)
         desc = "Connection refused" if "refused" in text.lower() else "Proxy failed"
         hint = " (see MDHttpProxyCACertificateFile)" if "ssl" in text.lower() else ""
+        log.warning("ACME server at %s through the proxy %s: %s", ca_url, proxy, _reason(e))
         return CAProblem(111, desc, None,
-                         f"Unsuccessful in contacting ACME server at {ca_url} through the "
-                         f"proxy {proxy}{hint}: {desc}: {_reason(e)}")
+                         f"Unsuccessful in contacting ACME server at <{ca_url}> through the "
+                         f"proxy {proxy}{hint}: {desc}.")
     if isinstance(e, messages.Error):
         subs = None
         if getattr(e, "subproblems", None):
             subs = [s.to_partial_json() if hasattr(s, "to_partial_json") else s
                     for s in e.subproblems]
-        return CAProblem(20014, "CA problem", e.typ, e.detail or e.title, subs)
+        status = aprstatus.acme_status(e.typ)
+        return CAProblem(status, aprstatus.strerror(status), e.typ, e.detail or e.title, subs)
     if isinstance(e, requests.exceptions.SSLError):
         return CAProblem(20014, "TLS error", None,
                          f"TLS connection to ACME server at {ca_url} failed: {e} "

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable, Sequence
 
-from ..core import crypto
+from ..core import aprstatus, crypto
 from ..core.job import Job, now_utc
 from ..core.mdjson import md_to_json
 from ..core.model import GlobalSettings, ManagedDomain
@@ -607,7 +607,8 @@ class Driver:
         if self.messenger.message_cmd:
             self._flush(job)
         if not self.messenger.send(job, event, md.name):
-            raise CAProblem(20014, "challenge setup failed", "challenge-setup-failure",
+            status = job.last.get("status") or aprstatus.EGENERAL  # the command's
+            raise CAProblem(status, aprstatus.strerror(status), "challenge-setup-failure",
                             f"{job.last.get('detail')} (for {event})")
 
     @staticmethod

@@ -13,18 +13,13 @@ from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 from . import tailscale
+from .aprstatus import input_related
 from .crypto import CertInfo, covers, spec_key_type
 from .jsonfmt import http_date, parse_http_date
 from .model import ManagedDomain, MDState
 
 MAX_BACKOFF = 24 * 3600.0
 SHORT_LIVED = timedelta(days=10)
-# ACME problems that mean "your input is wrong": retrying soon only burns rate limits.
-BAD_INPUT_PROBLEMS = {
-    "agreementRequired", "badCSR", "badSignatureAlgorithm", "externalAccountRequired",
-    "invalidContact", "unsupportedContact", "malformed", "rejectedIdentifier",
-    "unsupportedIdentifier", "userActionRequired", "badRevocationReason",
-}
 # ARI polling (RFC 9773 §4.3.3): 6 hours without Retry-After; a CA's value is
 # clamped to [1 minute, 1 day]; a failed poll is tried again after an hour.
 ARI_DEFAULT_POLL = 6 * 3600.0
@@ -43,8 +38,7 @@ def backoff_delay(errors: int, retry_delay: float, problem: str | None = None,
     """Seconds to wait after `errors` consecutive failures."""
     if errors <= 0:
         return 0.0
-    short = (problem or "").rsplit(":", 1)[-1]
-    if problem and short in BAD_INPUT_PROBLEMS:
+    if input_related(problem):  # retrying soon only burns rate limits
         delay = MAX_BACKOFF
     else:
         delay = min(MAX_BACKOFF, retry_delay * (2 ** min(errors - 1, 30)))

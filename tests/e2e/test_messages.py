@@ -95,7 +95,7 @@ def test_a_command_that_cannot_run_vetoes_the_renewal(env):
     assert env.cli("renew").returncode == 1
     job = renewal(env, "one.test")
     assert job["last"]["problem"] == AH10109  # as test_901_001
-    assert "MDMessageCmd /nonexistent/blablabla failed with exit code 127" \
+    assert "MDMessageCmd /nonexistent/blablabla failed with exit code 255." \
         in job["last"]["detail"]
     assert job["log"]["entries"][0] == {**job["log"]["entries"][0], "type": "message-error",
                                         "status": "renewing"}

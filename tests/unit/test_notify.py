@@ -114,7 +114,8 @@ def test_failures_read_as_mod_mds_and_keep_the_activity(cmd):
     job.progress("Setting up challenge 'http-01' for domain a.test")
     assert not Messenger(f"{script} msg").send(job, "challenge-setup:http-01:a.test", "a.test",
                                                T0)
-    assert job.last == {"status": 20014, "status-description": "message command failed",
+    assert job.last == {"status": 20014, "status-description":
+                        "Internal error (specific information not available)",
                         "problem": PROBLEM_MESSAGE,
                         "detail": f"MDMessageCmd {script} msg failed with exit code 1.",
                         "activity": "Setting up challenge 'http-01' for domain a.test"}
