@@ -36,7 +36,7 @@ from .core.plan import hold_instant_renewals, next_wake, plan
 from .core.schedule import next_check
 from .notify import Messenger
 from .status import snapshot
-from .store import broken, certcache, credentials, facts, jobs, keypool, state
+from .store import broken, certcache, credentials, facts, jobs, keypool, stale_answers, state
 from .store.changes import Changes
 from .store.fs import STAGING, WATCH, Store, StoreError, StoreKeyError
 
@@ -156,6 +156,7 @@ class Worker:
             self._refuse(refusal)
         else:
             renames.follow(store, config)
+            stale_answers.purge(store, config)
         return True
 
     def _join_fleet(self, config: Config) -> None:

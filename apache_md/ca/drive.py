@@ -607,6 +607,7 @@ class Driver:
         if self.messenger.message_cmd:
             self._flush(job)
         if not self.messenger.send(job, event, md.name):
+            job.errors += 1  # as mod_md's md_job_notify: the run's failure counts once more
             status = job.last.get("status") or aprstatus.EGENERAL  # the command's
             raise CAProblem(status, aprstatus.strerror(status), "challenge-setup-failure",
                             f"{job.last.get('detail')} (for {event})")

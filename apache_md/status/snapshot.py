@@ -45,7 +45,7 @@ from .. import MOD_MD_COMPAT_VERSION, __version__
 from ..core.job import now_utc
 from ..core.jsonfmt import dumps, http_date
 from ..core.facts import MDFacts
-from ..core.model import Config
+from ..core.model import Config, RenewMode
 from ..store import broken, castats, staples
 from ..store.fs import ONE_NAME, STATUS, STATUS_ONE, Batch, Store, StoreError, atomic_write
 from ..store.changes import stamp
@@ -461,6 +461,10 @@ def build(store: Store, config: Config, now: datetime | None = None,
         "domains": domains,
         # http-01 answers only for MDs that may use it (mod_md declines otherwise)
         "http01": {md.name: md.challenges is None or "http-01" in md.challenges for md in mds},
+        # MDs mod_md does not renew itself (manual, static files): without an answer of
+        # ours the path is the site's (PR62189: another ACME client's webroot)
+        "http01-shared": sorted(md.name for md in mds if md.renew_mode == RenewMode.MANUAL
+                                or (md.is_static and md.renew_mode == RenewMode.AUTO)),
         "certificate-status": settings.certificate_status,
         # OCSP: what the relay answers mod_ssl with, and one row per stapled certificate
         "ocsp-relay": staples.relay_index(stapled),

@@ -355,17 +355,22 @@ def challenge(environ: dict, start_response, path: str, snap: View) -> Iterable[
         return _from_document_root(environ, start_response, path) or not_found()
     if not host or "/" in host or host.startswith("."):
         return not_found()
+
+    def none_of_ours():
+        if md in snap.data.get("http01-shared", ()):
+            return _from_document_root(environ, start_response, path) or not_found()
+        return not_found()
     try:
         with open(os.path.join(snap.store, "challenges", host, "acme-http-01.txt"), "rb") as f:
             body = f.read(8192)
     except FileNotFoundError:
-        return not_found()
+        return none_of_ours()
     except OSError as e:
         log(environ, f"cannot read the http-01 answer for {_shown(host)}: {e}")
         return _unavailable(start_response, mark)
     # The file holds "<token>.<thumbprint>": answer only for the token it was made for.
     if not body.startswith(token.encode() + b"."):
-        return not_found()
+        return none_of_ours()
     if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
         return _respond(start_response, "501 Not Implemented", b"", mark)
     return _respond(start_response, "200 OK", body, mark)

@@ -115,7 +115,7 @@ def test_a_failing_challenge_setup_fails_the_renewal(env, recorder):
     assert calls[1].startswith("challenge-setup:http-01:")
     job = renewal(env, "one.test")
     assert job["last"]["problem"] == "challenge-setup-failure"  # as test_901_040
-    assert job["errors"] == 1
+    assert job["errors"] == 2  # the failed message counts too, as in mod_md (md_job_notify)
     # a command failing `errored` as well leaves AH10109 as the last word (test_901_002)
     recorder.fail("errored")
     assert env.cli("renew", "two.test").returncode == 1
@@ -162,7 +162,7 @@ def test_md_status_shows_the_running_renewal_and_keeps_it_after(env, recorder):
     recorder.fail("challenge-setup")
     assert env.cli("renew", "two.test").returncode == 1
     failed = md_status(env, "two.test")["renewal"]
-    assert failed["errors"] == 1 and failed["last"]["status"] > 0
+    assert failed["errors"] == 2 and failed["last"]["status"] > 0
     assert failed["last"]["problem"] == "challenge-setup-failure"
     assert failed["last"]["activity"] == "Setting up challenge 'http-01' for domain two.test"
     assert [e["type"] for e in failed["log"]["entries"][:2]] == ["message-errored",

@@ -132,3 +132,17 @@ def test_a_message_command_that_cannot_run_reads_as_mod_mds(server):
                         [("msg.test", [], "msg.test")])
     assert theirs["msg.test"]["last"]["problem"] == "urn:org:apache:httpd:log:AH10109:"
 
+
+def test_a_message_command_failing_a_challenge_setup_reads_as_mod_mds(server):
+    """test_901_040: the challenge fails, and the failed message counts as an error of
+    its own (mod_md's md_job_notify), which lengthens the backoff."""
+    d = make_tmp_dir("side-fail-")
+    log = d / "log"
+    log.touch()
+    log.chmod(0o666)  # mod_md's children (www-data) and apache-md's user
+    cmd = executable(d / "failon.sh", COMMAND.format(
+        log=log, fail='case "$2" in challenge-setup*) exit 1;; esac'))
+    theirs, _ = compare(server, f"MDRetryDelay 1h\nMDMessageCmd {cmd} x\nMDomain msg.test\n",
+                        [("msg.test", [], "msg.test")], worded=("msg.test",))
+    assert theirs["msg.test"]["last"]["problem"] == "challenge-setup-failure"
+    assert theirs["msg.test"]["errors"] == 2
