@@ -62,6 +62,15 @@ SPOTS = [
     "apache_md.core.crypto:generate_key",
     "apache_md.core.crypto:generate_key_rsa",
     "apache_md.status.snapshot:write_snapshot",
+    "apache_md.status.snapshot:build",
+    "apache_md.status.snapshot:_pieces",
+    "apache_md.status.snapshot:_changed_ones",
+    "apache_md.status.snapshot:_place_ones",
+    "apache_md.status.snapshot:_save",
+    "apache_md.status.page:render_md",
+    "apache_md.status.page:view",
+    "apache_md.status.metrics:md_pieces",
+    "apache_md.store.fs:Batch.commit",
     "apache_md.cli:cmd_renew",
     "apache_md.cli:main",
 ]
@@ -95,8 +104,26 @@ def install(out: Path) -> None:
             raise SystemExit(f"cpuacct: {spot} is not a function")
         setattr(target, fn_name, wrap(spot.split(":")[1], getattr(target, fn_name)))
 
+    # the store's writes per file name (job.json, md.json, ...): which ones a run repeats
+    from apache_md.store.fs import Store
+    written: dict[str, list[float]] = {}
+    write_bytes = Store.write_bytes
+
+    def counted_write(self, group, name, file, *args, **kwargs):
+        cpu = time.thread_time()
+        try:
+            return write_bytes(self, group, name, file, *args, **kwargs)
+        finally:
+            spent = time.thread_time() - cpu
+            with lock:
+                t = written.setdefault(f"write {group}/*/{file}", [0, 0.0])
+                t[0] += 1
+                t[1] += spent
+    Store.write_bytes = counted_write
+
     def dump() -> None:
-        rows = {k: {"calls": n, "cpu": round(c, 4)} for k, (n, c) in totals.items()}
+        rows = {k: {"calls": n, "cpu": round(c, 4)}
+                for k, (n, c) in (totals | written).items()}
         rows["process"] = {"calls": 1, "cpu": round(time.process_time(), 4)}
         out.write_text(json.dumps(rows, indent=1))
 
