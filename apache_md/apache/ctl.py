@@ -187,16 +187,24 @@ def served_sha256(config: Config, name: str, timeout: float = 3) -> set[str]:
     return out
 
 
+SETTLE = 0.2  # seconds
+
+
 def confirm_reload(config: Config, before: Running, timeout: float = 30) -> str | None:
     """None once Apache's new generation serves, else what went wrong."""
     deadline = time.monotonic() + timeout
+    seen: set[int] = set()  # children of the new generation that answered, a moment ago
     while time.monotonic() < deadline:
         if not _alive(before.pid):
             return (f"Apache (pid {before.pid}) exited after the reload; its error log "
                     "says why (e.g. AH02564: a certificate or key it could not load)")
-        if _children(before.pid) - before.children and answers(config):
+        new = _children(before.pid) - before.children
+        # twice, SETTLE apart: a child the old generation spawned while the reload command
+        # ran is new too, and answers while a parent on its way out still lives
+        if seen & new and answers(config):
             return None
-        time.sleep(0.1)
+        seen = new if new and answers(config) else set()
+        time.sleep(SETTLE if seen else 0.1)
     log.warning("Apache (pid %d) runs, but no new generation answered within %d s of the "
                 "reload", before.pid, timeout)
     return None
