@@ -199,11 +199,12 @@ def confirm_reload(config: Config, before: Running, timeout: float = 30) -> str 
             return (f"Apache (pid {before.pid}) exited after the reload; its error log "
                     "says why (e.g. AH02564: a certificate or key it could not load)")
         new = _children(before.pid) - before.children
+        up = set(new) if new and answers(config) else set()
         # twice, SETTLE apart: a child the old generation spawned while the reload command
         # ran is new too, and answers while a parent on its way out still lives
-        if seen & new and answers(config):
+        if seen & up:
             return None
-        seen = new if new and answers(config) else set()
+        seen = up
         time.sleep(SETTLE if seen else 0.1)
     log.warning("Apache (pid %d) runs, but no new generation answered within %d s of the "
                 "reload", before.pid, timeout)

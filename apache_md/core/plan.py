@@ -12,6 +12,7 @@ from .schedule import (
     ari_renew_at,
     renew_at,
     renewal_due,
+    WINDOW_DUE,
     should_warn,
     window_start,
 )
@@ -70,9 +71,6 @@ def decide(md: ManagedDomain, facts: MDFacts, now: datetime, force: bool = False
     if job and job.next_run and job.next_run > now and not force:
         return Decision(md, False, f"waiting to retry ({reason})", job.next_run, warn=warn)
     return Decision(md, True, reason, warn=warn)
-
-
-WINDOW_DUE = "renewal window reached"
 
 
 def due_at_issuance(md: ManagedDomain, facts: MDFacts) -> bool:

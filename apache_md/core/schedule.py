@@ -20,6 +20,7 @@ from .model import ManagedDomain, MDState
 
 MAX_BACKOFF = 24 * 3600.0
 SHORT_LIVED = timedelta(days=10)
+WINDOW_DUE = "renewal window reached"  # renewal_due's reason when only the window says so
 # ARI polling (RFC 9773 §4.3.3): 6 hours without Retry-After; a CA's value is
 # clamped to [1 minute, 1 day]; a failed poll is tried again after an hour.
 ARI_DEFAULT_POLL = 6 * 3600.0
@@ -162,7 +163,7 @@ def renewal_due(md: ManagedDomain, certs: dict[str, CertInfo | None], now: datet
     if reason:
         return reason
     if renew_at(md, certs, now) <= now:
-        return f"renewal window reached ({md.renew_window})"
+        return f"{WINDOW_DUE} ({md.renew_window})"
     return None
 
 

@@ -341,16 +341,21 @@ def test_renewals_on_fresh_stores_read_as_mod_mds(server):
     assert not found, "\n".join(found)
 
 
-def renewal_stories(s, names: list[str], timeout: float = 120) -> dict:
-    """Each MD's renewal_story once every one has finished or failed, as md-status shows."""
+def finished_or_failed(m: dict) -> bool:
+    """md-status says the renewal finished or failed."""
+    return bool(m.get("renewal", {}).get("errors") or m.get("renewal", {}).get("finished"))
+
+
+def renewal_stories(s, names: list[str], timeout: float = 120,
+                    until=finished_or_failed) -> dict:
+    """Each MD's renewal_story once `until` holds for every one's md-status."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             got = {n: s.http_status(n) for n in names}
         except ValueError:  # apache-md's 503 before its first snapshot
             got = {}
-        if got and all(got[n].get("renewal", {}).get("errors")
-                       or got[n].get("renewal", {}).get("finished") for n in names):
+        if got and all(until(got[n]) for n in names):
             return {n: renewal_story(m) for n, m in got.items()}
         assert time.monotonic() < deadline, got
         time.sleep(0.5)

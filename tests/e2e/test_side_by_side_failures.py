@@ -7,15 +7,13 @@ job log, but for the details apache-md words on purpose (README, "Renewal").
 """
 from __future__ import annotations
 
-import time
-
 from tests.e2e.mdenv import executable
 from tests.e2e.switch import front, server  # noqa: F401 - fixtures
 from tests.e2e.test_side_by_side import (
     apache_md_on_a_fresh_store,
     differences,
     md_jsons,
-    renewal_story,
+    renewal_stories,
 )
 from tests.harness._util import make_tmp_dir
 
@@ -39,19 +37,10 @@ def failed(m: dict) -> bool:
 
 def stories(s, names, until=ended, timeout: float = 120) -> dict:
     """Each MD's renewal story once `until` holds for its md-status."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            got = {n: s.http_status(n) for n in names}
-        except ValueError:  # apache-md's 503 before its first snapshot
-            got = {}
-        if got and all(until(got[n]) for n in names):
-            out = {n: renewal_story(m) for n, m in got.items()}
-            for m in out.values():
-                m.pop("account")  # which MD registers the shared account is a race
-            return out
-        assert time.monotonic() < deadline, got
-        time.sleep(0.5)
+    out = renewal_stories(s, names, timeout, until)
+    for m in out.values():
+        m.pop("account")  # which MD registers the shared account is a race
+    return out
 
 
 def compare(s, mds: str, vhosts, worded=(), until=ended) -> tuple[dict, dict]:
